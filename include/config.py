@@ -1,0 +1,106 @@
+"""Project paths and settings for the embedded defaults.
+
+Everything the embedded stack writes lives under one data folder,
+``$SEGMENTATION_DATA_DIR`` (default: ``<repo>/data``):
+
+- ``warehouse.duckdb``: the DuckDB warehouse (raw, staged and output tables);
+- ``airflow/``: ``AIRFLOW_HOME`` with the SQLite metadata database and logs;
+- ``mlflow/mlflow.db`` and ``mlflow/artifacts/``: the local MLflow store;
+- ``reports/``: HTML reports.
+
+Production overrides the warehouse with an Airflow connection (see
+``plugins/warehouse_connection.py``) or ``$WAREHOUSE_URL``, and MLflow with
+``$MLFLOW_TRACKING_URI``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Cost of one support contact by channel, used when the raw contact carries no cost.
+DEFAULT_SUPPORT_COST_BY_CHANNEL: dict[str, float] = {
+    "phone": 8.50,
+    "chat": 3.20,
+    "email": 2.10,
+}
+
+
+def data_dir() -> Path:
+    """Return the data folder, creating it if needed."""
+    path = Path(os.environ.get("SEGMENTATION_DATA_DIR", REPO_ROOT / "data")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_warehouse_url() -> str:
+    """SQLAlchemy URL of the warehouse: ``$WAREHOUSE_URL`` or the embedded DuckDB file."""
+    url = os.environ.get("WAREHOUSE_URL")
+    if url:
+        return url
+    return f"duckdb:///{data_dir() / 'warehouse.duckdb'}"
+
+
+def mlflow_tracking_uri() -> str:
+    """MLflow tracking URI: ``$MLFLOW_TRACKING_URI`` or the local SQLite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    folder = data_dir() / "mlflow"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def mlflow_artifact_root() -> str:
+    """Artifact location for new experiments in the local store."""
+    folder = data_dir() / "mlflow" / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.as_uri()
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Run settings; every field can be overridden from the DAG trigger form.
+
+    Attributes
+    ----------
+    max_bad_share
+        The extract task fails when the share of quarantined rows in any raw
+        table exceeds this (the quarantine is written first, so it can be read).
+    k_min, k_max
+        Range of segment counts tried by the baseline k selection.
+    k
+        Fixed number of segments; ``None`` lets the k-selection rule choose.
+    silhouette_sample
+        Rows sampled (with ``seed``) to compute silhouette scores.
+    seed
+        Seed for every random choice in the run.
+    staging_retention_runs
+        How many as-of dates of staged rows to keep (older ones are pruned).
+    support_cost_by_channel
+        Cost per support contact by channel, where the raw row has no cost.
+    """
+
+    max_bad_share: float = 0.05
+    k_min: int = 3
+    k_max: int = 8
+    k: int | None = None
+    silhouette_sample: int = 5000
+    seed: int = 42
+    staging_retention_runs: int = 4
+    support_cost_by_channel: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
+    )
+
+    @classmethod
+    def from_params(cls, params: dict | None) -> PipelineSettings:
+        """Build settings from DAG params, ignoring unknown keys and ``None`` values."""
+        params = params or {}
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in params.items() if k in known and v is not None}
+        if "k" in values and int(values["k"]) <= 0:
+            values.pop("k")
+        return cls(**values)

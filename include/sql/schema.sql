@@ -1,0 +1,95 @@
+-- Tables the pipeline writes. Every table carries as_of_date: a run replaces
+-- its own date's rows (DELETE + INSERT in one transaction) and never another's.
+-- Types are the common subset of DuckDB and Snowflake.
+
+CREATE TABLE IF NOT EXISTS stg_identity_records (
+    as_of_date DATE, source_system VARCHAR, source_id VARCHAR,
+    first_name VARCHAR, last_name VARCHAR, email VARCHAR, phone VARCHAR,
+    address VARCHAR, postcode VARCHAR, date_of_birth DATE, device_id VARCHAR,
+    region VARCHAR, created_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS stg_orders (
+    as_of_date DATE, order_id VARCHAR, source_system VARCHAR, source_id VARCHAR,
+    order_ts TIMESTAMP, amount DOUBLE, discount DOUBLE, returned_amount DOUBLE,
+    channel VARCHAR, category VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS stg_support_contacts (
+    as_of_date DATE, contact_id VARCHAR, source_system VARCHAR, source_id VARCHAR,
+    contact_ts TIMESTAMP, channel VARCHAR, cost DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS stg_product_usage (
+    as_of_date DATE, source_system VARCHAR, source_id VARCHAR,
+    usage_date DATE, sessions DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS stg_email_activity (
+    as_of_date DATE, source_system VARCHAR, source_id VARCHAR,
+    period_start DATE, sends DOUBLE, opens DOUBLE, clicks DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS stg_subscriptions (
+    as_of_date DATE, source_system VARCHAR, source_id VARCHAR,
+    plan_tier VARCHAR, valid_from DATE
+);
+
+CREATE TABLE IF NOT EXISTS quarantine (
+    as_of_date DATE, source_table VARCHAR, source_key VARCHAR,
+    reason VARCHAR, detail VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS extract_log (
+    as_of_date DATE, source_table VARCHAR, rows_in_scope BIGINT,
+    rows_staged BIGINT, rows_quarantined BIGINT, rows_after_as_of BIGINT
+);
+
+CREATE TABLE IF NOT EXISTS identity_map (
+    as_of_date DATE, source_system VARCHAR, source_id VARCHAR,
+    customer_key VARCHAR, cluster_confidence DOUBLE, match_method VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS customers (
+    as_of_date DATE, customer_key VARCHAR, source_records BIGINT,
+    source_systems VARCHAR, email VARCHAR, phone VARCHAR, postcode VARCHAR,
+    region VARCHAR, first_seen_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS customer_features (
+    as_of_date DATE, customer_key VARCHAR,
+    recency_days DOUBLE, frequency DOUBLE, monetary DOUBLE, avg_order_value DOUBLE,
+    orders_lifetime DOUBLE, revenue_lifetime DOUBLE, tenure_days DOUBLE,
+    discount_share DOUBLE, return_rate DOUBLE, support_contacts DOUBLE,
+    cost_to_serve DOUBLE, usage_sessions DOUBLE, email_open_rate DOUBLE,
+    email_click_rate DOUBLE, preferred_channel VARCHAR, plan_tier VARCHAR,
+    region VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS segment_assignments (
+    as_of_date DATE, customer_key VARCHAR, segment_id BIGINT,
+    segment_name VARCHAR, model_run_id VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS segment_profiles (
+    as_of_date DATE, segment_id BIGINT, segment_name VARCHAR, name_rule VARCHAR,
+    customers BIGINT, customer_share DOUBLE,
+    recency_days DOUBLE, frequency DOUBLE, monetary DOUBLE, avg_order_value DOUBLE,
+    tenure_days DOUBLE, discount_share DOUBLE, return_rate DOUBLE,
+    support_contacts DOUBLE, cost_to_serve DOUBLE, usage_sessions DOUBLE,
+    email_open_rate DOUBLE, email_click_rate DOUBLE, model_run_id VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS customer_segments (
+    as_of_date DATE, customer_key VARCHAR, segment_id BIGINT,
+    segment_name VARCHAR, model_run_id VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS segmentation_runs (
+    as_of_date DATE, model_run_id VARCHAR, algorithm VARCHAR, k BIGINT,
+    silhouette DOUBLE, davies_bouldin DOUBLE, customers BIGINT, published BOOLEAN
+);
+
+CREATE TABLE IF NOT EXISTS support_channel_costs (
+    as_of_date DATE, channel VARCHAR, cost_per_contact DOUBLE
+);
