@@ -1,0 +1,101 @@
+"""
+### Customer segmentation (weekly)
+
+Answers, every week: **who are our valuable customers, what do they share,
+and what do we spend serving the unprofitable ones?**
+
+| task | writes (rows keyed by `as_of_date`) |
+|---|---|
+| `extract_validate` | `stg_*` staging tables, `quarantine` (bad rows + reason), `extract_log` |
+| `resolve_identity` | `identity_map`, `customers` (golden records) |
+| `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
+| `segment_customers` | `segment_assignments`, `segment_profiles`, `segmentation_runs` |
+| `publish_segments` | `customer_segments` (published labels) |
+
+**As-of date**: the `as_of_date` param when set, else the day before the run's
+data interval end (the last complete day). Every task replaces only that date's
+rows, so re-running or backfilling a date is safe.
+
+**Where to look**: the MLflow run tagged with this DAG run's id holds every
+metric (row and quarantine counts, silhouette / Davies-Bouldin / inertia per k
+as nested runs) and the segment profiles. The warehouse is the
+`segmentation_warehouse` connection (embedded default: `data/warehouse.duckdb`).
+
+**Failures**: `extract_validate` fails naming the missing table or column, or
+when the quarantined share of a table passes `max_bad_share` (the quarantine is
+written first: `SELECT * FROM quarantine WHERE as_of_date = ...`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, chain, dag, task
+
+
+def _run_info(context):
+    # Imported here so parsing this file stays cheap (no pandas/sqlalchemy at parse time).
+    from include.tasks import RunInfo
+    from segmentation_providers.hooks.warehouse import WarehouseHook
+
+    return RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
+
+
+@dag(
+    dag_id="customer_segmentation",
+    schedule="@weekly",
+    start_date=dt.datetime(2026, 1, 4),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["segmentation", "crm", "mlflow"],
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+    params={
+        "as_of_date": Param(None, type=["null", "string"], format="date",
+                            description="Run for this date (YYYY-MM-DD); empty = the day before the run."),
+        "max_bad_share": Param(0.05, type="number", minimum=0, maximum=1,
+                               description="Fail extract when a table's quarantined share is above this."),
+        "k": Param(None, type=["null", "integer"], minimum=2, maximum=20,
+                   description="Fixed number of segments; empty = choose k by silhouette."),
+        "k_min": Param(3, type="integer", minimum=2, maximum=20, description="Smallest k tried."),
+        "k_max": Param(8, type="integer", minimum=2, maximum=20, description="Largest k tried."),
+        "seed": Param(42, type="integer", description="Seed of every random choice."),
+        "silhouette_sample": Param(5000, type="integer", minimum=100,
+                                   description="Rows sampled for silhouette scores."),
+    },
+)
+def customer_segmentation():
+    @task
+    def extract_validate(**context):
+        from include import tasks
+
+        return tasks.extract_validate(_run_info(context))
+
+    @task
+    def resolve_identity(**context):
+        from include import tasks
+
+        return tasks.resolve_identity(_run_info(context))
+
+    @task
+    def build_features(**context):
+        from include import tasks
+
+        return tasks.build_features(_run_info(context))
+
+    @task
+    def segment_customers(**context):
+        from include import tasks
+
+        return tasks.segment_customers(_run_info(context))
+
+    @task
+    def publish_segments(**context):
+        from include import tasks
+
+        return tasks.publish_segments(_run_info(context))
+
+    chain(extract_validate(), resolve_identity(), build_features(), segment_customers(), publish_segments())
+
+
+customer_segmentation()

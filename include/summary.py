@@ -1,0 +1,59 @@
+"""Print where a run's results are: warehouse tables, segments, MLflow runs, UIs.
+
+Run with ``python -m include.summary`` (the demo command does).
+"""
+
+from __future__ import annotations
+
+import os
+
+from include.config import data_dir, default_warehouse_url, mlflow_tracking_uri
+from include.warehouse import Warehouse
+
+OUTPUT_TABLES = (
+    "quarantine", "identity_map", "customers", "customer_features",
+    "segment_assignments", "segment_profiles", "customer_segments",
+)
+
+
+def main() -> None:
+    url = default_warehouse_url()
+    with Warehouse(url) as wh:
+        if not wh.has_table("customer_segments"):
+            print(f"No results yet in {url}")
+            return
+        dates = wh.query_df("SELECT DISTINCT as_of_date FROM customer_segments ORDER BY as_of_date")
+        latest = dates["as_of_date"].iloc[-1]
+        print(f"\nWarehouse: {url}")
+        print(f"As-of dates published: {', '.join(str(d)[:10] for d in dates['as_of_date'])}")
+        print(f"\nRows for the latest as-of date ({str(latest)[:10]}):")
+        for table in OUTPUT_TABLES:
+            n = wh.scalar(f"SELECT COUNT(*) FROM {table} WHERE as_of_date = :d", {"d": latest})
+            print(f"  {table:22s} {n:>10,d}")
+        profiles = wh.query_df(
+            "SELECT segment_id, segment_name, customers, customer_share, monetary, frequency, "
+            "recency_days, cost_to_serve, model_run_id FROM segment_profiles WHERE as_of_date = :d "
+            "ORDER BY segment_id", {"d": latest})
+        reasons = wh.query_df(
+            "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
+            "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
+    print("\nSegments (365-day means):")
+    print(f"  {'id':>3} {'name':20s} {'customers':>9} {'share':>6} {'revenue':>9} {'orders':>6} "
+          f"{'recency':>7} {'cost':>7}")
+    for r in profiles.itertuples(index=False):
+        print(f"  {r.segment_id:>3} {r.segment_name:20s} {r.customers:>9,d} {r.customer_share:>6.1%} "
+              f"{r.monetary:>9,.0f} {r.frequency:>6.1f} {r.recency_days:>6.0f}d {r.cost_to_serve:>7.2f}")
+    print("\nQuarantined rows by reason:")
+    for r in reasons.itertuples(index=False):
+        print(f"  {r.source_table:22s} {r.reason:24s} {r.n:>6,d}")
+    run_id = profiles["model_run_id"].iloc[0] if len(profiles) else "-"
+    print(f"\nMLflow store: {mlflow_tracking_uri()} (artifacts: {data_dir() / 'mlflow' / 'artifacts'})")
+    print(f"MLflow run of the latest date: {run_id}")
+    port = os.environ.get("AIRFLOW_PORT", "8080")
+    mport = os.environ.get("MLFLOW_PORT", "5000")
+    print(f"Airflow UI: http://127.0.0.1:{port}  MLflow UI: http://127.0.0.1:{mport}"
+          f"  (after: bash scripts/ui.sh start)")
+
+
+if __name__ == "__main__":
+    main()
