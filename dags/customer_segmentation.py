@@ -67,9 +67,17 @@ def _run_info(context):
 def customer_segmentation():
     @task
     def extract_validate(**context):
-        from include import tasks
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return tasks.extract_validate(_run_info(context))
+        from include import tasks
+        from include.extract import BadDataError
+        from include.warehouse import WarehouseError
+
+        try:
+            return tasks.extract_validate(_run_info(context))
+        except (BadDataError, WarehouseError) as exc:
+            # Bad input is not transient: fail now instead of retrying.
+            raise AirflowFailException(str(exc)) from exc
 
     @task
     def resolve_identity(**context):

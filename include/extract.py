@@ -140,6 +140,12 @@ def _text(col: str) -> str:
     return f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
 
 
+def _try_timestamp(expr: str) -> str:
+    # The date guard makes the cast NULL-safe on fakesnow too, whose TRY_CAST to
+    # TIMESTAMP raises on unparsable text; on DuckDB and Snowflake it is a no-op.
+    return f"CASE WHEN TRY_CAST(SUBSTR({expr}, 1, 10) AS DATE) IS NOT NULL THEN TRY_CAST({expr} AS TIMESTAMP) END"
+
+
 def build_validation_sql(spec: TableSpec, present: set[str]) -> dict[str, str]:
     """Return the SQL statements that validate ``spec.raw`` into staging and quarantine.
 
@@ -157,11 +163,13 @@ def build_validation_sql(spec: TableSpec, present: set[str]) -> dict[str, str]:
         typed.append(f"{_text(name)} AS {name}__raw")
         if col.kind == TEXT:
             typed.append(f"{_text(name)} AS {name}")
+        elif col.kind == TS:
+            typed.append(f"{_try_timestamp(_text(name))} AS {name}")
         else:
             typed.append(f"TRY_CAST({_text(name)} AS {_SQL_TYPE[col.kind]}) AS {name}")
     has_loaded_at = "loaded_at" in present
     typed.append(
-        f"TRY_CAST({_text('loaded_at')} AS TIMESTAMP) AS _loaded_at"
+        f"{_try_timestamp(_text('loaded_at'))} AS _loaded_at"
         if has_loaded_at
         else "CAST(NULL AS TIMESTAMP) AS _loaded_at"
     )

@@ -23,7 +23,7 @@ import logging
 import pandas as pd
 
 from include.extract import run_boundaries
-from include.warehouse import Warehouse, load_sql
+from include.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

@@ -74,9 +74,9 @@ def _edges_on(key: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return idx, first
 
 
-def customer_key_for(member_ids: pd.Series) -> str:
+def customer_key_for(smallest_member: str) -> str:
     """Deterministic customer key from the smallest ``system:id`` of a cluster."""
-    return "C" + hashlib.md5(min(member_ids).encode()).hexdigest()[:15]
+    return "C" + hashlib.md5(smallest_member.encode()).hexdigest()[:15]
 
 
 @dataclass
@@ -109,9 +109,7 @@ def resolve_exact(records: pd.DataFrame, as_of_date: dt.date) -> IdentityResult:
     labels = connected_groups(len(rec), [_edges_on(email), _edges_on(phone)])
     rec["email_norm"], rec["phone_norm"], rec["_cluster"] = email, phone, labels
     rec["_member"] = rec["source_system"] + ":" + rec["source_id"]
-    keys = rec.groupby("_cluster")["_member"].min().map(
-        lambda m: "C" + hashlib.md5(m.encode()).hexdigest()[:15]
-    )
+    keys = rec.groupby("_cluster")["_member"].min().map(customer_key_for)
     rec["customer_key"] = rec["_cluster"].map(keys)
     identity_map = pd.DataFrame({
         "as_of_date": as_of_date,

@@ -118,7 +118,8 @@ class Warehouse:
         with self.engine.connect() as c:
             if self.dialect == "duckdb":
                 raw = c.connection.driver_connection
-                df = raw.execute(_BIND.sub(r"$\1", sql), params).df()
+                used = set(_BIND.findall(sql))  # DuckDB rejects unused named parameters
+                df = raw.execute(_BIND.sub(r"$\1", sql), {k: v for k, v in params.items() if k in used}).df()
             else:
                 df = pd.read_sql(sa.text(sql), c, params=params)
         df.columns = [str(col).lower() for col in df.columns]

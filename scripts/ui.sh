@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Start or stop the Airflow UI stack (api-server, scheduler, dag-processor,
+# triggerer) and an MLflow server on loopback, over the embedded stores.
+#   bash scripts/ui.sh start | stop | status
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+source "$ROOT/scripts/env.sh"
+cd "$ROOT"
+RUN="$SEGMENTATION_DATA_DIR/run"
+mkdir -p "$RUN"
+COMPONENTS="api-server scheduler dag-processor triggerer mlflow"
+
+start_one() {
+  local name="$1"; shift
+  if [ -f "$RUN/$name.pid" ] && kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
+    echo "$name already running (pid $(cat "$RUN/$name.pid"))"; return
+  fi
+  setsid "$@" > "$SEGMENTATION_DATA_DIR/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/$name.pid"
+  echo "$name started (pid $!, log data/logs/$name.log)"
+}
+
+wait_http() {
+  local url="$1" name="$2"
+  for _ in $(seq 1 90); do
+    if python -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "$url" 2>/dev/null; then
+      echo "$name is up: $url"; return 0
+    fi
+    sleep 1
+  done
+  echo "$name did not answer at $url within 90 s; see data/logs/$name.log" >&2; return 1
+}
+
+case "${1:-}" in
+  start)
+    airflow db migrate > "$SEGMENTATION_DATA_DIR/logs/db-migrate.log" 2>&1
+    start_one api-server airflow api-server --host 127.0.0.1 --port "$AIRFLOW_PORT"
+    start_one scheduler airflow scheduler
+    start_one dag-processor airflow dag-processor
+    start_one triggerer airflow triggerer
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false start_one mlflow mlflow server \
+      --backend-store-uri "$MLFLOW_TRACKING_URI" \
+      --default-artifact-root "$SEGMENTATION_DATA_DIR/mlflow/artifacts" \
+      --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
+    wait_http "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health" api-server
+    wait_http "http://127.0.0.1:$MLFLOW_PORT/health" mlflow
+    echo
+    echo "Airflow UI: http://127.0.0.1:$AIRFLOW_PORT   (no login: simple auth manager, all admins)"
+    echo "MLflow UI:  http://127.0.0.1:$MLFLOW_PORT"
+    echo "Trigger a run: open customer_segmentation > Trigger (typed params form), or"
+    echo "  source scripts/env.sh && airflow dags unpause customer_segmentation && airflow dags trigger customer_segmentation"
+    echo "Backfill: source scripts/env.sh && airflow backfill create --dag-id customer_segmentation \\"
+    echo "  --from-date 2026-10-01 --to-date 2026-11-15 --max-active-runs 1"
+    ;;
+  stop)
+    for name in $COMPONENTS; do
+      if [ -f "$RUN/$name.pid" ]; then
+        pid="$(cat "$RUN/$name.pid")"
+        # setsid made each component a process-group leader: stop its workers too.
+        kill -TERM -- "-$pid" 2>/dev/null || true
+        for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        rm -f "$RUN/$name.pid"; echo "$name stopped"
+      fi
+    done
+    ;;
+  status)
+    for name in $COMPONENTS; do
+      if [ -f "$RUN/$name.pid" ] && kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
+        echo "$name running (pid $(cat "$RUN/$name.pid"))"
+      else
+        echo "$name stopped"
+      fi
+    done
+    ;;
+  *) echo "usage: bash scripts/ui.sh start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,129 @@
+"""DAG integrity and an end-to-end run through Airflow on a small generated dataset."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+DAG_FILE = ROOT / "dags" / "customer_segmentation.py"
+TASKS = ["extract_validate", "resolve_identity", "build_features", "segment_customers", "publish_segments"]
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_dags_import_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "customer_segmentation" in dagbag.dags
+
+
+def test_dag_wires_the_stages_in_order(dagbag):
+    dag = dagbag.dags["customer_segmentation"]
+    assert [t.task_id for t in dag.topological_sort()] == TASKS
+    for upstream, downstream in zip(TASKS, TASKS[1:], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    assert dag.doc_md and "as-of date" in dag.doc_md.lower()
+    assert dag.max_active_runs == 1
+
+
+def test_params_are_typed(dagbag):
+    params = dagbag.dags["customer_segmentation"].params
+    assert params.get_param("as_of_date").schema["format"] == "date"
+    assert params.get_param("k").schema["type"] == ["null", "integer"]
+    assert params.get_param("max_bad_share").schema["maximum"] == 1
+
+
+def test_dag_file_has_no_heavy_top_level_imports():
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1]); "
+        "heavy = [m for m in ('pandas', 'sklearn', 'mlflow', 'duckdb', 'numpy', 'include.tasks', 'scipy') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(DAG_FILE)], capture_output=True, text=True,
+                         env=os.environ.copy(), timeout=120, check=True)
+    loaded = set(filter(None, out.stdout.strip().splitlines()[-1].split(","))) if out.stdout.strip() else set()
+    assert not loaded & {"pandas", "sklearn", "mlflow", "duckdb", "include.tasks", "scipy"}, loaded
+
+
+@pytest.mark.slow
+def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monkeypatch):
+    import mlflow
+
+    from include.warehouse import Warehouse
+
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse_url)
+    dag = dagbag.dags["customer_segmentation"]
+    logical = dt.datetime(2026, 11, 8, tzinfo=dt.UTC)  # a Sunday: as-of date 2026-11-07
+    as_of = dt.date(2026, 11, 7)
+    conf = {"k_min": 3, "k_max": 5, "silhouette_sample": 500}
+    run = dag.test(logical_date=logical, run_conf=conf)
+    assert run.state == "success"
+    with Warehouse(warehouse_url) as wh:
+        first = wh.query_df("SELECT * FROM customer_segments WHERE as_of_date = :d ORDER BY customer_key", {"d": as_of})
+        features = wh.scalar("SELECT COUNT(*) FROM customer_features WHERE as_of_date = :d", {"d": as_of})
+    assert len(first) == features > 100
+    assert first["customer_key"].is_unique
+    assert first["segment_name"].notna().all()
+
+    # Re-running the same date replaces its rows: no duplicates, same labels.
+    run = dag.test(logical_date=logical + dt.timedelta(seconds=1), run_conf={**conf, "as_of_date": as_of.isoformat()})
+    assert run.state == "success"
+    with Warehouse(warehouse_url) as wh:
+        second = wh.query_df("SELECT * FROM customer_segments WHERE as_of_date = :d ORDER BY customer_key", {"d": as_of})
+        keys = {"customer_features": "customer_key", "customers": "customer_key",
+                "segment_assignments": "customer_key", "identity_map": "source_system || ':' || source_id",
+                "quarantine": "source_table || source_key || reason"}
+        for table, key in keys.items():
+            dup = wh.scalar(f"SELECT COUNT(*) - COUNT(DISTINCT {key}) FROM {table} WHERE as_of_date = :d", {"d": as_of})
+            assert dup == 0, table
+        planted = wh.query_df(
+            "SELECT t.reason AS planted, q.reason AS got FROM truth_planted_errors t LEFT JOIN quarantine q "
+            "ON q.source_key = t.source_key AND q.as_of_date = :d", {"d": as_of})
+    assert len(second) == len(first)
+    assert second[["customer_key", "segment_id", "segment_name"]].equals(first[["customer_key", "segment_id", "segment_name"]])
+    assert (planted["planted"] == planted["got"]).all()
+
+    # MLflow: one parent run per DAG run with tags, params, metrics and artifacts.
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["customer_segmentation"],
+                              filter_string="tags.`airflow.dag_id` = 'customer_segmentation' "
+                                            "AND tags.as_of_date = '2026-11-07'")
+    assert len(runs) == 2  # one parent run per DAG run
+    parent = runs.iloc[0]
+    assert parent["status"] == "FINISHED"
+    assert parent["metrics.quarantine.raw_orders.negative_value"] > 0
+    assert parent["metrics.chosen_silhouette"] > 0
+    assert parent["tags.git_sha"]
+    assert parent["params.k_max"] == "5"
+    children = mlflow.search_runs(experiment_names=["customer_segmentation"],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'")
+    assert sorted(children["params.k"].astype(int)) == [3, 4, 5]
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "segmentation")}
+    assert "segmentation/segment_profiles.csv" in artifacts
+    inputs = client.get_run(parent["run_id"]).inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.name == "customer_features@2026-11-07"
+    profiles = client.download_artifacts(parent["run_id"], "segmentation/segment_profiles.csv")
+    text = open(profiles).read()
+    assert "@" not in text  # no emails or other raw PII in artifacts
+    logged = client.get_run(parent["run_id"]).data
+    assert not any("@" in str(v) for v in [*logged.params.values(), *logged.tags.values()])
+
+
+def test_bad_data_fails_the_extract_task(dagbag, warehouse_url, monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse_url)
+    dag = dagbag.dags["customer_segmentation"]
+    run = dag.test(logical_date=dt.datetime(2026, 11, 15, tzinfo=dt.UTC),
+                   run_conf={"max_bad_share": 0.0001})
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["extract_validate"] in ("failed", "up_for_retry")
+    assert states["publish_segments"] != "success"
