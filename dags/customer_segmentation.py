@@ -9,16 +9,24 @@ and what do we spend serving the unprofitable ones?**
 | `extract_validate` | `stg_*` staging tables, `quarantine` (bad rows + reason), `extract_log` |
 | `resolve_identity` | `identity_map`, `customers` (golden records) |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
-| `segment_customers` | `segment_assignments`, `segment_profiles`, `segmentation_runs` |
-| `publish_segments` | `customer_segments` (published labels) |
+| `segment_customers` | `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` |
+| `publish_segments` | `customer_segments` (published labels + classic RFM map) |
+
+**Segmentation**: k-prototypes on log-scaled RFM/engagement features plus channel,
+plan and region; k by sampled silhouette (segments under 2% excluded); every
+segment's stability by bootstrap Jaccard (Hennig's clusterboot). **Quality gate**:
+if a segment's Jaccard is below `min_jaccard`, the new labels are not published
+and the previous ones are carried forward (the `publish_segments` log and the
+MLflow tag `gate_failure` say which segment and why). Segment ids follow last
+run's segments by centroid matching, so "High-value core" keeps its id.
 
 **As-of date**: the `as_of_date` param when set, else the day before the run's
 data interval end (the last complete day). Every task replaces only that date's
 rows, so re-running or backfilling a date is safe.
 
 **Where to look**: the MLflow run tagged with this DAG run's id holds every
-metric (row and quarantine counts, silhouette / Davies-Bouldin / inertia per k
-as nested runs) and the segment profiles. The warehouse is the
+metric (row and quarantine counts, silhouette / Davies-Bouldin / cost per k
+as nested runs, bootstrap Jaccard per segment) and the segment profiles. The warehouse is the
 `segmentation_warehouse` connection (embedded default: `data/warehouse.duckdb`).
 
 **Failures**: `extract_validate` fails naming the missing table or column, or
@@ -59,6 +67,15 @@ def _run_info(context):
                    description="Fixed number of segments; empty = choose k by silhouette."),
         "k_min": Param(3, type="integer", minimum=2, maximum=20, description="Smallest k tried."),
         "k_max": Param(8, type="integer", minimum=2, maximum=20, description="Largest k tried."),
+        "algorithm": Param("kprototypes", type="string", enum=["kprototypes", "kmeans"],
+                           description="k-prototypes on numeric features + traits, or KMeans on numeric only."),
+        "n_init": Param(4, type="integer", minimum=1, maximum=50, description="Initialisations per fit."),
+        "n_bootstrap": Param(20, type="integer", minimum=2, maximum=200,
+                             description="Bootstrap refits for the stability check."),
+        "min_jaccard": Param(0.6, type="number", minimum=0, maximum=1,
+                             description="Quality gate: publish only if every segment's bootstrap Jaccard reaches this."),
+        "max_match_distance": Param(1.5, type="number", minimum=0,
+                                    description="Largest centroid distance for a segment to keep last run's id."),
         "seed": Param(42, type="integer", description="Seed of every random choice."),
         "silhouette_sample": Param(5000, type="integer", minimum=100,
                                    description="Rows sampled for silhouette scores."),

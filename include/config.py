@@ -80,6 +80,18 @@ class PipelineSettings:
         Seed for every random choice in the run.
     staging_retention_runs
         How many as-of dates of staged rows to keep (older ones are pruned).
+    algorithm
+        ``kprototypes`` (numeric features + categorical traits) or ``kmeans``.
+    n_init
+        Initialisations per candidate fit (best cost kept).
+    n_bootstrap
+        Bootstrap refits for the stability check (Hennig's clusterboot).
+    min_jaccard
+        Quality gate: if any segment's mean bootstrap Jaccard is below this,
+        the run's labels are not published and the previous ones stay.
+    max_match_distance
+        Largest centroid distance (z units) at which a segment inherits a
+        previous run's segment id.
     support_cost_by_channel
         Cost per support contact by channel, where the raw row has no cost.
     """
@@ -91,6 +103,11 @@ class PipelineSettings:
     silhouette_sample: int = 5000
     seed: int = 42
     staging_retention_runs: int = 4
+    algorithm: str = "kprototypes"
+    n_init: int = 4
+    n_bootstrap: int = 20
+    min_jaccard: float = 0.6
+    max_match_distance: float = 1.5
     support_cost_by_channel: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
     )

@@ -54,6 +54,7 @@ def build_customer_features(
     )
     wh.replace_partition("support_channel_costs", costs, {"as_of_date": as_of_date})
     wh.run_sql_file("features.sql", feature_params(as_of_date))
+    wh.run_sql_file("rfm.sql", {"as_of_date": as_of_date})
     stats = wh.query_df(
         "SELECT COUNT(*) AS customers, AVG(frequency) AS mean_frequency, "
         "AVG(monetary) AS mean_monetary, AVG(recency_days) AS mean_recency_days "

@@ -46,6 +46,22 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
+def parse_create_tables(script: str) -> dict[str, list[tuple[str, str]]]:
+    """``{table: [(column, type), ...]}`` from the CREATE TABLE statements of a script."""
+    tables = {}
+    for stmt in split_statements(script):
+        m = re.match(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*)\)\s*$", stmt, re.S)
+        if not m:
+            continue
+        cols = []
+        for part in m.group(2).split(","):
+            words = part.split()
+            if len(words) >= 2:
+                cols.append((words[0].lower(), " ".join(words[1:])))
+        tables[m.group(1).lower()] = cols
+    return tables
+
+
 class Warehouse:
     """A SQLAlchemy engine plus the few bulk operations the stages need.
 
@@ -197,5 +213,18 @@ class Warehouse:
                 df.to_sql(table, conn, if_exists="replace", index=False, chunksize=5000)
 
     def ensure_schema(self) -> None:
-        """Create the pipeline's tables if they do not exist (``include/sql/schema.sql``)."""
-        self.run_sql_file("schema.sql")
+        """Create the pipeline's tables (``include/sql/schema.sql``) and add any new columns.
+
+        A warehouse created by an older version gains the columns added since
+        (``ALTER TABLE ... ADD COLUMN``); existing rows get NULL there.
+        """
+        script = load_sql("schema.sql")
+        self.run_script(script)
+        for table, columns in parse_create_tables(script).items():
+            have = set(self.table_columns(table) or [])
+            missing = [(c, t) for c, t in columns if c not in have]
+            if missing:
+                with self.begin() as conn:
+                    for column, sql_type in missing:
+                        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+                log.info("schema: added %s to %s", ", ".join(c for c, _ in missing), table)

@@ -63,7 +63,7 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     dag = dagbag.dags["customer_segmentation"]
     logical = dt.datetime(2026, 11, 8, tzinfo=dt.UTC)  # a Sunday: as-of date 2026-11-07
     as_of = dt.date(2026, 11, 7)
-    conf = {"k_min": 3, "k_max": 5, "silhouette_sample": 500}
+    conf = {"k_min": 3, "k_max": 5, "silhouette_sample": 500, "n_bootstrap": 4, "min_jaccard": 0.0}
     run = dag.test(logical_date=logical, run_conf=conf)
     assert run.state == "success"
     with Warehouse(warehouse_url) as wh:
@@ -72,6 +72,7 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     assert len(first) == features > 100
     assert first["customer_key"].is_unique
     assert first["segment_name"].notna().all()
+    assert first["rfm_segment"].notna().all() and first["rfm_r"].between(1, 5).all()
 
     # Re-running the same date replaces its rows: no duplicates, same labels.
     run = dag.test(logical_date=logical + dt.timedelta(seconds=1), run_conf={**conf, "as_of_date": as_of.isoformat()})
@@ -116,6 +117,24 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     assert "@" not in text  # no emails or other raw PII in artifacts
     logged = client.get_run(parent["run_id"]).data
     assert not any("@" in str(v) for v in [*logged.params.values(), *logged.tags.values()])
+    assert "archetype_ari" in logged.metrics and "bootstrap_mean_ari" in logged.metrics
+
+    # Quality gate: a segment below min_jaccard blocks publishing; last week's labels carry forward.
+    run = dag.test(logical_date=dt.datetime(2026, 11, 15, tzinfo=dt.UTC), run_conf={**conf, "min_jaccard": 1.0, "as_of_date": None})
+    assert run.state == "success"
+    with Warehouse(warehouse_url) as wh:
+        gate = wh.query_df("SELECT gate_passed, gate_reason, published FROM segmentation_runs WHERE as_of_date = :d",
+                           {"d": dt.date(2026, 11, 14)})
+        carried = wh.query_df("SELECT customer_key, segment_id, model_run_id FROM customer_segments "
+                              "WHERE as_of_date = :d ORDER BY customer_key", {"d": dt.date(2026, 11, 14)})
+        fresh = wh.scalar("SELECT COUNT(*) FROM segment_assignments WHERE as_of_date = :d", {"d": dt.date(2026, 11, 14)})
+        wh_dump = wh.query_df("SELECT as_of_date, gate_passed, published FROM segmentation_runs").to_string()
+    assert len(gate) == 1, wh_dump
+    assert not gate["gate_passed"][0] and not gate["published"][0]
+    assert "bootstrap Jaccard" in gate["gate_reason"][0] and "min_jaccard 1.0" in gate["gate_reason"][0]
+    assert fresh > 0  # the model's labels are kept, just not published
+    assert carried["customer_key"].tolist() == second["customer_key"].tolist()
+    assert (carried["model_run_id"] == second["model_run_id"]).all()
 
 
 def test_bad_data_fails_the_extract_task(dagbag, warehouse_url, monkeypatch):

@@ -7,7 +7,17 @@ import pandas as pd
 import pytest
 
 from include.features import NUMERIC_FEATURES
-from include.segmentation import fit_segments, name_segments, numeric_matrix, segment_profiles
+from include.segmentation import (
+    bootstrap_stability,
+    choose_k,
+    fit_segments,
+    match_segment_ids,
+    name_segments,
+    numeric_matrix,
+    order_by_value,
+    segment_profiles,
+    z_profiles,
+)
 
 
 def blobs(n_per: int = 150, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -27,6 +37,9 @@ def blobs(n_per: int = 150, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
         groups.append(frame)
     df = pd.concat(groups, ignore_index=True)
     df.insert(0, "customer_key", [f"K{i:05d}" for i in range(len(df))])
+    df["preferred_channel"] = np.where(df["truth"] == 0, "app", rng.choice(["web", "store"], len(df)))
+    df["plan_tier"] = np.where(df["truth"] == 0, "premium", "basic")
+    df["region"] = rng.choice(["north", "south"], len(df))
     return df.drop(columns="truth"), df["truth"].to_numpy()
 
 
@@ -48,30 +61,69 @@ def test_numeric_matrix_names_the_bad_column():
         numeric_matrix(df)
 
 
-def test_kmeans_recovers_separated_groups_and_picks_k():
+@pytest.mark.parametrize("algorithm", ["kprototypes", "kmeans"])
+def test_separated_groups_are_recovered_and_k_is_picked(algorithm):
     from sklearn.metrics import adjusted_rand_score
 
     df, truth = blobs()
-    result = fit_segments(df, k_min=2, k_max=6, seed=1, silhouette_sample=300)
+    result = fit_segments(df, k_min=2, k_max=6, seed=1, silhouette_sample=300, algorithm=algorithm)
+    assert result.algorithm == algorithm
     assert result.k == 3
     assert adjusted_rand_score(truth, result.labels) > 0.95
     assert list(result.candidates["k"]) == [2, 3, 4, 5, 6]
-    # id 1 is the highest-revenue segment
-    means = pd.Series(df["monetary"].to_numpy()).groupby(result.labels).mean()
-    assert means.idxmax() == 1
+    # after ordering, id 1 is the highest-revenue segment
+    ordered = order_by_value(df, result.labels)
+    means = pd.Series(df["monetary"].to_numpy()).groupby(ordered).mean()
+    assert means.idxmax() == 1 and sorted(set(ordered)) == [1, 2, 3]
+
+
+def test_constant_traits_fall_back_to_kmeans():
+    df, _ = blobs()
+    df["preferred_channel"] = df["plan_tier"] = df["region"] = "unknown"
+    assert fit_segments(df, k=3, seed=1).algorithm == "kmeans"
+
+
+def test_choose_k_skips_candidates_with_tiny_segments():
+    candidates = pd.DataFrame({"k": [3, 4, 5], "silhouette": [0.4, 0.5, 0.6], "smallest_segment_share": [0.2, 0.1, 0.01]})
+    assert choose_k(candidates) == 4
+    assert choose_k(candidates, min_share=0.0) == 5
+
+
+def test_bootstrap_stability_separates_real_from_arbitrary_clusters():
+    df, _ = blobs()
+    result = fit_segments(df, k=3, seed=1)
+    jaccard, ari = bootstrap_stability(df, result.labels, 3, n_boot=8, seed=2)
+    assert jaccard.shape == (3,) and (jaccard > 0.95).all() and ari > 0.95
+    # Splitting one real group in two gives arbitrary, unstable halves.
+    over = fit_segments(df, k=6, seed=1)
+    jaccard6, ari6 = bootstrap_stability(df, over.labels, 6, n_boot=8, seed=2)
+    assert jaccard6.min() < 0.75 and ari6 < ari
+
+
+def test_segment_ids_follow_the_previous_run():
+    previous = pd.DataFrame({"monetary": [2.0, 0.0, -1.5], "recency_days": [-1.0, 0.0, 1.5]}, index=[1, 2, 7])
+    current = pd.DataFrame({"monetary": [-1.4, 2.1, 0.1, 5.0], "recency_days": [1.6, -1.1, 0.0, 5.0]}, index=[1, 2, 3, 4])
+    mapping, distance = match_segment_ids(current, previous, max_distance=1.0, next_id=9)
+    assert mapping[1] == 7 and mapping[2] == 1 and mapping[3] == 2
+    assert mapping[4] == 9  # no match within reach: a new id, never a retired one
+    assert set(distance) == {1, 2, 3} and max(distance.values()) < 0.2
+    first, _ = match_segment_ids(current, None)
+    assert first == {1: 1, 2: 2, 3: 3, 4: 4}
 
 
 def test_same_seed_same_labels():
     df, _ = blobs()
     a = fit_segments(df, k_min=2, k_max=4, seed=3, silhouette_sample=200)
-    b = fit_segments(df, k_min=2, k_max=4, seed=3, silhouette_sample=200)
+    b = fit_segments(df.sample(frac=1.0, random_state=0).sort_index(), k_min=2, k_max=4, seed=3, silhouette_sample=200)
     assert np.array_equal(a.labels, b.labels)
 
 
 def test_profiles_name_segments_with_their_rule():
     df, _ = blobs()
     result = fit_segments(df, k=3, seed=1)
-    profiles = segment_profiles(df, result.labels, dt.date(2026, 1, 1))
+    labels = order_by_value(df, result.labels)
+    assert z_profiles(df, labels).shape == (3, len(NUMERIC_FEATURES))
+    profiles = segment_profiles(df, labels, dt.date(2026, 1, 1))
     names = dict(zip(profiles["segment_id"], profiles["segment_name"], strict=True))
     assert names[1] == "High-value core"
     assert "Discount-driven" in names.values()

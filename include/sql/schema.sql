@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS segment_assignments (
 
 CREATE TABLE IF NOT EXISTS segment_profiles (
     as_of_date DATE, segment_id BIGINT, segment_name VARCHAR, name_rule VARCHAR,
-    customers BIGINT, customer_share DOUBLE,
+    customers BIGINT, customer_share DOUBLE, jaccard DOUBLE, match_distance DOUBLE,
     recency_days DOUBLE, frequency DOUBLE, monetary DOUBLE, avg_order_value DOUBLE,
     tenure_days DOUBLE, discount_share DOUBLE, return_rate DOUBLE,
     support_contacts DOUBLE, cost_to_serve DOUBLE, usage_sessions DOUBLE,
@@ -82,12 +82,24 @@ CREATE TABLE IF NOT EXISTS segment_profiles (
 
 CREATE TABLE IF NOT EXISTS customer_segments (
     as_of_date DATE, customer_key VARCHAR, segment_id BIGINT,
-    segment_name VARCHAR, model_run_id VARCHAR
+    segment_name VARCHAR, model_run_id VARCHAR,
+    rfm_r BIGINT, rfm_f BIGINT, rfm_m BIGINT, rfm_segment VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS customer_rfm (
+    as_of_date DATE, customer_key VARCHAR, rfm_r BIGINT, rfm_f BIGINT,
+    rfm_m BIGINT, rfm_segment VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS segment_centroids (
+    as_of_date DATE, segment_id BIGINT, feature VARCHAR, z_value DOUBLE
 );
 
 CREATE TABLE IF NOT EXISTS segmentation_runs (
     as_of_date DATE, model_run_id VARCHAR, algorithm VARCHAR, k BIGINT,
-    silhouette DOUBLE, davies_bouldin DOUBLE, customers BIGINT, published BOOLEAN
+    silhouette DOUBLE, davies_bouldin DOUBLE, customers BIGINT, published BOOLEAN,
+    min_jaccard DOUBLE, bootstrap_ari DOUBLE, gate_passed BOOLEAN, gate_reason VARCHAR,
+    archetype_ari DOUBLE
 );
 
 CREATE TABLE IF NOT EXISTS support_channel_costs (
