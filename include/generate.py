@@ -73,9 +73,9 @@ ARCHETYPES: tuple[Archetype, ...] = (
               (0.20, 0.40, 0.40), (0.50, 0.10, 0.40), (0.05, 0.3, 0.5, 0.1, 0.05)),
     Archetype("discount_driven", 0.14, 0.15, 0.015, 45, 0.80, 0.35, 0.20, 2.0, 0.3, 6, 0.45, 0.15,
               (0.50, 0.45, 0.05), (0.60, 0.30, 0.10), (0.2, 0.2, 0.1, 0.4, 0.1)),
-    Archetype("lapsed", 0.15, 0.20, 0.25, 60, 0.20, 0.15, 0.07, 1.5, 0.4, 3, 0.10, 0.01,
+    Archetype("lapsed", 0.15, 0.20, 0.35, 60, 0.20, 0.15, 0.07, 1.5, 0.4, 3, 0.10, 0.01,
               (0.40, 0.50, 0.10), (0.40, 0.30, 0.30), (0.3, 0.2, 0.2, 0.2, 0.1)),
-    Archetype("costly_tail", 0.35, 0.03, 0.03, 25, 0.30, 0.20, 0.15, 7.0, 0.75, 2, 0.12, 0.02,
+    Archetype("costly_tail", 0.35, 0.08, 0.02, 25, 0.30, 0.20, 0.15, 7.0, 0.75, 2, 0.12, 0.02,
               (0.80, 0.20, 0.00), (0.20, 0.10, 0.70), (0.5, 0.2, 0.05, 0.15, 0.1)),
 )
 
@@ -153,7 +153,7 @@ class DemoGenerator:
         arche = rng.choice(len(ARCHETYPES), size=n, p=shares / shares.sum())
         span = (self.end - self.start).astype(np.int64) - 14 * 86400
         # Lapsed persons joined in the first two thirds of the window, so they had time to leave.
-        frac = np.where(arche == 4, rng.random(n) * 0.66, rng.random(n) ** 1.3)
+        frac = np.where(arche == 4, rng.random(n) * 0.5, rng.random(n) ** 1.3)
         birth = self.start + (frac * span).astype("timedelta64[s]")
         rate = np.array([a.weekly_rate for a in ARCHETYPES])[arche] * rng.gamma(6.0, 1 / 6.0, n)
         p = np.array([a.dropout for a in ARCHETYPES])[arche]

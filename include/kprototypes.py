@@ -120,6 +120,10 @@ class KPrototypes:
         Maximum iterations per initialisation.
     random_state
         Seed (drives the numeric part of the initialisation, and Huang's draws).
+    tol
+        Stop when an iteration lowers the cost by less than this fraction.
+        ``0`` iterates until no point moves, kmodes' rule; the default saves
+        the long tail of iterations that move a handful of points at 480,000 rows.
 
     Attributes
     ----------
@@ -128,13 +132,15 @@ class KPrototypes:
     """
 
     def __init__(self, n_clusters: int = 8, *, gamma: float | None = None, init: object = "Cao",
-                 n_init: int = 10, max_iter: int = 100, random_state: int | None = None) -> None:
+                 n_init: int = 10, max_iter: int = 100, random_state: int | None = None,
+                 tol: float = 1e-5) -> None:
         self.n_clusters = n_clusters
         self.gamma = gamma
         self.init = init
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
+        self.tol = tol
 
     # -- public API -----------------------------------------------------------
     def fit(self, x_num: np.ndarray, x_cat: np.ndarray) -> KPrototypes:
@@ -248,7 +254,8 @@ class KPrototypes:
             moved = int((new_labels != labels).sum())
             if new_cost > cost:
                 break  # a batch step may not improve a local optimum; keep the better state
+            converged = moved == 0 or cost - new_cost <= self.tol * cost
             c_num, c_cat, labels, cost = new_num, new_cat, new_labels, new_cost
-            if moved == 0:
+            if converged:
                 break
         return _Fit(c_num, c_cat, labels, cost, n_iter)

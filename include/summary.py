@@ -32,17 +32,31 @@ def main() -> None:
             print(f"  {table:22s} {n:>10,d}")
         profiles = wh.query_df(
             "SELECT segment_id, segment_name, customers, customer_share, monetary, frequency, "
-            "recency_days, cost_to_serve, model_run_id FROM segment_profiles WHERE as_of_date = :d "
+            "recency_days, cost_to_serve, jaccard, model_run_id FROM segment_profiles WHERE as_of_date = :d "
             "ORDER BY segment_id", {"d": latest})
+        gate = wh.query_df("SELECT * FROM segmentation_runs WHERE as_of_date = :d", {"d": latest})
+        rfm = wh.query_df("SELECT rfm_segment, COUNT(*) AS n FROM customer_segments WHERE as_of_date = :d "
+                          "GROUP BY rfm_segment ORDER BY n DESC", {"d": latest})
         reasons = wh.query_df(
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
             "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
     print("\nSegments (365-day means):")
     print(f"  {'id':>3} {'name':20s} {'customers':>9} {'share':>6} {'revenue':>9} {'orders':>6} "
-          f"{'recency':>7} {'cost':>7}")
+          f"{'recency':>7} {'cost':>7} {'jaccard':>7}")
     for r in profiles.itertuples(index=False):
         print(f"  {r.segment_id:>3} {r.segment_name:20s} {r.customers:>9,d} {r.customer_share:>6.1%} "
-              f"{r.monetary:>9,.0f} {r.frequency:>6.1f} {r.recency_days:>6.0f}d {r.cost_to_serve:>7.2f}")
+              f"{r.monetary:>9,.0f} {r.frequency:>6.1f} {r.recency_days:>6.0f}d {r.cost_to_serve:>7.2f} "
+              f"{r.jaccard:>7.2f}")
+    if gate is not None and len(gate):
+        g = gate.iloc[0]
+        status = "published" if g["published"] else f"NOT published (quality gate: {g['gate_reason']})"
+        ari = "" if g["archetype_ari"] is None or g["archetype_ari"] != g["archetype_ari"] else \
+            f", ARI vs planted archetypes {g['archetype_ari']:.2f}"
+        print(f"  {g['algorithm']} k={g['k']}, silhouette {g['silhouette']:.2f}, bootstrap ARI "
+              f"{g['bootstrap_ari']:.2f}{ari}; {status}")
+    print("\nClassic RFM map (customers):")
+    for r in rfm.itertuples(index=False):
+        print(f"  {r.rfm_segment:22s} {r.n:>7,d}")
     print("\nQuarantined rows by reason:")
     for r in reasons.itertuples(index=False):
         print(f"  {r.source_table:22s} {r.reason:24s} {r.n:>6,d}")
