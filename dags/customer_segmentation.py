@@ -11,6 +11,8 @@ and what do we spend serving the unprofitable ones?**
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
 | `segment_customers` | `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` |
 | `publish_segments` | `customer_segments` (published labels + classic RFM map) |
+| `fit_clv` | `clv_summary` (BG/NBD statistics in SQL), `customer_clv` (P(alive), expected purchases, CLV 90/365 days) |
+| `crosscheck_clv` | `segment_clv_check`: segments' value order vs mean CLV, names CLV contradicts |
 
 **Segmentation**: k-prototypes on log-scaled RFM/engagement features plus channel,
 plan and region; k by sampled silhouette (segments under 2% excluded); every
@@ -76,6 +78,11 @@ def _run_info(context):
                              description="Quality gate: publish only if every segment's bootstrap Jaccard reaches this."),
         "max_match_distance": Param(1.5, type="number", minimum=0,
                                     description="Largest centroid distance for a segment to keep last run's id."),
+        "clv_unit_days": Param(7, type="integer", enum=[1, 7], description="BG/NBD time unit: 1 = days, 7 = weeks."),
+        "clv_holdout_days": Param(90, type="integer", minimum=7, maximum=365,
+                                  description="Holdout length for the CLV validation."),
+        "gross_margin": Param(0.35, type="number", minimum=0, maximum=1, description="Margin on net revenue."),
+        "annual_discount_rate": Param(0.10, type="number", minimum=0, maximum=1, description="CLV discount rate."),
         "seed": Param(42, type="integer", description="Seed of every random choice."),
         "silhouette_sample": Param(5000, type="integer", minimum=100,
                                    description="Rows sampled for silhouette scores."),
@@ -120,7 +127,25 @@ def customer_segmentation():
 
         return tasks.publish_segments(_run_info(context))
 
-    chain(extract_validate(), resolve_identity(), build_features(), segment_customers(), publish_segments())
+    @task
+    def fit_clv(**context):
+        from include import tasks
+
+        return tasks.fit_clv(_run_info(context))
+
+    @task
+    def crosscheck_clv(**context):
+        from include import tasks
+
+        return tasks.crosscheck_clv(_run_info(context))
+
+    features = build_features()
+    chain(extract_validate(), resolve_identity(), features)
+    published = publish_segments()
+    clv = fit_clv()
+    features >> segment_customers() >> published
+    features >> clv
+    [published, clv] >> crosscheck_clv()
 
 
 customer_segmentation()

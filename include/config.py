@@ -92,6 +92,11 @@ class PipelineSettings:
     max_match_distance
         Largest centroid distance (z units) at which a segment inherits a
         previous run's segment id.
+    clv_unit_days, clv_holdout_days
+        Time unit of the BG/NBD summaries (1 = days, 7 = weeks) and the
+        holdout length used to validate the CLV model every run.
+    gross_margin, annual_discount_rate
+        Margin on net revenue and the discount rate of CLV.
     support_cost_by_channel
         Cost per support contact by channel, where the raw row has no cost.
     """
@@ -108,6 +113,10 @@ class PipelineSettings:
     n_bootstrap: int = 20
     min_jaccard: float = 0.6
     max_match_distance: float = 1.5
+    clv_unit_days: int = 7
+    clv_holdout_days: int = 90
+    gross_margin: float = 0.35
+    annual_discount_rate: float = 0.10
     support_cost_by_channel: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
     )

@@ -33,10 +33,19 @@ MAX_INIT_TRIES = 10
 
 
 def encode_categories(x_cat: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Integer codes per column (sorted unique values, as kmodes encodes) and the value lists."""
-    x_cat = np.asarray(x_cat, dtype=object)
-    if x_cat.ndim == 1:
-        x_cat = x_cat[:, None]
+    """Integer codes per column (sorted unique values, as kmodes encodes) and the value lists.
+
+    An integer array is taken as already encoded (codes 0..m-1 per column), so
+    callers that fit many times on the same rows encode once.
+    """
+    arr = np.asarray(x_cat)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size and arr.min() < 0:
+            raise ValueError("categorical codes must be non-negative")
+        return arr.astype(np.int64, copy=False), [np.arange(int(c.max()) + 1 if c.size else 0) for c in arr.T]
+    x_cat = arr.astype(object)
     codes = np.empty(x_cat.shape, dtype=np.int64)
     levels = []
     for j in range(x_cat.shape[1]):
@@ -47,12 +56,20 @@ def encode_categories(x_cat: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def dissimilarity(x_num: np.ndarray, x_cat: np.ndarray, c_num: np.ndarray, c_cat: np.ndarray,
-                  gamma: float) -> np.ndarray:
-    """(n, k) matrix: squared Euclidean on numeric + gamma x categorical mismatches."""
-    d = (x_num * x_num).sum(axis=1)[:, None] - 2.0 * (x_num @ c_num.T) + (c_num * c_num).sum(axis=1)[None, :]
+                  gamma: float, x_sq: np.ndarray | None = None) -> np.ndarray:
+    """(n, k) matrix: squared Euclidean on numeric + gamma x categorical mismatches.
+
+    ``x_sq`` (the rows' squared norms) may be passed in when the same rows are
+    compared with many prototypes, as in every iteration of a fit.
+    """
+    if x_sq is None:
+        x_sq = np.einsum("ij,ij->i", x_num, x_num)
+    d = x_num @ (-2.0 * c_num.T)
+    d += x_sq[:, None]
+    d += np.einsum("ij,ij->i", c_num, c_num)[None, :]
     np.maximum(d, 0.0, out=d)  # rounding can leave tiny negatives
     if x_cat.shape[1]:
-        mismatches = np.zeros(d.shape, dtype=np.float64)
+        mismatches = np.zeros(d.shape, dtype=np.int16)
         for j in range(x_cat.shape[1]):
             mismatches += x_cat[:, j][:, None] != c_cat[None, :, j]
         d += gamma * mismatches
@@ -182,9 +199,12 @@ class KPrototypes:
 
     # -- internals -------------------------------------------------------------
     def _encode_with_levels(self, x_cat: np.ndarray) -> np.ndarray:
-        x_cat = np.asarray(x_cat, dtype=object)
-        if x_cat.ndim == 1:
-            x_cat = x_cat[:, None]
+        arr = np.asarray(x_cat)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if np.issubdtype(arr.dtype, np.integer):
+            return arr.astype(np.int64, copy=False)
+        x_cat = arr.astype(object)
         codes = np.empty(x_cat.shape, dtype=np.int64)
         for j, values in enumerate(self.levels_):
             col = x_cat[:, j].astype(str)
@@ -229,13 +249,14 @@ class KPrototypes:
         return new_num, new_cat, counts
 
     def _fit_single(self, x_num, codes, rs) -> _Fit:
+        x_sq = np.einsum("ij,ij->i", x_num, x_num)
         for _ in range(MAX_INIT_TRIES):
             c_num, c_cat = self._initial_prototypes(x_num, codes, rs)
-            labels = dissimilarity(x_num, codes, c_num, c_cat, self.gamma_).argmin(axis=1)
+            labels = dissimilarity(x_num, codes, c_num, c_cat, self.gamma_, x_sq).argmin(axis=1)
             if np.bincount(labels, minlength=self.n_clusters).min() > 0 or not isinstance(self.init, str):
                 break
         c_num, c_cat, _ = self._update(x_num, codes, labels, c_num, c_cat)
-        d = dissimilarity(x_num, codes, c_num, c_cat, self.gamma_)
+        d = dissimilarity(x_num, codes, c_num, c_cat, self.gamma_, x_sq)
         labels = d.argmin(axis=1)
         cost = float(d[np.arange(len(d)), labels].sum())
         n_iter = 0
@@ -248,7 +269,7 @@ class KPrototypes:
                 for i, cluster in enumerate(np.flatnonzero(counts == 0)):
                     new_num[cluster] = x_num[worst[i]]
                     new_cat[cluster] = codes[worst[i]]
-            d = dissimilarity(x_num, codes, new_num, new_cat, self.gamma_)
+            d = dissimilarity(x_num, codes, new_num, new_cat, self.gamma_, x_sq)
             new_labels = d.argmin(axis=1)
             new_cost = float(d[np.arange(len(d)), new_labels].sum())
             moved = int((new_labels != labels).sum())

@@ -69,10 +69,14 @@ class SegmentationResult:
 
 
 def categorical_matrix(features: pd.DataFrame, columns: tuple[str, ...] = CATEGORICAL_FEATURES) -> np.ndarray:
+    """Integer codes of the categorical traits (sorted category order), encoded once for every fit."""
+    from include.kprototypes import encode_categories
+
     missing = [c for c in columns if c not in features.columns]
     if missing:
         raise ValueError(f"customer_features lacks categorical column(s): {', '.join(missing)}")
-    return features[list(columns)].fillna("unknown").astype(str).to_numpy(dtype=object)
+    codes, _ = encode_categories(features[list(columns)].fillna("unknown").astype(str).to_numpy(dtype=object))
+    return codes
 
 
 def mixed_distance_matrix(x_num: np.ndarray, codes: np.ndarray, gamma: float) -> np.ndarray:
@@ -145,17 +149,14 @@ def fit_segments(
         raise ValueError(f"segmentation needs at least 3 customers, got {n}")
     if algorithm not in ("kprototypes", "kmeans"):
         raise ValueError(f"algorithm must be 'kprototypes' or 'kmeans', got {algorithm!r}")
-    if algorithm == "kprototypes" and all(len(set(col)) <= 1 for col in x_cat.T):
+    if algorithm == "kprototypes" and all(col.max(initial=0) == 0 for col in x_cat.T):
         log.info("no categorical trait varies: using KMeans on the numeric features")
         algorithm = "kmeans"
     rng = np.random.default_rng(seed)
     sample_idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
     if algorithm == "kprototypes":
-        from include.kprototypes import encode_categories
-
-        codes, _ = encode_categories(x_cat)
         gamma = 0.5 * float(np.mean(x_num.std(axis=0)))
-        sample_distance = mixed_distance_matrix(x_num[sample_idx], codes[sample_idx], gamma)
+        sample_distance = mixed_distance_matrix(x_num[sample_idx], x_cat[sample_idx], gamma)
     else:
         from sklearn.metrics import pairwise_distances
 

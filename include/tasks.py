@@ -333,13 +333,136 @@ def publish_segments(run: RunInfo) -> dict[str, Any]:
             "WHERE as_of_date = :as_of_date GROUP BY segment_id, segment_name ORDER BY segment_id", params)
     tracking.log_metrics(mlflow_run, {"published_customers": float(n), "published": float(gate_passed)})
     tracking.client().set_tag(mlflow_run, "published", str(gate_passed).lower())
-    tracking.finish_run(mlflow_run)
     for row in sizes.itertuples(index=False):
         log.info("published segment %d %-20s %8d customers", row.segment_id, row.segment_name, row.customers)
     summary = {"as_of_date": run.as_of_date.isoformat(), "published": gate_passed, "published_customers": int(n),
                "mlflow_run_id": mlflow_run, "warehouse_url": _redact(run.warehouse_url)}
     log.info("results: %s", json.dumps(summary))
     return summary
+
+
+def fit_clv(run: RunInfo) -> dict[str, Any]:
+    """Fit BG/NBD + Gamma-Gamma as of the date, validate on a holdout, score every customer."""
+    import tempfile
+
+    from include import tracking
+    from include.clv import (
+        BetaGeoNBD,
+        ClvSettings,
+        GammaGammaSpend,
+        build_clv_summary,
+        calibration_plot,
+        independence_check,
+        score_customers,
+        validate_holdout,
+    )
+
+    s = run.settings
+    settings = ClvSettings(unit_days=s.clv_unit_days, holdout_days=s.clv_holdout_days,
+                           gross_margin=s.gross_margin, annual_discount_rate=s.annual_discount_rate)
+    mlflow_run = run.mlflow_run()
+    d = {"as_of_date": run.as_of_date}
+    with Warehouse(run.warehouse_url) as wh:
+        wh.ensure_schema()
+        build_clv_summary(wh, run.as_of_date, settings)
+        full = wh.query_df("SELECT * FROM clv_summary WHERE as_of_date = :as_of_date AND period = 'full' "
+                           "ORDER BY customer_key", d)
+        calibration = wh.query_df("SELECT * FROM clv_summary WHERE as_of_date = :as_of_date "
+                                  "AND period = 'calibration' ORDER BY customer_key", d)
+        truth = _true_future_purchases(wh, run.as_of_date)
+    if full.empty:
+        raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
+    bg_cal = BetaGeoNBD.fit(calibration)
+    validation, table = validate_holdout(bg_cal, calibration, settings.holdout_days / settings.unit_days)
+    bg = BetaGeoNBD.fit(full)
+    gg, counts = GammaGammaSpend.fit(full)
+    corr = independence_check(full, settings.independence_warn)
+    scores = score_customers(bg, gg, full, settings)
+    scores.insert(0, "as_of_date", run.as_of_date)
+    scores["model_run_id"] = mlflow_run
+    metrics = {**validation, **counts, "gg_frequency_spend_corr": corr, "clv_customers": float(len(scores)),
+               "clv_365d_total": float(scores["clv_365d"].sum()), "clv_mean_p_alive": float(scores["p_alive"].mean())}
+    if truth is not None:
+        joined = scores.merge(truth, on="customer_key", how="left").fillna({"true_purchases_365d": 0})
+        actual = joined["true_purchases_365d"].sum()
+        metrics["truth_365d_actual_purchases"] = float(actual)
+        metrics["truth_365d_error_pct"] = float(100 * (joined["expected_purchases_365d"].sum() - actual) / max(actual, 1))
+    with Warehouse(run.warehouse_url) as wh:
+        wh.replace_partition("customer_clv", scores, d)
+    tracking.log_metrics(mlflow_run, metrics, prefix="clv.")
+    tracking.log_params(mlflow_run, {**{f"clv.bgnbd.{k}": round(v, 6) for k, v in bg.params().items()},
+                                     **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()},
+                                     "clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days})
+    tracking.log_table(mlflow_run, table, "clv/holdout_calibration.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/holdout_calibration.png"
+        calibration_plot(table, path)
+        tracking.client().log_artifact(mlflow_run, path, "clv")
+    log.info("CLV: BG/NBD %s, Gamma-Gamma %s; holdout aggregate error %.1f%%, MAE %.2f, corr %.2f",
+             {k: round(v, 3) for k, v in bg.params().items()}, {k: round(v, 3) for k, v in gg.params().items()},
+             validation["holdout_aggregate_error_pct"], validation["holdout_mae"], validation["holdout_correlation"])
+    return {"customers": len(scores), "holdout_aggregate_error_pct": round(validation["holdout_aggregate_error_pct"], 2)}
+
+
+def _true_future_purchases(wh: Warehouse, as_of_date: dt.date):
+    """True purchase days in the 365 days after the date, from the demo's ground truth (evaluation only).
+
+    Only when the date is the end of the generated history, where ``truth_future_orders`` starts.
+    """
+    if not (wh.has_table("truth_future_orders") and wh.has_table("truth_identity")):
+        return None
+    first = wh.scalar("SELECT MIN(order_ts) FROM truth_future_orders")
+    if first is None or (first.date() - as_of_date).days > 1:
+        return None
+    # A person split over several keys is counted once, on the smallest key.
+    return wh.query_df(
+        "SELECT pk.customer_key, COUNT(DISTINCT CAST(f.order_ts AS DATE)) AS true_purchases_365d "
+        "FROM truth_future_orders f JOIN (SELECT t.person_id, MIN(m.customer_key) AS customer_key "
+        "FROM truth_identity t JOIN identity_map m ON m.source_system = t.source_system "
+        "AND m.source_id = t.source_id AND m.as_of_date = :d GROUP BY t.person_id) pk ON pk.person_id = f.person_id "
+        "WHERE f.order_ts < :end GROUP BY pk.customer_key",
+        {"d": as_of_date, "end": dt.datetime.combine(as_of_date + dt.timedelta(days=366), dt.time())})
+
+
+def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
+    """Cross-check the segments' value order with their mean CLV; flag names CLV contradicts.
+
+    The last task of a run: it also marks the MLflow run finished.
+    """
+    from include import tracking
+    from include.clv import crosscheck_segments
+
+    mlflow_run = run.mlflow_run()
+    d = {"as_of_date": run.as_of_date}
+    with Warehouse(run.warehouse_url) as wh:
+        wh.ensure_schema()
+        profiles = wh.query_df("SELECT segment_id, segment_name, customers, monetary FROM segment_profiles "
+                               "WHERE as_of_date = :as_of_date", d)
+        clv = wh.query_df(
+            "SELECT a.segment_id, AVG(c.clv_365d) AS mean_clv_365d, SUM(c.clv_365d) AS total_clv_365d, "
+            "AVG(c.clv_365d_low) AS mean_clv_365d_low, AVG(c.clv_365d_high) AS mean_clv_365d_high, "
+            "AVG(c.p_alive) AS mean_p_alive FROM segment_assignments a JOIN customer_clv c "
+            "ON c.as_of_date = a.as_of_date AND c.customer_key = a.customer_key "
+            "WHERE a.as_of_date = :as_of_date GROUP BY a.segment_id", d)
+        if profiles.empty or clv.empty:
+            raise ValueError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
+        check, spearman = crosscheck_segments(profiles, clv)
+        check.insert(0, "as_of_date", run.as_of_date)
+        wh.replace_partition("segment_clv_check", check, d)
+    flagged = check[check["flag"]]
+    metrics = {"clv.segment_value_spearman": spearman, "clv.segments_flagged": float(len(flagged))}
+    for r in check.itertuples():
+        metrics[f"clv.mean_clv_365d.segment_{r.segment_id}"] = r.mean_clv_365d
+    tracking.log_metrics(mlflow_run, metrics)
+    tracking.log_table(mlflow_run, check, "clv/segment_clv_check.csv")
+    for r in flagged.itertuples():
+        log.warning("segment %d '%s': %s", r.segment_id, r.segment_name, r.reason)
+    if len(flagged):
+        tracking.client().set_tag(mlflow_run, "clv_contradictions",
+                                  "; ".join(f"{r.segment_name}: {r.reason}" for r in flagged.itertuples())[:5000])
+    log.info("CLV cross-check: Spearman(value order, mean CLV) = %.2f; %d segment(s) flagged", spearman, len(flagged))
+    tracking.finish_run(mlflow_run)
+    return {"spearman": round(spearman, 3), "flagged": flagged["segment_name"].tolist()}
 
 
 def _redact(url: str) -> str:

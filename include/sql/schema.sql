@@ -105,3 +105,22 @@ CREATE TABLE IF NOT EXISTS segmentation_runs (
 CREATE TABLE IF NOT EXISTS support_channel_costs (
     as_of_date DATE, channel VARCHAR, cost_per_contact DOUBLE
 );
+
+CREATE TABLE IF NOT EXISTS clv_summary (
+    as_of_date DATE, period VARCHAR, customer_key VARCHAR, frequency DOUBLE,
+    recency DOUBLE, t DOUBLE, monetary_value DOUBLE, holdout_purchases DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS customer_clv (
+    as_of_date DATE, customer_key VARCHAR, p_alive DOUBLE,
+    expected_purchases_90d DOUBLE, expected_purchases_365d DOUBLE,
+    expected_order_value DOUBLE, clv_90d DOUBLE, clv_365d DOUBLE,
+    clv_365d_low DOUBLE, clv_365d_high DOUBLE, model_run_id VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS segment_clv_check (
+    as_of_date DATE, segment_id BIGINT, segment_name VARCHAR, customers BIGINT,
+    value_rank BIGINT, clv_rank BIGINT, mean_clv_365d DOUBLE, total_clv_365d DOUBLE,
+    mean_clv_365d_low DOUBLE, mean_clv_365d_high DOUBLE, mean_p_alive DOUBLE,
+    flag BOOLEAN, reason VARCHAR
+);
