@@ -271,7 +271,7 @@ NAMING_RULES: tuple[tuple[str, tuple[tuple[str, str, float], ...]], ...] = (
     ("Big spenders", (("avg_order_value", ">", 0.8), ("frequency", "<", 0.5))),
     ("Discount-driven", (("discount_share", ">", 0.8),)),
     ("Loyal potential", (("frequency", ">", 0.3), ("recency_days", "<", 0.0))),
-    ("Costly tail", (("cost_to_serve", ">", 0.3), ("monetary", "<", 0.0))),
+    ("Costly tail", (("cost_to_serve", ">", 0.8), ("avg_order_value", "<", 0.0))),
     ("At risk", (("recency_days", ">", 0.5), ("avg_order_value", ">", -0.3), ("tenure_days", ">", -0.5))),
     ("Hibernating", (("recency_days", ">", 0.5),)),
 )

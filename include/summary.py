@@ -37,6 +37,9 @@ def main() -> None:
         gate = wh.query_df("SELECT * FROM segmentation_runs WHERE as_of_date = :d", {"d": latest})
         rfm = wh.query_df("SELECT rfm_segment, COUNT(*) AS n FROM customer_segments WHERE as_of_date = :d "
                           "GROUP BY rfm_segment ORDER BY n DESC", {"d": latest})
+        clv = wh.query_df("SELECT segment_id, segment_name, mean_clv_365d, mean_clv_365d_low, mean_clv_365d_high, "
+                          "mean_p_alive, flag, reason FROM segment_clv_check WHERE as_of_date = :d ORDER BY segment_id",
+                          {"d": latest}) if wh.has_table("segment_clv_check") else None
         reasons = wh.query_df(
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
             "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
@@ -57,6 +60,12 @@ def main() -> None:
     print("\nClassic RFM map (customers):")
     for r in rfm.itertuples(index=False):
         print(f"  {r.rfm_segment:22s} {r.n:>7,d}")
+    if clv is not None and len(clv):
+        print("\nCLV (BG/NBD + Gamma-Gamma), 365 days, mean per customer of the model's segments:")
+        for r in clv.itertuples(index=False):
+            flag = f"  <- {r.reason}" if r.flag else ""
+            print(f"  {r.segment_id:>3} {r.segment_name:20s} {r.mean_clv_365d:>9,.0f}  "
+                  f"(band {r.mean_clv_365d_low:,.0f}-{r.mean_clv_365d_high:,.0f}, P(alive) {r.mean_p_alive:.2f}){flag}")
     print("\nQuarantined rows by reason:")
     for r in reasons.itertuples(index=False):
         print(f"  {r.source_table:22s} {r.reason:24s} {r.n:>6,d}")
