@@ -356,3 +356,83 @@ def crosscheck_segments(profiles: pd.DataFrame, clv: pd.DataFrame) -> tuple[pd.D
     cols = ["segment_id", "segment_name", "customers", "value_rank", "clv_rank", "mean_clv_365d", "total_clv_365d",
             "mean_clv_365d_low", "mean_clv_365d_high", "mean_p_alive", "flag", "reason"]
     return df[cols].sort_values("segment_id").reset_index(drop=True), spearman
+
+
+# -- MLflow model registry ---------------------------------------------------------
+BGNBD_MODEL_NAME = "clv_bgnbd"
+GAMMA_GAMMA_MODEL_NAME = "clv_gamma_gamma"
+CHAMPION = "champion"
+
+
+def _pyfunc_base():
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class ClvPyfunc(_pyfunc_base()):
+    """A fitted CLV model as an MLflow pyfunc: parameters in, predictions from the closed forms.
+
+    ``kind`` is ``"bgnbd"`` (input: frequency, recency, t; output: p_alive,
+    expected_purchases_90d, expected_purchases_365d) or ``"gamma_gamma"``
+    (input: frequency, monetary_value; output: expected_order_value).
+    """
+
+    def __init__(self, kind: str, params: dict[str, float], unit_days: int) -> None:
+        self.kind, self.params, self.unit_days = kind, dict(params), int(unit_days)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
+        if self.kind == "bgnbd":
+            bg = BetaGeoNBD(**self.params)
+            x, tx, t = model_input["frequency"], model_input["recency"], model_input["t"]
+            return pd.DataFrame({
+                "p_alive": bg.p_alive(x, tx, t),
+                "expected_purchases_90d": bg.expected_purchases(x, tx, t, 90 / self.unit_days),
+                "expected_purchases_365d": bg.expected_purchases(x, tx, t, 365 / self.unit_days),
+            })
+        gg = GammaGammaSpend(**self.params)
+        return pd.DataFrame({"expected_order_value": gg.expected_spend(model_input["frequency"],
+                                                                        model_input["monetary_value"])})
+
+
+def register_models(parent_run_id: str, bg: BetaGeoNBD, gg: GammaGammaSpend, summary: pd.DataFrame,
+                    unit_days: int, champion: bool) -> dict[str, str]:
+    """Log both models (with signatures) in a child run, register them, and alias them ``champion`` if asked."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from include import tracking
+
+    client = tracking.client()
+    child = tracking.child_run(parent_run_id, "clv models")
+    versions = {}
+    example = summary[["frequency", "recency", "t", "monetary_value"]].head(5).astype(float)
+    with mlflow.start_run(run_id=child):
+        for name, model, cols in ((BGNBD_MODEL_NAME, ClvPyfunc("bgnbd", bg.params(), unit_days),
+                                   ["frequency", "recency", "t"]),
+                                  (GAMMA_GAMMA_MODEL_NAME, ClvPyfunc("gamma_gamma", gg.params(), unit_days),
+                                   ["frequency", "monetary_value"])):
+            signature = infer_signature(example[cols], model.predict(None, example[cols]))
+            info = mlflow.pyfunc.log_model(name=name, python_model=model, signature=signature,
+                                           input_example=example[cols], registered_model_name=name,
+                                           pip_requirements=["numpy", "pandas", "scipy", "mlflow"])
+            versions[name] = str(info.registered_model_version)
+            if champion:
+                client.set_registered_model_alias(name, CHAMPION, versions[name])
+    return versions
+
+
+def load_champions() -> tuple[BetaGeoNBD, GammaGammaSpend, int]:
+    """The models aliased ``champion`` in the registry (raises when there are none)."""
+    import mlflow.pyfunc
+
+    from include import tracking
+
+    tracking.client()  # sets the tracking URI
+    try:
+        bg_model = mlflow.pyfunc.load_model(f"models:/{BGNBD_MODEL_NAME}@{CHAMPION}").unwrap_python_model()
+        gg_model = mlflow.pyfunc.load_model(f"models:/{GAMMA_GAMMA_MODEL_NAME}@{CHAMPION}").unwrap_python_model()
+    except Exception as exc:  # noqa: BLE001 - re-raised with the reason an operator needs
+        raise RuntimeError("no champion CLV models in the MLflow registry yet: run once with "
+                           "clv_use_champion=false to fit and register them") from exc
+    return BetaGeoNBD(**bg_model.params), GammaGammaSpend(**gg_model.params), bg_model.unit_days

@@ -97,6 +97,10 @@ class PipelineSettings:
         holdout length used to validate the CLV model every run.
     gross_margin, annual_discount_rate
         Margin on net revenue and the discount rate of CLV.
+    clv_use_champion
+        Score with the registry's ``champion`` CLV models instead of refitting.
+    clv_max_holdout_error_pct
+        A refit becomes the champion only if its holdout aggregate error is within this.
     support_cost_by_channel
         Cost per support contact by channel, where the raw row has no cost.
     """
@@ -117,6 +121,8 @@ class PipelineSettings:
     clv_holdout_days: int = 90
     gross_margin: float = 0.35
     annual_discount_rate: float = 0.10
+    clv_use_champion: bool = False
+    clv_max_holdout_error_pct: float = 25.0
     support_cost_by_channel: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
     )

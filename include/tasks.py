@@ -353,6 +353,8 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         build_clv_summary,
         calibration_plot,
         independence_check,
+        load_champions,
+        register_models,
         score_customers,
         validate_holdout,
     )
@@ -372,10 +374,18 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         truth = _true_future_purchases(wh, run.as_of_date)
     if full.empty:
         raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
-    bg_cal = BetaGeoNBD.fit(calibration)
+    if s.clv_use_champion:
+        # Score with the registered champion instead of refitting.
+        bg, gg, champion_unit = load_champions()
+        if champion_unit != settings.unit_days:
+            raise ValueError(f"champion models use clv_unit_days={champion_unit}, this run {settings.unit_days}")
+        bg_cal, counts = bg, {}
+        log.info("CLV: scoring with the champion models %s / %s", bg.params(), gg.params())
+    else:
+        bg_cal = BetaGeoNBD.fit(calibration)
+        bg = BetaGeoNBD.fit(full)
+        gg, counts = GammaGammaSpend.fit(full)
     validation, table = validate_holdout(bg_cal, calibration, settings.holdout_days / settings.unit_days)
-    bg = BetaGeoNBD.fit(full)
-    gg, counts = GammaGammaSpend.fit(full)
     corr = independence_check(full, settings.independence_warn)
     scores = score_customers(bg, gg, full, settings)
     scores.insert(0, "as_of_date", run.as_of_date)
@@ -394,6 +404,15 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
                                      **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()},
                                      "clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days})
     tracking.log_table(mlflow_run, table, "clv/holdout_calibration.csv")
+    if not s.clv_use_champion:
+        # A fit whose holdout error is within bounds becomes the champion.
+        accept = abs(validation["holdout_aggregate_error_pct"]) <= s.clv_max_holdout_error_pct
+        versions = register_models(mlflow_run, bg, gg, full, settings.unit_days, champion=accept)
+        tracking.log_params(mlflow_run, {f"clv.registered.{k}": v for k, v in versions.items()})
+        tracking.client().set_tag(mlflow_run, "clv_champion", str(accept).lower())
+        if not accept:
+            log.warning("CLV holdout error %.1f%% above %.1f%%: models registered but not made champion",
+                        validation["holdout_aggregate_error_pct"], s.clv_max_holdout_error_pct)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/holdout_calibration.png"
         calibration_plot(table, path)

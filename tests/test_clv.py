@@ -1,6 +1,8 @@
 """CLV: SQL summaries, pymc-marketing fits against lifetimes and the published CDNOW estimates."""
 
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,3 +176,29 @@ def test_crosscheck_flags_names_that_clv_contradicts():
     assert -1 <= spearman < 1
     _, aligned = crosscheck_segments(profiles, clv.assign(mean_clv_365d=[900.0, 500.0, 10.0, 100.0]))
     assert aligned == pytest.approx(1.0)
+
+
+def test_registered_champion_scores_like_the_fit(cdnow):
+    import mlflow
+
+    from include import tracking
+    from include.clv import BGNBD_MODEL_NAME, CHAMPION, load_champions, register_models
+
+    full, _ = cdnow
+    bg = BetaGeoNBD(r=0.243, alpha=4.414, a=0.793, b=2.426)
+    gg = GammaGammaSpend(p=6.25, q=3.74, v=15.44)
+    parent = tracking.parent_run_id("test_clv_registry", "run-1", dt.date(1998, 6, 30))
+    versions = register_models(parent, bg, gg, full, unit_days=7, champion=True)
+    assert set(versions) == {"clv_bgnbd", "clv_gamma_gamma"}
+    champion = tracking.client().get_model_version_by_alias(BGNBD_MODEL_NAME, CHAMPION)
+    assert str(champion.version) == versions[BGNBD_MODEL_NAME]
+    bg2, gg2, unit_days = load_champions()
+    assert bg2.params() == bg.params() and gg2.params() == gg.params() and unit_days == 7
+    model = mlflow.pyfunc.load_model(f"models:/{BGNBD_MODEL_NAME}@{CHAMPION}")
+    assert [i.name for i in model.metadata.get_input_schema().inputs] == ["frequency", "recency", "t"]
+    out = model.predict(full[["frequency", "recency", "t"]].astype(float).head(50))
+    np.testing.assert_allclose(out["p_alive"], bg.p_alive(full["frequency"][:50], full["recency"][:50], full["t"][:50]))
+    # A later fit that fails validation is registered but does not take the alias.
+    versions2 = register_models(parent, bg, gg, full, unit_days=7, champion=False)
+    assert int(versions2[BGNBD_MODEL_NAME]) > int(versions[BGNBD_MODEL_NAME])
+    assert tracking.client().get_model_version_by_alias(BGNBD_MODEL_NAME, CHAMPION).version == champion.version

@@ -121,6 +121,15 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     logged = client.get_run(parent["run_id"]).data
     assert not any("@" in str(v) for v in [*logged.params.values(), *logged.tags.values()])
     assert "archetype_ari" in logged.metrics and "bootstrap_mean_ari" in logged.metrics
+    assert abs(logged.metrics["clv.holdout_aggregate_error_pct"]) < 25
+    assert "clv.segment_value_spearman" in logged.metrics
+    assert {a.path for a in client.list_artifacts(parent["run_id"], "clv")} >= {
+        "clv/holdout_calibration.png", "clv/holdout_calibration.csv", "clv/segment_clv_check.csv"}
+    with Warehouse(warehouse_url) as wh:
+        clv = wh.query_df("SELECT * FROM customer_clv WHERE as_of_date = :d", {"d": as_of})
+    assert len(clv) == features and clv["customer_key"].is_unique
+    numeric = clv.select_dtypes("number")
+    assert not numeric.isna().any().any() and (numeric >= 0).all().all()
 
     # Quality gate: a segment below min_jaccard blocks publishing; last week's labels carry forward.
     run = dag.test(logical_date=dt.datetime(2026, 11, 15, tzinfo=dt.UTC), run_conf={**conf, "min_jaccard": 1.0, "as_of_date": None})
