@@ -64,9 +64,9 @@ def _flat_map_fit(model_cls, data: pd.DataFrame, names: tuple[str, ...]) -> dict
 
     model = model_cls(data=data, model_config={k: Prior("HalfFlat") for k in names})
     model.fit(method="map", progressbar=False)
-    summary = model.fit_summary()
-    params = {k: float(summary[k]) for k in names}
-    if not all(np.isfinite(v) and v > 0 for v in params.values()):
+    posterior = model.idata.posterior  # MAP: one chain, one draw; fit_summary() would round to 3 decimals
+    params = {k: float(posterior[k].values.mean()) for k in names}
+    if not all(np.isfinite(v) and v > 1e-6 for v in params.values()):
         raise RuntimeError(f"{model_cls.__name__} did not converge: parameters {params}")
     return params
 
