@@ -13,6 +13,13 @@ and what do we spend serving the unprofitable ones?**
 | `publish_segments` | `customer_segments` (published labels + classic RFM map) |
 | `fit_clv` | `clv_summary` (BG/NBD statistics in SQL), `customer_clv` (P(alive), expected purchases, CLV 90/365 days) |
 | `crosscheck_clv` | `segment_clv_check`: segments' value order vs mean CLV, names CLV contradicts |
+| `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
+| `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
+
+**Hysteresis**: a customer's published segment moves only after `hysteresis_runs`
+consecutive runs in the new segment; `customer_segments` keeps both the raw and
+the published label. Publishing a date republishes every later date, so
+backfills and out-of-order runs give the same history as live weekly runs.
 
 **Segmentation**: k-prototypes on log-scaled RFM/engagement features plus channel,
 plan and region; k by sampled silhouette (segments under 2% excluded); every
@@ -83,6 +90,12 @@ def _run_info(context):
                                   description="Holdout length for the CLV validation."),
         "gross_margin": Param(0.35, type="number", minimum=0, maximum=1, description="Margin on net revenue."),
         "annual_discount_rate": Param(0.10, type="number", minimum=0, maximum=1, description="CLV discount rate."),
+        "hysteresis_runs": Param(2, type="integer", minimum=1, maximum=12,
+                                 description="Consecutive runs in a new segment before a customer's label moves."),
+        "markov_window_runs": Param(8, type="integer", minimum=1, description="Runs pooled into the Markov matrix."),
+        "markov_periods": Param(4, type="integer", minimum=1, description="Periods projected by the Markov view."),
+        "alert_top_outflow": Param(0.2, type="number", minimum=0, maximum=1,
+                                   description="Fail the check when more than this share of the top segment leaves."),
         "clv_use_champion": Param(False, type="boolean",
                                   description="Score CLV with the registered champion models instead of refitting."),
         "clv_max_holdout_error_pct": Param(25.0, type="number", minimum=0,
@@ -143,13 +156,35 @@ def customer_segmentation():
 
         return tasks.crosscheck_clv(_run_info(context))
 
+    @task
+    def track_migration(**context):
+        from include import tasks
+
+        return tasks.track_migration(_run_info(context))
+
+    @task
+    def check_migration(**context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include import tasks
+
+        try:
+            return tasks.check_migration(_run_info(context))
+        except tasks.MigrationAlert as exc:
+            # An alert is a finding, not a transient error: fail visibly, once.
+            raise AirflowFailException(str(exc)) from exc
+
     features = build_features()
     chain(extract_validate(), resolve_identity(), features)
     published = publish_segments()
     clv = fit_clv()
     features >> segment_customers() >> published
     features >> clv
-    [published, clv] >> crosscheck_clv()
+    crosscheck = crosscheck_clv()
+    [published, clv] >> crosscheck
+    check = check_migration()
+    [published, clv] >> track_migration() >> check
+    crosscheck >> check
 
 
 customer_segmentation()

@@ -97,6 +97,12 @@ class PipelineSettings:
         holdout length used to validate the CLV model every run.
     gross_margin, annual_discount_rate
         Margin on net revenue and the discount rate of CLV.
+    hysteresis_runs
+        Consecutive runs a customer must spend in a new segment before the published label moves.
+    markov_window_runs, markov_periods
+        Runs of transitions pooled into the Markov matrix; periods projected ahead.
+    alert_top_outflow
+        The migration check fails when more than this share of the top segment leaves it in one period.
     clv_use_champion
         Score with the registry's ``champion`` CLV models instead of refitting.
     clv_max_holdout_error_pct
@@ -121,6 +127,10 @@ class PipelineSettings:
     clv_holdout_days: int = 90
     gross_margin: float = 0.35
     annual_discount_rate: float = 0.10
+    hysteresis_runs: int = 2
+    markov_window_runs: int = 8
+    markov_periods: int = 4
+    alert_top_outflow: float = 0.2
     clv_use_champion: bool = False
     clv_max_holdout_error_pct: float = 25.0
     support_cost_by_channel: dict[str, float] = field(

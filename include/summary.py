@@ -40,6 +40,14 @@ def main() -> None:
         clv = wh.query_df("SELECT segment_id, segment_name, mean_clv_365d, mean_clv_365d_low, mean_clv_365d_high, "
                           "mean_p_alive, flag, reason FROM segment_clv_check WHERE as_of_date = :d ORDER BY segment_id",
                           {"d": latest}) if wh.has_table("segment_clv_check") else None
+        moves = wh.query_df(
+            "SELECT from_segment, to_segment, customers, rate FROM segment_transitions WHERE to_date = :d "
+            "AND (from_segment <> to_segment) ORDER BY customers DESC LIMIT 8", {"d": latest}) \
+            if wh.has_table("segment_transitions") else None
+        stayed = wh.scalar("SELECT SUM(customers) FROM segment_transitions WHERE to_date = :d "
+                           "AND from_segment = to_segment", {"d": latest}) if moves is not None else None
+        pending = wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d "
+                            "AND pending_segment_id IS NOT NULL", {"d": latest})
         reasons = wh.query_df(
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
             "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
@@ -66,6 +74,11 @@ def main() -> None:
             flag = f"  <- {r.reason}" if r.flag else ""
             print(f"  {r.segment_id:>3} {r.segment_name:20s} {r.mean_clv_365d:>9,.0f}  "
                   f"(band {r.mean_clv_365d_low:,.0f}-{r.mean_clv_365d_high:,.0f}, P(alive) {r.mean_p_alive:.2f}){flag}")
+    if moves is not None and stayed:
+        print(f"\nMigration into {str(latest)[:10]}: {int(stayed):,} customers stayed; "
+              f"{pending:,} raw moves held back by hysteresis; largest moves:")
+        for r in moves.itertuples(index=False):
+            print(f"  {r.from_segment:>20s} -> {r.to_segment:20s} {r.customers:>6,d} ({r.rate:.1%} of the from-segment)")
     print("\nQuarantined rows by reason:")
     for r in reasons.itertuples(index=False):
         print(f"  {r.source_table:22s} {r.reason:24s} {r.n:>6,d}")

@@ -283,62 +283,200 @@ def _archetype_ari(features, labels, truth) -> float | None:
 
 
 def publish_segments(run: RunInfo) -> dict[str, Any]:
-    """Publish the date's labels (with the RFM map) as ``customer_segments``; close the MLflow run.
+    """Publish labels with hysteresis as ``customer_segments`` (raw label, published label, RFM map).
 
-    When the segmentation's quality gate failed, the latest earlier published
-    labels are carried forward to this date instead (with their own
-    ``model_run_id``), and the log and MLflow say which segment failed and why.
+    Published labels are a fold over the raw labels in as-of order
+    (:mod:`include.migration`), so this date and every later one are
+    recomputed. A date whose quality gate failed carries the previous published
+    labels forward, and the log and MLflow say which segment failed and why.
     """
-    import sqlalchemy as sa
+    import pandas as pd
 
     from include import tracking
+    from include.migration import apply_hysteresis, run_dates
 
     mlflow_run = run.mlflow_run()
-    params = {"as_of_date": run.as_of_date}
+    n_runs = run.settings.hysteresis_runs
+    summary: dict[str, Any] = {}
     with Warehouse(run.warehouse_url) as wh:
-        status = wh.query_df("SELECT gate_passed, gate_reason FROM segmentation_runs WHERE as_of_date = :as_of_date",
-                             params)
-        if status.empty:
+        wh.ensure_schema()
+        dates = run_dates(wh)
+        if run.as_of_date not in dates:
             raise ValueError(f"segmentation_runs has no row for as_of_date={run.as_of_date}; run segmentation first")
-        gate_passed = bool(status["gate_passed"].iloc[0])
-        source_date = run.as_of_date
-        if not gate_passed:
-            source_date = wh.scalar(
-                "SELECT MAX(as_of_date) FROM segmentation_runs WHERE as_of_date < :as_of_date AND published", params)
-            log.warning("not publishing new labels for %s: %s", run.as_of_date, status["gate_reason"].iloc[0])
-            tracking.client().set_tag(mlflow_run, "gate_failure", str(status["gate_reason"].iloc[0])[:5000])
-        with wh.begin() as conn:
-            conn.execute(sa.text("DELETE FROM customer_segments WHERE as_of_date = :as_of_date"), params)
+        start = dates.index(run.as_of_date)
+        previous = _published(wh, dates[start - 1]) if start > 0 else None
+        for date in dates[start:]:
+            d = {"as_of_date": date}
+            status = wh.query_df("SELECT gate_passed, gate_reason, model_run_id FROM segmentation_runs "
+                                 "WHERE as_of_date = :as_of_date", d).iloc[0]
+            raw = wh.query_df("SELECT customer_key, segment_id AS raw_segment_id FROM segment_assignments "
+                              "WHERE as_of_date = :as_of_date", d)
+            rfm = wh.query_df("SELECT customer_key, rfm_r, rfm_f, rfm_m, rfm_segment FROM customer_rfm "
+                              "WHERE as_of_date = :as_of_date", d)
+            names = wh.query_df("SELECT segment_id, segment_name FROM segment_profiles WHERE as_of_date = :as_of_date",
+                                d).set_index("segment_id")["segment_name"].to_dict()
+            gate_passed = bool(status["gate_passed"])
             if gate_passed:
-                conn.execute(sa.text(
-                    "INSERT INTO customer_segments (as_of_date, customer_key, segment_id, segment_name, model_run_id, "
-                    "rfm_r, rfm_f, rfm_m, rfm_segment) "
-                    "SELECT a.as_of_date, a.customer_key, a.segment_id, a.segment_name, a.model_run_id, "
-                    "r.rfm_r, r.rfm_f, r.rfm_m, r.rfm_segment FROM segment_assignments a "
-                    "LEFT JOIN customer_rfm r ON r.as_of_date = a.as_of_date AND r.customer_key = a.customer_key "
-                    "WHERE a.as_of_date = :as_of_date"), params)
-            elif source_date is not None:
-                log.warning("carrying forward the labels published for %s", source_date)
-                conn.execute(sa.text(
-                    "INSERT INTO customer_segments (as_of_date, customer_key, segment_id, segment_name, model_run_id, "
-                    "rfm_r, rfm_f, rfm_m, rfm_segment) "
-                    "SELECT CAST(:as_of_date AS DATE), customer_key, segment_id, segment_name, model_run_id, "
-                    "rfm_r, rfm_f, rfm_m, rfm_segment FROM customer_segments WHERE as_of_date = :source"),
-                    {**params, "source": source_date})
-            conn.execute(sa.text("UPDATE segmentation_runs SET published = :p WHERE as_of_date = :as_of_date"),
-                         {**params, "p": gate_passed})
-        n = wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :as_of_date", params)
-        sizes = wh.query_df(
-            "SELECT segment_id, segment_name, COUNT(*) AS customers FROM customer_segments "
-            "WHERE as_of_date = :as_of_date GROUP BY segment_id, segment_name ORDER BY segment_id", params)
-    tracking.log_metrics(mlflow_run, {"published_customers": float(n), "published": float(gate_passed)})
-    tracking.client().set_tag(mlflow_run, "published", str(gate_passed).lower())
-    for row in sizes.itertuples(index=False):
-        log.info("published segment %d %-20s %8d customers", row.segment_id, row.segment_name, row.customers)
-    summary = {"as_of_date": run.as_of_date.isoformat(), "published": gate_passed, "published_customers": int(n),
-               "mlflow_run_id": mlflow_run, "warehouse_url": _redact(run.warehouse_url)}
+                step = apply_hysteresis(raw, previous, n_runs)
+                published, model_run_id = step.published, status["model_run_id"]
+            else:
+                if date == run.as_of_date:
+                    log.warning("not publishing new labels for %s: %s", date, status["gate_reason"])
+                    tracking.client().set_tag(mlflow_run, "gate_failure", str(status["gate_reason"])[:5000])
+                step = None
+                published = (previous.drop(columns=["raw_segment_id"]) if previous is not None
+                             else pd.DataFrame(columns=["customer_key", "segment_id", "pending_segment_id",
+                                                        "pending_runs"]))
+                published = published.merge(raw, on="customer_key", how="left")
+                model_run_id = previous["model_run_id"].iloc[0] if previous is not None and len(previous) else None
+            old_names = ({} if previous is None else
+                         previous.drop_duplicates("segment_id").set_index("segment_id")["segment_name"].to_dict())
+            published = published.assign(
+                as_of_date=date, model_run_id=model_run_id,
+                segment_name=[names.get(i, old_names.get(i)) for i in published["segment_id"]],
+            ).merge(rfm, on="customer_key", how="left")
+            cols = ["as_of_date", "customer_key", "segment_id", "segment_name", "model_run_id", "rfm_r", "rfm_f",
+                    "rfm_m", "rfm_segment", "raw_segment_id", "pending_segment_id", "pending_runs"]
+            published = published[cols]
+            wh.replace_partition("customer_segments", published, d)
+            with wh.begin() as conn:
+                import sqlalchemy as sa
+
+                conn.execute(sa.text("UPDATE segmentation_runs SET published = :p WHERE as_of_date = :as_of_date"),
+                             {**d, "p": gate_passed})
+            if date == run.as_of_date:
+                held = step.held_back / step.raw_moves if step and step.raw_moves else 0.0
+                summary = {"as_of_date": date.isoformat(), "published": gate_passed,
+                           "published_customers": len(published), "raw_moves": step.raw_moves if step else 0,
+                           "held_back_share": round(held, 4)}
+                sizes = published.groupby(["segment_id", "segment_name"]).size()
+            previous = published
+        recomputed = [x.isoformat() for x in dates[start + 1:]]
+    tracking.log_metrics(mlflow_run, {"published_customers": float(summary["published_customers"]),
+                                      "published": float(summary["published"]),
+                                      "hysteresis_raw_moves": float(summary["raw_moves"]),
+                                      "hysteresis_held_back_share": summary["held_back_share"]})
+    tracking.client().set_tag(mlflow_run, "published", str(summary["published"]).lower())
+    for (seg, name), n in sizes.items():
+        log.info("published segment %d %-20s %8d customers", seg, name, n)
+    if recomputed:
+        log.info("republished later dates so the hysteresis fold stays in order: %s", ", ".join(recomputed))
+    log.info("hysteresis (%d runs): %d raw moves, %.1f%% held back", n_runs, summary["raw_moves"],
+             100 * summary["held_back_share"])
+    summary.update({"mlflow_run_id": mlflow_run, "warehouse_url": _redact(run.warehouse_url),
+                    "republished": recomputed})
     log.info("results: %s", json.dumps(summary))
     return summary
+
+
+def _published(wh: Warehouse, date: dt.date):
+    frame = wh.query_df("SELECT customer_key, segment_id, segment_name, model_run_id, raw_segment_id, "
+                        "pending_segment_id, pending_runs FROM customer_segments WHERE as_of_date = :d", {"d": date})
+    if frame.empty:
+        return None
+    frame["pending_segment_id"] = frame["pending_segment_id"].astype("Int64")
+    return frame
+
+
+def track_migration(run: RunInfo) -> dict[str, Any]:
+    """Transitions between consecutive published snapshots (this date's and every later pair) and the Markov view."""
+    import pandas as pd
+
+    from include import tracking
+    from include.migration import markov_view, run_dates, transitions
+
+    mlflow_run = run.mlflow_run()
+    s = run.settings
+    with Warehouse(run.warehouse_url) as wh:
+        wh.ensure_schema()
+        dates = run_dates(wh, "customer_segments")
+        if run.as_of_date not in dates:
+            log.info("migration: nothing published for %s yet (no earlier labels to carry forward)", run.as_of_date)
+            return {"transition_rows": 0, "markov_runs": 0, "recomputed_pairs": 0}
+        i = dates.index(run.as_of_date)
+
+        def snapshot(date):
+            snap = wh.query_df("SELECT customer_key, segment_id, segment_name FROM customer_segments "
+                               "WHERE as_of_date = :d", {"d": date})
+            clv = wh.query_df("SELECT customer_key, clv_365d FROM customer_clv WHERE as_of_date = :d", {"d": date})
+            names = snap.drop_duplicates("segment_id").set_index("segment_id")["segment_name"].to_dict()
+            return snap, names, clv.set_index("customer_key")["clv_365d"] if len(clv) else None
+
+        current = None
+        for k in range(max(i, 1), len(dates)):
+            before, after = snapshot(dates[k - 1]), snapshot(dates[k])
+            frame = transitions(before[0], after[0], before[1], after[1], before[2], after[2])
+            frame.insert(0, "to_date", dates[k])
+            frame.insert(0, "from_date", dates[k - 1])
+            wh.replace_partition("segment_transitions", frame, {"to_date": dates[k]})
+            if k == i:
+                current = frame
+        window = wh.query_df(
+            "SELECT * FROM segment_transitions WHERE to_date <= :d AND to_date > :lo ORDER BY to_date",
+            {"d": run.as_of_date, "lo": dates[max(0, i - s.markov_window_runs)]}) if i > 0 else pd.DataFrame()
+        snap, names, clv = snapshot(run.as_of_date)
+    mix = snap.groupby("segment_id").size()
+    mean_clv = (snap.assign(clv=snap["customer_key"].map(clv) if clv is not None else 0.0)
+                .groupby("segment_id")["clv"].mean())
+    frames = [g for _, g in window.groupby("to_date")] if len(window) else []
+    view = markov_view(frames, mix, mean_clv, s.markov_periods)
+    metrics = {"markov.current_value": view["current_value"], "markov.projected_value": view["projected_value"],
+               "markov.window_runs": float(len(frames))}
+    for seg in view["matrix"].index:
+        metrics[f"markov.steady_state.segment_{seg}"] = float(view["steady_state"][seg])
+        metrics[f"markov.projected_share.segment_{seg}"] = float(view["projected_mix"][seg] / max(mix.sum(), 1))
+        metrics[f"markov.stay_probability.segment_{seg}"] = float(view["matrix"].loc[seg, seg])
+    tracking.log_metrics(mlflow_run, metrics)
+    matrix = view["matrix"].copy()
+    matrix.index = [f"{i} {names.get(i, '')}" for i in matrix.index]
+    matrix.columns = [f"{c} {names.get(c, '')}" for c in matrix.columns]
+    tracking.log_table(mlflow_run, matrix.reset_index(names="from_segment"), "migration/markov_matrix.csv")
+    if current is not None:
+        tracking.log_table(mlflow_run, current, "migration/transitions.csv")
+    log.info("migration: %d transition rows for %s; Markov over %d runs: value %.0f -> %.0f in %d periods",
+             0 if current is None else len(current), run.as_of_date, len(frames), view["current_value"],
+             view["projected_value"], s.markov_periods)
+    return {"transition_rows": 0 if current is None else len(current), "markov_runs": len(frames),
+            "recomputed_pairs": max(0, len(dates) - max(i, 1))}
+
+
+class MigrationAlert(RuntimeError):
+    """A migration check crossed its configured threshold."""
+
+
+def check_migration(run: RunInfo) -> dict[str, Any]:
+    """Fail when more than ``alert_top_outflow`` of the top segment left it in this period.
+
+    The top segment is the published segment with the highest mean 365-day revenue.
+    This is the DAG's last task: it marks the MLflow run finished before any alert.
+    """
+    from include import tracking
+    from include.migration import top_segment_outflow
+
+    mlflow_run = run.mlflow_run()
+    with Warehouse(run.warehouse_url) as wh:
+        frame = wh.query_df("SELECT * FROM segment_transitions WHERE to_date = :d", {"d": run.as_of_date})
+        # The top segment of the earlier snapshot: customers can only leave a segment that had them.
+        top = wh.query_df(
+            "SELECT p.segment_id, p.segment_name FROM segment_profiles p JOIN (SELECT DISTINCT segment_id "
+            "FROM customer_segments WHERE as_of_date = (SELECT MAX(from_date) FROM segment_transitions "
+            "WHERE to_date = :d)) c ON c.segment_id = p.segment_id "
+            "WHERE p.as_of_date = (SELECT MAX(as_of_date) FROM segmentation_runs WHERE as_of_date <= :d AND published) "
+            "ORDER BY p.monetary DESC", {"d": run.as_of_date}) if len(frame) else frame
+    tracking.finish_run(mlflow_run)
+    if frame.empty or top.empty:
+        log.info("migration check: no previous snapshot to compare with")
+        return {"checked": False}
+    top_id, top_name = int(top["segment_id"].iloc[0]), top["segment_name"].iloc[0]
+    outflow = top_segment_outflow(frame, top_id)
+    tracking.log_metrics(mlflow_run, {"migration.top_segment_outflow": outflow})
+    log.info("migration check: %.1f%% of segment %d '%s' left it (alert above %.1f%%)", 100 * outflow, top_id,
+             top_name, 100 * run.settings.alert_top_outflow)
+    if outflow > run.settings.alert_top_outflow:
+        raise MigrationAlert(f"{outflow:.1%} of the top segment {top_id} '{top_name}' left it between "
+                             f"{str(frame['from_date'].iloc[0])[:10]} and {run.as_of_date} "
+                             f"(threshold alert_top_outflow={run.settings.alert_top_outflow:.0%})")
+    return {"checked": True, "top_segment": top_name, "outflow": round(outflow, 4)}
 
 
 def fit_clv(run: RunInfo) -> dict[str, Any]:
@@ -446,7 +584,6 @@ def _true_future_purchases(wh: Warehouse, as_of_date: dt.date):
 def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
     """Cross-check the segments' value order with their mean CLV; flag names CLV contradicts.
 
-    The last task of a run: it also marks the MLflow run finished.
     """
     from include import tracking
     from include.clv import crosscheck_segments
@@ -480,7 +617,6 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
         tracking.client().set_tag(mlflow_run, "clv_contradictions",
                                   "; ".join(f"{r.segment_name}: {r.reason}" for r in flagged.itertuples())[:5000])
     log.info("CLV cross-check: Spearman(value order, mean CLV) = %.2f; %d segment(s) flagged", spearman, len(flagged))
-    tracking.finish_run(mlflow_run)
     return {"spearman": round(spearman, 3), "flagged": flagged["segment_name"].tolist()}
 
 

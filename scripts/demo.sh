@@ -9,7 +9,7 @@ source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 CUSTOMERS="${DEMO_CUSTOMERS:-5000}"
 # Weekly run dates (Sundays); each run's as-of date is the Saturday before.
-RUN_DATES="${DEMO_RUN_DATES:-2026-11-01 2026-11-08 2026-11-15}"
+RUN_DATES="${DEMO_RUN_DATES:-2026-10-25 2026-11-01 2026-11-08 2026-11-15}"
 start=$(date +%s)
 
 echo "== 1/3 Airflow metadata database ($AIRFLOW_HOME)"

@@ -14,6 +14,8 @@ EDGES = [
     ("extract_validate", "resolve_identity"), ("resolve_identity", "build_features"),
     ("build_features", "segment_customers"), ("segment_customers", "publish_segments"),
     ("build_features", "fit_clv"), ("publish_segments", "crosscheck_clv"), ("fit_clv", "crosscheck_clv"),
+    ("publish_segments", "track_migration"), ("fit_clv", "track_migration"),
+    ("track_migration", "check_migration"), ("crosscheck_clv", "check_migration"),
 ]
 
 
@@ -109,7 +111,9 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     assert parent["params.k_max"] == "5"
     children = mlflow.search_runs(experiment_names=["customer_segmentation"],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'")
-    assert sorted(children["params.k"].astype(int)) == [3, 4, 5]
+    candidates = children[children["tags.mlflow.runName"].str.startswith("k=")]
+    assert sorted(candidates["params.k"].astype(int)) == [3, 4, 5]
+    assert (children["tags.mlflow.runName"] == "clv models").any()
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "segmentation")}
     assert "segmentation/segment_profiles.csv" in artifacts

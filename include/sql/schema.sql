@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS segment_profiles (
 CREATE TABLE IF NOT EXISTS customer_segments (
     as_of_date DATE, customer_key VARCHAR, segment_id BIGINT,
     segment_name VARCHAR, model_run_id VARCHAR,
-    rfm_r BIGINT, rfm_f BIGINT, rfm_m BIGINT, rfm_segment VARCHAR
+    rfm_r BIGINT, rfm_f BIGINT, rfm_m BIGINT, rfm_segment VARCHAR,
+    raw_segment_id BIGINT, pending_segment_id BIGINT, pending_runs BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS customer_rfm (
@@ -123,4 +124,9 @@ CREATE TABLE IF NOT EXISTS segment_clv_check (
     value_rank BIGINT, clv_rank BIGINT, mean_clv_365d DOUBLE, total_clv_365d DOUBLE,
     mean_clv_365d_low DOUBLE, mean_clv_365d_high DOUBLE, mean_p_alive DOUBLE,
     flag BOOLEAN, reason VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS segment_transitions (
+    from_date DATE, to_date DATE, from_segment_id BIGINT, to_segment_id BIGINT,
+    from_segment VARCHAR, to_segment VARCHAR, customers BIGINT, rate DOUBLE, clv_sum DOUBLE
 );
