@@ -50,6 +50,24 @@ import datetime as dt
 from airflow.sdk import Param, chain, dag, task
 
 
+def _stage(name: str):
+    """A task running ``include.tasks.<name>`` for this DAG run's as-of date."""
+
+    @task(task_id=name)
+    def run_stage(**context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include import tasks
+
+        try:
+            return getattr(tasks, name)(_run_info(context))
+        except tasks.NOT_RETRYABLE as exc:
+            # Bad input and migration alerts are findings, not transient errors: fail once, visibly.
+            raise AirflowFailException(str(exc)) from exc
+
+    return run_stage()
+
+
 def _run_info(context):
     # Imported here so parsing this file stays cheap (no pandas/sqlalchemy at parse time).
     from include.tasks import RunInfo
@@ -106,84 +124,20 @@ def _run_info(context):
     },
 )
 def customer_segmentation():
-    @task
-    def extract_validate(**context):
-        from airflow.sdk.exceptions import AirflowFailException
+    extract = _stage("extract_validate")
+    identity = _stage("resolve_identity")
+    features = _stage("build_features")
+    segments = _stage("segment_customers")
+    published = _stage("publish_segments")
+    clv = _stage("fit_clv")
+    crosscheck = _stage("crosscheck_clv")
+    migration = _stage("track_migration")
+    check = _stage("check_migration")
 
-        from include import tasks
-        from include.extract import BadDataError
-        from include.warehouse import WarehouseError
-
-        try:
-            return tasks.extract_validate(_run_info(context))
-        except (BadDataError, WarehouseError) as exc:
-            # Bad input is not transient: fail now instead of retrying.
-            raise AirflowFailException(str(exc)) from exc
-
-    @task
-    def resolve_identity(**context):
-        from include import tasks
-
-        return tasks.resolve_identity(_run_info(context))
-
-    @task
-    def build_features(**context):
-        from include import tasks
-
-        return tasks.build_features(_run_info(context))
-
-    @task
-    def segment_customers(**context):
-        from include import tasks
-
-        return tasks.segment_customers(_run_info(context))
-
-    @task
-    def publish_segments(**context):
-        from include import tasks
-
-        return tasks.publish_segments(_run_info(context))
-
-    @task
-    def fit_clv(**context):
-        from include import tasks
-
-        return tasks.fit_clv(_run_info(context))
-
-    @task
-    def crosscheck_clv(**context):
-        from include import tasks
-
-        return tasks.crosscheck_clv(_run_info(context))
-
-    @task
-    def track_migration(**context):
-        from include import tasks
-
-        return tasks.track_migration(_run_info(context))
-
-    @task
-    def check_migration(**context):
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from include import tasks
-
-        try:
-            return tasks.check_migration(_run_info(context))
-        except tasks.MigrationAlert as exc:
-            # An alert is a finding, not a transient error: fail visibly, once.
-            raise AirflowFailException(str(exc)) from exc
-
-    features = build_features()
-    chain(extract_validate(), resolve_identity(), features)
-    published = publish_segments()
-    clv = fit_clv()
-    features >> segment_customers() >> published
+    chain(extract, identity, features, segments, published)
     features >> clv
-    crosscheck = crosscheck_clv()
     [published, clv] >> crosscheck
-    check = check_migration()
-    [published, clv] >> track_migration() >> check
+    [published, clv] >> migration >> check
     crosscheck >> check
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.config import PipelineSettings, default_warehouse_url
-from include.warehouse import Warehouse
+from include.extract import BadDataError
+from include.warehouse import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class RunInfo:
 def extract_validate(run: RunInfo) -> dict[str, Any]:
     """Validate raw tables into staging and quarantine; fail above the bad-row threshold."""
     from include import tracking
-    from include.extract import BadDataError, extract_and_validate
+    from include.extract import extract_and_validate
 
     mlflow_run = run.mlflow_run()
     settings = dataclasses.asdict(run.settings)
@@ -442,6 +443,10 @@ def track_migration(run: RunInfo) -> dict[str, Any]:
 
 class MigrationAlert(RuntimeError):
     """A migration check crossed its configured threshold."""
+
+
+#: Failures that retrying cannot fix: bad or missing input, and alerts.
+NOT_RETRYABLE: tuple[type[Exception], ...] = (BadDataError, WarehouseError, MigrationAlert)
 
 
 def check_migration(run: RunInfo) -> dict[str, Any]:
