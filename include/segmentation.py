@@ -123,18 +123,30 @@ def evaluate_k(x_num, x_cat, k: int, *, algorithm: str, seed: int, n_init: int, 
     return model, labels, metrics
 
 
-def choose_k(candidates: pd.DataFrame, min_share: float = 0.02) -> int:
+def choose_k(candidates: pd.DataFrame, min_share: float = 0.02, previous_k: int | None = None,
+             tolerance: float = 0.02) -> int:
     """The documented k rule: the highest sampled silhouette among candidates whose
     smallest segment holds at least ``min_share`` of customers (a segment too small
-    to act on is no segment); ties go to the smaller k. Falls back to all candidates."""
+    to act on is no segment); ties go to the smaller k. Falls back to all candidates.
+
+    With ``previous_k`` (last published run's k), that k is kept while its
+    silhouette is within ``tolerance`` of the best, so segments do not split and
+    merge from week to week over noise-level differences.
+    """
     eligible = candidates[candidates["smallest_segment_share"] >= min_share]
     pool = eligible if len(eligible) else candidates
-    return int(pool.sort_values(["silhouette", "k"], ascending=[False, True]).iloc[0]["k"])
+    best = pool.sort_values(["silhouette", "k"], ascending=[False, True]).iloc[0]
+    if previous_k is not None and previous_k in set(pool["k"].astype(int)):
+        kept = pool[pool["k"] == previous_k].iloc[0]
+        if kept["silhouette"] >= best["silhouette"] - tolerance:
+            return int(previous_k)
+    return int(best["k"])
 
 
 def fit_segments(
     features: pd.DataFrame, *, k_min: int = 3, k_max: int = 8, k: int | None = None,
     seed: int = 42, silhouette_sample: int = 5000, algorithm: str = "kprototypes", n_init: int = 4,
+    previous_k: int | None = None,
 ) -> SegmentationResult:
     """Choose k (unless given) and fit the segmentation.
 
@@ -172,7 +184,7 @@ def fit_segments(
         log.info("k=%d cost=%.1f silhouette=%.3f davies_bouldin=%.3f smallest=%.1f%%", kk, metrics["cost"],
                  metrics["silhouette"], metrics["davies_bouldin"], 100 * metrics["smallest_segment_share"])
     candidates = pd.DataFrame(rows)
-    best_k = choose_k(candidates)
+    best_k = choose_k(candidates, previous_k=previous_k)
     model, labels = fits[best_k]
     chosen = candidates[candidates["k"] == best_k].iloc[0].to_dict()
     return SegmentationResult(np.asarray(labels), best_k, model, candidates,

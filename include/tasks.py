@@ -173,7 +173,8 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
                          name=f"customer_features@{run.as_of_date.isoformat()}",
                          context="segmentation", table="customer_features", as_of_date=run.as_of_date)
     result = fit_segments(features, k_min=s.k_min, k_max=s.k_max, k=s.k, seed=s.seed,
-                          silhouette_sample=s.silhouette_sample, algorithm=s.algorithm, n_init=s.n_init)
+                          silhouette_sample=s.silhouette_sample, algorithm=s.algorithm, n_init=s.n_init,
+                          previous_k=None if previous is None else len(previous))
     for row in result.candidates.to_dict("records"):
         child = tracking.child_run(mlflow_run, f"k={int(row['k'])}", {"as_of_date": run.as_of_date.isoformat()})
         tracking.log_params(child, {"k": int(row["k"]), "algorithm": result.algorithm, "seed": s.seed,

@@ -87,6 +87,11 @@ def test_choose_k_skips_candidates_with_tiny_segments():
     candidates = pd.DataFrame({"k": [3, 4, 5], "silhouette": [0.4, 0.5, 0.6], "smallest_segment_share": [0.2, 0.1, 0.01]})
     assert choose_k(candidates) == 4
     assert choose_k(candidates, min_share=0.0) == 5
+    # Last run's k is kept while it is within the tolerance of the best.
+    close = pd.DataFrame({"k": [3, 4], "silhouette": [0.49, 0.5], "smallest_segment_share": [0.2, 0.1]})
+    assert choose_k(close, previous_k=3) == 3
+    assert choose_k(close, previous_k=3, tolerance=0.005) == 4
+    assert choose_k(candidates, previous_k=5) == 4  # an ineligible k is not kept
 
 
 def test_bootstrap_stability_separates_real_from_arbitrary_clusters():
