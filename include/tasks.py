@@ -341,11 +341,8 @@ def publish_segments(run: RunInfo) -> dict[str, Any]:
                     "rfm_m", "rfm_segment", "raw_segment_id", "pending_segment_id", "pending_runs"]
             published = published[cols]
             wh.replace_partition("customer_segments", published, d)
-            with wh.begin() as conn:
-                import sqlalchemy as sa
-
-                conn.execute(sa.text("UPDATE segmentation_runs SET published = :p WHERE as_of_date = :as_of_date"),
-                             {**d, "p": gate_passed})
+            wh.run_script("UPDATE segmentation_runs SET published = :p WHERE as_of_date = :as_of_date",
+                          {**d, "p": gate_passed})
             if date == run.as_of_date:
                 held = step.held_back / step.raw_moves if step and step.raw_moves else 0.0
                 summary = {"as_of_date": date.isoformat(), "published": gate_passed,

@@ -109,10 +109,6 @@ def log_params(run_id: str, params: Mapping[str, Any], prefix: str = "") -> None
         client().log_batch(run_id, params=batch)
 
 
-def log_text(run_id: str, text: str, artifact_file: str) -> None:
-    client().log_text(run_id, text, artifact_file)
-
-
 def log_table(run_id: str, frame: Any, artifact_file: str) -> None:
     """Log a DataFrame as a CSV artifact."""
     client().log_text(run_id, frame.to_csv(index=False), artifact_file)
