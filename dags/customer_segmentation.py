@@ -7,7 +7,7 @@ and what do we spend serving the unprofitable ones?**
 | task | writes (rows keyed by `as_of_date`) |
 |---|---|
 | `extract_validate` | `stg_*` staging tables, `quarantine` (bad rows + reason), `extract_log` |
-| `resolve_identity` | `identity_map`, `customers` (golden records) |
+| `resolve_identity` | `identity_map` (record → stable `customer_key`), `customers` (golden records); Splink model in MLflow |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
 | `segment_customers` | `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` |
 | `publish_segments` | `customer_segments` (published labels + classic RFM map) |
@@ -15,6 +15,12 @@ and what do we spend serving the unprofitable ones?**
 | `crosscheck_clv` | `segment_clv_check`: segments' value order vs mean CLV, names CLV contradicts |
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
+
+**Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
+names, email, phone, address, date of birth and device id. The last accepted
+model is reused unless `identity_retrain` is ticked; `identity_method=exact`
+runs the email/phone baseline. Keys stay stable across runs (merges keep the
+oldest key, the smaller part of a split gets a new one).
 
 **Hysteresis**: a customer's published segment moves only after `hysteresis_runs`
 consecutive runs in the new segment; `customer_segments` keeps both the raw and
@@ -90,6 +96,16 @@ def _run_info(context):
                             description="Run for this date (YYYY-MM-DD); empty = the day before the run."),
         "max_bad_share": Param(0.05, type="number", minimum=0, maximum=1,
                                description="Fail extract when a table's quarantined share is above this."),
+        "identity_method": Param("splink", type="string", enum=["splink", "exact"],
+                                 description="Probabilistic linkage (Splink) or the exact email/phone baseline."),
+        "identity_match_threshold": Param(0.95, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
+                                          description="Match probability at which two identity records are linked."),
+        "identity_retrain": Param(False, type="boolean",
+                                  description="Train a new Splink model instead of reusing the last accepted one."),
+        "identity_u_max_pairs": Param(2e7, type="number", minimum=1e4,
+                                      description="Record pairs sampled to estimate Splink's u probabilities."),
+        "identity_min_f1": Param(0.95, type="number", minimum=0, maximum=1,
+                                 description="Where ground truth exists, a new model is accepted only at this F1."),
         "k": Param(None, type=["null", "integer"], minimum=2, maximum=20,
                    description="Fixed number of segments; empty = choose k by silhouette."),
         "k_min": Param(3, type="integer", minimum=2, maximum=20, description="Smallest k tried."),

@@ -109,6 +109,17 @@ class PipelineSettings:
         A refit becomes the champion only if its holdout aggregate error is within this.
     support_cost_by_channel
         Cost per support contact by channel, where the raw row has no cost.
+    identity_method
+        ``splink`` (probabilistic linkage) or ``exact`` (email/phone baseline).
+    identity_match_threshold
+        Match probability at which Splink links two records into one customer.
+    identity_retrain
+        Train a new Splink model instead of reusing the last accepted one.
+    identity_u_max_pairs
+        Record pairs sampled to estimate Splink's u probabilities.
+    identity_min_f1
+        A newly trained model is accepted (reused by later runs) only if its
+        clustered pairwise F1 reaches this where ground truth exists.
     """
 
     max_bad_share: float = 0.05
@@ -133,6 +144,11 @@ class PipelineSettings:
     alert_top_outflow: float = 0.2
     clv_use_champion: bool = False
     clv_max_holdout_error_pct: float = 25.0
+    identity_method: str = "splink"
+    identity_match_threshold: float = 0.95
+    identity_retrain: bool = False
+    identity_u_max_pairs: float = 2e7
+    identity_min_f1: float = 0.95
     support_cost_by_channel: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
     )

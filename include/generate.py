@@ -192,7 +192,12 @@ class DemoGenerator:
         dob = np.datetime64("1950-01-01") + rng.integers(0, 365 * 55, n).astype("timedelta64[D]")
         email_user = np.char.add(np.char.add(first.astype(str), "."), last.astype(str))
         email_user = np.char.add(email_user, np.where(rng.random(n) < 0.5, rng.integers(1, 99, n).astype(str), ""))
-        email = np.char.add(np.char.add(email_user, "@"), np.array(EMAIL_DOMAINS)[rng.integers(0, 5, n)])
+        domain = np.array(EMAIL_DOMAINS)[rng.integers(0, 5, n)]
+        # An address belongs to one person: a namesake who drew the same address
+        # gets the person number appended, as mail providers force a new username.
+        taken = pd.Series(np.char.add(np.char.add(email_user, "@"), domain)).duplicated().to_numpy()
+        email_user = np.where(taken, np.char.add(email_user, np.arange(n).astype(str)), email_user)
+        email = np.char.add(np.char.add(email_user, "@"), domain)
         device = np.char.add("dev-", rng.integers(10**11, 10**12, n).astype(str))
         moved = rng.random(n) < 0.08
 
@@ -225,7 +230,10 @@ class DemoGenerator:
         email_r, phone_r, dob_r = (np.array([miss[s][k] for s in system]) for k in range(3))
         e = email[pid].astype(object)
         e[rng.random(m) < email_r] = None
-        ph = phone_n[pid]
+        ph = phone_n[pid].copy()
+        # Some persons change number: their later records carry the new one.
+        new_number = later_rec & (rng.random(m) < 0.06)
+        ph[new_number] = rng.integers(0, 10**9, int(new_number.sum()))
         phone_fmt = np.where(
             system == "web", np.char.add("+44 7", np.char.zfill(ph.astype(str), 9)),
             np.where(system == "app", np.char.add("07", np.char.zfill(ph.astype(str), 9)),

@@ -137,3 +137,37 @@ def child_run(parent_id: str, run_name: str, tags: Mapping[str, str] | None = No
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark a run finished (the parent is finished by the DAG's last task)."""
     client().set_terminated(run_id, status=status)
+
+
+IDENTITY_MODEL_ARTIFACT = "identity/splink_model.json"
+
+
+def log_identity_model(parent_id: str, model: dict, accepted: bool, as_of_date: dt.date,
+                       reason: str) -> str:
+    """Log a trained Splink model (settings JSON with m/u) in a child run; return its run id.
+
+    The child run is tagged ``identity_model_accepted`` so later runs can find
+    the last accepted model with :func:`latest_identity_model`.
+    """
+    import json
+
+    run_id = child_run(parent_id, f"identity model as of {as_of_date.isoformat()}", tags={
+        "identity_model": "splink", "identity_model_accepted": str(bool(accepted)).lower(),
+        "identity_model_reason": reason[:500], "as_of_date": as_of_date.isoformat()})
+    client().log_text(run_id, json.dumps(model, indent=2, sort_keys=True), IDENTITY_MODEL_ARTIFACT)
+    finish_run(run_id)
+    return run_id
+
+
+def latest_identity_model() -> tuple[str, dict] | None:
+    """The most recently logged accepted Splink model: ``(run_id, model)``, or ``None``."""
+    import json
+
+    c = client()
+    found = c.search_runs([experiment_id()], filter_string="tags.identity_model_accepted = 'true'",
+                          order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        return None
+    run_id = found[0].info.run_id
+    text = _mlflow().artifacts.load_text(f"runs:/{run_id}/{IDENTITY_MODEL_ARTIFACT}")
+    return run_id, json.loads(text)

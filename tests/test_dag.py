@@ -125,6 +125,15 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     logged = client.get_run(parent["run_id"]).data
     assert not any("@" in str(v) for v in [*logged.params.values(), *logged.tags.values()])
     assert "archetype_ari" in logged.metrics and "bootstrap_mean_ari" in logged.metrics
+    # Identity: the first run trained and logged a Splink model; the re-run reused it.
+    first_run = runs.iloc[1]
+    assert first_run["metrics.identity.model_reused"] == 0 and parent["metrics.identity.model_reused"] == 1
+    assert parent["tags.identity_model_source"].startswith("reused from MLflow run")
+    assert logged.metrics["identity.eval.splink.pairwise_f1"] > logged.metrics["identity.eval.exact_email_phone.pairwise_f1"]
+    assert {a.path for a in client.list_artifacts(parent["run_id"], "identity")} >= {
+        "identity/match_weights_chart.html", "identity/m_u_parameters.csv", "identity/evaluation.csv"}
+    model_runs = children[children["tags.identity_model"] == "splink"] if "tags.identity_model" in children else []
+    assert len(model_runs) == 0  # the re-run logged no new model
     assert abs(logged.metrics["clv.holdout_aggregate_error_pct"]) < 25
     assert "clv.segment_value_spearman" in logged.metrics
     assert {a.path for a in client.list_artifacts(parent["run_id"], "clv")} >= {

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS extract_log (
 
 CREATE TABLE IF NOT EXISTS identity_map (
     as_of_date DATE, source_system VARCHAR, source_id VARCHAR,
-    customer_key VARCHAR, cluster_confidence DOUBLE, match_method VARCHAR
+    customer_key VARCHAR, cluster_confidence DOUBLE, match_method VARCHAR, key_since DATE
 );
 
 CREATE TABLE IF NOT EXISTS customers (

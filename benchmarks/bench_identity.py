@@ -1,0 +1,106 @@
+"""Benchmark identity resolution: Splink training, prediction and clustering at scale.
+
+    .venv/bin/python benchmarks/bench_identity.py --persons 480000
+    .venv/bin/python benchmarks/bench_identity.py --persons 48000
+
+Generates the demo generator's identity records (web, app and call-centre
+accounts with typos, missing fields, households, moves and number changes) in
+a separate process, then times, in a fresh process so the peak memory is the
+stage's own: normalisation, unsupervised training (λ, u by sampling, m by EM),
+prediction, clustering, stable keys and golden records, plus the exact
+email/phone baseline; both are scored against the generator's truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def generate(persons: int, seed: int, out: Path) -> None:
+    from include.generate import DemoGenerator
+
+    gen = DemoGenerator(persons, seed=seed)
+    records = gen.identity_records(gen.persons())
+    records["created_at"] = pd.to_datetime(records["created_at"])
+    records.drop(columns=["_created", "loaded_at"]).to_parquet(out)
+
+
+def run_stage(path: Path, u_max_pairs: float, threshold: float) -> dict:
+    from include import identity_splink
+    from include.identity import assign_stable_keys, evaluate_clusters, exact_clusters, golden_records
+
+    records = pd.read_parquet(path)
+    truth = records.pop("person_id")
+    timings = {}
+    t0 = t = time.perf_counter()
+    linkage = identity_splink.linkage_input(records)
+    timings["normalise_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model = identity_splink.train_model(linkage, seed=42, u_max_pairs=u_max_pairs)
+    timings["train_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    linked = identity_splink.predict_clusters(linkage, model, threshold)
+    timings["predict_cluster_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    members = linkage["unique_id"]
+    cluster = members.map(linked.clusters.set_index("unique_id")["cluster_id"])
+    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": cluster}), None, dt.date(2026, 11, 14))
+    rec = records.copy()
+    rec["email_norm"], rec["phone_norm"], rec["customer_key"] = linkage["email"], linkage["phone"], keyed["customer_key"]
+    customers = golden_records(rec, dt.date(2026, 11, 14))
+    timings["keys_golden_s"] = time.perf_counter() - t
+    timings["stage_total_s"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    baseline = exact_clusters(records)
+    timings["exact_baseline_s"] = time.perf_counter() - t
+    return {
+        "records": len(records), "persons": int(truth.nunique()), "customers": len(customers),
+        "pairs_scored": linked.pairs_scored,
+        "untrained_levels": identity_splink.untrained_levels(model),
+        **{k: round(v, 1) for k, v in timings.items()},
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+        "splink": {k: round(v, 4) for k, v in evaluate_clusters(pd.Series(keyed["customer_key"]), truth).items()},
+        "exact_baseline": {k: round(v, 4) for k, v in evaluate_clusters(baseline, truth).items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--persons", type=int, default=480_000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--u-max-pairs", type=float, default=2e7)
+    parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--stage", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(run_stage(args.stage, args.u_max_pairs, args.threshold)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "records.parquet"
+        t = time.perf_counter()
+        generate(args.persons, args.seed, path)
+        print(f"generated {args.persons:,} persons in {time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--stage", str(path), "--u-max-pairs", str(args.u_max_pairs),
+                              "--threshold", str(args.threshold)], capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["process_wall_s"] = round(wall, 1)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
