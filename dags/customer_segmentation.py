@@ -14,6 +14,8 @@ and what do we spend serving the unprofitable ones?**
 | `fit_clv` | `clv_summary` (BG/NBD statistics in SQL), `customer_clv` (P(alive), expected purchases, CLV 90/365 days) |
 | `crosscheck_clv` | `segment_clv_check`: segments' value order vs mean CLV, names CLV contradicts |
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
+| `build_economics` | `customer_economics`, `segment_economics` (revenue, margin, cost-to-serve, profit, CLV, retention), `profit_concentration`, `customer_priority` (playbook action + churn-risk priority) |
+| `render_report` | `<data>/reports/segment_report_<date>.html` (self-contained), also an MLflow artifact |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
 
 **Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
@@ -134,6 +136,12 @@ def _run_info(context):
                                   description="Score CLV with the registered champion models instead of refitting."),
         "clv_max_holdout_error_pct": Param(25.0, type="number", minimum=0,
                                            description="A refit becomes champion only within this holdout error."),
+        "servicing_cost_per_customer": Param(4.0, type="number", minimum=0,
+                                             description="Yearly servicing cost per customer (economics)."),
+        "servicing_cost_per_order": Param(0.5, type="number", minimum=0,
+                                          description="Servicing cost per order (economics)."),
+        "playbook_path": Param(None, type=["null", "string"],
+                               description="Segment playbook TOML; empty uses include/playbook.toml."),
         "seed": Param(42, type="integer", description="Seed of every random choice."),
         "silhouette_sample": Param(5000, type="integer", minimum=100,
                                    description="Rows sampled for silhouette scores."),
@@ -148,13 +156,15 @@ def customer_segmentation():
     clv = _stage("fit_clv")
     crosscheck = _stage("crosscheck_clv")
     migration = _stage("track_migration")
+    economics = _stage("build_economics")
+    report = _stage("render_report")
     check = _stage("check_migration")
 
     chain(extract, identity, features, segments, published)
     features >> clv
     [published, clv] >> crosscheck
-    [published, clv] >> migration >> check
-    crosscheck >> check
+    [published, clv] >> migration
+    [crosscheck, migration] >> economics >> report >> check
 
 
 customer_segmentation()

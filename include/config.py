@@ -44,6 +44,13 @@ def default_warehouse_url() -> str:
     return f"duckdb:///{data_dir() / 'warehouse.duckdb'}"
 
 
+def reports_dir() -> Path:
+    """Folder of the HTML segment reports (``<data>/reports``)."""
+    path = data_dir() / "reports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def mlflow_tracking_uri() -> str:
     """MLflow tracking URI: ``$MLFLOW_TRACKING_URI`` or the local SQLite store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -109,6 +116,11 @@ class PipelineSettings:
         A refit becomes the champion only if its holdout aggregate error is within this.
     support_cost_by_channel
         Cost per support contact by channel, where the raw row has no cost.
+    servicing_cost_per_customer, servicing_cost_per_order
+        Servicing costs added to support costs in the segment economics
+        (per customer per year, and per order).
+    playbook_path
+        Segment playbook TOML; ``None`` uses ``include/playbook.toml``.
     identity_method
         ``splink`` (probabilistic linkage) or ``exact`` (email/phone baseline).
     identity_match_threshold
@@ -144,6 +156,9 @@ class PipelineSettings:
     alert_top_outflow: float = 0.2
     clv_use_champion: bool = False
     clv_max_holdout_error_pct: float = 25.0
+    servicing_cost_per_customer: float = 4.0
+    servicing_cost_per_order: float = 0.5
+    playbook_path: str | None = None
     identity_method: str = "splink"
     identity_match_threshold: float = 0.95
     identity_retrain: bool = False

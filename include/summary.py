@@ -5,6 +5,7 @@ Run with ``python -m include.summary`` (the demo command does).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 from include.config import data_dir, default_warehouse_url, mlflow_tracking_uri
@@ -48,6 +49,11 @@ def main() -> None:
                            "AND from_segment = to_segment", {"d": latest}) if moves is not None else None
         pending = wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d "
                             "AND pending_segment_id IS NOT NULL", {"d": latest})
+        econ = wh.query_df("SELECT segment_name, customers, customer_share, revenue, cost_to_serve, profit, "
+                           "profit_share, retention_rate FROM segment_economics WHERE as_of_date = :d "
+                           "ORDER BY profit DESC", {"d": latest}) if wh.has_table("segment_economics") else None
+        identity = wh.query_df("SELECT match_method, COUNT(*) AS records, COUNT(DISTINCT customer_key) AS customers "
+                               "FROM identity_map WHERE as_of_date = :d GROUP BY match_method", {"d": latest})
         reasons = wh.query_df(
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
             "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
@@ -79,12 +85,29 @@ def main() -> None:
               f"{pending:,} raw moves held back by hysteresis; largest moves:")
         for r in moves.itertuples(index=False):
             print(f"  {r.from_segment:>20s} -> {r.to_segment:20s} {r.customers:>6,d} ({r.rate:.1%} of the from-segment)")
+    for r in identity.itertuples(index=False):
+        print(f"\nIdentity ({r.match_method}): {r.records:,} source records -> {r.customers:,} customers")
+    if econ is not None and len(econ):
+        from include.report import money, pct
+
+        print("\nSegment economics (last 12 months):")
+        print(f"  {'segment':20s} {'customers':>9} {'share':>6} {'revenue':>11} {'cost to serve':>13} "
+              f"{'profit':>10} {'of profit':>9} {'retained':>8}")
+        for r in econ.itertuples(index=False):
+            print(f"  {r.segment_name:20s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue):>11} "
+                  f"{money(r.cost_to_serve):>13} {money(r.profit):>10} {pct(r.profit_share):>9} "
+                  f"{pct(r.retention_rate):>8}")
     print("\nQuarantined rows by reason:")
     for r in reasons.itertuples(index=False):
         print(f"  {r.source_table:22s} {r.reason:24s} {r.n:>6,d}")
     run_id = profiles["model_run_id"].iloc[0] if len(profiles) else "-"
     print(f"\nMLflow store: {mlflow_tracking_uri()} (artifacts: {data_dir() / 'mlflow' / 'artifacts'})")
     print(f"MLflow run of the latest date: {run_id}")
+    from include.config import reports_dir
+    from include.report import report_path
+
+    report = report_path(reports_dir(), latest if isinstance(latest, dt.date) else dt.date.fromisoformat(str(latest)[:10]))
+    print(f"Segment report: {report}{'' if report.exists() else ' (not written yet)'}")
     port = os.environ.get("AIRFLOW_PORT", "8080")
     mport = os.environ.get("MLFLOW_PORT", "5000")
     print(f"Airflow UI: http://127.0.0.1:{port}  MLflow UI: http://127.0.0.1:{mport}"

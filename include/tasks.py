@@ -397,9 +397,14 @@ def publish_segments(run: RunInfo) -> dict[str, Any]:
         log.info("republished later dates so the hysteresis fold stays in order: %s", ", ".join(recomputed))
     log.info("hysteresis (%d runs): %d raw moves, %.1f%% held back", n_runs, summary["raw_moves"],
              100 * summary["held_back_share"])
+    from include.config import reports_dir
+    from include.report import report_path
+
+    report = report_path(reports_dir(), run.as_of_date)
     summary.update({"mlflow_run_id": mlflow_run, "warehouse_url": _redact(run.warehouse_url),
-                    "republished": recomputed})
+                    "republished": recomputed, "report": str(report)})
     log.info("results: %s", json.dumps(summary))
+    log.info("segment report for this run (written by render_report, also logged to MLflow): %s", report)
     return summary
 
 
@@ -663,3 +668,39 @@ def _redact(url: str) -> str:
     import sqlalchemy as sa
 
     return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def build_economics(run: RunInfo) -> dict[str, Any]:
+    """Segment economics, profit concentration and intervention priorities for the as-of date."""
+    from include import tracking
+    from include.economics import EconomicsSettings
+    from include.economics import build_economics as build
+
+    settings = EconomicsSettings(gross_margin=run.settings.gross_margin,
+                                 servicing_cost_per_customer=run.settings.servicing_cost_per_customer,
+                                 servicing_cost_per_order=run.settings.servicing_cost_per_order)
+    with Warehouse(run.warehouse_url) as wh:
+        figures = build(wh, run.as_of_date, settings, run.settings.playbook_path)
+        table = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d ORDER BY profit DESC",
+                            {"d": run.as_of_date})
+    mlflow_run = run.mlflow_run()
+    tracking.log_metrics(mlflow_run, {k: v for k, v in figures.items() if isinstance(v, int | float)},
+                         prefix="economics.")
+    tracking.log_table(mlflow_run, table, "economics/segment_economics.csv")
+    return figures
+
+
+def render_report(run: RunInfo) -> dict[str, Any]:
+    """Write the self-contained HTML segment report, log it to MLflow and print its path."""
+    from include import tracking
+    from include.config import reports_dir
+    from include.report import write_report
+
+    mlflow_run = run.mlflow_run()
+    with Warehouse(run.warehouse_url) as wh:
+        payers = tracking.client().get_run(mlflow_run).data.metrics.get("economics.share_of_customers_paying_for_all")
+        path = write_report(wh, run.as_of_date, reports_dir(), payers_share=payers)
+    tracking.client().log_artifact(mlflow_run, str(path), "report")
+    log.info("segment report: %s (also in MLflow run %s under report/)", path, mlflow_run)
+    print(f"segment report: {path}")  # noqa: T201 - operators look for the path in the task log
+    return {"report": str(path)}

@@ -15,7 +15,8 @@ EDGES = [
     ("build_features", "segment_customers"), ("segment_customers", "publish_segments"),
     ("build_features", "fit_clv"), ("publish_segments", "crosscheck_clv"), ("fit_clv", "crosscheck_clv"),
     ("publish_segments", "track_migration"), ("fit_clv", "track_migration"),
-    ("track_migration", "check_migration"), ("crosscheck_clv", "check_migration"),
+    ("track_migration", "build_economics"), ("crosscheck_clv", "build_economics"),
+    ("build_economics", "render_report"), ("render_report", "check_migration"),
 ]
 
 
@@ -125,6 +126,13 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     logged = client.get_run(parent["run_id"]).data
     assert not any("@" in str(v) for v in [*logged.params.values(), *logged.tags.values()])
     assert "archetype_ari" in logged.metrics and "bootstrap_mean_ari" in logged.metrics
+    # Economics and the report: a self-contained HTML file, in the reports folder and in MLflow.
+    assert "economics.share_of_customers_paying_for_all" in logged.metrics
+    reports = [a.path for a in client.list_artifacts(parent["run_id"], "report")]
+    assert reports == ["report/segment_report_2026-11-07.html"]
+    from include.config import reports_dir
+
+    assert (reports_dir() / "segment_report_2026-11-07.html").stat().st_size > 20_000
     # Identity: the first run trained and logged a Splink model; the re-run reused it.
     first_run = runs.iloc[1]
     assert first_run["metrics.identity.model_reused"] == 0 and parent["metrics.identity.model_reused"] == 1

@@ -130,3 +130,29 @@ CREATE TABLE IF NOT EXISTS segment_transitions (
     from_date DATE, to_date DATE, from_segment_id BIGINT, to_segment_id BIGINT,
     from_segment VARCHAR, to_segment VARCHAR, customers BIGINT, rate DOUBLE, clv_sum DOUBLE
 );
+
+CREATE TABLE IF NOT EXISTS customer_economics (
+    as_of_date DATE, customer_key VARCHAR, segment_id BIGINT, segment_name VARCHAR,
+    orders BIGINT, revenue DOUBLE, discount_spend DOUBLE, gross_margin DOUBLE,
+    support_cost DOUBLE, servicing_cost DOUBLE, cost_to_serve DOUBLE, profit DOUBLE,
+    p_alive DOUBLE, clv_365d DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS segment_economics (
+    as_of_date DATE, segment_id BIGINT, segment_name VARCHAR, customers BIGINT,
+    customer_share DOUBLE, revenue DOUBLE, gross_margin DOUBLE, discount_spend DOUBLE,
+    support_cost DOUBLE, servicing_cost DOUBLE, cost_to_serve DOUBLE, profit DOUBLE,
+    profit_per_customer DOUBLE, profit_share DOUBLE, revenue_share DOUBLE,
+    mean_clv_365d DOUBLE, total_clv_365d DOUBLE, previous_date DATE,
+    previous_customers BIGINT, retained_customers BIGINT, retention_rate DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS profit_concentration (
+    as_of_date DATE, customer_share DOUBLE, profit_share DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS customer_priority (
+    as_of_date DATE, customer_key VARCHAR, segment_id BIGINT, segment_name VARCHAR,
+    value_tier VARCHAR, churn_risk DOUBLE, risk_band VARCHAR, priority VARCHAR,
+    priority_rank BIGINT, action VARCHAR
+);
