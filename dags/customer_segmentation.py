@@ -16,6 +16,7 @@ and what do we spend serving the unprofitable ones?**
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
 | `build_economics` | `customer_economics`, `segment_economics` (revenue, margin, cost-to-serve, profit, CLV, retention), `profit_concentration`, `customer_priority` (playbook action + churn-risk priority) |
 | `render_report` | `<data>/reports/segment_report_<date>.html` (self-contained), also an MLflow artifact |
+| `push_<target>` | `crm_push_log`, `crm_push_state` (+ `crm_outbox`): changed labels to the targets in `crm_targets` |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
 
 **Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
@@ -56,6 +57,8 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Param, chain, dag, task
+
+from segmentation_providers.operators.push_segments import PushSegmentsOperator
 
 
 def _stage(name: str):
@@ -142,6 +145,11 @@ def _run_info(context):
                                           description="Servicing cost per order (economics)."),
         "playbook_path": Param(None, type=["null", "string"],
                                description="Segment playbook TOML; empty uses include/playbook.toml."),
+        "crm_targets": Param(["outbox"], type="array",
+                             items={"type": "string", "enum": ["outbox", "webhook", "hubspot", "salesforce"]},
+                             description="CRM targets to push changed labels to (connections crm_webhook, "
+                                         "crm_hubspot, crm_salesforce)."),
+        "crm_dry_run": Param(False, type="boolean", description="Report what each push would send; send nothing."),
         "seed": Param(42, type="integer", description="Seed of every random choice."),
         "silhouette_sample": Param(5000, type="integer", minimum=100,
                                    description="Rows sampled for silhouette scores."),
@@ -160,11 +168,22 @@ def customer_segmentation():
     report = _stage("render_report")
     check = _stage("check_migration")
 
+    pushes = [
+        PushSegmentsOperator(
+            task_id=f"push_{target}", target=target, enabled_targets="{{ params.crm_targets }}",
+            dry_run="{{ params.crm_dry_run }}", batch_size=100 if target == "hubspot" else 1000,
+            # One push per target at a time, and a pool per target for its rate limit.
+            pool=f"crm_{target}", max_active_tis_per_dag=1, retries=2, retry_delay=dt.timedelta(minutes=1),
+        )
+        for target in ("outbox", "webhook", "hubspot", "salesforce")
+    ]
+
     chain(extract, identity, features, segments, published)
     features >> clv
     [published, clv] >> crosscheck
     [published, clv] >> migration
     [crosscheck, migration] >> economics >> report >> check
+    economics >> pushes
 
 
 customer_segmentation()

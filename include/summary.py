@@ -54,6 +54,10 @@ def main() -> None:
                            "ORDER BY profit DESC", {"d": latest}) if wh.has_table("segment_economics") else None
         identity = wh.query_df("SELECT match_method, COUNT(*) AS records, COUNT(DISTINCT customer_key) AS customers "
                                "FROM identity_map WHERE as_of_date = :d GROUP BY match_method", {"d": latest})
+        pushes = wh.query_df(
+            "SELECT target, as_of_date, COUNT(*) AS batches, SUM(acknowledged) AS acknowledged, SUM(failed) AS failed "
+            "FROM crm_push_log GROUP BY target, as_of_date ORDER BY target, as_of_date") \
+            if wh.has_table("crm_push_log") else None
         reasons = wh.query_df(
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
             "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
@@ -97,6 +101,11 @@ def main() -> None:
             print(f"  {r.segment_name:20s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue):>11} "
                   f"{money(r.cost_to_serve):>13} {money(r.profit):>10} {pct(r.profit_share):>9} "
                   f"{pct(r.retention_rate):>8}")
+    if pushes is not None and len(pushes):
+        print("\nCRM pushes (only changed labels; see crm_push_log, crm_outbox):")
+        for r in pushes.itertuples(index=False):
+            print(f"  {r.target:10s} {str(r.as_of_date)[:10]}  {int(r.batches):>3} batches  "
+                  f"{int(r.acknowledged):>7,d} acknowledged  {int(r.failed):>4,d} rejected")
     print("\nQuarantined rows by reason:")
     for r in reasons.itertuples(index=False):
         print(f"  {r.source_table:22s} {r.reason:24s} {r.n:>6,d}")
@@ -106,7 +115,7 @@ def main() -> None:
     from include.config import reports_dir
     from include.report import report_path
 
-    report = report_path(reports_dir(), latest if isinstance(latest, dt.date) else dt.date.fromisoformat(str(latest)[:10]))
+    report = report_path(reports_dir(), dt.date.fromisoformat(str(latest)[:10]))
     print(f"Segment report: {report}{'' if report.exists() else ' (not written yet)'}")
     port = os.environ.get("AIRFLOW_PORT", "8080")
     mport = os.environ.get("MLFLOW_PORT", "5000")

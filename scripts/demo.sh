@@ -20,16 +20,30 @@ echo "== 2/3 demo data: $CUSTOMERS persons into the warehouse"
 python -m include.generate --customers "$CUSTOMERS" --seed 7
 
 echo "== 3/3 customer_segmentation DAG runs: $RUN_DATES"
+# A local webhook receiver (started and stopped here) gets the changed labels
+# beside the warehouse outbox; the signing secret lives only in the connection.
+DELIVERIES="$SEGMENTATION_DATA_DIR/webhook_deliveries.jsonl"
+rm -f "$DELIVERIES"
+HOOK_PORT="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+HOOK_SECRET="$(python -c 'import secrets; print(secrets.token_hex(16))')"
+python scripts/webhook_receiver.py --port "$HOOK_PORT" --secret "$HOOK_SECRET" --out "$DELIVERIES" &
+HOOK_PID=$!
+trap 'kill $HOOK_PID 2>/dev/null || true' EXIT
+export AIRFLOW_CONN_CRM_WEBHOOK="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$HOOK_PORT/segments\", \"password\": \"$HOOK_SECRET\"}"
+CONF='{"crm_targets": ["outbox", "webhook"]}'
 for d in $RUN_DATES; do
   log="$SEGMENTATION_DATA_DIR/logs/dags-test-$d.log"
   echo "-- airflow dags test customer_segmentation $d  (log: $log)"
-  if ! airflow dags test customer_segmentation "$d" > "$log" 2>&1; then
+  if ! airflow dags test customer_segmentation "$d" -c "$CONF" > "$log" 2>&1; then
     tail -n 60 "$log"; echo "demo: the DAG run for $d failed; full log: $log" >&2; exit 1
   fi
   grep -E "Marking run|state=success|results:" "$log" | tail -n 3 || true
 done
 
 python -m include.summary
+echo
+python scripts/webhook_receiver.py --report "$DELIVERIES"
+kill $HOOK_PID 2>/dev/null || true
 echo
 echo "Demo finished in $(( $(date +%s) - start )) s (after installation)."
 echo "Start the Airflow and MLflow UIs:  bash scripts/ui.sh start   (stop: bash scripts/ui.sh stop)"

@@ -35,6 +35,8 @@ wait_http() {
 case "${1:-}" in
   start)
     airflow db migrate > "$SEGMENTATION_DATA_DIR/logs/db-migrate.log" 2>&1
+    # One pool per CRM target: the push tasks use them to respect each target's rate limit.
+    airflow pools import "$ROOT/scripts/pools.json" > /dev/null
     start_one api-server airflow api-server --host 127.0.0.1 --port "$AIRFLOW_PORT"
     start_one scheduler airflow scheduler
     start_one dag-processor airflow dag-processor

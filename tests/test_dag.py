@@ -1,6 +1,7 @@
 """DAG integrity and an end-to-end run through Airflow on a small generated dataset."""
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.crm_servers import WebhookReceiver
 
 DAG_FILE = ROOT / "dags" / "customer_segmentation.py"
 EDGES = [
@@ -17,6 +19,7 @@ EDGES = [
     ("publish_segments", "track_migration"), ("fit_clv", "track_migration"),
     ("track_migration", "build_economics"), ("crosscheck_clv", "build_economics"),
     ("build_economics", "render_report"), ("render_report", "check_migration"),
+    *[("build_economics", f"push_{t}") for t in ("outbox", "webhook", "hubspot", "salesforce")],
 ]
 
 
@@ -69,9 +72,17 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     dag = dagbag.dags["customer_segmentation"]
     logical = dt.datetime(2026, 11, 8, tzinfo=dt.UTC)  # a Sunday: as-of date 2026-11-07
     as_of = dt.date(2026, 11, 7)
-    conf = {"k_min": 3, "k_max": 5, "silhouette_sample": 500, "n_bootstrap": 4, "min_jaccard": 0.0}
+    conf = {"k_min": 3, "k_max": 5, "silhouette_sample": 500, "n_bootstrap": 4, "min_jaccard": 0.0,
+            "crm_targets": ["outbox", "webhook"]}
+    receiver = WebhookReceiver().__enter__()
+    monkeypatch.setenv("AIRFLOW_CONN_CRM_WEBHOOK", json.dumps(
+        {"conn_type": "http", "host": receiver.url, "password": receiver.secret}))
     run = dag.test(logical_date=logical, run_conf=conf)
     assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["push_outbox"] == states["push_webhook"] == "success"
+    assert states["push_hubspot"] == states["push_salesforce"] == "skipped"  # not in crm_targets
+    pushed = receiver.customers()
     with Warehouse(warehouse_url) as wh:
         first = wh.query_df("SELECT * FROM customer_segments WHERE as_of_date = :d ORDER BY customer_key", {"d": as_of})
         features = wh.scalar("SELECT COUNT(*) FROM customer_features WHERE as_of_date = :d", {"d": as_of})
@@ -95,6 +106,13 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
             "SELECT t.reason AS planted, q.reason AS got FROM truth_planted_errors t LEFT JOIN quarantine q "
             "ON q.source_key = t.source_key AND q.as_of_date = :d", {"d": as_of})
     assert len(second) == len(first)
+    # CRM: the first run delivered every published customer once; the re-run had nothing new to send.
+    assert pushed == {k: 1 for k in first["customer_key"]} and receiver.customers() == pushed
+    with Warehouse(warehouse_url) as wh:
+        log = wh.query_df("SELECT target, run_id, SUM(acknowledged) AS n FROM crm_push_log GROUP BY 1, 2")
+        outbox = wh.scalar("SELECT COUNT(DISTINCT customer_key) FROM crm_outbox")
+    assert set(log["target"]) == {"outbox", "webhook"} and (log["n"] == len(first)).all() and len(log) == 2
+    assert outbox == len(first)
     assert second[["customer_key", "segment_id", "segment_name"]].equals(first[["customer_key", "segment_id", "segment_name"]])
     assert (planted["planted"] == planted["got"]).all()
 
@@ -168,6 +186,7 @@ def test_dag_runs_end_to_end_and_reruns_idempotently(dagbag, warehouse_url, monk
     assert fresh > 0  # the model's labels are kept, just not published
     assert carried["customer_key"].tolist() == second["customer_key"].tolist()
     assert (carried["model_run_id"] == second["model_run_id"]).all()
+    receiver.__exit__(None, None, None)
 
 
 def test_bad_data_fails_the_extract_task(dagbag, warehouse_url, monkeypatch):

@@ -156,3 +156,19 @@ CREATE TABLE IF NOT EXISTS customer_priority (
     value_tier VARCHAR, churn_risk DOUBLE, risk_band VARCHAR, priority VARCHAR,
     priority_rank BIGINT, action VARCHAR
 );
+
+CREATE TABLE IF NOT EXISTS crm_push_state (
+    target VARCHAR, customer_key VARCHAR, checksum VARCHAR, as_of_date DATE,
+    acknowledged_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS crm_push_log (
+    target VARCHAR, run_id VARCHAR, as_of_date DATE, batch BIGINT, idempotency_key VARCHAR,
+    customers BIGINT, acknowledged BIGINT, failed BIGINT, status VARCHAR, response_code BIGINT,
+    attempts BIGINT, detail VARCHAR, logged_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS crm_outbox (
+    target VARCHAR, as_of_date DATE, batch_key VARCHAR, customer_key VARCHAR, payload VARCHAR,
+    checksum VARCHAR, created_at TIMESTAMP
+);

@@ -1,0 +1,148 @@
+"""``PushSegmentsOperator``: send changed segment labels to one CRM target, exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+log = logging.getLogger(__name__)
+
+#: Kept here, not imported from include.crm, so that parsing a DAG stays free of pandas.
+TARGETS = ("outbox", "webhook", "hubspot", "salesforce")
+
+
+class PushSegmentsOperator(BaseOperator):
+    """Push the published labels of one as-of date to a CRM target.
+
+    Reads ``customer_segments`` (+ CLV tier and priority) from the warehouse,
+    sends only customers whose pushed fields changed since the target last
+    acknowledged them (plus anything it rejected before), in batches, and
+    records every batch in ``crm_push_log`` and the acknowledged keys in
+    ``crm_push_state`` (see :mod:`include.crm`). A re-run after a crash
+    resumes at the first unacknowledged batch.
+
+    Parameters
+    ----------
+    target
+        ``outbox`` (warehouse table), ``webhook``, ``hubspot`` or ``salesforce``.
+    conn_id
+        Airflow connection of the target (ignored for ``outbox``).
+    as_of_date
+        ISO date of the labels (templated); default: the run's as-of date.
+    batch_size
+        Customers per request, capped at the target's limit (HubSpot 100).
+    dry_run
+        Report what would be sent; send and record nothing.
+    enabled_targets
+        Targets switched on for this run (templated, e.g. from a DAG param);
+        the task skips itself when ``target`` is not among them.
+    hook_kwargs
+        Passed to the hook (retries, backoff, rate limit).
+    """
+
+    template_fields: Sequence[str] = ("as_of_date", "dry_run", "enabled_targets")
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, target: str, conn_id: str | None = None, as_of_date: str | None = None,
+                 batch_size: int = 100, dry_run: bool | str = False, enabled_targets: Any = None,
+                 warehouse_url: str | None = None, hook_kwargs: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        self.target = target
+        self.conn_id = conn_id
+        self.as_of_date = as_of_date
+        self.batch_size = batch_size
+        self.dry_run = dry_run
+        self.enabled_targets = enabled_targets
+        self.warehouse_url = warehouse_url
+        self.hook_kwargs = hook_kwargs or {}
+
+    @staticmethod
+    def _warehouse_url() -> str:
+        from segmentation_providers.hooks.warehouse import WarehouseHook
+
+        return WarehouseHook().get_sqlalchemy_url()
+
+    def _hook_class(self):
+        from segmentation_providers.hooks import crm
+
+        return {"outbox": crm.OutboxHook, "webhook": crm.WebhookHook, "hubspot": crm.HubSpotHook,
+                "salesforce": crm.SalesforceBulkHook}[self.target]
+
+    def get_hook(self, warehouse_url: str):
+        """Build the target's hook (lazily, in ``execute``)."""
+        cls = self._hook_class()
+        if self.target == "outbox":
+            return cls(warehouse_url, target=self.target)
+        return cls(self.conn_id or cls.default_conn_name, **self.hook_kwargs)
+
+    def _enabled(self) -> bool:
+        targets = self.enabled_targets
+        if targets is None:
+            return True
+        if isinstance(targets, str):
+            targets = [t.strip() for t in targets.strip("[]").replace("'", "").replace('"', "").split(",")]
+        return self.target in set(targets)
+
+    def _resolve_date(self, context: Any) -> dt.date:
+        from include.tasks import resolve_as_of_date
+
+        params = context.get("params") or {}
+        dag_run = context.get("dag_run")
+        return resolve_as_of_date(self.as_of_date or params.get("as_of_date"), context.get("data_interval_end"),
+                                  getattr(dag_run, "run_after", None))
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.crm import BatchOutcome, changed_since_last_ack, load_labels, plan_batches, record_batch
+        from include.warehouse import Warehouse
+        from segmentation_providers.hooks.crm import CrmHttpError
+
+        if not self._enabled():
+            raise AirflowSkipException(f"target {self.target} is not in crm_targets {self.enabled_targets}")
+        as_of = self._resolve_date(context)
+        dry_run = str(self.dry_run).lower() in ("true", "1", "yes")
+        warehouse_url = self.warehouse_url or self._warehouse_url()
+        run_id = context.get("run_id") or "manual"
+        with Warehouse(warehouse_url) as wh:
+            wh.ensure_schema()
+            labels = load_labels(wh, as_of)
+            changed = changed_since_last_ack(wh, self.target, labels)
+            hook = None if dry_run else self.get_hook(warehouse_url)
+            size = min(self.batch_size, self._hook_class().max_batch_size)
+            batches = list(plan_batches(changed, size))
+            summary = {"target": self.target, "as_of_date": as_of.isoformat(), "customers": len(labels),
+                       "changed": len(changed), "unchanged": len(labels) - len(changed), "batches": len(batches),
+                       "dry_run": dry_run, "acknowledged": 0, "failed": 0}
+            log.info("%s: %d customers, %d changed since the last acknowledged push, %d batches of <= %d",
+                     self.target, len(labels), len(changed), len(batches), size)
+            if dry_run:
+                counts = changed.groupby("segment_name").size().to_dict() if len(changed) else {}
+                log.info("dry run: would send %d customers to %s by segment: %s", len(changed), self.target, counts)
+                summary["would_send_by_segment"] = counts
+                return summary
+            for batch in batches:
+                try:
+                    outcome = (hook.push(batch, as_of) if self.target == "outbox" else hook.push(batch))
+                except CrmHttpError as exc:
+                    # Audit the failure, then fail the task: Airflow's retry resumes at this batch.
+                    record_batch(wh, target=self.target, run_id=run_id, as_of_date=as_of, batch=batch,
+                                 outcome=BatchOutcome([], {}, exc.status_code, exc.attempts, str(exc)))
+                    raise
+                record_batch(wh, target=self.target, run_id=run_id, as_of_date=as_of, batch=batch, outcome=outcome)
+                summary["acknowledged"] += len(outcome.acknowledged)
+                summary["failed"] += len(outcome.failed)
+                log.info("%s batch %d/%d: %d acknowledged, %d rejected (HTTP %d, %d attempt(s))", self.target,
+                         batch.number, len(batches), len(outcome.acknowledged), len(outcome.failed),
+                         outcome.status_code, outcome.attempts)
+        if summary["failed"]:
+            log.warning("%s: %d customers rejected; they stay unacknowledged and are retried next run",
+                        self.target, summary["failed"])
+        return summary

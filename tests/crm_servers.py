@@ -1,0 +1,248 @@
+"""Loopback HTTP servers that enforce the documented contracts of each CRM target.
+
+They are strict where the vendors are (paths, bearer auth, batch-size limit,
+content types, job states, signatures) and can inject the failures a real push
+meets: 429 with ``Retry-After``, a 500 mid-push, 207 partial failures, a
+response that never comes (for kill-and-resume tests).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from include.crm import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
+
+
+class _Server:
+    """Run a handler class on 127.0.0.1:<free port> in a thread."""
+
+    token = "test-token"
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, float]] = []
+        self.faults: dict[int, tuple[int, dict]] = {}  # request number -> (status, headers)
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def _handle(self, method):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with outer.lock:
+                    outer.requests.append((method, self.path, time.monotonic()))
+                    n = len(outer.requests)
+                    fault = outer.faults.pop(n, None)
+                if fault:
+                    status, headers = fault
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                    return
+                status, headers, out = outer.handle(method, self.path, dict(self.headers), body)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_PUT(self):
+                self._handle("PUT")
+
+            def do_PATCH(self):
+                self._handle("PATCH")
+
+            def do_OPTIONS(self):
+                self._handle("OPTIONS")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def fail_request(self, number: int, status: int, headers: dict | None = None) -> None:
+        """Answer the ``number``-th request (1-based, counting every request) with ``status``."""
+        self.faults[number] = (status, headers or {})
+
+    def authorised(self, headers: dict) -> bool:
+        return headers.get("Authorization") == f"Bearer {self.token}"
+
+    def handle(self, method, path, headers, body):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _json(status: int, obj) -> tuple[int, dict, bytes]:
+    return status, {"Content-Type": "application/json"}, json.dumps(obj).encode()
+
+
+class HubSpotServer(_Server):
+    """``POST /crm/v3/objects/{type}/batch/upsert``: <= 100 inputs, unique ``idProperty``, 207 on partial failure."""
+
+    def __init__(self, id_property: str = "customer_key", reject: set[str] | None = None) -> None:
+        super().__init__()
+        self.id_property = id_property
+        self.reject = set(reject or ())
+        self.contacts: dict[str, dict] = {}
+        self.inputs_received: Counter = Counter()
+
+    def handle(self, method, path, headers, body):
+        if not self.authorised(headers):
+            return _json(401, {"status": "error", "category": "INVALID_AUTHENTICATION"})
+        if method == "GET" and path.startswith("/crm/v3/objects/contacts"):
+            return _json(200, {"results": []})
+        if method != "POST" or path != "/crm/v3/objects/contacts/batch/upsert":
+            return _json(404, {"status": "error", "message": f"no route {method} {path}"})
+        inputs = json.loads(body)["inputs"]
+        if len(inputs) > 100:
+            return _json(400, {"status": "error", "category": "VALIDATION_ERROR",
+                               "message": "Batch size exceeds the limit of 100"})
+        results, errors = [], []
+        for item in inputs:
+            if item.get("idProperty") != self.id_property or not item.get("id"):
+                return _json(400, {"status": "error", "category": "VALIDATION_ERROR", "message": "bad idProperty"})
+            self.inputs_received[item["id"]] += 1
+            if item["id"] in self.reject:
+                errors.append({"status": "error", "category": "VALIDATION_ERROR",
+                               "message": "Property values were not valid",
+                               "context": {"objectWriteTraceId": [item["objectWriteTraceId"]]}})
+                continue
+            self.contacts[item["id"]] = item["properties"]
+            results.append({"id": str(abs(hash(item["id"])) % 10**9), "properties": item["properties"]})
+        if errors:
+            return _json(207, {"status": "COMPLETE", "results": results, "errors": errors,
+                               "numErrors": len(errors)})
+        return _json(200, {"status": "COMPLETE", "results": results})
+
+    def max_requests_in_window(self, window_s: float = 10.0) -> int:
+        times = [t for m, p, t in self.requests if p.endswith("batch/upsert")]
+        return max((sum(1 for u in times if t <= u < t + window_s) for t in times), default=0)
+
+
+class SalesforceServer(_Server):
+    """Bulk API 2.0 ingest: create job, PUT CSV while Open, PATCH UploadComplete, poll, results."""
+
+    version = "v62.0"
+
+    def __init__(self, external_id: str = "Customer_Key__c", reject: set[str] | None = None) -> None:
+        super().__init__()
+        self.external_id = external_id
+        self.reject = set(reject or ())
+        self.jobs: dict[str, dict] = {}
+        self.records: dict[str, dict] = {}
+
+    def handle(self, method, path, headers, body):
+        if not self.authorised(headers):
+            return _json(401, [{"errorCode": "INVALID_SESSION_ID"}])
+        base = f"/services/data/{self.version}/jobs/ingest"
+        if not path.startswith(base):
+            return _json(404, [{"errorCode": "NOT_FOUND"}])
+        rest = path[len(base):].strip("/").split("/")
+        if method == "GET" and rest == [""]:
+            return _json(200, {"records": []})
+        if method == "POST" and rest == [""]:
+            spec = json.loads(body)
+            if spec.get("operation") != "upsert" or spec.get("externalIdFieldName") != self.external_id \
+                    or spec.get("contentType") != "CSV":
+                return _json(400, [{"errorCode": "INVALIDJOB", "message": "bad job spec"}])
+            job_id = "750" + uuid.uuid4().hex[:15]
+            self.jobs[job_id] = {"id": job_id, "state": "Open", "object": spec["object"], "rows": [], "failed": [],
+                                 "polls": 0}
+            return _json(200, self.jobs[job_id])
+        job = self.jobs.get(rest[0])
+        if job is None:
+            return _json(404, [{"errorCode": "NOT_FOUND"}])
+        if method == "PUT" and rest[1:] == ["batches"]:
+            if job["state"] != "Open" or headers.get("Content-Type") != "text/csv":
+                return _json(400, [{"errorCode": "INVALIDJOBSTATE"}])
+            job["rows"].extend(csv.DictReader(io.StringIO(body.decode())))
+            return 201, {}, b""
+        if method == "PATCH" and len(rest) == 1:
+            if json.loads(body).get("state") != "UploadComplete" or job["state"] != "Open":
+                return _json(400, [{"errorCode": "INVALIDJOBSTATE"}])
+            job["state"] = "UploadComplete"
+            return _json(200, job)
+        if method == "GET" and len(rest) == 1:
+            job["polls"] += 1
+            if job["state"] == "UploadComplete" and job["polls"] >= 2:  # processing takes a poll
+                for row in job["rows"]:
+                    key = row[self.external_id]
+                    if key in self.reject:
+                        job["failed"].append({"sf__Id": "", "sf__Error": "FIELD_CUSTOM_VALIDATION_EXCEPTION", **row})
+                    else:
+                        self.records[key] = row
+                job["state"] = "JobComplete"
+            return _json(200, {k: v for k, v in job.items() if k in ("id", "state", "object")})
+        if method == "GET" and rest[1] in ("failedResults", "unprocessedrecords", "successfulResults"):
+            rows = job["failed"] if rest[1] == "failedResults" else []
+            buf = io.StringIO()
+            fields = ["sf__Id", "sf__Error", *(job["rows"][0].keys() if job["rows"] else [self.external_id])]
+            writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(row)
+            return 200, {"Content-Type": "text/csv"}, buf.getvalue().encode()
+        return _json(404, [{"errorCode": "NOT_FOUND"}])
+
+
+class WebhookReceiver(_Server):
+    """Checks the HMAC signature, drops repeated idempotency keys, stores records by customer key."""
+
+    def __init__(self, secret: str = "s3cret") -> None:
+        super().__init__()
+        self.secret = secret
+        self.deliveries: dict[str, list[dict]] = {}  # idempotency key -> records
+        self.duplicates = 0
+        self.bad_signatures = 0
+        self.hold_after: int | None = None  # apply then never answer the request after this many deliveries
+        self.held = threading.Event()
+
+    def handle(self, method, path, headers, body):
+        if method == "OPTIONS":
+            return 204, {}, b""
+        if not verify_signature(self.secret, body, headers.get(SIGNATURE_HEADER, "")):
+            self.bad_signatures += 1
+            return _json(401, {"error": "bad signature"})
+        key = headers.get(IDEMPOTENCY_HEADER)
+        if not key:
+            return _json(400, {"error": "Idempotency-Key required"})
+        if key in self.deliveries:
+            self.duplicates += 1
+            return _json(200, {"status": "duplicate"})
+        self.deliveries[key] = json.loads(body)["records"]
+        if self.hold_after is not None and len(self.deliveries) > self.hold_after:
+            self.held.set()
+            time.sleep(3600)  # the caller is killed while waiting for this answer
+        return _json(202, {"status": "accepted"})
+
+    def customers(self) -> Counter:
+        return Counter(r["customer_key"] for recs in self.deliveries.values() for r in recs)
