@@ -4,6 +4,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+# The report test renders the HTML report in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "test: installing Debian's chromium for the report test"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq > /dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null
+  else
+    echo "test: chromium not found and no apt-get; the report rendering test will fail" >&2
+  fi
+fi
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-$ROOT/.pycache}"
 # DuckDB 2.0 prints "nanobind: leaked ..." lines at interpreter exit: noise, not errors.
