@@ -361,7 +361,10 @@ def publish_segments(run: RunInfo) -> dict[str, Any]:
                     log.warning("not publishing new labels for %s: %s", date, status["gate_reason"])
                     tracking.client().set_tag(mlflow_run, "gate_failure", str(status["gate_reason"])[:5000])
                 step = None
-                published = (previous.drop(columns=["raw_segment_id"]) if previous is not None
+                # Carry the previous labels forward; its RFM columns are replaced by this date's.
+                carried = ["raw_segment_id", "rfm_r", "rfm_f", "rfm_m", "rfm_segment", "as_of_date",
+                           "segment_name", "model_run_id"]
+                published = (previous.drop(columns=carried, errors="ignore") if previous is not None
                              else pd.DataFrame(columns=["customer_key", "segment_id", "pending_segment_id",
                                                         "pending_runs"]))
                 published = published.merge(raw, on="customer_key", how="left")

@@ -16,7 +16,10 @@ echo "== 1/3 Airflow metadata database ($AIRFLOW_HOME)"
 airflow db migrate > "$SEGMENTATION_DATA_DIR/logs/db-migrate.log" 2>&1 \
   || { cat "$SEGMENTATION_DATA_DIR/logs/db-migrate.log"; exit 1; }
 
-echo "== 2/3 demo data: $CUSTOMERS persons into the warehouse"
+echo "== 2/3 demo data: $CUSTOMERS persons into a fresh warehouse"
+# A fresh warehouse each time: outputs of an earlier demo would otherwise sit beside
+# the new data (MLflow keeps its history, so runs can be compared across demos).
+rm -f "$SEGMENTATION_DATA_DIR/warehouse.duckdb" "$SEGMENTATION_DATA_DIR/warehouse.duckdb.wal"
 python -m include.generate --customers "$CUSTOMERS" --seed 7
 
 echo "== 3/3 customer_segmentation DAG runs: $RUN_DATES"

@@ -137,3 +137,27 @@ def test_alert_fails_the_check_but_keeps_the_history(tmp_path):
         assert wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d", {"d": DATES[1]}) == 5
     quiet = tasks.RunInfo("test_migration", "quiet", DATES[1], PipelineSettings(alert_top_outflow=1.0), url)
     assert tasks.check_migration(quiet)["outflow"] == pytest.approx(1.0)  # flapper and mover both left
+
+
+def test_republishing_carries_labels_through_a_later_failed_gate(tmp_path):
+    # Re-running an early date republishes later ones; a later date whose gate failed
+    # carries the fold's labels forward (this once crashed on duplicated RFM columns).
+    in_order = f"duckdb:///{tmp_path / 'a.duckdb'}"
+    rerun = f"duckdb:///{tmp_path / 'b.duckdb'}"
+    for url in (in_order, rerun):
+        seed_runs(url)
+        with Warehouse(url) as wh:
+            wh.run_script("UPDATE segmentation_runs SET gate_passed = FALSE WHERE as_of_date = :d", {"d": DATES[2]})
+    for date in DATES:
+        publish(in_order, date)
+    for i in (0, 1, 2, 3, 0):
+        publish(rerun, DATES[i])
+    segs_a, _ = tables(in_order)
+    segs_b, _ = tables(rerun)
+    pd.testing.assert_frame_equal(segs_a, segs_b)
+    week3 = segs_a[segs_a["as_of_date"] == pd.Timestamp(DATES[2])].set_index("customer_key")
+    week2 = segs_a[segs_a["as_of_date"] == pd.Timestamp(DATES[1])].set_index("customer_key")
+    common = week3.index.intersection(week2.index)
+    assert (week3.loc[common, "segment_id"] == week2.loc[common, "segment_id"]).all()
+    present = week3["raw_segment_id"].notna()
+    assert week3.loc[present, "rfm_segment"].notna().all()
