@@ -64,7 +64,7 @@ def run_stage(path: Path, u_max_pairs: float, threshold: float) -> dict:
     timings["keys_golden_s"] = time.perf_counter() - t
     timings["stage_total_s"] = time.perf_counter() - t0
     t = time.perf_counter()
-    baseline = exact_clusters(records)
+    baseline = exact_clusters(linkage["email"], linkage["phone"])
     timings["exact_baseline_s"] = time.perf_counter() - t
     return {
         "records": len(records), "persons": int(truth.nunique()), "customers": len(customers),

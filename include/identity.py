@@ -124,11 +124,10 @@ def resolve_exact(records: pd.DataFrame, as_of_date: dt.date) -> IdentityResult:
         "phones_nulled_malformed": float((rec["phone"].notna() & phone.isna()).sum()),
         "records_without_match_keys": float((email.isna() & phone.isna()).sum()),
     }
-    labels = connected_groups(len(rec), [_edges_on(email), _edges_on(phone)])
-    rec["email_norm"], rec["phone_norm"], rec["_cluster"] = email, phone, labels
-    rec["_member"] = rec["source_system"] + ":" + rec["source_id"]
-    keys = rec.groupby("_cluster")["_member"].min().map(customer_key_for)
-    rec["customer_key"] = rec["_cluster"].map(keys)
+    members = rec["source_system"] + ":" + rec["source_id"]
+    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": exact_clusters(email, phone)}),
+                               None, as_of_date)
+    rec["email_norm"], rec["phone_norm"], rec["customer_key"] = email, phone, keyed["customer_key"]
     identity_map = pd.DataFrame({
         "as_of_date": as_of_date,
         "source_system": rec["source_system"],
@@ -278,11 +277,10 @@ def evaluate_clusters(predicted: pd.Series, truth: pd.Series) -> dict[str, float
     }
 
 
-def exact_clusters(records: pd.DataFrame) -> pd.Series:
-    """Cluster label of every record under the exact email/phone rule."""
-    email = normalise_email(records["email"]).reset_index(drop=True)
-    phone = normalise_phone(records["phone"]).reset_index(drop=True)
-    return pd.Series(connected_groups(len(records), [_edges_on(email), _edges_on(phone)]))
+def exact_clusters(email: pd.Series, phone: pd.Series) -> pd.Series:
+    """Cluster label of every record under the exact rule, from normalised email and phone."""
+    email, phone = email.reset_index(drop=True), phone.reset_index(drop=True)
+    return pd.Series(connected_groups(len(email), [_edges_on(email), _edges_on(phone)]))
 
 
 @dataclass
@@ -362,7 +360,7 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         "phones_nulled_malformed": float((records["phone"].notna().to_numpy() & phone.isna().to_numpy()).sum()),
         "records_without_identifiers": float(no_identifier.sum()),
     }
-    baseline = exact_clusters(records)
+    baseline = exact_clusters(email, phone)
     trained = False
     if method == "splink" and model is None:
         try:

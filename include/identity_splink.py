@@ -56,13 +56,12 @@ def _splink_quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_settings(seed: int = 42):
-    """Splink settings (comparisons and prediction blocking rules), untrained."""
+def build_settings():
+    """Splink settings (comparisons and prediction blocking rules), untrained; they hold no randomness."""
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
     from splink import SettingsCreator, block_on
 
-    del seed  # the settings hold no randomness; kept for a stable signature
     return SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
@@ -166,7 +165,7 @@ def train_model(frame: pd.DataFrame, *, seed: int = 42, u_max_pairs: float = 5e6
     from splink import block_on
     from splink.internals.exceptions import EMTrainingException, SplinkException
 
-    linker = _linker(frame, build_settings(seed), threads, memory_limit)
+    linker = _linker(frame, build_settings(), threads, memory_limit)
     training = linker.training
     try:
         training.estimate_probability_two_random_records_match(

@@ -83,6 +83,7 @@ def _colour(i: int) -> str:
 
 def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
     """Every aggregate the report shows, read from the warehouse."""
+    from include.economics import profit_concentration
     from include.features import NUMERIC_FEATURES
     from include.segmentation import numeric_matrix
 
@@ -106,6 +107,10 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
                               "AND clv_365d IS NOT NULL", d)
     data["curve"] = wh.query_df("SELECT customer_share, profit_share FROM profit_concentration "
                                 "WHERE as_of_date = :d ORDER BY customer_share", d)
+    # The exact "share of customers producing all the profit", from per-customer profit
+    # (the stored curve has only 100 points).
+    profit = wh.query_df("SELECT profit FROM customer_economics WHERE as_of_date = :d", d)["profit"]
+    data["payers_share"] = profit_concentration(profit)[1]
     model = wh.query_df("SELECT model_run_id FROM customer_segments WHERE as_of_date = :d LIMIT 1", d)
     model_run = model["model_run_id"][0] if len(model) else None
     data["stability"] = wh.query_df(
@@ -190,8 +195,14 @@ def _table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> 
 
 def render_report(data: dict[str, Any], *, title: str = "Customer segments", currency: str = "£",
                   payers_share: float | None = None) -> str:
-    """The report as one HTML document (no external resources)."""
+    """The report as one HTML document (no external resources).
+
+    ``payers_share`` overrides the share of customers producing 100% of profit
+    that :func:`load_report_data` computed.
+    """
     e = html.escape
+    if payers_share is None:
+        payers_share = data.get("payers_share")
     econ, names = data["economics"], data["names"]
     sections = []
     total_profit = econ["profit"].sum()

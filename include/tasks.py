@@ -694,16 +694,14 @@ def build_economics(run: RunInfo) -> dict[str, Any]:
 
 
 def render_report(run: RunInfo) -> dict[str, Any]:
-    """Write the self-contained HTML segment report, log it to MLflow and print its path."""
+    """Write the self-contained HTML segment report, log it to MLflow and log its path."""
     from include import tracking
     from include.config import reports_dir
     from include.report import write_report
 
     mlflow_run = run.mlflow_run()
     with Warehouse(run.warehouse_url) as wh:
-        payers = tracking.client().get_run(mlflow_run).data.metrics.get("economics.share_of_customers_paying_for_all")
-        path = write_report(wh, run.as_of_date, reports_dir(), payers_share=payers)
+        path = write_report(wh, run.as_of_date, reports_dir())
     tracking.client().log_artifact(mlflow_run, str(path), "report")
     log.info("segment report: %s (also in MLflow run %s under report/)", path, mlflow_run)
-    print(f"segment report: {path}")  # noqa: T201 - operators look for the path in the task log
     return {"report": str(path)}

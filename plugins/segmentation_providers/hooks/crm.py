@@ -147,6 +147,17 @@ class _HttpCrmHook(BaseHook):
     def push(self, batch: Batch) -> BatchOutcome:
         raise NotImplementedError
 
+    def probe(self) -> None:
+        """A cheap authenticated request that raises when the target is unreachable."""
+        raise NotImplementedError
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.probe()
+        except Exception as exc:  # noqa: BLE001 - reported to the UI, not raised
+            return False, str(exc)
+        return True, "Connection successfully tested"
+
 
 class HubSpotHook(_HttpCrmHook):
     """HubSpot CRM v3: ``POST /crm/v3/objects/{object_type}/batch/upsert`` by a unique id property.
@@ -191,13 +202,9 @@ class HubSpotHook(_HttpCrmHook):
         return BatchOutcome(acked, failed, response.status_code, attempts,
                             f"{len(failed)} inputs rejected" if failed else "")
 
-    def test_connection(self) -> tuple[bool, str]:
-        try:
-            object_type = self.connection.extra_dejson.get("object_type", "contacts")
-            self.request("GET", f"/crm/v3/objects/{object_type}?limit=1")
-        except Exception as exc:  # noqa: BLE001 - reported to the UI
-            return False, str(exc)
-        return True, "Connection successfully tested"
+    def probe(self) -> None:
+        object_type = self.connection.extra_dejson.get("object_type", "contacts")
+        self.request("GET", f"/crm/v3/objects/{object_type}?limit=1")
 
 
 class SalesforceBulkHook(_HttpCrmHook):
@@ -265,12 +272,8 @@ class SalesforceBulkHook(_HttpCrmHook):
         acked = [r["customer_key"] for r in records if r["customer_key"] not in failed]
         return BatchOutcome(acked, failed, 200, attempts, f"job {job_id}")
 
-    def test_connection(self) -> tuple[bool, str]:
-        try:
-            self.request("GET", f"/services/data/{self._settings()[2]}/jobs/ingest")
-        except Exception as exc:  # noqa: BLE001 - reported to the UI
-            return False, str(exc)
-        return True, "Connection successfully tested"
+    def probe(self) -> None:
+        self.request("GET", f"/services/data/{self._settings()[2]}/jobs/ingest")
 
 
 class WebhookHook(_HttpCrmHook):
@@ -305,12 +308,8 @@ class WebhookHook(_HttpCrmHook):
                                           expect=(200, 201, 202, 204))
         return BatchOutcome(batch.records["customer_key"].tolist(), {}, response.status_code, attempts)
 
-    def test_connection(self) -> tuple[bool, str]:
-        try:
-            self.get_conn().options(self.base_url, timeout=self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - reported to the UI
-            return False, str(exc)
-        return True, "Connection successfully tested"
+    def probe(self) -> None:
+        self.get_conn().options(self.base_url, timeout=self.timeout_s)
 
 
 class OutboxHook(BaseHook):
@@ -321,9 +320,10 @@ class OutboxHook(BaseHook):
     hook_name = "Segments to the warehouse outbox"
     max_batch_size = 10_000
 
-    def __init__(self, warehouse_url: str, target: str = "outbox", **kwargs: Any) -> None:
+    def __init__(self, warehouse_url: str, as_of_date: Any, target: str = "outbox", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.warehouse_url = warehouse_url
+        self.as_of_date = as_of_date
         self.target = target
         self._wh = None
 
@@ -334,9 +334,9 @@ class OutboxHook(BaseHook):
             self._wh = Warehouse(self.warehouse_url)
         return self._wh
 
-    def push(self, batch: Batch, as_of_date=None) -> BatchOutcome:
+    def push(self, batch: Batch) -> BatchOutcome:
         wh = self.get_conn()
-        rows = outbox_rows(self.target, as_of_date, batch)
+        rows = outbox_rows(self.target, self.as_of_date, batch)
         with wh.begin() as conn:
             # Same batch key = same content: replacing it keeps a resend from duplicating rows.
             conn.exec_driver_sql(f"DELETE FROM crm_outbox WHERE batch_key = '{batch.key}'")

@@ -75,11 +75,11 @@ class PushSegmentsOperator(BaseOperator):
         return {"outbox": crm.OutboxHook, "webhook": crm.WebhookHook, "hubspot": crm.HubSpotHook,
                 "salesforce": crm.SalesforceBulkHook}[self.target]
 
-    def get_hook(self, warehouse_url: str):
+    def get_hook(self, warehouse_url: str, as_of_date: dt.date):
         """Build the target's hook (lazily, in ``execute``)."""
         cls = self._hook_class()
         if self.target == "outbox":
-            return cls(warehouse_url, target=self.target)
+            return cls(warehouse_url, as_of_date, target=self.target)
         return cls(self.conn_id or cls.default_conn_name, **self.hook_kwargs)
 
     def _enabled(self) -> bool:
@@ -115,7 +115,7 @@ class PushSegmentsOperator(BaseOperator):
             wh.ensure_schema()
             labels = load_labels(wh, as_of)
             changed = changed_since_last_ack(wh, self.target, labels)
-            hook = None if dry_run else self.get_hook(warehouse_url)
+            hook = None if dry_run else self.get_hook(warehouse_url, as_of)
             size = min(self.batch_size, self._hook_class().max_batch_size)
             batches = list(plan_batches(changed, size))
             summary = {"target": self.target, "as_of_date": as_of.isoformat(), "customers": len(labels),
@@ -130,7 +130,7 @@ class PushSegmentsOperator(BaseOperator):
                 return summary
             for batch in batches:
                 try:
-                    outcome = (hook.push(batch, as_of) if self.target == "outbox" else hook.push(batch))
+                    outcome = hook.push(batch)
                 except CrmHttpError as exc:
                     # Audit the failure, then fail the task: Airflow's retry resumes at this batch.
                     record_batch(wh, target=self.target, run_id=run_id, as_of_date=as_of, batch=batch,
