@@ -5,7 +5,7 @@
 Simulates a buy-till-you-die order history (BG/NBD process, 3 years, about 4
 orders per customer) straight into ``stg_orders`` / ``identity_map`` of a
 scratch DuckDB warehouse, then times each step of the CLV stage the way
-``include.tasks.fit_clv`` runs it. PyTensor's compile cache is used as it is
+``include.stages.clv.fit_clv`` runs it. PyTensor's compile cache is used as it is
 in production (run twice to see the warm figure).
 """
 
@@ -45,7 +45,7 @@ def simulate_orders(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def main() -> None:
-    from include.clv import (
+    from include.clv.models import (
         BetaGeoNBD,
         ClvSettings,
         GammaGammaSpend,
@@ -53,7 +53,7 @@ def main() -> None:
         score_customers,
         validate_holdout,
     )
-    from include.warehouse import Warehouse
+    from include.runtime.warehouse import Warehouse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=480_000)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def generate(persons: int, seed: int, out: Path) -> None:
-    from include.generate import DemoGenerator
+    from include.demo.generate import DemoGenerator
 
     gen = DemoGenerator(persons, seed=seed)
     records = gen.identity_records(gen.persons())
@@ -39,8 +39,8 @@ def generate(persons: int, seed: int, out: Path) -> None:
 
 
 def run_stage(path: Path, u_max_pairs: float, threshold: float) -> dict:
-    from include import identity_splink
-    from include.identity import assign_stable_keys, evaluate_clusters, exact_clusters, golden_records
+    from include.identity import linkage as identity_splink
+    from include.identity.resolve import assign_stable_keys, evaluate_clusters, exact_clusters, golden_records
 
     records = pd.read_parquet(path)
     truth = records.pop("person_id")

@@ -21,7 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from include.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
+from include.features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
 
 
 def synthetic_features(n: int, seed: int = 0) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def peak_rss_gb() -> float:
 
 
 def bench_stage(rows: int, boot: int) -> None:
-    from include.segmentation import bootstrap_stability, fit_segments
+    from include.segmentation.model import bootstrap_stability, fit_segments
 
     features = synthetic_features(rows)
     t0 = time.perf_counter()
@@ -63,8 +63,8 @@ def bench_stage(rows: int, boot: int) -> None:
 def bench_vs_kmodes(rows: int) -> None:
     from kmodes.kprototypes import KPrototypes as Reference
 
-    from include.kprototypes import KPrototypes
-    from include.segmentation import categorical_matrix, numeric_matrix
+    from include.segmentation.kprototypes import KPrototypes
+    from include.segmentation.model import categorical_matrix, numeric_matrix
 
     features = synthetic_features(rows, seed=1)
     x_num, x_cat = numeric_matrix(features), categorical_matrix(features)

@@ -62,29 +62,29 @@ from segmentation_providers.operators.push_segments import PushSegmentsOperator
 
 
 def _stage(name: str):
-    """A task running ``include.tasks.<name>`` for this DAG run's as-of date."""
+    """A task running the stage adapter ``include.stages.STAGES[name]`` for this DAG run's as-of date."""
+    from include.stages import STAGES
+
+    if name not in STAGES:  # fail when the DAG file is parsed, not when the task runs
+        raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}")
 
     @task(task_id=name)
     def run_stage(**context):
         from airflow.sdk.exceptions import AirflowFailException
 
-        from include import tasks
+        from include.runtime.errors import PipelineFinding
+        from include.runtime.run import RunInfo
+        from include.stages import stage
+        from segmentation_providers.hooks.warehouse import WarehouseHook
 
+        run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
         try:
-            return getattr(tasks, name)(_run_info(context))
-        except tasks.NOT_RETRYABLE as exc:
-            # Bad input and migration alerts are findings, not transient errors: fail once, visibly.
+            return stage(name)(run)
+        except PipelineFinding as exc:
+            # Bad input, a failed gate, a migration alert: findings, not transient errors. Fail once, visibly.
             raise AirflowFailException(str(exc)) from exc
 
     return run_stage()
-
-
-def _run_info(context):
-    # Imported here so parsing this file stays cheap (no pandas/sqlalchemy at parse time).
-    from include.tasks import RunInfo
-    from segmentation_providers.hooks.warehouse import WarehouseHook
-
-    return RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
 
 
 @dag(
@@ -144,7 +144,7 @@ def _run_info(context):
         "servicing_cost_per_order": Param(0.5, type="number", minimum=0,
                                           description="Servicing cost per order (economics)."),
         "playbook_path": Param(None, type=["null", "string"],
-                               description="Segment playbook TOML; empty uses include/playbook.toml."),
+                               description="Segment playbook TOML; empty uses include/economics/playbook.toml."),
         "crm_targets": Param(["outbox"], type="array",
                              items={"type": "string", "enum": ["outbox", "webhook", "hubspot", "salesforce"]},
                              description="CRM targets to push changed labels to (connections crm_webhook, "

@@ -1,6 +1,8 @@
 """Customer-value segmentation platform: all pipeline logic, free of Airflow.
 
-Every stage is a plain function that takes a :class:`~include.warehouse.Warehouse`
-and an as-of date, reads its inputs from warehouse tables and replaces its own
-rows for that date. ``dags/`` only wires these functions into tasks.
+One package per stage (``extract``, ``identity``, ``features``, ``segmentation``,
+``clv``, ``migration``, ``economics``, ``report``, ``crm``) holds the pure logic;
+``runtime`` holds what they share; ``stages`` has one thin adapter per DAG task.
+Dependencies point one way: ``stages`` -> stage packages -> ``runtime``.
+``dags/`` only wires the adapters into tasks.
 """

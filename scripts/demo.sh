@@ -20,7 +20,7 @@ echo "== 2/3 demo data: $CUSTOMERS persons into a fresh warehouse"
 # A fresh warehouse each time: outputs of an earlier demo would otherwise sit beside
 # the new data (MLflow keeps its history, so runs can be compared across demos).
 rm -f "$SEGMENTATION_DATA_DIR/warehouse.duckdb" "$SEGMENTATION_DATA_DIR/warehouse.duckdb.wal"
-python -m include.generate --customers "$CUSTOMERS" --seed 7
+python -m include.demo.generate --customers "$CUSTOMERS" --seed 7
 
 echo "== 3/3 customer_segmentation DAG runs: $RUN_DATES"
 # A local webhook receiver (started and stopped here) gets the changed labels
@@ -43,7 +43,7 @@ for d in $RUN_DATES; do
   grep -E "Marking run|state=success|results:" "$log" | tail -n 3 || true
 done
 
-python -m include.summary
+python -m include.report.summary
 echo
 python scripts/webhook_receiver.py --report "$DELIVERIES"
 kill $HOOK_PID 2>/dev/null || true

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from include.crm import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature  # noqa: E402
+from include.crm.contract import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature  # noqa: E402
 
 
 def serve(port: int, secret: str, out: Path) -> None:

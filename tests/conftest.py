@@ -53,13 +53,13 @@ def session_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_tables():
     """A small generated dataset (DataFrames), shared read-only by the session."""
-    from include.generate import DemoGenerator
+    from include.demo.generate import DemoGenerator
 
     return DemoGenerator(400, seed=11, end_date=DATA_END).generate(show_progress=False)
 
 
 def write_tables(url: str, tables: dict, prefix: str = "raw_") -> None:
-    from include.warehouse import Warehouse
+    from include.runtime.warehouse import Warehouse
 
     with Warehouse(url) as wh:
         for name, frame in tables.items():
@@ -77,7 +77,7 @@ def warehouse_url(tmp_path, demo_tables) -> str:
 
 @pytest.fixture
 def wh(warehouse_url):
-    from include.warehouse import Warehouse
+    from include.runtime.warehouse import Warehouse
 
     with Warehouse(warehouse_url) as w:
         yield w

@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from include.crm import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
+from include.crm.contract import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
 
 
 class _Server:

@@ -25,7 +25,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from include.crm import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, Batch, BatchOutcome, outbox_rows, payload, sign
+from include.crm.contract import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, Batch, BatchOutcome, outbox_rows, payload, sign
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ class OutboxHook(BaseHook):
         self._wh = None
 
     def get_conn(self):
-        from include.warehouse import Warehouse
+        from include.runtime.warehouse import Warehouse
 
         if self._wh is None:
             self._wh = Warehouse(self.warehouse_url)

@@ -46,12 +46,12 @@ class WarehouseHook(BaseHook):
 
     def get_conn(self) -> Any:
         """An opened :class:`include.warehouse.Warehouse` (close it, or use ``with``)."""
-        from include.warehouse import Warehouse
+        from include.runtime.warehouse import Warehouse
 
         return Warehouse(self.get_sqlalchemy_url())
 
     def get_sqlalchemy_url(self) -> str:
-        from include.config import default_warehouse_url
+        from include.runtime.paths import default_warehouse_url
 
         try:
             conn = self.get_connection(self.warehouse_conn_id)

@@ -91,7 +91,7 @@ class PushSegmentsOperator(BaseOperator):
         return self.target in set(targets)
 
     def _resolve_date(self, context: Any) -> dt.date:
-        from include.tasks import resolve_as_of_date
+        from include.runtime.run import resolve_as_of_date
 
         params = context.get("params") or {}
         dag_run = context.get("dag_run")
@@ -101,8 +101,8 @@ class PushSegmentsOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.crm import BatchOutcome, changed_since_last_ack, load_labels, plan_batches, record_batch
-        from include.warehouse import Warehouse
+        from include.crm.contract import BatchOutcome, changed_since_last_ack, load_labels, plan_batches, record_batch
+        from include.runtime.warehouse import Warehouse
         from segmentation_providers.hooks.crm import CrmHttpError
 
         if not self._enabled():

@@ -1,0 +1,438 @@
+"""Customer lifetime value: BG/NBD purchases x Gamma-Gamma spend, validated on a holdout.
+
+Fitting runs on pymc-marketing's ``clv`` models (the maintained successor of
+lifetimes) with flat priors (``HalfFlat`` on every parameter) and
+``method="map"``, which gives the maximum-likelihood estimates of the papers.
+Predictions use the closed forms below from the fitted parameters: the same
+code scores a fresh fit and a registered champion model, without PyMC at
+scoring time. ``tests/test_clv.py`` checks parameters and predictions against
+lifetimes (the reference) and the published CDNOW estimates.
+
+References
+----------
+Fader, P. S., Hardie, B. G. S., Lee, K. L. (2005). "Counting your customers"
+the easy way: an alternative to the Pareto/NBD model. Marketing Science 24(2), 275-284.
+Fader, P. S., Hardie, B. G. S. (2013). The Gamma-Gamma model of monetary value.
+http://www.brucehardie.com/notes/025/gamma_gamma.pdf
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+log = logging.getLogger(__name__)
+
+#: Days in a month for the CLV sum, as lifetimes counts them.
+DAYS_PER_MONTH = 30.0
+
+
+class ClvInputError(ValueError):
+    """Summary data that a CLV model cannot take."""
+
+
+def _check_columns(data: pd.DataFrame, required: list[str], where: str) -> None:
+    missing = [c for c in required if c not in data.columns]
+    if missing:
+        raise ClvInputError(f"{where}: missing column(s) {', '.join(missing)}")
+    bad = data[required].select_dtypes("number")
+    if bad.isna().any().any():
+        raise ClvInputError(f"{where}: NaN in {', '.join(bad.columns[bad.isna().any()])}")
+    if (bad < 0).any().any():
+        raise ClvInputError(f"{where}: negative values in {', '.join(bad.columns[(bad < 0).any()])}")
+
+
+def _configure_pytensor() -> None:
+    # Keep PyTensor's compile cache inside the project's data folder.
+    if "PYTENSOR_FLAGS" not in os.environ:
+        from include.runtime.paths import data_dir
+
+        os.environ["PYTENSOR_FLAGS"] = f"compiledir={data_dir() / 'pytensor'}"
+
+
+def _flat_map_fit(model_cls, data: pd.DataFrame, names: tuple[str, ...]) -> dict[str, float]:
+    _configure_pytensor()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from pymc_extras.prior import Prior
+
+    model = model_cls(data=data, model_config={k: Prior("HalfFlat") for k in names})
+    model.fit(method="map", progressbar=False)
+    posterior = model.idata.posterior  # MAP: one chain, one draw; fit_summary() would round to 3 decimals
+    params = {k: float(posterior[k].values.mean()) for k in names}
+    if not all(np.isfinite(v) and v > 1e-6 for v in params.values()):
+        raise RuntimeError(f"{model_cls.__name__} did not converge: parameters {params}")
+    return params
+
+
+@dataclass
+class BetaGeoNBD:
+    """BG/NBD model of repeat purchases (Fader, Hardie & Lee 2005).
+
+    Parameters
+    ----------
+    r, alpha : float
+        Gamma heterogeneity of the purchase rate.
+    a, b : float
+        Beta heterogeneity of the dropout probability.
+    """
+
+    r: float = np.nan
+    alpha: float = np.nan
+    a: float = np.nan
+    b: float = np.nan
+
+    REQUIRED = ["frequency", "recency", "t"]
+
+    @classmethod
+    def fit(cls, summary: pd.DataFrame) -> BetaGeoNBD:
+        """Maximum-likelihood fit (pymc-marketing ``BetaGeoModel``, flat priors, MAP).
+
+        ``summary`` has ``frequency``, ``recency`` and ``t`` per customer, with
+        ``recency <= t``.
+        """
+        from pymc_marketing.clv import BetaGeoModel
+
+        _check_columns(summary, cls.REQUIRED, "BG/NBD summary")
+        if (summary["recency"] > summary["t"] + 1e-9).any():
+            raise ClvInputError("BG/NBD summary: recency greater than t for some customers")
+        if len(summary) < 10 or (summary["frequency"] > 0).sum() < 2:
+            raise ClvInputError("BG/NBD needs at least 10 customers, 2 of them with repeat purchases")
+        data = pd.DataFrame({"customer_id": np.arange(len(summary)), "frequency": summary["frequency"].to_numpy(),
+                             "recency": summary["recency"].to_numpy(), "T": summary["t"].to_numpy()})
+        return cls(**_flat_map_fit(BetaGeoModel, data, ("r", "alpha", "a", "b")))
+
+    def params(self) -> dict[str, float]:
+        return {"r": self.r, "alpha": self.alpha, "a": self.a, "b": self.b}
+
+    def _odds_dead(self, x, tx, T):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            odds = (self.a / (self.b + x - 1)) * ((self.alpha + T) / (self.alpha + tx)) ** (self.r + x)
+        return np.where(x > 0, odds, 0.0)
+
+    def p_alive(self, frequency, recency, t) -> np.ndarray:
+        """P(customer still active | x, t_x, T) (Fader et al. 2005, eq. 12)."""
+        x, tx, T = (np.asarray(v, dtype=float) for v in (frequency, recency, t))
+        return 1.0 / (1.0 + self._odds_dead(x, tx, T))
+
+    def expected_purchases(self, frequency, recency, t, horizon) -> np.ndarray:
+        """E[purchases in (T, T + horizon] | x, t_x, T] (Fader et al. 2005, eq. 10)."""
+        x, tx, T = (np.asarray(v, dtype=float) for v in (frequency, recency, t))
+        h = np.asarray(horizon, dtype=float)
+        a, b, r, alpha = self.a, self.b, self.r, self.alpha
+        with np.errstate(over="ignore", invalid="ignore"):
+            hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, h / (alpha + T + h))
+            numerator = (a + b + x - 1) / (a - 1) * (1 - ((alpha + T) / (alpha + T + h)) ** (r + x) * hyp)
+        out = numerator / (1.0 + self._odds_dead(x, tx, T))
+        return np.clip(np.nan_to_num(out, nan=0.0, posinf=0.0), 0.0, None)
+
+
+@dataclass
+class GammaGammaSpend:
+    """Gamma-Gamma model of the mean transaction value (Fader & Hardie 2013).
+
+    Parameters
+    ----------
+    p, q, v : float
+        Shape of the per-transaction spend, and the gamma mixing of its scale.
+    """
+
+    p: float = np.nan
+    q: float = np.nan
+    v: float = np.nan
+
+    @classmethod
+    def fit(cls, summary: pd.DataFrame) -> tuple[GammaGammaSpend, dict[str, float]]:
+        """Fit on repeat customers with positive spend; return the model and input counts.
+
+        Customers without repeat purchases or with zero mean spend are left out
+        (the model is defined for positive spends only) and counted.
+        """
+        from pymc_marketing.clv import GammaGammaModel
+
+        _check_columns(summary, ["frequency", "monetary_value"], "Gamma-Gamma summary")
+        usable = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+        counts = {
+            "gg_customers": float(len(usable)),
+            "gg_excluded_no_repeat": float((summary["frequency"] == 0).sum()),
+            "gg_excluded_zero_spend": float(((summary["frequency"] > 0) & (summary["monetary_value"] <= 0)).sum()),
+        }
+        if len(usable) < 10:
+            raise ClvInputError(f"Gamma-Gamma needs at least 10 repeat customers with positive spend, got {len(usable)}")
+        data = pd.DataFrame({"customer_id": np.arange(len(usable)), "frequency": usable["frequency"].to_numpy(),
+                             "monetary_value": usable["monetary_value"].to_numpy()})
+        params = _flat_map_fit(GammaGammaModel, data, ("p", "q", "v"))
+        if params["q"] <= 1:
+            raise RuntimeError(f"Gamma-Gamma q={params['q']:.3f} <= 1: mean spend undefined; model rejected")
+        return cls(**params), counts
+
+    def params(self) -> dict[str, float]:
+        return {"p": self.p, "q": self.q, "v": self.v}
+
+    def expected_spend(self, frequency, monetary_value) -> np.ndarray:
+        """E[mean transaction value | x, m] (Fader & Hardie 2013, eq. 5)."""
+        x = np.asarray(frequency, dtype=float)
+        m = np.asarray(monetary_value, dtype=float)
+        weight = self.p * x / (self.p * x + self.q - 1)
+        population_mean = self.v * self.p / (self.q - 1)
+        return (1 - weight) * population_mean + weight * m
+
+
+def customer_lifetime_value(bg: BetaGeoNBD, spend: np.ndarray, summary: pd.DataFrame, months: int,
+                            unit_days: float, monthly_discount: float, margin: float) -> np.ndarray:
+    """Discounted margin over ``months``: sum of monthly expected purchases x spend x margin / (1+d)^m.
+
+    The monthly sum follows lifetimes' ``customer_lifetime_value`` (30-day months).
+    """
+    x, tx, T = summary["frequency"].to_numpy(), summary["recency"].to_numpy(), summary["t"].to_numpy()
+    total = np.zeros(len(summary))
+    previous = np.zeros(len(summary))
+    for m in range(1, months + 1):
+        current = bg.expected_purchases(x, tx, T, m * DAYS_PER_MONTH / unit_days)
+        total += (current - previous) * spend / (1 + monthly_discount) ** m
+        previous = current
+    return np.clip(total * margin, 0.0, None)
+
+
+def poisson_band(expected: np.ndarray, value_per_purchase: np.ndarray, low: float = 0.1,
+                 high: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """An approximate 80% band for a CLV: Poisson quantiles of the purchase count x value per purchase.
+
+    This ignores parameter uncertainty (MAP point estimates) and spend
+    variance, so it understates the width; it is a documented approximation
+    meant to show the report how sure a segment's CLV is.
+    """
+    lo = stats.poisson.ppf(low, np.maximum(expected, 1e-12))
+    hi = stats.poisson.ppf(high, np.maximum(expected, 1e-12))
+    return lo * value_per_purchase, hi * value_per_purchase
+
+
+def validate_holdout(bg: BetaGeoNBD, calibration: pd.DataFrame, holdout_units: float) -> tuple[dict, pd.DataFrame]:
+    """Predicted vs actual holdout purchases: aggregate % error, MAE, correlation, and the calibration table.
+
+    The calibration table bins customers by calibration frequency (0..6, 7+)
+    and compares mean actual and predicted holdout purchases per bin.
+    """
+    predicted = bg.expected_purchases(calibration["frequency"], calibration["recency"], calibration["t"], holdout_units)
+    actual = calibration["holdout_purchases"].to_numpy(dtype=float)
+    metrics = {
+        "holdout_actual_purchases": float(actual.sum()),
+        "holdout_predicted_purchases": float(predicted.sum()),
+        "holdout_aggregate_error_pct": float(100 * (predicted.sum() - actual.sum()) / max(actual.sum(), 1e-9)),
+        "holdout_mae": float(np.abs(predicted - actual).mean()),
+        "holdout_correlation": float(np.corrcoef(predicted, actual)[0, 1]) if actual.std() > 0 else float("nan"),
+    }
+    bins = np.minimum(calibration["frequency"].to_numpy(dtype=int), 7)
+    table = pd.DataFrame({"calibration_frequency": bins, "actual": actual, "predicted": predicted}).groupby(
+        "calibration_frequency").agg(customers=("actual", "size"), actual=("actual", "mean"),
+                                     predicted=("predicted", "mean")).reset_index()
+    return metrics, table
+
+
+def calibration_plot(table: pd.DataFrame, path: str) -> None:
+    """Actual vs predicted mean holdout purchases by calibration frequency (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = [f"{int(f)}{'+' if f == 7 else ''}" for f in table["calibration_frequency"]]
+    ax.plot(labels, table["actual"], marker="o", label="actual")
+    ax.plot(labels, table["predicted"], marker="s", label="BG/NBD predicted")
+    ax.set_xlabel("repeat purchases in calibration period")
+    ax.set_ylabel("mean purchases in holdout")
+    ax.set_title("BG/NBD holdout calibration")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class ClvSettings:
+    """CLV stage settings (DAG params ``clv_*``)."""
+
+    unit_days: int = 7
+    holdout_days: int = 90
+    gross_margin: float = 0.35
+    annual_discount_rate: float = 0.10
+    independence_warn: float = 0.3
+
+    @property
+    def monthly_discount(self) -> float:
+        return (1 + self.annual_discount_rate) ** (1 / 12) - 1
+
+
+def build_clv_summary(wh, as_of_date, settings: ClvSettings) -> None:
+    """Write the full-period and calibration-period summaries of ``as_of_date`` (``sql/clv_summary.sql``)."""
+    import datetime as dt
+
+    calib_end = as_of_date - dt.timedelta(days=settings.holdout_days)
+    for period, obs_end in (("full", as_of_date), ("calibration", calib_end)):
+        wh.run_sql_file("clv_summary.sql", {"as_of_date": as_of_date, "obs_end": obs_end, "period": period,
+                                            "unit_days": settings.unit_days})
+
+
+def score_customers(bg: BetaGeoNBD, gg: GammaGammaSpend, summary: pd.DataFrame,
+                    settings: ClvSettings) -> pd.DataFrame:
+    """Per-customer P(alive), expected purchases (90/365 days), order value, CLV and its band."""
+    x, tx, T = summary["frequency"], summary["recency"], summary["t"]
+    spend = gg.expected_spend(x, summary["monetary_value"])
+    e90 = bg.expected_purchases(x, tx, T, 90 / settings.unit_days)
+    e365 = bg.expected_purchases(x, tx, T, 365 / settings.unit_days)
+    clv90 = customer_lifetime_value(bg, spend, summary, 3, settings.unit_days, settings.monthly_discount,
+                                    settings.gross_margin)
+    clv365 = customer_lifetime_value(bg, spend, summary, 12, settings.unit_days, settings.monthly_discount,
+                                     settings.gross_margin)
+    per_purchase = np.divide(clv365, e365, out=np.zeros_like(clv365), where=e365 > 0)
+    low, high = poisson_band(e365, per_purchase)
+    out = pd.DataFrame({
+        "customer_key": summary["customer_key"].to_numpy(),
+        "p_alive": bg.p_alive(x, tx, T), "expected_purchases_90d": e90, "expected_purchases_365d": e365,
+        "expected_order_value": spend, "clv_90d": clv90, "clv_365d": clv365,
+        "clv_365d_low": low, "clv_365d_high": np.maximum(high, clv365),
+    })
+    numeric = out.drop(columns="customer_key")
+    if numeric.isna().any().any() or (numeric < 0).any().any():
+        raise RuntimeError("CLV scoring produced NaN or negative values; refusing to write them")
+    return out
+
+
+def independence_check(summary: pd.DataFrame, threshold: float) -> float:
+    """Pearson correlation of frequency and mean spend among repeat customers (Gamma-Gamma assumes ~0)."""
+    rep = summary[summary["frequency"] > 0]
+    if len(rep) < 3 or rep["monetary_value"].std() == 0:
+        return 0.0
+    corr = float(np.corrcoef(rep["frequency"], rep["monetary_value"])[0, 1])
+    if abs(corr) > threshold:
+        log.warning("Gamma-Gamma independence assumption questionable: corr(frequency, spend)=%.2f > %.2f",
+                    corr, threshold)
+    return corr
+
+
+#: What a segment's name promises about its CLV rank among segments.
+NAME_EXPECTATIONS: dict[str, str] = {
+    "High-value core": "top",
+    "Big spenders": "upper",
+    "Loyal potential": "upper",
+    "Hibernating": "lower",
+    "Costly tail": "lower",
+}
+
+
+def crosscheck_segments(profiles: pd.DataFrame, clv: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Compare the segments' value order (mean 365-day revenue) with their mean CLV.
+
+    Returns one row per segment (ranks, CLV, ``flag`` and ``reason`` where
+    CLV contradicts the name: a "top" name outside the two highest-CLV
+    segments, an "upper" name below the median, a "lower" name above it) and
+    the Spearman rank correlation of the two orders.
+    """
+    df = profiles.merge(clv, on="segment_id", how="left").fillna({"mean_clv_365d": 0.0, "total_clv_365d": 0.0})
+    df["value_rank"] = df["monetary"].rank(ascending=False, method="first").astype(int)
+    df["clv_rank"] = df["mean_clv_365d"].rank(ascending=False, method="first").astype(int)
+    median = df["mean_clv_365d"].median()
+    spearman = float(stats.spearmanr(df["value_rank"], df["clv_rank"]).statistic) if len(df) > 2 else 1.0
+    flags, reasons = [], []
+    for r in df.itertuples():
+        expectation = NAME_EXPECTATIONS.get(str(r.segment_name).rstrip(" 0123456789"))
+        reason = None
+        if expectation == "top" and r.clv_rank > 2:
+            reason = f"named as top value but ranks {r.clv_rank} of {len(df)} by mean CLV ({r.mean_clv_365d:,.0f})"
+        elif expectation == "upper" and r.mean_clv_365d < median:
+            reason = f"named as valuable but mean CLV {r.mean_clv_365d:,.0f} is below the segments' median {median:,.0f}"
+        elif expectation == "lower" and r.mean_clv_365d > median:
+            reason = f"named as low value but mean CLV {r.mean_clv_365d:,.0f} is above the segments' median {median:,.0f}"
+        flags.append(reason is not None)
+        reasons.append(reason)
+    df["flag"], df["reason"] = flags, reasons
+    cols = ["segment_id", "segment_name", "customers", "value_rank", "clv_rank", "mean_clv_365d", "total_clv_365d",
+            "mean_clv_365d_low", "mean_clv_365d_high", "mean_p_alive", "flag", "reason"]
+    return df[cols].sort_values("segment_id").reset_index(drop=True), spearman
+
+
+# -- MLflow model registry ---------------------------------------------------------
+BGNBD_MODEL_NAME = "clv_bgnbd"
+GAMMA_GAMMA_MODEL_NAME = "clv_gamma_gamma"
+CHAMPION = "champion"
+
+
+def _pyfunc_base():
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class ClvPyfunc(_pyfunc_base()):
+    """A fitted CLV model as an MLflow pyfunc: parameters in, predictions from the closed forms.
+
+    ``kind`` is ``"bgnbd"`` (input: frequency, recency, t; output: p_alive,
+    expected_purchases_90d, expected_purchases_365d) or ``"gamma_gamma"``
+    (input: frequency, monetary_value; output: expected_order_value).
+    """
+
+    def __init__(self, kind: str, params: dict[str, float], unit_days: int) -> None:
+        self.kind, self.params, self.unit_days = kind, dict(params), int(unit_days)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
+        if self.kind == "bgnbd":
+            bg = BetaGeoNBD(**self.params)
+            x, tx, t = model_input["frequency"], model_input["recency"], model_input["t"]
+            return pd.DataFrame({
+                "p_alive": bg.p_alive(x, tx, t),
+                "expected_purchases_90d": bg.expected_purchases(x, tx, t, 90 / self.unit_days),
+                "expected_purchases_365d": bg.expected_purchases(x, tx, t, 365 / self.unit_days),
+            })
+        gg = GammaGammaSpend(**self.params)
+        return pd.DataFrame({"expected_order_value": gg.expected_spend(model_input["frequency"],
+                                                                        model_input["monetary_value"])})
+
+
+def register_models(parent_run_id: str, bg: BetaGeoNBD, gg: GammaGammaSpend, summary: pd.DataFrame,
+                    unit_days: int, champion: bool) -> dict[str, str]:
+    """Log both models (with signatures) in a child run, register them, and alias them ``champion`` if asked."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from include.runtime import tracking
+
+    client = tracking.client()
+    child = tracking.child_run(parent_run_id, "clv models")
+    versions = {}
+    example = summary[["frequency", "recency", "t", "monetary_value"]].head(5).astype(float)
+    with mlflow.start_run(run_id=child):
+        for name, model, cols in ((BGNBD_MODEL_NAME, ClvPyfunc("bgnbd", bg.params(), unit_days),
+                                   ["frequency", "recency", "t"]),
+                                  (GAMMA_GAMMA_MODEL_NAME, ClvPyfunc("gamma_gamma", gg.params(), unit_days),
+                                   ["frequency", "monetary_value"])):
+            signature = infer_signature(example[cols], model.predict(None, example[cols]))
+            info = mlflow.pyfunc.log_model(name=name, python_model=model, signature=signature,
+                                           input_example=example[cols], registered_model_name=name,
+                                           pip_requirements=["numpy", "pandas", "scipy", "mlflow"])
+            versions[name] = str(info.registered_model_version)
+            if champion:
+                client.set_registered_model_alias(name, CHAMPION, versions[name])
+    return versions
+
+
+def load_champions() -> tuple[BetaGeoNBD, GammaGammaSpend, int]:
+    """The models aliased ``champion`` in the registry (raises when there are none)."""
+    import mlflow.pyfunc
+
+    from include.runtime import tracking
+
+    tracking.client()  # sets the tracking URI
+    try:
+        bg_model = mlflow.pyfunc.load_model(f"models:/{BGNBD_MODEL_NAME}@{CHAMPION}").unwrap_python_model()
+        gg_model = mlflow.pyfunc.load_model(f"models:/{GAMMA_GAMMA_MODEL_NAME}@{CHAMPION}").unwrap_python_model()
+    except Exception as exc:  # noqa: BLE001 - re-raised with the reason an operator needs
+        raise RuntimeError("no champion CLV models in the MLflow registry yet: run once with "
+                           "clv_use_champion=false to fit and register them") from exc
+    return BetaGeoNBD(**bg_model.params), GammaGammaSpend(**gg_model.params), bg_model.unit_days

@@ -1,0 +1,1 @@
+"""The demo data generator: planted customers, identities and a ground truth to measure against."""

@@ -1,0 +1,1 @@
+"""Segment economics: revenue, margin, cost-to-serve, profit, concentration and the playbook."""

@@ -1,0 +1,172 @@
+"""Segment economics, profit concentration and the per-customer intervention priority.
+
+All money is over the 365 days up to the as-of date (the RFM monetary window);
+definitions are in ``sql/economics.sql``:
+
+- revenue: paid minus returned; discount spend: markdowns given on those orders;
+- gross margin: revenue x ``gross_margin``;
+- cost-to-serve: support contacts x cost per contact by channel (the feature
+  stage's ``cost_to_serve``) + a yearly servicing cost per customer + a
+  servicing cost per order (both configurable);
+- profit: gross margin - cost-to-serve;
+- retention: the share of last run's segment members still in it now.
+
+Profit concentration is the Lorenz-style curve of customers sorted by profit,
+highest first: the cumulative share of customers against the cumulative share
+of total profit. Where the curve peaks above 100% the rest of the base is
+loss-making; the share of customers at which it first reaches 100% is "the top
+x% who pay for everyone" of seed 000.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from include.features.build import feature_params
+from include.runtime.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.toml")
+PRIORITY_ORDER = ("critical", "high", "medium", "low")
+
+
+@dataclass(frozen=True)
+class EconomicsSettings:
+    """Money settings of the economics stage."""
+
+    gross_margin: float = 0.35
+    servicing_cost_per_customer: float = 4.0
+    servicing_cost_per_order: float = 0.5
+
+
+def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings) -> pd.DataFrame:
+    """Replace ``customer_economics`` and ``segment_economics`` for ``as_of_date``; return the latter."""
+    if not wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d", {"d": as_of_date}):
+        raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
+                         "run publish_segments first")
+    params = feature_params(as_of_date)
+    params.update(margin=settings.gross_margin, per_customer=settings.servicing_cost_per_customer,
+                  per_order=settings.servicing_cost_per_order)
+    wh.run_sql_file("economics.sql", params)
+    return wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d ORDER BY profit DESC",
+                       {"d": as_of_date})
+
+
+def profit_concentration(profit: pd.Series, points: int = 100) -> tuple[pd.DataFrame, float]:
+    """Cumulative profit share against customer share, customers sorted by profit (highest first).
+
+    Returns the curve at ``points`` evenly spaced customer shares (plus 0) and
+    the smallest customer share whose cumulative profit reaches the total
+    profit (1.0 when only the whole base does; NaN when total profit is not positive).
+    """
+    values = np.sort(profit.to_numpy(dtype=float))[::-1]
+    n, total = len(values), float(values.sum())
+    if n == 0:
+        return pd.DataFrame({"customer_share": [0.0], "profit_share": [0.0]}), float("nan")
+    cum = np.cumsum(values)
+    share = np.arange(1, n + 1) / n
+    grid = np.linspace(0, 1, points + 1)
+    idx = np.clip(np.ceil(grid * n).astype(int) - 1, 0, n - 1)
+    curve = pd.DataFrame({"customer_share": grid,
+                          "profit_share": np.where(grid == 0, 0.0, cum[idx] / total if total else np.nan)})
+    if total <= 0:
+        return curve, float("nan")
+    reach = np.flatnonzero(cum >= total * (1 - 1e-12))
+    return curve, float(share[reach[0]])
+
+
+def load_playbook(path: str | Path | None = None) -> dict[str, Any]:
+    """Read and check the playbook TOML (default ``include/economics/playbook.toml``)."""
+    path = Path(path) if path else DEFAULT_PLAYBOOK
+    with open(path, "rb") as fh:
+        book = tomllib.load(fh)
+    tiers = set(book.get("priority", {}))
+    for name, entry in {**book.get("segments", {}), "[default]": book.get("default", {})}.items():
+        if entry.get("value_tier") not in tiers:
+            raise ValueError(f"playbook {path}: segment {name!r} has value_tier {entry.get('value_tier')!r}, "
+                             f"expected one of {sorted(tiers)}")
+        if not entry.get("action"):
+            raise ValueError(f"playbook {path}: segment {name!r} has no action")
+    for tier, row in book["priority"].items():
+        for band in ("high", "medium", "low"):
+            if row.get(band) not in PRIORITY_ORDER:
+                raise ValueError(f"playbook {path}: priority.{tier}.{band} must be one of {PRIORITY_ORDER}")
+    return book
+
+
+def playbook_entry(book: dict[str, Any], segment_name: str) -> dict[str, str]:
+    """The playbook entry of a segment name; ``"At risk 2"`` falls back to ``"At risk"``."""
+    segments = book.get("segments", {})
+    if segment_name in segments:
+        return segments[segment_name]
+    base = segment_name.rsplit(" ", 1)[0] if segment_name.rsplit(" ", 1)[-1].isdigit() else segment_name
+    return segments.get(base, book["default"])
+
+
+def intervention_priority(customers: pd.DataFrame, book: dict[str, Any]) -> pd.DataFrame:
+    """Priority and action of each customer from its segment and churn risk.
+
+    Parameters
+    ----------
+    customers
+        ``customer_key``, ``segment_id``, ``segment_name``, ``p_alive`` (NaN when
+        the CLV stage did not score the customer: treated as high risk).
+    """
+    bands = book["risk_bands"]
+    out = customers[["customer_key", "segment_id", "segment_name"]].copy()
+    out["churn_risk"] = (1.0 - customers["p_alive"].astype(float)).fillna(1.0).clip(0, 1)
+    out["risk_band"] = np.where(out["churn_risk"] >= bands["high_risk"], "high",
+                                np.where(out["churn_risk"] >= bands["medium_risk"], "medium", "low"))
+    entries = {name: playbook_entry(book, name) for name in out["segment_name"].unique()}
+    out["value_tier"] = out["segment_name"].map({k: v["value_tier"] for k, v in entries.items()})
+    out["action"] = out["segment_name"].map({k: v["action"] for k, v in entries.items()})
+    out["priority"] = [book["priority"][t][b] for t, b in zip(out["value_tier"], out["risk_band"], strict=True)]
+    out["priority_rank"] = out["priority"].map({p: i + 1 for i, p in enumerate(PRIORITY_ORDER)}).astype("int64")
+    return out
+
+
+def build_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings,
+                    playbook_path: str | Path | None = None) -> dict[str, Any]:
+    """Economics, concentration curve and priorities for ``as_of_date``; return headline figures."""
+    seg = build_segment_economics(wh, as_of_date, settings)
+    per_customer = wh.query_df(
+        "SELECT customer_key, segment_id, segment_name, profit, p_alive FROM customer_economics "
+        "WHERE as_of_date = :d ORDER BY customer_key", {"d": as_of_date})
+    curve, payers_share = profit_concentration(per_customer["profit"])
+    curve.insert(0, "as_of_date", as_of_date)
+    wh.replace_partition("profit_concentration", curve, {"as_of_date": as_of_date})
+    book = load_playbook(playbook_path)
+    priority = intervention_priority(per_customer, book)
+    priority.insert(0, "as_of_date", as_of_date)
+    wh.replace_partition("customer_priority", priority, {"as_of_date": as_of_date})
+    total = float(seg["profit"].sum())
+    top = seg.iloc[0]
+    loss = seg[seg["profit"] < 0]
+    figures = {
+        "customers": int(seg["customers"].sum()),
+        "revenue": float(seg["revenue"].sum()),
+        "profit": total,
+        "cost_to_serve": float(seg["cost_to_serve"].sum()),
+        "share_of_customers_paying_for_all": payers_share,
+        "top_segment": str(top["segment_name"]),
+        "top_segment_customer_share": float(top["customer_share"]),
+        "top_segment_profit_share": float(top["profit_share"]) if pd.notna(top["profit_share"]) else float("nan"),
+        "loss_making_segments": int(len(loss)),
+        "cost_to_serve_loss_making": float(loss["cost_to_serve"].sum()),
+        "critical_customers": int((priority["priority"] == "critical").sum()),
+    }
+    log.info("economics %s: profit %.0f; %.1f%% of customers produce 100%% of it; top segment %s has "
+             "%.1f%% of customers and %.1f%% of profit; %d loss-making segments cost %.0f to serve",
+             as_of_date, total, 100 * payers_share, figures["top_segment"],
+             100 * figures["top_segment_customer_share"], 100 * figures["top_segment_profit_share"],
+             figures["loss_making_segments"], figures["cost_to_serve_loss_making"])
+    return figures

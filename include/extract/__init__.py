@@ -1,0 +1,1 @@
+"""Extract and validate: raw tables into staging, bad rows into quarantine with a reason."""

@@ -1,0 +1,1 @@
+"""Segment migration: hysteresis, transitions between published snapshots, the Markov view."""

@@ -1,0 +1,1 @@
+"""The self-contained HTML segment report and the demo's printed summary."""

@@ -1,0 +1,332 @@
+"""The segment report: one self-contained HTML file per as-of date.
+
+Everything is inline (CSS and SVG charts drawn by matplotlib), so the file
+opens offline and makes no network fetches. It reads only aggregates from the
+warehouse (segment profiles, economics, CLV, stability, transitions, the
+playbook): no customer keys, names, emails, phones or addresses.
+
+Sections: headline, segment sizes, snake plot (standardised feature means per
+segment, seed 002), relative-importance heatmap (segment mean / population
+mean - 1), CLV distribution per segment, economics table, profit
+concentration curve, stability per segment, migration heatmap, CLV
+cross-check and the playbook.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from include.runtime.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+#: Display labels of the numeric features.
+FEATURE_LABELS = {
+    "recency_days": "Recency (days)", "frequency": "Orders (12 m)", "monetary": "Revenue (12 m)",
+    "avg_order_value": "Order value", "tenure_days": "Tenure (days)", "discount_share": "Discounted orders",
+    "return_rate": "Return rate", "support_contacts": "Support contacts", "cost_to_serve": "Support cost",
+    "usage_sessions": "Usage (90 d)", "email_open_rate": "Email opens", "email_click_rate": "Email clicks",
+}
+PALETTE = ("#1b6ca8", "#e07b39", "#3a9d5d", "#c0392b", "#8e6bbf", "#8c6d31", "#d35f9f", "#5f6b6d",
+           "#17a2b8", "#b8a31b")
+
+
+def money(value: float, symbol: str = "£") -> str:
+    """``£1,234`` / ``-£56`` (whole units); an em dash for missing values."""
+    if value is None or pd.isna(value):
+        return "—"
+    sign = "-" if value < 0 else ""
+    return f"{sign}{symbol}{abs(value):,.0f}"
+
+
+def pct(value: float, digits: int = 1) -> str:
+    """``12.3%``; an em dash for missing values."""
+    if value is None or pd.isna(value):
+        return "—"
+    return f"{100 * value:.{digits}f}%"
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    # No metadata block: it carries the render time (the report must be reproducible).
+    fig.savefig(buf, format="svg", bbox_inches="tight",
+                metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: inline SVG in HTML5
+
+
+def _figure(width: float = 8, height: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "path", "font.size": 9, "axes.spines.top": False,
+                         "axes.spines.right": False, "svg.hashsalt": "segment-report"})
+    return plt.subplots(figsize=(width, height))
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
+    """Every aggregate the report shows, read from the warehouse."""
+    from include.economics.build import profit_concentration
+    from include.features.build import NUMERIC_FEATURES
+    from include.segmentation.model import numeric_matrix
+
+    d = {"d": as_of_date}
+    data: dict[str, Any] = {"as_of_date": as_of_date}
+    features = wh.query_df(
+        "SELECT f.*, s.segment_id, s.segment_name FROM customer_features f JOIN customer_segments s "
+        "ON s.customer_key = f.customer_key AND s.as_of_date = f.as_of_date WHERE f.as_of_date = :d "
+        "ORDER BY f.customer_key", d)
+    if features.empty:
+        raise ValueError(f"no published segments with features for as_of_date={as_of_date}")
+    labels = features["segment_id"].to_numpy()
+    z = pd.DataFrame(numeric_matrix(features), columns=NUMERIC_FEATURES).groupby(labels).mean()
+    means = features[list(NUMERIC_FEATURES)].groupby(labels).mean()
+    population = features[list(NUMERIC_FEATURES)].mean()
+    data["names"] = features.groupby("segment_id")["segment_name"].first()
+    data["snake"] = z
+    data["importance"] = means / population.replace(0, np.nan) - 1
+    data["economics"] = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d ORDER BY profit DESC", d)
+    data["clv"] = wh.query_df("SELECT segment_id, clv_365d FROM customer_economics WHERE as_of_date = :d "
+                              "AND clv_365d IS NOT NULL", d)
+    data["curve"] = wh.query_df("SELECT customer_share, profit_share FROM profit_concentration "
+                                "WHERE as_of_date = :d ORDER BY customer_share", d)
+    # The exact "share of customers producing all the profit", from per-customer profit
+    # (the stored curve has only 100 points).
+    profit = wh.query_df("SELECT profit FROM customer_economics WHERE as_of_date = :d", d)["profit"]
+    data["payers_share"] = profit_concentration(profit)[1]
+    model = wh.query_df("SELECT model_run_id FROM customer_segments WHERE as_of_date = :d LIMIT 1", d)
+    model_run = model["model_run_id"][0] if len(model) else None
+    data["stability"] = wh.query_df(
+        "SELECT segment_id, segment_name, customers, jaccard, as_of_date FROM segment_profiles "
+        "WHERE model_run_id = :m ORDER BY segment_id", {"m": model_run})
+    data["run"] = wh.query_df("SELECT * FROM segmentation_runs WHERE as_of_date = :d", d)
+    data["transitions"] = (wh.query_df(
+        "SELECT from_segment, to_segment, customers, rate, from_date FROM segment_transitions "
+        "WHERE to_date = :d", d) if wh.has_table("segment_transitions") else pd.DataFrame())
+    data["clv_check"] = (wh.query_df("SELECT * FROM segment_clv_check WHERE as_of_date = :d ORDER BY value_rank", d)
+                         if wh.has_table("segment_clv_check") else pd.DataFrame())
+    data["priority"] = wh.query_df(
+        "SELECT segment_name, value_tier, action, priority, COUNT(*) AS customers FROM customer_priority "
+        "WHERE as_of_date = :d GROUP BY segment_name, value_tier, action, priority", d)
+    return data
+
+
+def _sizes_chart(econ: pd.DataFrame) -> str:
+    fig, ax = _figure(8, 0.45 * len(econ) + 0.8)
+    econ = econ.sort_values("customers")
+    ax.barh(econ["segment_name"], econ["customer_share"] * 100, color=[_colour(int(i)) for i in econ["segment_id"]])
+    for y, (share, n) in enumerate(zip(econ["customer_share"], econ["customers"], strict=True)):
+        ax.text(share * 100, y, f"  {n:,} ({share:.1%})", va="center")
+    ax.set_xlabel("share of customers (%)")
+    return _svg(fig)
+
+
+def _snake_chart(z: pd.DataFrame, names: pd.Series) -> str:
+    fig, ax = _figure(9, 3.8)
+    x = np.arange(z.shape[1])
+    for seg, row in z.iterrows():
+        ax.plot(x, row.to_numpy(), marker="o", lw=1.8, color=_colour(int(seg)), label=names.get(seg, seg))
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.set_xticks(x, [FEATURE_LABELS.get(c, c) for c in z.columns], rotation=30, ha="right")
+    ax.set_ylabel("standardised mean (z)")
+    ax.legend(frameon=False, fontsize=8, ncol=2)
+    return _svg(fig)
+
+
+def _clv_chart(clv: pd.DataFrame, names: pd.Series) -> str:
+    segs = [s for s in names.index if s in set(clv["segment_id"])]
+    fig, ax = _figure(8, 0.5 * max(len(segs), 1) + 0.8)
+    values = [clv.loc[clv["segment_id"] == s, "clv_365d"].to_numpy() for s in segs]
+    if segs:
+        box = ax.boxplot(values, vert=False, showfliers=False, patch_artist=True, widths=0.6)
+        for patch, s in zip(box["boxes"], segs, strict=True):
+            patch.set_facecolor(_colour(int(s)))
+            patch.set_alpha(0.6)
+        ax.set_yticks(range(1, len(segs) + 1), [names[s] for s in segs])
+    ax.set_xlabel("CLV, next 365 days (£; boxes: quartiles, whiskers: 1.5 IQR)")
+    return _svg(fig)
+
+
+def _curve_chart(curve: pd.DataFrame, payers: float | None) -> str:
+    fig, ax = _figure(6, 3.6)
+    ax.plot(curve["customer_share"] * 100, curve["profit_share"] * 100, color=PALETTE[0], lw=2)
+    ax.axhline(100, color="#999", lw=0.8, ls="--")
+    ax.plot([0, 100], [0, 100], color="#bbb", lw=0.8, ls=":")
+    if payers is not None and not pd.isna(payers):
+        ax.axvline(payers * 100, color=PALETTE[3], lw=1)
+        ax.text(payers * 100, 5, f" {payers:.1%} of customers\n produce 100% of profit", color=PALETTE[3])
+    ax.set_xlabel("customers, most profitable first (%)")
+    ax.set_ylabel("cumulative share of profit (%)")
+    return _svg(fig)
+
+
+def _heat_cell(value: float, scale: float) -> str:
+    if pd.isna(value):
+        return '<td class="num">—</td>'
+    v = max(-1.0, min(1.0, value / scale))
+    colour = f"rgba(27,108,168,{abs(v):.2f})" if v > 0 else f"rgba(192,57,43,{abs(v):.2f})"
+    return f'<td class="num heat" style="background:{colour}">{value:+.0%}</td>'
+
+
+def _table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"num" if i >= numeric_from else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
+        for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_report(data: dict[str, Any], *, title: str = "Customer segments", currency: str = "£",
+                  payers_share: float | None = None) -> str:
+    """The report as one HTML document (no external resources).
+
+    ``payers_share`` overrides the share of customers producing 100% of profit
+    that :func:`load_report_data` computed.
+    """
+    e = html.escape
+    if payers_share is None:
+        payers_share = data.get("payers_share")
+    econ, names = data["economics"], data["names"]
+    sections = []
+    total_profit = econ["profit"].sum()
+    top = econ.iloc[0] if len(econ) else None
+    losers = econ[econ["profit"] < 0]
+    headline = [
+        f"<b>{int(econ['customers'].sum()):,}</b> customers in <b>{len(econ)}</b> segments; "
+        f"profit over the last 12 months <b>{money(total_profit, currency)}</b> on revenue "
+        f"<b>{money(econ['revenue'].sum(), currency)}</b>.",
+    ]
+    if payers_share is not None and not pd.isna(payers_share):
+        headline.append(f"The most profitable <b>{pct(payers_share)}</b> of customers produce 100% of the profit; "
+                        "the rest, together, do not add to it.")
+    if top is not None:
+        headline.append(f"<b>{e(str(top['segment_name']))}</b>: {pct(top['customer_share'])} of customers, "
+                        f"{pct(top['profit_share'])} of profit.")
+    if len(losers):
+        headline.append(f"{len(losers)} segment(s) lose money ({e(', '.join(losers['segment_name']))}): "
+                        f"{money(losers['cost_to_serve'].sum(), currency)} spent serving them, "
+                        f"{money(losers['profit'].sum(), currency)} profit.")
+    sections.append(("Headline", "<ul>" + "".join(f"<li>{h}</li>" for h in headline) + "</ul>"))
+    sections.append(("Segment sizes", _sizes_chart(econ)))
+    sections.append(("Snake plot", "<p>Mean of each standardised (log) feature per segment: 0 is the "
+                     "population average, ±1 one standard deviation.</p>" + _snake_chart(data["snake"], names)))
+    imp = data["importance"]
+    rows = [[e(str(names.get(s, s)))] + [_heat_cell(v, 1.0) for v in imp.loc[s]] for s in imp.index]
+    head = "".join(f"<th>{e(FEATURE_LABELS.get(c, c))}</th>" for c in imp.columns)
+    body = "".join("<tr><td>" + r[0] + "</td>" + "".join(r[1:]) + "</tr>" for r in rows)
+    sections.append(("Relative importance", "<p>Segment mean / population mean − 1 (blue: above average, "
+                     "red: below).</p>" + f'<div class="scroll"><table><thead><tr><th>segment</th>{head}</tr>'
+                     f"</thead><tbody>{body}</tbody></table></div>"))
+    sections.append(("CLV distribution", _clv_chart(data["clv"], names)))
+    econ_rows = [[e(str(r.segment_name)), f"{r.customers:,}", pct(r.customer_share), money(r.revenue, currency),
+                  money(r.gross_margin, currency), money(r.discount_spend, currency), money(r.cost_to_serve, currency),
+                  money(r.profit, currency), money(r.profit_per_customer, currency), pct(r.profit_share),
+                  money(r.mean_clv_365d, currency), money(r.total_clv_365d, currency), pct(r.retention_rate)]
+                 for r in econ.itertuples()]
+    sections.append(("Economics", _table(
+        ["segment", "customers", "share of customers", "revenue", "gross margin", "discount spend", "cost to serve",
+         "profit", "profit / customer", "share of profit", "mean CLV 365 d", "total CLV 365 d",
+         "retention vs last run"], econ_rows) + "<p class='note'>Last 12 months. Cost to serve = support contacts × "
+        "cost per contact by channel + servicing costs. Retention: share of last run's members still in the "
+        "segment.</p>"))
+    sections.append(("Profit concentration", _curve_chart(data["curve"], payers_share)))
+    stab = data["stability"]
+    run = data["run"]
+    gate = ""
+    if len(run):
+        r = run.iloc[0]
+        gate = (f"<p>Quality gate this run: <b>{'passed' if r['gate_passed'] else 'failed'}</b>"
+                f"{'' if r['gate_passed'] else ' — ' + e(str(r['gate_reason'])) + '; last published labels kept'}."
+                f" Bootstrap mean ARI {r['bootstrap_ari']:.2f}.</p>")
+    stab_rows = [[e(str(r.segment_name)), f"{r.customers:,}", "—" if pd.isna(r.jaccard) else f"{r.jaccard:.2f}",
+                  "—" if pd.isna(r.jaccard) else ("highly stable" if r.jaccard >= 0.85 else "stable"
+                                                   if r.jaccard >= 0.75 else "doubtful" if r.jaccard >= 0.5
+                                                   else "dissolved")] for r in stab.itertuples()]
+    sections.append(("Stability", gate + _table(["segment", "customers", "bootstrap Jaccard", "reading"], stab_rows)
+                     + "<p class='note'>Hennig's clusterboot: ≥ 0.75 stable, ≥ 0.85 highly stable, "
+                     "< 0.5 dissolved.</p>"))
+    tr = data["transitions"]
+    if len(tr):
+        mat = tr.pivot_table(index="from_segment", columns="to_segment", values="rate", aggfunc="sum").fillna(0)
+        head = "".join(f"<th>{e(str(c))}</th>" for c in mat.columns)
+        body = "".join(
+            f"<tr><td>{e(str(i))}</td>" + "".join(
+                f'<td class="num heat" style="background:rgba(27,108,168,{v:.2f})">{v:.0%}</td>' for v in row)
+            + "</tr>" for i, row in zip(mat.index, mat.to_numpy(), strict=True))
+        sections.append(("Migration since last run", f"<p>From {str(tr['from_date'].iloc[0])[:10]}: share of "
+                         "each segment (rows) found in each segment now (columns).</p>"
+                         f'<div class="scroll"><table><thead><tr><th>from \\ to</th>{head}</tr></thead>'
+                         f"<tbody>{body}</tbody></table></div>"))
+    chk = data["clv_check"]
+    if len(chk):
+        rows = [[e(str(r.segment_name)), str(r.value_rank), str(r.clv_rank), money(r.mean_clv_365d, currency),
+                 pct(r.mean_p_alive), "⚠ " + e(str(r.reason)) if r.flag else "consistent"] for r in chk.itertuples()]
+        sections.append(("CLV cross-check", _table(["segment", "value rank", "CLV rank", "mean CLV 365 d",
+                                                    "mean P(alive)", "check"], rows)))
+    pr = data["priority"]
+    if len(pr):
+        wide = pr.pivot_table(index=["segment_name", "value_tier", "action"], columns="priority",
+                              values="customers", aggfunc="sum").fillna(0).reset_index()
+        order = [p for p in ("critical", "high", "medium", "low") if p in wide.columns]
+        rows = [[e(str(r["segment_name"])), e(str(r["value_tier"])), e(str(r["action"]))]
+                + [f"{int(r[p]):,}" for p in order] for _, r in wide.iterrows()]
+        sections.append(("Playbook", _table(["segment", "value tier", "recommended action", *order], rows,
+                                            numeric_from=3)
+                         + "<p class='note'>Priority layers churn risk (1 − P(alive)) on the segment's value tier: "
+                         "high value + high risk = critical; dormant + high risk = low.</p>"))
+    nav = "".join(f'<a href="#s{i}">{e(t)}</a>' for i, (t, _) in enumerate(sections))
+    body = "".join(f'<section id="s{i}"><h2>{e(t)}</h2>{c}</section>' for i, (t, c) in enumerate(sections))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)} — {data['as_of_date']}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0; background: #f6f7f9; }}
+header {{ background: #1b3a57; color: #fff; padding: 18px 28px; }}
+header h1 {{ margin: 0; font-size: 22px; }}
+nav {{ padding: 8px 28px; background: #fff; border-bottom: 1px solid #ddd; position: sticky; top: 0; }}
+nav a {{ margin-right: 14px; color: #1b6ca8; text-decoration: none; font-size: 13px; }}
+main {{ max-width: 1150px; margin: 0 auto; padding: 10px 28px 40px; }}
+section {{ background: #fff; border: 1px solid #e2e4e8; border-radius: 8px; padding: 6px 20px 16px; margin: 16px 0; }}
+h2 {{ font-size: 17px; color: #1b3a57; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ padding: 5px 9px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }}
+th {{ background: #f0f2f5; font-weight: 600; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
+.scroll {{ overflow-x: auto; }}
+.note {{ color: #666; font-size: 12px; }}
+svg {{ max-width: 100%; height: auto; }}
+</style></head>
+<body><header><h1>{e(title)}</h1><div>As of {data['as_of_date']} · generated from the warehouse tables
+<code>segment_economics</code>, <code>segment_profiles</code>, <code>customer_clv</code>, <code>segment_transitions</code></div>
+</header><nav>{nav}</nav><main>{body}</main></body></html>
+"""
+
+
+def write_report(wh: Warehouse, as_of_date: dt.date, folder: Path, payers_share: float | None = None) -> Path:
+    """Render the report of ``as_of_date`` into ``folder``; return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = report_path(folder, as_of_date)
+    path.write_text(render_report(load_report_data(wh, as_of_date), payers_share=payers_share), encoding="utf-8")
+    return path
+
+
+def report_path(folder: Path, as_of_date: dt.date) -> Path:
+    """Where the report of ``as_of_date`` is written."""
+    return folder / f"segment_report_{as_of_date.isoformat()}.html"

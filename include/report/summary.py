@@ -1,0 +1,127 @@
+"""Print where a run's results are: warehouse tables, segments, MLflow runs, UIs.
+
+Run with ``python -m include.report.summary`` (the demo command does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from include.runtime.paths import data_dir, default_warehouse_url, mlflow_tracking_uri
+from include.runtime.warehouse import Warehouse
+
+OUTPUT_TABLES = (
+    "quarantine", "identity_map", "customers", "customer_features",
+    "segment_assignments", "segment_profiles", "customer_segments",
+)
+
+
+def main() -> None:
+    url = default_warehouse_url()
+    with Warehouse(url) as wh:
+        if not wh.has_table("customer_segments"):
+            print(f"No results yet in {url}")
+            return
+        dates = wh.query_df("SELECT DISTINCT as_of_date FROM customer_segments ORDER BY as_of_date")
+        latest = dates["as_of_date"].iloc[-1]
+        print(f"\nWarehouse: {url}")
+        print(f"As-of dates published: {', '.join(str(d)[:10] for d in dates['as_of_date'])}")
+        print(f"\nRows for the latest as-of date ({str(latest)[:10]}):")
+        for table in OUTPUT_TABLES:
+            n = wh.scalar(f"SELECT COUNT(*) FROM {table} WHERE as_of_date = :d", {"d": latest})
+            print(f"  {table:22s} {n:>10,d}")
+        profiles = wh.query_df(
+            "SELECT segment_id, segment_name, customers, customer_share, monetary, frequency, "
+            "recency_days, cost_to_serve, jaccard, model_run_id FROM segment_profiles WHERE as_of_date = :d "
+            "ORDER BY segment_id", {"d": latest})
+        gate = wh.query_df("SELECT * FROM segmentation_runs WHERE as_of_date = :d", {"d": latest})
+        rfm = wh.query_df("SELECT rfm_segment, COUNT(*) AS n FROM customer_segments WHERE as_of_date = :d "
+                          "GROUP BY rfm_segment ORDER BY n DESC", {"d": latest})
+        clv = wh.query_df("SELECT segment_id, segment_name, mean_clv_365d, mean_clv_365d_low, mean_clv_365d_high, "
+                          "mean_p_alive, flag, reason FROM segment_clv_check WHERE as_of_date = :d ORDER BY segment_id",
+                          {"d": latest}) if wh.has_table("segment_clv_check") else None
+        moves = wh.query_df(
+            "SELECT from_segment, to_segment, customers, rate FROM segment_transitions WHERE to_date = :d "
+            "AND (from_segment <> to_segment) ORDER BY customers DESC LIMIT 8", {"d": latest}) \
+            if wh.has_table("segment_transitions") else None
+        stayed = wh.scalar("SELECT SUM(customers) FROM segment_transitions WHERE to_date = :d "
+                           "AND from_segment = to_segment", {"d": latest}) if moves is not None else None
+        pending = wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d "
+                            "AND pending_segment_id IS NOT NULL", {"d": latest})
+        econ = wh.query_df("SELECT segment_name, customers, customer_share, revenue, cost_to_serve, profit, "
+                           "profit_share, retention_rate FROM segment_economics WHERE as_of_date = :d "
+                           "ORDER BY profit DESC", {"d": latest}) if wh.has_table("segment_economics") else None
+        identity = wh.query_df("SELECT match_method, COUNT(*) AS records, COUNT(DISTINCT customer_key) AS customers "
+                               "FROM identity_map WHERE as_of_date = :d GROUP BY match_method", {"d": latest})
+        pushes = wh.query_df(
+            "SELECT target, as_of_date, COUNT(*) AS batches, SUM(acknowledged) AS acknowledged, SUM(failed) AS failed "
+            "FROM crm_push_log GROUP BY target, as_of_date ORDER BY target, as_of_date") \
+            if wh.has_table("crm_push_log") else None
+        reasons = wh.query_df(
+            "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
+            "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
+    print("\nSegments (365-day means):")
+    print(f"  {'id':>3} {'name':20s} {'customers':>9} {'share':>6} {'revenue':>9} {'orders':>6} "
+          f"{'recency':>7} {'cost':>7} {'jaccard':>7}")
+    for r in profiles.itertuples(index=False):
+        print(f"  {r.segment_id:>3} {r.segment_name:20s} {r.customers:>9,d} {r.customer_share:>6.1%} "
+              f"{r.monetary:>9,.0f} {r.frequency:>6.1f} {r.recency_days:>6.0f}d {r.cost_to_serve:>7.2f} "
+              f"{r.jaccard:>7.2f}")
+    if gate is not None and len(gate):
+        g = gate.iloc[0]
+        status = "published" if g["published"] else f"NOT published (quality gate: {g['gate_reason']})"
+        ari = "" if g["archetype_ari"] is None or g["archetype_ari"] != g["archetype_ari"] else \
+            f", ARI vs planted archetypes {g['archetype_ari']:.2f}"
+        print(f"  {g['algorithm']} k={g['k']}, silhouette {g['silhouette']:.2f}, bootstrap ARI "
+              f"{g['bootstrap_ari']:.2f}{ari}; {status}")
+    print("\nClassic RFM map (customers):")
+    for r in rfm.itertuples(index=False):
+        print(f"  {r.rfm_segment:22s} {r.n:>7,d}")
+    if clv is not None and len(clv):
+        print("\nCLV (BG/NBD + Gamma-Gamma), 365 days, mean per customer of the model's segments:")
+        for r in clv.itertuples(index=False):
+            flag = f"  <- {r.reason}" if r.flag else ""
+            print(f"  {r.segment_id:>3} {r.segment_name:20s} {r.mean_clv_365d:>9,.0f}  "
+                  f"(band {r.mean_clv_365d_low:,.0f}-{r.mean_clv_365d_high:,.0f}, P(alive) {r.mean_p_alive:.2f}){flag}")
+    if moves is not None and stayed:
+        print(f"\nMigration into {str(latest)[:10]}: {int(stayed):,} customers stayed; "
+              f"{pending:,} raw moves held back by hysteresis; largest moves:")
+        for r in moves.itertuples(index=False):
+            print(f"  {r.from_segment:>20s} -> {r.to_segment:20s} {r.customers:>6,d} ({r.rate:.1%} of the from-segment)")
+    for r in identity.itertuples(index=False):
+        print(f"\nIdentity ({r.match_method}): {r.records:,} source records -> {r.customers:,} customers")
+    if econ is not None and len(econ):
+        from include.report.html import money, pct
+
+        print("\nSegment economics (last 12 months):")
+        print(f"  {'segment':20s} {'customers':>9} {'share':>6} {'revenue':>11} {'cost to serve':>13} "
+              f"{'profit':>10} {'of profit':>9} {'retained':>8}")
+        for r in econ.itertuples(index=False):
+            print(f"  {r.segment_name:20s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue):>11} "
+                  f"{money(r.cost_to_serve):>13} {money(r.profit):>10} {pct(r.profit_share):>9} "
+                  f"{pct(r.retention_rate):>8}")
+    if pushes is not None and len(pushes):
+        print("\nCRM pushes (only changed labels; see crm_push_log, crm_outbox):")
+        for r in pushes.itertuples(index=False):
+            print(f"  {r.target:10s} {str(r.as_of_date)[:10]}  {int(r.batches):>3} batches  "
+                  f"{int(r.acknowledged):>7,d} acknowledged  {int(r.failed):>4,d} rejected")
+    print("\nQuarantined rows by reason:")
+    for r in reasons.itertuples(index=False):
+        print(f"  {r.source_table:22s} {r.reason:24s} {r.n:>6,d}")
+    run_id = profiles["model_run_id"].iloc[0] if len(profiles) else "-"
+    print(f"\nMLflow store: {mlflow_tracking_uri()} (artifacts: {data_dir() / 'mlflow' / 'artifacts'})")
+    print(f"MLflow run of the latest date: {run_id}")
+    from include.report.html import report_path
+    from include.runtime.paths import reports_dir
+
+    report = report_path(reports_dir(), dt.date.fromisoformat(str(latest)[:10]))
+    print(f"Segment report: {report}{'' if report.exists() else ' (not written yet)'}")
+    port = os.environ.get("AIRFLOW_PORT", "8080")
+    mport = os.environ.get("MLFLOW_PORT", "5000")
+    print(f"Airflow UI: http://127.0.0.1:{port}  MLflow UI: http://127.0.0.1:{mport}"
+          f"  (after: bash scripts/ui.sh start)")
+
+
+if __name__ == "__main__":
+    main()

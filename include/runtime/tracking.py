@@ -1,0 +1,173 @@
+"""MLflow tracking: one parent run per DAG run, found again by its Airflow tags.
+
+Every task of a DAG run logs into the same parent run: the first task to
+call :func:`parent_run_id` creates it, later tasks (and re-runs of a task)
+find it by the ``airflow.dag_id`` and ``airflow.run_id`` tags, so nothing
+large travels through XCom and re-running a task never forks the history.
+Only aggregate numbers, settings and non-PII artifacts are logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import subprocess
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from include.runtime.paths import REPO_ROOT, mlflow_artifact_root, mlflow_tracking_uri
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = os.environ.get("SEGMENTATION_MLFLOW_EXPERIMENT", "customer_segmentation")
+
+
+def _mlflow():
+    # SQLAlchemy 2.0 deprecation noise from MLflow's own SQL store; harmless.
+    warnings.filterwarnings("ignore", message=".*noload.*")
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    return mlflow
+
+
+def git_sha() -> str:
+    """The repository's HEAD commit, ``$GIT_SHA``, or ``unknown``."""
+    if os.environ.get("GIT_SHA"):
+        return os.environ["GIT_SHA"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def experiment_id(name: str = EXPERIMENT) -> str:
+    """Id of the experiment ``name``, created with the local artifact root if missing."""
+    mlflow = _mlflow()
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None if mlflow_tracking_uri().startswith("http") else mlflow_artifact_root()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def parent_run_id(dag_id: str, run_id: str, as_of_date: dt.date) -> str:
+    """The MLflow run of this DAG run, created on first use."""
+    mlflow = _mlflow()
+    exp = experiment_id()
+    client = mlflow.MlflowClient()
+    found = client.search_runs(
+        [exp],
+        filter_string=f"tags.`airflow.dag_id` = '{dag_id}' AND tags.`airflow.run_id` = '{run_id}'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        exp,
+        run_name=f"{dag_id} as of {as_of_date.isoformat()}",
+        tags={
+            "airflow.dag_id": dag_id,
+            "airflow.run_id": run_id,
+            "as_of_date": as_of_date.isoformat(),
+            "git_sha": git_sha(),
+            "mlflow.source.name": "dags/customer_segmentation.py",
+        },
+    )
+    log.info("MLflow run %s created for %s/%s", run.info.run_id, dag_id, run_id)
+    return run.info.run_id
+
+
+def client():
+    return _mlflow().MlflowClient()
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], prefix: str = "", step: int = 0) -> None:
+    """Log numeric metrics in one batch; NaN and infinite values are skipped."""
+    from mlflow.entities import Metric
+
+    now = int(dt.datetime.now().timestamp() * 1000)
+    batch = [Metric(f"{prefix}{k}", float(v), now, step) for k, v in metrics.items()
+             if v is not None and math.isfinite(float(v))]
+    if batch:
+        client().log_batch(run_id, metrics=batch)
+
+
+def log_params(run_id: str, params: Mapping[str, Any], prefix: str = "") -> None:
+    """Log settings as params (values must carry no PII or secrets)."""
+    from mlflow.entities import Param
+
+    existing = client().get_run(run_id).data.params
+    batch = [Param(f"{prefix}{k}", str(v)[:6000]) for k, v in params.items()
+             if f"{prefix}{k}" not in existing]
+    if batch:
+        client().log_batch(run_id, params=batch)
+
+
+def log_table(run_id: str, frame: Any, artifact_file: str) -> None:
+    """Log a DataFrame as a CSV artifact."""
+    client().log_text(run_id, frame.to_csv(index=False), artifact_file)
+
+
+def log_dataset(run_id: str, frame: Any, name: str, context: str, table: str, as_of_date: dt.date) -> None:
+    """Record ``frame`` (schema, row count, digest) as an input of the run."""
+    mlflow = _mlflow()
+    from mlflow.entities import DatasetInput, InputTag
+
+    dataset = mlflow.data.from_pandas(frame, name=name)
+    tags = [InputTag("mlflow.data.context", context), InputTag("warehouse_table", table),
+            InputTag("as_of_date", as_of_date.isoformat())]
+    client().log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+
+
+def child_run(parent_id: str, run_name: str, tags: Mapping[str, str] | None = None) -> str:
+    """Create a run nested under ``parent_id`` (shown under it in the MLflow UI)."""
+    c = client()
+    parent = c.get_run(parent_id)
+    run = c.create_run(parent.info.experiment_id, run_name=run_name,
+                       tags={"mlflow.parentRunId": parent_id, **(tags or {})})
+    return run.info.run_id
+
+
+def finish_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark a run finished (the parent is finished by the DAG's last task)."""
+    client().set_terminated(run_id, status=status)
+
+
+IDENTITY_MODEL_ARTIFACT = "identity/splink_model.json"
+
+
+def log_identity_model(parent_id: str, model: dict, accepted: bool, as_of_date: dt.date,
+                       reason: str) -> str:
+    """Log a trained Splink model (settings JSON with m/u) in a child run; return its run id.
+
+    The child run is tagged ``identity_model_accepted`` so later runs can find
+    the last accepted model with :func:`latest_identity_model`.
+    """
+    import json
+
+    run_id = child_run(parent_id, f"identity model as of {as_of_date.isoformat()}", tags={
+        "identity_model": "splink", "identity_model_accepted": str(bool(accepted)).lower(),
+        "identity_model_reason": reason[:500], "as_of_date": as_of_date.isoformat()})
+    client().log_text(run_id, json.dumps(model, indent=2, sort_keys=True), IDENTITY_MODEL_ARTIFACT)
+    finish_run(run_id)
+    return run_id
+
+
+def latest_identity_model() -> tuple[str, dict] | None:
+    """The most recently logged accepted Splink model: ``(run_id, model)``, or ``None``."""
+    import json
+
+    c = client()
+    found = c.search_runs([experiment_id()], filter_string="tags.identity_model_accepted = 'true'",
+                          order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        return None
+    run_id = found[0].info.run_id
+    text = _mlflow().artifacts.load_text(f"runs:/{run_id}/{IDENTITY_MODEL_ARTIFACT}")
+    return run_id, json.loads(text)

@@ -1,0 +1,1 @@
+"""Segmentation: k-prototypes, k selection, bootstrap stability, stable ids and names."""

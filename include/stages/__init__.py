@@ -1,0 +1,34 @@
+"""One thin adapter per DAG task: read from the warehouse, call the stage's package, write, log.
+
+``STAGES`` maps each task id to ``module:function`` so the DAG can check a
+stage name when it is parsed without importing pandas, scikit-learn or MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+STAGES: dict[str, str] = {
+    "extract_validate": "include.stages.extract:extract_validate",
+    "resolve_identity": "include.stages.identity:resolve_identity",
+    "build_features": "include.stages.features:build_features",
+    "segment_customers": "include.stages.segmentation:segment_customers",
+    "publish_segments": "include.stages.publish:publish_segments",
+    "fit_clv": "include.stages.clv:fit_clv",
+    "crosscheck_clv": "include.stages.clv:crosscheck_clv",
+    "track_migration": "include.stages.migration:track_migration",
+    "check_migration": "include.stages.migration:check_migration",
+    "build_economics": "include.stages.economics:build_economics",
+    "render_report": "include.stages.report:render_report",
+}
+
+
+def stage(name: str) -> Callable[..., dict[str, Any]]:
+    """The adapter function of the DAG task ``name`` (imported on first use)."""
+    try:
+        module, function = STAGES[name].split(":")
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}") from None
+    return getattr(importlib.import_module(module), function)

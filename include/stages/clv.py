@@ -1,0 +1,154 @@
+"""DAG tasks ``fit_clv`` and ``crosscheck_clv``: CLV models, holdout validation and the segment cross-check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from include.runtime.run import RunInfo
+from include.runtime.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def fit_clv(run: RunInfo) -> dict[str, Any]:
+    """Fit BG/NBD + Gamma-Gamma as of the date, validate on a holdout, score every customer."""
+    import tempfile
+
+    from include.clv.models import (
+        BetaGeoNBD,
+        ClvSettings,
+        GammaGammaSpend,
+        build_clv_summary,
+        calibration_plot,
+        independence_check,
+        load_champions,
+        register_models,
+        score_customers,
+        validate_holdout,
+    )
+    from include.runtime import tracking
+
+    s = run.settings
+    settings = ClvSettings(unit_days=s.clv_unit_days, holdout_days=s.clv_holdout_days,
+                           gross_margin=s.gross_margin, annual_discount_rate=s.annual_discount_rate)
+    mlflow_run = run.mlflow_run()
+    d = {"as_of_date": run.as_of_date}
+    with Warehouse(run.warehouse_url) as wh:
+        wh.ensure_schema()
+        build_clv_summary(wh, run.as_of_date, settings)
+        full = wh.query_df("SELECT * FROM clv_summary WHERE as_of_date = :as_of_date AND period = 'full' "
+                           "ORDER BY customer_key", d)
+        calibration = wh.query_df("SELECT * FROM clv_summary WHERE as_of_date = :as_of_date "
+                                  "AND period = 'calibration' ORDER BY customer_key", d)
+        truth = _true_future_purchases(wh, run.as_of_date)
+    if full.empty:
+        raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
+    if s.clv_use_champion:
+        # Score with the registered champion instead of refitting.
+        bg, gg, champion_unit = load_champions()
+        if champion_unit != settings.unit_days:
+            raise ValueError(f"champion models use clv_unit_days={champion_unit}, this run {settings.unit_days}")
+        bg_cal, counts = bg, {}
+        log.info("CLV: scoring with the champion models %s / %s", bg.params(), gg.params())
+    else:
+        bg_cal = BetaGeoNBD.fit(calibration)
+        bg = BetaGeoNBD.fit(full)
+        gg, counts = GammaGammaSpend.fit(full)
+    validation, table = validate_holdout(bg_cal, calibration, settings.holdout_days / settings.unit_days)
+    corr = independence_check(full, settings.independence_warn)
+    scores = score_customers(bg, gg, full, settings)
+    scores.insert(0, "as_of_date", run.as_of_date)
+    scores["model_run_id"] = mlflow_run
+    metrics = {**validation, **counts, "gg_frequency_spend_corr": corr, "clv_customers": float(len(scores)),
+               "clv_365d_total": float(scores["clv_365d"].sum()), "clv_mean_p_alive": float(scores["p_alive"].mean())}
+    if truth is not None:
+        joined = scores.merge(truth, on="customer_key", how="left").fillna({"true_purchases_365d": 0})
+        actual = joined["true_purchases_365d"].sum()
+        metrics["truth_365d_actual_purchases"] = float(actual)
+        metrics["truth_365d_error_pct"] = float(100 * (joined["expected_purchases_365d"].sum() - actual) / max(actual, 1))
+    with Warehouse(run.warehouse_url) as wh:
+        wh.replace_partition("customer_clv", scores, d)
+    tracking.log_metrics(mlflow_run, metrics, prefix="clv.")
+    tracking.log_params(mlflow_run, {**{f"clv.bgnbd.{k}": round(v, 6) for k, v in bg.params().items()},
+                                     **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()},
+                                     "clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days})
+    tracking.log_table(mlflow_run, table, "clv/holdout_calibration.csv")
+    if not s.clv_use_champion:
+        # A fit whose holdout error is within bounds becomes the champion.
+        accept = abs(validation["holdout_aggregate_error_pct"]) <= s.clv_max_holdout_error_pct
+        versions = register_models(mlflow_run, bg, gg, full, settings.unit_days, champion=accept)
+        tracking.log_params(mlflow_run, {f"clv.registered.{k}": v for k, v in versions.items()})
+        tracking.client().set_tag(mlflow_run, "clv_champion", str(accept).lower())
+        if not accept:
+            log.warning("CLV holdout error %.1f%% above %.1f%%: models registered but not made champion",
+                        validation["holdout_aggregate_error_pct"], s.clv_max_holdout_error_pct)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/holdout_calibration.png"
+        calibration_plot(table, path)
+        tracking.client().log_artifact(mlflow_run, path, "clv")
+    log.info("CLV: BG/NBD %s, Gamma-Gamma %s; holdout aggregate error %.1f%%, MAE %.2f, corr %.2f",
+             {k: round(v, 3) for k, v in bg.params().items()}, {k: round(v, 3) for k, v in gg.params().items()},
+             validation["holdout_aggregate_error_pct"], validation["holdout_mae"], validation["holdout_correlation"])
+    return {"customers": len(scores), "holdout_aggregate_error_pct": round(validation["holdout_aggregate_error_pct"], 2)}
+
+
+def _true_future_purchases(wh: Warehouse, as_of_date: dt.date):
+    """True purchase days in the 365 days after the date, from the demo's ground truth (evaluation only).
+
+    Only when the date is the end of the generated history, where ``truth_future_orders`` starts.
+    """
+    if not (wh.has_table("truth_future_orders") and wh.has_table("truth_identity")):
+        return None
+    first = wh.scalar("SELECT MIN(order_ts) FROM truth_future_orders")
+    if first is None or (first.date() - as_of_date).days > 1:
+        return None
+    # A person split over several keys is counted once, on the smallest key.
+    return wh.query_df(
+        "SELECT pk.customer_key, COUNT(DISTINCT CAST(f.order_ts AS DATE)) AS true_purchases_365d "
+        "FROM truth_future_orders f JOIN (SELECT t.person_id, MIN(m.customer_key) AS customer_key "
+        "FROM truth_identity t JOIN identity_map m ON m.source_system = t.source_system "
+        "AND m.source_id = t.source_id AND m.as_of_date = :d GROUP BY t.person_id) pk ON pk.person_id = f.person_id "
+        "WHERE f.order_ts < :end GROUP BY pk.customer_key",
+        {"d": as_of_date, "end": dt.datetime.combine(as_of_date + dt.timedelta(days=366), dt.time())})
+
+
+def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
+    """Cross-check the segments' value order with their mean CLV; flag names CLV contradicts.
+
+    """
+    from include.clv.models import crosscheck_segments
+    from include.runtime import tracking
+
+    mlflow_run = run.mlflow_run()
+    d = {"as_of_date": run.as_of_date}
+    with Warehouse(run.warehouse_url) as wh:
+        wh.ensure_schema()
+        profiles = wh.query_df("SELECT segment_id, segment_name, customers, monetary FROM segment_profiles "
+                               "WHERE as_of_date = :as_of_date", d)
+        clv = wh.query_df(
+            "SELECT a.segment_id, AVG(c.clv_365d) AS mean_clv_365d, SUM(c.clv_365d) AS total_clv_365d, "
+            "AVG(c.clv_365d_low) AS mean_clv_365d_low, AVG(c.clv_365d_high) AS mean_clv_365d_high, "
+            "AVG(c.p_alive) AS mean_p_alive FROM segment_assignments a JOIN customer_clv c "
+            "ON c.as_of_date = a.as_of_date AND c.customer_key = a.customer_key "
+            "WHERE a.as_of_date = :as_of_date GROUP BY a.segment_id", d)
+        if profiles.empty or clv.empty:
+            raise ValueError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
+        check, spearman = crosscheck_segments(profiles, clv)
+        check.insert(0, "as_of_date", run.as_of_date)
+        wh.replace_partition("segment_clv_check", check, d)
+    flagged = check[check["flag"]]
+    metrics = {"clv.segment_value_spearman": spearman, "clv.segments_flagged": float(len(flagged))}
+    for r in check.itertuples():
+        metrics[f"clv.mean_clv_365d.segment_{r.segment_id}"] = r.mean_clv_365d
+    tracking.log_metrics(mlflow_run, metrics)
+    tracking.log_table(mlflow_run, check, "clv/segment_clv_check.csv")
+    for r in flagged.itertuples():
+        log.warning("segment %d '%s': %s", r.segment_id, r.segment_name, r.reason)
+    if len(flagged):
+        tracking.client().set_tag(mlflow_run, "clv_contradictions",
+                                  "; ".join(f"{r.segment_name}: {r.reason}" for r in flagged.itertuples())[:5000])
+    log.info("CLV cross-check: Spearman(value order, mean CLV) = %.2f; %d segment(s) flagged", spearman, len(flagged))
+    return {"spearman": round(spearman, 3), "flagged": flagged["segment_name"].tolist()}
+

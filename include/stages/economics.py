@@ -1,0 +1,32 @@
+"""DAG task ``build_economics``: segment economics, profit concentration and priorities."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from include.runtime.run import RunInfo
+from include.runtime.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def build_economics(run: RunInfo) -> dict[str, Any]:
+    """Segment economics, profit concentration and intervention priorities for the as-of date."""
+    from include.economics.build import EconomicsSettings
+    from include.economics.build import build_economics as build
+    from include.runtime import tracking
+
+    settings = EconomicsSettings(gross_margin=run.settings.gross_margin,
+                                 servicing_cost_per_customer=run.settings.servicing_cost_per_customer,
+                                 servicing_cost_per_order=run.settings.servicing_cost_per_order)
+    with Warehouse(run.warehouse_url) as wh:
+        figures = build(wh, run.as_of_date, settings, run.settings.playbook_path)
+        table = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d ORDER BY profit DESC",
+                            {"d": run.as_of_date})
+    mlflow_run = run.mlflow_run()
+    tracking.log_metrics(mlflow_run, {k: v for k, v in figures.items() if isinstance(v, int | float)},
+                         prefix="economics.")
+    tracking.log_table(mlflow_run, table, "economics/segment_economics.csv")
+    return figures
+

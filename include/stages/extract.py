@@ -1,0 +1,54 @@
+"""DAG task ``extract_validate``: raw tables into staging and quarantine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any
+
+from include.runtime.errors import BadDataError
+from include.runtime.run import RunInfo
+from include.runtime.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def extract_validate(run: RunInfo) -> dict[str, Any]:
+    """Validate raw tables into staging and quarantine; fail above the bad-row threshold."""
+    from include.extract.validate import extract_and_validate
+    from include.runtime import tracking
+
+    mlflow_run = run.mlflow_run()
+    settings = dataclasses.asdict(run.settings)
+    tracking.log_params(mlflow_run, {k: json.dumps(v) if isinstance(v, dict) else v for k, v in settings.items()})
+    with Warehouse(run.warehouse_url) as wh:
+        try:
+            reports = extract_and_validate(
+                wh, run.as_of_date, max_bad_share=run.settings.max_bad_share,
+                retention_runs=run.settings.staging_retention_runs,
+            )
+            failed = None
+        except BadDataError as exc:
+            failed = exc
+            reports = None
+        quarantine = wh.query_df(
+            "SELECT source_table, reason, COUNT(*) AS rows FROM quarantine WHERE as_of_date = :d "
+            "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": run.as_of_date})
+        extract_log = wh.query_df("SELECT * FROM extract_log WHERE as_of_date = :d ORDER BY source_table",
+                                  {"d": run.as_of_date})
+    metrics = {}
+    for row in extract_log.itertuples(index=False):
+        metrics[f"rows_staged.{row.source_table}"] = row.rows_staged
+        metrics[f"rows_quarantined.{row.source_table}"] = row.rows_quarantined
+    for row in quarantine.itertuples(index=False):
+        metrics[f"quarantine.{row.source_table}.{row.reason}"] = row.rows
+    tracking.log_metrics(mlflow_run, metrics)
+    tracking.log_table(mlflow_run, quarantine, "extract/quarantine_counts.csv")
+    if failed is not None:
+        tracking.finish_run(mlflow_run, "FAILED")
+        raise failed
+    return {"as_of_date": run.as_of_date.isoformat(), "mlflow_run_id": mlflow_run,
+            "quarantined": int(quarantine["rows"].sum()) if len(quarantine) else 0,
+            "tables": {r.table: r.rows_staged for r in reports}}
+

@@ -1,0 +1,204 @@
+"""CLV: SQL summaries, pymc-marketing fits against lifetimes and the published CDNOW estimates."""
+
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.clv.cdnow import PUBLISHED_BGNBD, cdnow_path, cdnow_summaries
+from include.clv.models import (
+    BetaGeoNBD,
+    ClvInputError,
+    ClvSettings,
+    GammaGammaSpend,
+    build_clv_summary,
+    crosscheck_segments,
+    customer_lifetime_value,
+    score_customers,
+    validate_holdout,
+)
+from include.extract.validate import extract_and_validate
+from include.identity.resolve import resolve_identities
+from include.runtime.warehouse import Warehouse
+from tests.handbuilt import AS_OF, raw_tables
+
+
+@pytest.fixture(scope="module")
+def cdnow():
+    return cdnow_summaries()
+
+
+def summaries(tmp_path, unit_days, holdout_days, extra_orders=None):
+    tables = raw_tables()
+    if extra_orders is not None:
+        tables["raw_orders"] = pd.concat([tables["raw_orders"], extra_orders], ignore_index=True)
+    with Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        for name, frame in tables.items():
+            wh.replace_table(name, frame)
+        extract_and_validate(wh, AS_OF, max_bad_share=1.0)
+        resolve_identities(wh, AS_OF)
+        build_clv_summary(wh, AS_OF, ClvSettings(unit_days=unit_days, holdout_days=holdout_days))
+        key = wh.query_df("SELECT customer_key FROM identity_map WHERE source_id = 'W1'")["customer_key"][0]
+        out = wh.query_df("SELECT * FROM clv_summary WHERE customer_key = :k", {"k": key})
+    return out.set_index("period")
+
+
+def test_summary_statistics_follow_the_bgnbd_definitions(tmp_path):
+    # Ann: orders on 2024-06-01 (20), 2025-12-01 (100), 2026-01-10 (50 - 25 returned), 2026-01-20 (30),
+    # plus a second order on 2026-01-20 (10) that merges into the same transaction day.
+    same_day = raw_tables()["raw_orders"].iloc[[3]].assign(order_id="o8", source_system="web", source_id="W1",
+                                                          amount="10")
+    s = summaries(tmp_path, unit_days=1, holdout_days=30, extra_orders=same_day)
+    full, calib = s.loc["full"], s.loc["calibration"]
+    assert full["frequency"] == 3 and full["recency"] == 598 and full["t"] == 609
+    assert full["monetary_value"] == pytest.approx((100 + 25 + 40) / 3)
+    assert full["holdout_purchases"] == 0
+    # Calibration ends 2026-01-01: two transaction days before it, two after.
+    assert calib["frequency"] == 1 and calib["recency"] == 548 and calib["t"] == 579
+    assert calib["monetary_value"] == pytest.approx(100) and calib["holdout_purchases"] == 2
+
+
+def test_summary_in_weeks(tmp_path):
+    full = summaries(tmp_path, unit_days=7, holdout_days=30).loc["full"]
+    assert full["recency"] == pytest.approx(598 / 7) and full["t"] == pytest.approx(609 / 7)
+
+
+def test_sql_summary_reproduces_the_published_cdnow_summary(cdnow):
+    full, calibration = cdnow
+    published = pd.read_csv(cdnow_path("cdnow_customers_summary.csv"))
+    calibration = calibration.assign(id=calibration["customer_key"].astype(int)).set_index("id").sort_index()
+    published = published.set_index("ID").sort_index()
+    assert len(calibration) == len(published) == 2357
+    assert (calibration["frequency"].to_numpy() == published["frequency"].to_numpy()).all()
+    np.testing.assert_allclose(calibration["recency"], published["recency"], atol=0.006)
+    np.testing.assert_allclose(calibration["t"], published["T"], atol=0.006)
+
+
+def test_bgnbd_reproduces_the_published_cdnow_estimates(cdnow):
+    _, calibration = cdnow
+    bg = BetaGeoNBD.fit(calibration)
+    for name, value in PUBLISHED_BGNBD.items():
+        assert getattr(bg, name) == pytest.approx(value, abs=6e-4), name
+
+
+def test_fits_and_predictions_match_lifetimes(cdnow):
+    import lifetimes
+
+    full, calibration = cdnow
+    bg = BetaGeoNBD.fit(calibration)
+    ref = lifetimes.BetaGeoFitter().fit(calibration["frequency"], calibration["recency"], calibration["t"])
+    for name in ("r", "alpha", "a", "b"):
+        assert getattr(bg, name) == pytest.approx(ref.params_[name], rel=2e-3), name
+    # Predictions from the same parameters agree to rounding.
+    ref.params_ = pd.Series(bg.params())
+    x, tx, t = calibration["frequency"], calibration["recency"], calibration["t"]
+    np.testing.assert_allclose(bg.p_alive(x, tx, t), ref.conditional_probability_alive(x, tx, t), rtol=1e-9)
+    np.testing.assert_allclose(bg.expected_purchases(x, tx, t, 39),
+                               ref.conditional_expected_number_of_purchases_up_to_time(39, x, tx, t), rtol=1e-7)
+    gg, counts = GammaGammaSpend.fit(calibration)
+    rep = calibration[(calibration["frequency"] > 0) & (calibration["monetary_value"] > 0)]
+    gref = lifetimes.GammaGammaFitter().fit(rep["frequency"], rep["monetary_value"])
+    for name in ("p", "q", "v"):
+        assert getattr(gg, name) == pytest.approx(gref.params_[name], rel=2e-3), name
+    assert counts["gg_customers"] == len(rep)
+    gref.params_ = pd.Series(gg.params())
+    np.testing.assert_allclose(gg.expected_spend(rep["frequency"], rep["monetary_value"]),
+                               gref.conditional_expected_average_profit(rep["frequency"], rep["monetary_value"]),
+                               rtol=1e-9)
+
+
+def test_clv_matches_lifetimes_monthly_sum(cdnow):
+    import lifetimes
+
+    _, calibration = cdnow
+    daily = calibration.assign(recency=calibration["recency"] * 7, t=calibration["t"] * 7)
+    bg = BetaGeoNBD.fit(daily)
+    spend = np.full(len(daily), 35.0)
+    ours = customer_lifetime_value(bg, spend, daily, 12, unit_days=1, monthly_discount=0.01, margin=1.0)
+    ref = lifetimes.BetaGeoFitter()
+    ref.params_ = pd.Series(bg.params())
+    expected = np.zeros(len(daily))
+    prev = np.zeros(len(daily))
+    for m in range(1, 13):  # lifetimes' _customer_lifetime_value loop, 30-day months
+        cur = ref.conditional_expected_number_of_purchases_up_to_time(m * 30, daily["frequency"], daily["recency"],
+                                                                     daily["t"])
+        expected += (cur - prev) * 35.0 / 1.01 ** m
+        prev = cur
+    np.testing.assert_allclose(ours, np.clip(expected, 0, None), rtol=1e-7)
+
+
+def test_scores_are_complete_and_non_negative(cdnow):
+    full, calibration = cdnow
+    bg = BetaGeoNBD.fit(full)
+    gg, _ = GammaGammaSpend.fit(full)
+    scores = score_customers(bg, gg, full, ClvSettings(unit_days=7))
+    assert len(scores) == len(full)
+    numeric = scores.drop(columns="customer_key")
+    assert not numeric.isna().any().any() and (numeric >= 0).all().all()
+    assert (scores["p_alive"] <= 1).all()
+    assert (scores["clv_365d"] >= scores["clv_90d"]).all()
+    assert (scores["clv_365d_low"] <= scores["clv_365d"] + 1e-9).all()
+    assert (scores["clv_365d_high"] >= scores["clv_365d"] - 1e-9).all()
+    metrics, table = validate_holdout(BetaGeoNBD.fit(calibration), calibration, 39)
+    assert abs(metrics["holdout_aggregate_error_pct"]) < 20
+    assert table["customers"].sum() == len(calibration)
+
+
+def test_edge_cases_give_clear_errors():
+    one_order = pd.DataFrame({"frequency": [0.0] * 20, "recency": [0.0] * 20, "t": [10.0] * 20,
+                              "monetary_value": [0.0] * 20})
+    with pytest.raises(ClvInputError, match="repeat purchases"):
+        BetaGeoNBD.fit(one_order)
+    with pytest.raises(ClvInputError, match="Gamma-Gamma needs"):
+        GammaGammaSpend.fit(one_order)
+    bad = one_order.assign(recency=20.0)
+    with pytest.raises(ClvInputError, match="recency greater than t"):
+        BetaGeoNBD.fit(bad)
+    with pytest.raises(ClvInputError, match="missing column"):
+        BetaGeoNBD.fit(one_order.drop(columns="t"))
+    with pytest.raises(ClvInputError, match="NaN"):
+        BetaGeoNBD.fit(one_order.assign(t=np.nan))
+
+
+def test_crosscheck_flags_names_that_clv_contradicts():
+    profiles = pd.DataFrame({"segment_id": [1, 2, 3, 4], "segment_name": ["High-value core", "Big spenders",
+                                                                          "Hibernating", "Occasional"],
+                             "customers": [10, 20, 30, 40], "monetary": [900.0, 500.0, 10.0, 100.0]})
+    clv = pd.DataFrame({"segment_id": [1, 2, 3, 4], "mean_clv_365d": [800.0, 50.0, 600.0, 100.0],
+                        "total_clv_365d": [1.0] * 4, "mean_clv_365d_low": [0.0] * 4, "mean_clv_365d_high": [1.0] * 4,
+                        "mean_p_alive": [0.5] * 4})
+    check, spearman = crosscheck_segments(profiles, clv)
+    flagged = dict(zip(check["segment_name"], check["flag"], strict=True))
+    assert flagged == {"High-value core": False, "Big spenders": True, "Hibernating": True, "Occasional": False}
+    assert "below the segments' median" in check.loc[check["segment_id"] == 2, "reason"].iloc[0]
+    assert -1 <= spearman < 1
+    _, aligned = crosscheck_segments(profiles, clv.assign(mean_clv_365d=[900.0, 500.0, 10.0, 100.0]))
+    assert aligned == pytest.approx(1.0)
+
+
+def test_registered_champion_scores_like_the_fit(cdnow):
+    import mlflow
+
+    from include.clv.models import BGNBD_MODEL_NAME, CHAMPION, load_champions, register_models
+    from include.runtime import tracking
+
+    full, _ = cdnow
+    bg = BetaGeoNBD(r=0.243, alpha=4.414, a=0.793, b=2.426)
+    gg = GammaGammaSpend(p=6.25, q=3.74, v=15.44)
+    parent = tracking.parent_run_id("test_clv_registry", "run-1", dt.date(1998, 6, 30))
+    versions = register_models(parent, bg, gg, full, unit_days=7, champion=True)
+    assert set(versions) == {"clv_bgnbd", "clv_gamma_gamma"}
+    champion = tracking.client().get_model_version_by_alias(BGNBD_MODEL_NAME, CHAMPION)
+    assert str(champion.version) == versions[BGNBD_MODEL_NAME]
+    bg2, gg2, unit_days = load_champions()
+    assert bg2.params() == bg.params() and gg2.params() == gg.params() and unit_days == 7
+    model = mlflow.pyfunc.load_model(f"models:/{BGNBD_MODEL_NAME}@{CHAMPION}")
+    assert [i.name for i in model.metadata.get_input_schema().inputs] == ["frequency", "recency", "t"]
+    out = model.predict(full[["frequency", "recency", "t"]].astype(float).head(50))
+    np.testing.assert_allclose(out["p_alive"], bg.p_alive(full["frequency"][:50], full["recency"][:50], full["t"][:50]))
+    # A later fit that fails validation is registered but does not take the alias.
+    versions2 = register_models(parent, bg, gg, full, unit_days=7, champion=False)
+    assert int(versions2[BGNBD_MODEL_NAME]) > int(versions[BGNBD_MODEL_NAME])
+    assert tracking.client().get_model_version_by_alias(BGNBD_MODEL_NAME, CHAMPION).version == champion.version

@@ -1,0 +1,191 @@
+"""Segment economics on a hand-built dataset, profit concentration, priorities, and the HTML report."""
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.economics.build import (
+    EconomicsSettings,
+    build_economics,
+    intervention_priority,
+    load_playbook,
+    profit_concentration,
+)
+from include.extract.validate import extract_and_validate
+from include.features.build import build_customer_features
+from include.identity.resolve import resolve_identities
+from include.report.html import load_report_data, render_report, write_report
+from include.runtime.settings import DEFAULT_SUPPORT_COST_BY_CHANNEL
+from include.runtime.warehouse import Warehouse
+from tests.handbuilt import AS_OF, raw_tables
+
+PREVIOUS = AS_OF - dt.timedelta(days=7)
+
+
+def _handbuilt_warehouse(tmp_path) -> tuple[Warehouse, dict[str, str]]:
+    wh = Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    for name, frame in raw_tables().items():
+        wh.replace_table(name, frame)
+    extract_and_validate(wh, AS_OF, max_bad_share=1.0)
+    resolve_identities(wh, AS_OF)
+    build_customer_features(wh, AS_OF, DEFAULT_SUPPORT_COST_BY_CHANNEL)
+    ids = wh.query_df("SELECT source_id, customer_key FROM identity_map WHERE as_of_date = :d", {"d": AS_OF})
+    keys = dict(zip(ids["source_id"], ids["customer_key"], strict=True))
+    ann, bob = keys["W1"], keys["C1"]
+    segs = pd.DataFrame({"as_of_date": AS_OF, "customer_key": [ann, bob], "segment_id": [1, 2],
+                         "segment_name": ["High-value core", "Hibernating"], "model_run_id": "m1"})
+    wh.replace_partition("customer_segments", segs, {"as_of_date": AS_OF})
+    # Last week both were in segment 1: ann stayed, bob left it.
+    prev = segs.assign(as_of_date=PREVIOUS, segment_id=1, segment_name="High-value core")
+    wh.replace_partition("customer_segments", prev, {"as_of_date": PREVIOUS})
+    clv = pd.DataFrame({"as_of_date": AS_OF, "customer_key": [ann, bob], "p_alive": [0.9, 0.3],
+                        "clv_365d": [120.0, 8.0], "model_run_id": "c1"})
+    wh.replace_partition("customer_clv", clv, {"as_of_date": AS_OF})
+    return wh, {"ann": ann, "bob": bob}
+
+
+def test_economics_match_the_hand_worked_numbers(tmp_path):
+    wh, keys = _handbuilt_warehouse(tmp_path)
+    with wh:
+        figures = build_economics(wh, AS_OF, EconomicsSettings(gross_margin=0.35, servicing_cost_per_customer=4.0,
+                                                               servicing_cost_per_order=0.5))
+        per = wh.query_df("SELECT * FROM customer_economics WHERE as_of_date = :d", {"d": AS_OF}).set_index("customer_key")
+        seg = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d", {"d": AS_OF}).set_index("segment_id")
+        # Re-running replaces the date's rows.
+        build_economics(wh, AS_OF, EconomicsSettings())
+        assert wh.scalar("SELECT COUNT(*) FROM segment_economics WHERE as_of_date = :d", {"d": AS_OF}) == 2
+        prio = wh.query_df("SELECT * FROM customer_priority WHERE as_of_date = :d", {"d": AS_OF}).set_index("customer_key")
+    ann, bob = per.loc[keys["ann"]], per.loc[keys["bob"]]
+    # Ann, 365 days to 2026-01-31: o2 (100, discount 10), o3 (50 - 25 returned), o4 (30); o5 is after the date.
+    assert ann["orders"] == 3 and ann["revenue"] == pytest.approx(155.0) and ann["discount_spend"] == pytest.approx(10.0)
+    assert ann["gross_margin"] == pytest.approx(155 * 0.35)
+    assert ann["support_cost"] == pytest.approx(9.5)  # phone 8.50 + chat 1.00
+    assert ann["servicing_cost"] == pytest.approx(4.0 + 3 * 0.5)
+    assert ann["profit"] == pytest.approx(54.25 - 9.5 - 5.5)
+    # Bob: o6 on 2025-03-01 (60), no support.
+    assert bob["revenue"] == pytest.approx(60.0) and bob["profit"] == pytest.approx(21.0 - 4.5)
+    total = 39.25 + 16.5
+    assert seg.loc[1, "profit_share"] == pytest.approx(39.25 / total)
+    assert seg.loc[1, "customer_share"] == pytest.approx(0.5)
+    assert seg.loc[1, "mean_clv_365d"] == pytest.approx(120.0)
+    assert seg.loc[1, "retention_rate"] == pytest.approx(0.5)  # ann stayed, bob left
+    assert seg.loc[1, "previous_customers"] == 2 and pd.isna(seg.loc[2, "retention_rate"])
+    assert figures["profit"] == pytest.approx(total)
+    assert figures["share_of_customers_paying_for_all"] == pytest.approx(1.0)
+    # Playbook: high-value core at risk 0.1 (low) -> medium; hibernating at 0.7 (high) -> low.
+    assert prio.loc[keys["ann"], "priority"] == "medium" and prio.loc[keys["bob"], "priority"] == "low"
+    assert prio.loc[keys["ann"], "action"].startswith("Named account team")
+
+
+def test_profit_concentration_finds_who_pays_for_everyone():
+    profit = pd.Series([50.0, 40.0, 30.0, -10.0, -10.0] + [0.0] * 5)
+    curve, payers = profit_concentration(profit, points=10)
+    # Total 100; the top 3 make 120: the first 30% of customers already produce all of it.
+    assert payers == pytest.approx(0.3)
+    assert curve["profit_share"].iloc[0] == 0 and curve["profit_share"].max() == pytest.approx(1.2)
+    assert curve["profit_share"].iloc[-1] == pytest.approx(1.0)
+    _, none = profit_concentration(pd.Series([-1.0, -2.0]))
+    assert np.isnan(none)
+
+
+def test_priority_layers_churn_risk_on_the_segment():
+    book = load_playbook()
+    customers = pd.DataFrame({
+        "customer_key": ["a", "b", "c", "d", "e"],
+        "segment_id": [1, 1, 2, 3, 4],
+        "segment_name": ["High-value core", "High-value core", "Hibernating", "At risk 2", "Something new"],
+        "p_alive": [0.2, 0.95, 0.1, 0.6, None],
+    })
+    out = intervention_priority(customers, book).set_index("customer_key")
+    assert out.loc["a", "priority"] == "critical"  # high value + high risk
+    assert out.loc["b", "priority"] == "medium"
+    assert out.loc["c", "priority"] == "low"  # dormant + high risk
+    assert out.loc["d", "value_tier"] == "low"  # numbered duplicate uses its base name
+    assert out.loc["e", "action"].startswith("Review") and out.loc["e", "churn_risk"] == 1.0
+
+
+def test_playbook_errors_name_the_segment(tmp_path):
+    bad = tmp_path / "book.toml"
+    bad.write_text((load_playbook.__globals__["DEFAULT_PLAYBOOK"]).read_text().replace(
+        'value_tier = "dormant"\naction = "Final', 'value_tier = "vip"\naction = "Final'))
+    with pytest.raises(ValueError, match="Hibernating.*vip"):
+        load_playbook(bad)
+
+
+def _report_inputs(tmp_path):
+    wh, keys = _handbuilt_warehouse(tmp_path)
+    build_economics(wh, AS_OF, EconomicsSettings())
+    transitions = pd.DataFrame({"from_date": PREVIOUS, "to_date": AS_OF, "from_segment_id": [1, 1],
+                                "to_segment_id": [1, 2], "from_segment": "High-value core",
+                                "to_segment": ["High-value core", "Hibernating"], "customers": [1, 1],
+                                "rate": [0.5, 0.5], "clv_sum": [120.0, 8.0]})
+    wh.replace_partition("segment_transitions", transitions, {"to_date": AS_OF})
+    profiles = pd.DataFrame({"as_of_date": AS_OF, "segment_id": [1, 2], "segment_name": ["High-value core", "Hibernating"],
+                             "customers": [1, 1], "jaccard": [0.91, 0.62], "model_run_id": "m1"})
+    wh.replace_partition("segment_profiles", profiles, {"as_of_date": AS_OF})
+    return wh, keys
+
+
+def test_report_is_self_contained_formatted_and_free_of_pii(tmp_path):
+    wh, keys = _report_inputs(tmp_path)
+    with wh:
+        page = render_report(load_report_data(wh, AS_OF), payers_share=1.0)
+    for needle in ("Snake plot", "Relative importance", "CLV distribution", "Economics", "Profit concentration",
+                   "Stability", "Migration since last run", "Playbook", "<svg"):
+        assert needle in page, needle
+    assert "£56" in page  # total profit 55.75 formatted as currency
+    assert "50.0%" in page  # retention and shares as percentages
+    # Nothing fetched from the network, no customer keys or raw identity values.
+    import re
+
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", page)
+    assert "<script" not in page
+    for value in (*keys.values(), "ann.lee", "07000000001", "high street", "N01"):
+        assert value.lower() not in page.lower(), value
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("Debian's chromium is required (scripts/test.sh installs it: apt-get install chromium)")
+    return found
+
+
+def _headless(url: str, out_dir) -> tuple[str, "os.PathLike"]:
+    shot = out_dir / "shot.png"
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--enable-logging=stderr", "--v=0", "--host-resolver-rules=MAP * ~NOTFOUND",
+         f"--user-data-dir={out_dir / 'profile'}", "--window-size=1280,2200", f"--screenshot={shot}", url],
+        capture_output=True, text=True, timeout=120)
+    return proc.stderr, shot
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Failed to load resource" in line
+            or "Uncaught" in line]
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    from PIL import Image
+
+    wh, _ = _report_inputs(tmp_path)
+    with wh:
+        path = write_report(wh, AS_OF, tmp_path / "reports", payers_share=1.0)
+    # The detector can fail: a page that logs an error is caught.
+    broken = tmp_path / "broken.html"
+    broken.write_text("<html><body><p>x</p><script>console.error('boom')</script></body></html>")
+    stderr, _ = _headless(broken.as_uri(), tmp_path / "b")
+    assert any("boom" in line for line in _console_errors(stderr)), stderr[-2000:]
+
+    stderr, shot = _headless(path.as_uri(), tmp_path / "r")
+    assert _console_errors(stderr) == [], stderr[-3000:]
+    image = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert image.shape[0] >= 2000 and image.shape[1] >= 1200
+    # Not blank: a real page has dark text and coloured charts on a light background.
+    assert image.std() > 20 and (image < 100).mean() > 0.005

@@ -1,0 +1,146 @@
+"""Baseline segmentation: transforms, k selection, naming, determinism."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.features.build import NUMERIC_FEATURES
+from include.segmentation.model import (
+    bootstrap_stability,
+    choose_k,
+    fit_segments,
+    match_segment_ids,
+    name_segments,
+    numeric_matrix,
+    order_by_value,
+    segment_profiles,
+    z_profiles,
+)
+
+
+def blobs(n_per: int = 150, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Three well-separated customer groups: champions, lapsed, discount hunters."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    base = dict(recency_days=20, frequency=20, monetary=3000, avg_order_value=150, tenure_days=800,
+                discount_share=0.05, return_rate=0.02, support_contacts=1, cost_to_serve=5,
+                usage_sessions=60, email_open_rate=0.5, email_click_rate=0.2)
+    lapsed = dict(base, recency_days=600, frequency=0, monetary=0, avg_order_value=40, usage_sessions=0,
+                  email_open_rate=0.05, email_click_rate=0.0)
+    hunters = dict(base, recency_days=60, frequency=6, monetary=240, avg_order_value=40, discount_share=0.9,
+                   return_rate=0.3, usage_sessions=10)
+    for g, spec in enumerate([base, lapsed, hunters]):
+        frame = pd.DataFrame({k: np.abs(v * rng.lognormal(0, 0.1, n_per)) for k, v in spec.items()})
+        frame["truth"] = g
+        groups.append(frame)
+    df = pd.concat(groups, ignore_index=True)
+    df.insert(0, "customer_key", [f"K{i:05d}" for i in range(len(df))])
+    df["preferred_channel"] = np.where(df["truth"] == 0, "app", rng.choice(["web", "store"], len(df)))
+    df["plan_tier"] = np.where(df["truth"] == 0, "premium", "basic")
+    df["region"] = rng.choice(["north", "south"], len(df))
+    return df.drop(columns="truth"), df["truth"].to_numpy()
+
+
+def test_numeric_matrix_is_standardised():
+    df, _ = blobs()
+    x = numeric_matrix(df)
+    assert x.shape == (len(df), len(NUMERIC_FEATURES))
+    assert np.allclose(x.mean(axis=0), 0, atol=1e-9)
+    assert np.allclose(x.std(axis=0)[x.std(axis=0) > 0], 1)
+
+
+def test_numeric_matrix_names_the_bad_column():
+    df, _ = blobs()
+    df.loc[3, "monetary"] = np.nan
+    with pytest.raises(ValueError, match="monetary"):
+        numeric_matrix(df)
+    df.loc[3, "monetary"] = -1
+    with pytest.raises(ValueError, match="monetary"):
+        numeric_matrix(df)
+
+
+@pytest.mark.parametrize("algorithm", ["kprototypes", "kmeans"])
+def test_separated_groups_are_recovered_and_k_is_picked(algorithm):
+    from sklearn.metrics import adjusted_rand_score
+
+    df, truth = blobs()
+    result = fit_segments(df, k_min=2, k_max=6, seed=1, silhouette_sample=300, algorithm=algorithm)
+    assert result.algorithm == algorithm
+    assert result.k == 3
+    assert adjusted_rand_score(truth, result.labels) > 0.95
+    assert list(result.candidates["k"]) == [2, 3, 4, 5, 6]
+    # after ordering, id 1 is the highest-revenue segment
+    ordered = order_by_value(df, result.labels)
+    means = pd.Series(df["monetary"].to_numpy()).groupby(ordered).mean()
+    assert means.idxmax() == 1 and sorted(set(ordered)) == [1, 2, 3]
+
+
+def test_constant_traits_fall_back_to_kmeans():
+    df, _ = blobs()
+    df["preferred_channel"] = df["plan_tier"] = df["region"] = "unknown"
+    assert fit_segments(df, k=3, seed=1).algorithm == "kmeans"
+
+
+def test_choose_k_skips_candidates_with_tiny_segments():
+    candidates = pd.DataFrame({"k": [3, 4, 5], "silhouette": [0.4, 0.5, 0.6], "smallest_segment_share": [0.2, 0.1, 0.01]})
+    assert choose_k(candidates) == 4
+    assert choose_k(candidates, min_share=0.0) == 5
+    # Last run's k is kept while it is within the tolerance of the best.
+    close = pd.DataFrame({"k": [3, 4], "silhouette": [0.49, 0.5], "smallest_segment_share": [0.2, 0.1]})
+    assert choose_k(close, previous_k=3) == 3
+    assert choose_k(close, previous_k=3, tolerance=0.005) == 4
+    assert choose_k(candidates, previous_k=5) == 4  # an ineligible k is not kept
+
+
+def test_bootstrap_stability_separates_real_from_arbitrary_clusters():
+    df, _ = blobs()
+    result = fit_segments(df, k=3, seed=1)
+    jaccard, ari = bootstrap_stability(df, result.labels, 3, n_boot=8, seed=2)
+    assert jaccard.shape == (3,) and (jaccard > 0.95).all() and ari > 0.95
+    # Splitting one real group in two gives arbitrary, unstable halves.
+    over = fit_segments(df, k=6, seed=1)
+    jaccard6, ari6 = bootstrap_stability(df, over.labels, 6, n_boot=8, seed=2)
+    assert jaccard6.min() < 0.75 and ari6 < ari
+
+
+def test_segment_ids_follow_the_previous_run():
+    previous = pd.DataFrame({"monetary": [2.0, 0.0, -1.5], "recency_days": [-1.0, 0.0, 1.5]}, index=[1, 2, 7])
+    current = pd.DataFrame({"monetary": [-1.4, 2.1, 0.1, 5.0], "recency_days": [1.6, -1.1, 0.0, 5.0]}, index=[1, 2, 3, 4])
+    mapping, distance = match_segment_ids(current, previous, max_distance=1.0, next_id=9)
+    assert mapping[1] == 7 and mapping[2] == 1 and mapping[3] == 2
+    assert mapping[4] == 9  # no match within reach: a new id, never a retired one
+    assert set(distance) == {1, 2, 3} and max(distance.values()) < 0.2
+    first, _ = match_segment_ids(current, None)
+    assert first == {1: 1, 2: 2, 3: 3, 4: 4}
+
+
+def test_same_seed_same_labels():
+    df, _ = blobs()
+    a = fit_segments(df, k_min=2, k_max=4, seed=3, silhouette_sample=200)
+    b = fit_segments(df.sample(frac=1.0, random_state=0).sort_index(), k_min=2, k_max=4, seed=3, silhouette_sample=200)
+    assert np.array_equal(a.labels, b.labels)
+
+
+def test_profiles_name_segments_with_their_rule():
+    df, _ = blobs()
+    result = fit_segments(df, k=3, seed=1)
+    labels = order_by_value(df, result.labels)
+    assert z_profiles(df, labels).shape == (3, len(NUMERIC_FEATURES))
+    profiles = segment_profiles(df, labels, dt.date(2026, 1, 1))
+    names = dict(zip(profiles["segment_id"], profiles["segment_name"], strict=True))
+    assert names[1] == "High-value core"
+    assert "Discount-driven" in names.values()
+    assert profiles["customers"].sum() == len(df)
+    assert profiles["name_rule"].str.contains("z=").all()
+
+
+def test_duplicate_names_get_suffixes():
+    z = pd.DataFrame({f: [0.0, 0.0] for f in NUMERIC_FEATURES}, index=[1, 2])
+    z.loc[:, "recency_days"] = 1.0
+    z.loc[:, "avg_order_value"] = -1.0
+    z.loc[1, "monetary"] = 0.5
+    named = name_segments(z)
+    assert named.loc[1, "segment_name"] == "Hibernating"
+    assert named.loc[2, "segment_name"] == "Hibernating 2"
