@@ -58,12 +58,13 @@ def _configure_pytensor() -> None:
 
 def _flat_map_fit(model_cls, data: pd.DataFrame, names: tuple[str, ...]) -> dict[str, float]:
     _configure_pytensor()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    from pymc_extras.prior import Prior
+    with warnings.catch_warnings():  # pymc/arviz notices, silenced for this fit only (not the whole worker)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        from pymc_extras.prior import Prior
 
-    model = model_cls(data=data, model_config={k: Prior("HalfFlat") for k in names})
-    model.fit(method="map", progressbar=False)
+        model = model_cls(data=data, model_config={k: Prior("HalfFlat") for k in names})
+        model.fit(method="map", progressbar=False)
     posterior = model.idata.posterior  # MAP: one chain, one draw; fit_summary() would round to 3 decimals
     params = {k: float(posterior[k].values.mean()) for k in names}
     if not all(np.isfinite(v) and v > 1e-6 for v in params.values()):

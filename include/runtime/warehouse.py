@@ -42,6 +42,31 @@ def load_sql(name: str) -> str:
     return resources.files("include.sql").joinpath(name).read_text(encoding="utf-8")
 
 
+def redact_url(url: str) -> str:
+    """``url`` without its password, for logs."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def named_sql(name: str) -> dict[str, str]:
+    """The ``-- name: <statement>`` blocks of ``include/sql/<name>``, without comments or the final ``;``.
+
+    The convention of aiosql/yesql: one file per statement family, each
+    statement under its name, parameters documented in the file's header.
+    """
+    blocks: dict[str, str] = {}
+    current = None
+    for line in load_sql(name).splitlines():
+        m = re.match(r"--\s*name:\s*(\w+)\s*$", line.strip())
+        if m:
+            current = m.group(1)
+            if current in blocks:
+                raise ValueError(f"include/sql/{name}: statement {current!r} is defined twice")
+            blocks[current] = ""
+        elif current is not None and not line.strip().startswith("--"):
+            blocks[current] += line + "\n"
+    return {k: v.strip().rstrip(";").strip() for k, v in blocks.items()}
+
+
 def split_statements(script: str) -> list[str]:
     """Split a SQL script on ``;`` ending a line; comments-only pieces are dropped."""
     pieces = re.split(r";\s*(?:\n|$)", script)

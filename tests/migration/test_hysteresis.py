@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from include.migration.hysteresis import GONE, NEW, apply_hysteresis, markov_view, top_segment_outflow, transitions
-from include.runtime.errors import MigrationAlert
+from include.runtime.errors import MigrationAlert, QualityGateError
 from include.runtime.run import RunInfo
 from include.runtime.settings import PipelineSettings
 from include.runtime.warehouse import Warehouse
@@ -164,3 +164,16 @@ def test_republishing_carries_labels_through_a_later_failed_gate(tmp_path):
     assert (week3.loc[common, "segment_id"] == week2.loc[common, "segment_id"]).all()
     present = week3["raw_segment_id"].notna()
     assert week3.loc[present, "rfm_segment"].notna().all()
+
+
+def test_failed_gate_with_nothing_to_carry_forward_fails_publishing(tmp_path):
+    url = f"duckdb:///{tmp_path / 'd.duckdb'}"
+    seed_runs(url)
+    with Warehouse(url) as wh:
+        wh.run_script("UPDATE segmentation_runs SET gate_passed = FALSE, gate_reason = 'segment 2 Jaccard 0.41' "
+                      "WHERE as_of_date = :d", {"d": DATES[0]})
+    run = RunInfo("test_migration", "gate", DATES[0], PipelineSettings(), url)
+    with pytest.raises(QualityGateError, match=f"no labels published for {DATES[0]}: segment 2 Jaccard 0.41"):
+        publish_segments(run)
+    with Warehouse(url) as wh:
+        assert wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d", {"d": DATES[0]}) == 0
