@@ -18,6 +18,11 @@ and what do we spend serving the unprofitable ones?**
 | `render_report` | `<data>/reports/segment_report_<date>.html` (self-contained), also an MLflow artifact |
 | `push_<target>` | `crm_push_log`, `crm_push_state` (+ `crm_outbox`): changed labels to the targets in `crm_targets` |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
+| `close_mlflow_run` | teardown: closes the run's MLflow run, `FAILED` when any task failed, else `FINISHED` |
+
+**Assets**: `publish_segments`, `fit_clv` and `build_economics` update the assets
+`customer_segments`, `customer_clv` and `segment_economics` (event `extra`:
+`as_of_date`), so other DAGs can be scheduled on them.
 
 **Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
 names, email, phone, address, date of birth and device id. The last accepted
@@ -35,11 +40,14 @@ plan and region; k by sampled silhouette (segments under 2% excluded); every
 segment's stability by bootstrap Jaccard (Hennig's clusterboot). **Quality gate**:
 if a segment's Jaccard is below `min_jaccard`, the new labels are not published
 and the previous ones are carried forward (the `publish_segments` log and the
-MLflow tag `gate_failure` say which segment and why). Segment ids follow last
+MLflow tag `gate_failure` say which segment and why); with no earlier labels to
+carry forward, `publish_segments` fails ("no labels published for <date>: <reason>"). Segment ids follow last
 run's segments by centroid matching, so "High-value core" keeps its id.
 
 **As-of date**: the `as_of_date` param when set, else the day before the run's
-data interval end (the last complete day). Every task replaces only that date's
+data interval end (the last complete day); any date can run (`airflow dags test
+customer_segmentation 1998-06-28`). A misspelt or out-of-range setting in the
+trigger's conf fails the first task, naming it. Every task replaces only that date's
 rows, so re-running or backfilling a date is safe.
 
 **Where to look**: the MLflow run tagged with this DAG run's id holds every
@@ -56,10 +64,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, chain, dag, task
+from airflow.sdk import Asset, Param, chain, dag, task, teardown
 
 from include.runtime.settings import CRM_TARGETS, SETTINGS
 from segmentation_providers.operators.push_segments import PushSegmentsOperator
+
+#: Tables other DAGs can be scheduled on (``schedule=[Asset.ref(name="customer_segments")]``); each event's
+#: ``extra`` carries the ``as_of_date`` it was written for.
+OUTLETS = {
+    stage: Asset(name=table, uri=f"x-segmentation://warehouse/{table}", group="customer_segmentation")
+    for stage, table in (("publish_segments", "customer_segments"), ("fit_clv", "customer_clv"),
+                         ("build_economics", "segment_economics"))
+}
 
 
 def _stage(name: str):
@@ -68,8 +84,9 @@ def _stage(name: str):
 
     if name not in STAGES:  # fail when the DAG file is parsed, not when the task runs
         raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}")
+    outlets = [OUTLETS[name]] if name in OUTLETS else []
 
-    @task(task_id=name)
+    @task(task_id=name, outlets=outlets)
     def run_stage(**context):
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -78,20 +95,37 @@ def _stage(name: str):
         from include.stages import stage
         from segmentation_providers.hooks.warehouse import WarehouseHook
 
-        run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
         try:
-            return stage(name)(run)
+            run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
+            result = stage(name)(run)
         except PipelineFinding as exc:
-            # Bad input, a failed gate, a migration alert: findings, not transient errors. Fail once, visibly.
+            # Bad input or settings, a failed gate, a migration alert: findings, not transient errors. Fail once.
             raise AirflowFailException(str(exc)) from exc
+        for asset in outlets:
+            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat()}
+        return result
 
     return run_stage()
+
+
+@teardown
+def close_mlflow_run(**context):
+    """Close the DAG run's MLflow run: FAILED if any task failed, else FINISHED (runs after every task)."""
+    from include.runtime import tracking
+
+    dag_run, ti = context["dag_run"], context["ti"]
+    # The Task SDK's view of this run's task states (a worker may not read the metadata DB itself).
+    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    failed = sorted(t for t, state in states.items() if state in ("failed", "upstream_failed"))
+    return tracking.close_parent_run(dag_run.dag_id, dag_run.run_id, failed)
 
 
 @dag(
     dag_id="customer_segmentation",
     schedule="@weekly",
-    start_date=dt.datetime(2026, 1, 4),
+    # Far in the past so that any as-of date can run (`airflow dags test customer_segmentation 1998-06-28`);
+    # catchup=False keeps the scheduler from backfilling it.
+    start_date=dt.datetime(1970, 1, 4, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -127,8 +161,9 @@ def customer_segmentation():
     features >> clv
     [published, clv] >> crosscheck
     [published, clv] >> migration
-    [crosscheck, migration] >> economics >> report >> check
-    economics >> pushes
+    [crosscheck, migration] >> economics >> report
+    report >> [check, *pushes]
+    [check, *pushes] >> close_mlflow_run()
 
 
 customer_segmentation()

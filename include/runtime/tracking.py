@@ -56,18 +56,23 @@ def experiment_id(name: str = EXPERIMENT) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def parent_run_id(dag_id: str, run_id: str, as_of_date: dt.date) -> str:
-    """The MLflow run of this DAG run, created on first use."""
-    mlflow = _mlflow()
-    exp = experiment_id()
-    client = mlflow.MlflowClient()
-    found = client.search_runs(
-        [exp],
+def find_parent_run(dag_id: str, run_id: str) -> str | None:
+    """The MLflow run of this DAG run, or ``None`` when no task has logged to it yet."""
+    found = client().search_runs(
+        [experiment_id()],
         filter_string=f"tags.`airflow.dag_id` = '{dag_id}' AND tags.`airflow.run_id` = '{run_id}'",
         max_results=1,
     )
+    return found[0].info.run_id if found else None
+
+
+def parent_run_id(dag_id: str, run_id: str, as_of_date: dt.date) -> str:
+    """The MLflow run of this DAG run, created on first use."""
+    found = find_parent_run(dag_id, run_id)
     if found:
-        return found[0].info.run_id
+        return found
+    exp = experiment_id()
+    client = _mlflow().MlflowClient()
     run = client.create_run(
         exp,
         run_name=f"{dag_id} as of {as_of_date.isoformat()}",
@@ -135,8 +140,28 @@ def child_run(parent_id: str, run_name: str, tags: Mapping[str, str] | None = No
 
 
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
-    """Mark a run finished (the parent is finished by the DAG's last task)."""
+    """Mark a (child) run terminated; the parent is closed by :func:`close_parent_run`."""
     client().set_terminated(run_id, status=status)
+
+
+def close_parent_run(dag_id: str, run_id: str, failed_tasks: list[str]) -> str | None:
+    """Close this DAG run's MLflow run: ``FAILED`` when any task failed, else ``FINISHED``.
+
+    Called by the DAG's teardown task once every other task is done, so
+    nothing logs to the run after it is closed. The failed tasks are kept as
+    the tag ``failed_tasks``. Returns the final status, or ``None`` when no
+    task had created the run.
+    """
+    parent = find_parent_run(dag_id, run_id)
+    if parent is None:
+        log.info("no MLflow run for %s/%s to close (no task logged to it)", dag_id, run_id)
+        return None
+    status = "FAILED" if failed_tasks else "FINISHED"
+    if failed_tasks:
+        client().set_tag(parent, "failed_tasks", ", ".join(failed_tasks))
+    client().set_terminated(parent, status=status)
+    log.info("MLflow run %s closed %s%s", parent, status, f" (failed: {', '.join(failed_tasks)})" if failed_tasks else "")
+    return status
 
 
 IDENTITY_MODEL_ARTIFACT = "identity/splink_model.json"

@@ -218,6 +218,10 @@ class Warehouse:
     def ensure_schema(self) -> None:
         """Create the pipeline's tables (``include/sql/schema.sql``) and add any new columns.
 
+        Called once per DAG run, by its first task (``extract_validate``), and
+        by entry points that can run alone (the CRM push operator, the CDNOW
+        loader); later stages rely on it instead of repeating it.
+
         A warehouse created by an older version gains the columns added since
         (``ALTER TABLE ... ADD COLUMN``); existing rows get NULL there.
         """

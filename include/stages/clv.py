@@ -36,7 +36,6 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
-        wh.ensure_schema()
         build_clv_summary(wh, run.as_of_date, settings)
         full = wh.query_df("SELECT * FROM clv_summary WHERE as_of_date = :as_of_date AND period = 'full' "
                            "ORDER BY customer_key", d)
@@ -124,7 +123,6 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
-        wh.ensure_schema()
         profiles = wh.query_df("SELECT segment_id, segment_name, customers, monetary FROM segment_profiles "
                                "WHERE as_of_date = :as_of_date", d)
         clv = wh.query_df(

@@ -46,7 +46,6 @@ def extract_validate(run: RunInfo) -> dict[str, Any]:
     tracking.log_metrics(mlflow_run, metrics)
     tracking.log_table(mlflow_run, quarantine, "extract/quarantine_counts.csv")
     if failed is not None:
-        tracking.finish_run(mlflow_run, "FAILED")
         raise failed
     return {"as_of_date": run.as_of_date.isoformat(), "mlflow_run_id": mlflow_run,
             "quarantined": int(quarantine["rows"].sum()) if len(quarantine) else 0,

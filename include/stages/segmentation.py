@@ -36,7 +36,6 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     s = run.settings
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
-        wh.ensure_schema()
         features = load_features(wh, run.as_of_date)
         if features.empty:
             raise ValueError(f"customer_features has no rows for as_of_date={run.as_of_date}")

@@ -19,7 +19,10 @@ EDGES = [
     ("publish_segments", "track_migration"), ("fit_clv", "track_migration"),
     ("track_migration", "build_economics"), ("crosscheck_clv", "build_economics"),
     ("build_economics", "render_report"), ("render_report", "check_migration"),
-    *[("build_economics", f"push_{t}") for t in ("outbox", "webhook", "hubspot", "salesforce")],
+    *[("render_report", f"push_{t}") for t in ("outbox", "webhook", "hubspot", "salesforce")],
+    # the teardown closing the MLflow run comes after every other task
+    ("check_migration", "close_mlflow_run"),
+    *[(f"push_{t}", "close_mlflow_run") for t in ("outbox", "webhook", "hubspot", "salesforce")],
 ]
 
 
@@ -41,6 +44,26 @@ def test_dag_wires_the_stages_in_order(dagbag):
     assert edges == set(EDGES)
     assert dag.doc_md and "as-of date" in dag.doc_md.lower()
     assert dag.max_active_runs == 1
+
+
+def test_any_as_of_date_can_run_and_outlets_are_assets(dagbag):
+    dag = dagbag.dags["customer_segmentation"]
+    assert dag.start_date <= dt.datetime(1990, 1, 1, tzinfo=dt.UTC) and not dag.catchup  # CDNOW is 1997-98
+    outlets = {t.task_id: [a.name for a in t.outlets] for t in dag.tasks if t.outlets}
+    assert outlets == {"publish_segments": ["customer_segments"], "fit_clv": ["customer_clv"],
+                       "build_economics": ["segment_economics"]}
+    assert dag.get_task("close_mlflow_run").is_teardown
+
+
+def test_a_misspelt_stage_name_fails_the_dag_import(tmp_path, airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    broken = tmp_path / "customer_segmentation.py"
+    broken.write_text(DAG_FILE.read_text().replace('_stage("resolve_identity")', '_stage("resolve_identiy")'))
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert "customer_segmentation" not in bag.dags
+    (error,) = bag.import_errors.values()
+    assert "unknown stage 'resolve_identiy'" in error and "resolve_identity" in error
 
 
 def test_params_are_typed(dagbag):
@@ -198,3 +221,22 @@ def test_bad_data_fails_the_extract_task(dagbag, warehouse_url, monkeypatch):
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["extract_validate"] in ("failed", "up_for_retry")
     assert states["publish_segments"] != "success"
+    # The teardown closed this DAG run's MLflow run as FAILED, naming the failed task.
+    assert states["close_mlflow_run"] == "success"
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    (parent,) = mlflow.MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("customer_segmentation").experiment_id],
+        filter_string=f"tags.`airflow.run_id` = '{run.run_id}'")
+    assert parent.info.status == "FAILED"
+    assert "extract_validate" in parent.data.tags["failed_tasks"]
+
+
+def test_a_misspelt_setting_in_the_conf_fails_the_first_task_naming_it(dagbag, warehouse_url, monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse_url)
+    dag = dagbag.dags["customer_segmentation"]
+    run = dag.test(logical_date=dt.datetime(2026, 11, 15, tzinfo=dt.UTC), run_conf={"k_mx": 5})
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["extract_validate"] == "failed"  # a finding: no retry
