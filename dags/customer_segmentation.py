@@ -101,6 +101,9 @@ def _stage(name: str):
                             description="Run for this date (YYYY-MM-DD); empty = the day before the run."),
         "max_bad_share": Param(0.05, type="number", minimum=0, maximum=1,
                                description="Fail extract when a table's quarantined share is above this."),
+        "date_order": Param("ISO", type="string", enum=["ISO", "DMY", "MDY"],
+                            description="How extract reads 01/02/2025-style dates: ISO = only unambiguous "
+                                        "forms (ISO 8601, YYYYMMDD), DMY = day first, MDY = month first."),
         "identity_method": Param("splink", type="string", enum=["splink", "exact"],
                                  description="Probabilistic linkage (Splink) or the exact email/phone baseline."),
         "identity_match_threshold": Param(0.95, type="number", exclusiveMinimum=0, exclusiveMaximum=1,

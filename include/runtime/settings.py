@@ -75,6 +75,11 @@ class PipelineSettings:
     identity_min_f1
         A newly trained model is accepted (reused by later runs) only if its
         clustered pairwise F1 reaches this where ground truth exists.
+    date_order
+        How extract reads dates written with a four-digit year last:
+        ``ISO`` (default) accepts only unambiguous forms (ISO 8601 with an
+        optional UTC offset, ``YYYY/MM/DD``, ``YYYYMMDD``); ``DMY`` also reads
+        ``31/12/1980`` and ``31.12.1980``; ``MDY`` reads ``12/31/1980``.
     """
 
     max_bad_share: float = 0.05
@@ -107,6 +112,7 @@ class PipelineSettings:
     identity_retrain: bool = False
     identity_u_max_pairs: float = 2e7
     identity_min_f1: float = 0.95
+    date_order: str = "ISO"
     support_cost_by_channel: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
     )
