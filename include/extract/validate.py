@@ -397,15 +397,36 @@ reasoned AS (
     WHERE {scope}
 )
 SELECT {", ".join(kept)},
-    CASE WHEN t._reason IS NULL THEN ROW_NUMBER() OVER (
-        PARTITION BY {key_partition}, CASE WHEN t._reason IS NULL THEN 1 ELSE 0 END
-        ORDER BY t._loaded_at, {order_cols}
-    ) END AS _dup_rank
-FROM reasoned t"""
-    finalize = f"""
-UPDATE {chk} SET _reason = 'duplicate_key',
-    _detail = 'key=' || _source_key
-WHERE _reason IS NULL AND _dup_rank > 1"""
+    CASE WHEN d.{spec.key[0]} IS NOT NULL AND t._reason IS NULL THEN 1 ELSE 0 END AS _dup
+FROM reasoned t
+LEFT JOIN (
+    SELECT {", ".join(spec.key)} FROM reasoned WHERE _reason IS NULL
+    GROUP BY {", ".join(spec.key)} HAVING COUNT(*) > 1
+) d ON {" AND ".join(f"d.{k} = t.{k}" for k in spec.key)}"""
+    # Duplicate keys are rare: a hash aggregate flags them above, and only the
+    # flagged rows are ranked (the first copy by loaded_at, then raw values,
+    # is kept), instead of sorting every row by key in a window.
+    chk_cols = [c.split(" AS ")[-1].removeprefix("t.") for c in kept] + ["_dup"]
+    ranked = f"_dup_{spec.raw}"
+    dedupe = {
+        "dup_drop": f"DROP TABLE IF EXISTS {ranked}",
+        "dup_rank": (
+            f"CREATE TEMPORARY TABLE {ranked} AS SELECT {', '.join(chk_cols)}, ROW_NUMBER() OVER ("
+            f"PARTITION BY {key_partition} ORDER BY t._loaded_at, {order_cols}) AS _dup_rank "
+            f"FROM {chk} t WHERE t._dup = 1"
+        ),
+        "dup_delete": f"DELETE FROM {chk} WHERE _dup = 1",
+        "dup_insert": (
+            f"INSERT INTO {chk} ({', '.join(chk_cols)}) SELECT "
+            + ", ".join(
+                "CASE WHEN _dup_rank > 1 THEN 'duplicate_key' ELSE _reason END" if c == "_reason"
+                else "CASE WHEN _dup_rank > 1 THEN 'key=' || _source_key ELSE _detail END" if c == "_detail"
+                else c
+                for c in chk_cols
+            )
+            + f" FROM {ranked}"
+        ),
+    }
     insert_staged = (
         f"INSERT INTO {spec.staged} (as_of_date, {', '.join(data_cols)}) "
         f"SELECT CAST(:as_of_date AS DATE), {', '.join(data_cols)} FROM {chk} WHERE _reason IS NULL"
@@ -422,7 +443,7 @@ WHERE _reason IS NULL AND _dup_rank > 1"""
     )
     sql = {
         "create": create,
-        "finalize": finalize,
+        **dedupe,
         "delete_staged": f"DELETE FROM {spec.staged} WHERE as_of_date = :as_of_date",
         "insert_staged": insert_staged,
         "delete_quarantine": (
@@ -552,7 +573,8 @@ def extract_and_validate(
         with wh.begin() as conn:
             conn.execute(sa.text(sql["drop"]))
             conn.execute(sa.text(sql["create"]), params)
-            conn.execute(sa.text(sql["finalize"]))
+            for step in ("dup_drop", "dup_rank", "dup_delete", "dup_insert", "dup_drop"):
+                conn.execute(sa.text(sql[step]))
             for step in _WRITE_STEPS:
                 if step in sql:
                     conn.execute(sa.text(sql[step]), params)
