@@ -23,7 +23,7 @@ LAST = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner"
         "Koch", "Richter", "Klein", "Wolf", "Neumann"]
 
 
-def main(persons: int = 240, seed: int = 3) -> None:
+def main(persons: int = 300, seed: int = 3) -> None:
     rng = np.random.default_rng(seed)
     start = dt.date(2024, 1, 1)
     customers, orders = [], []
@@ -53,13 +53,23 @@ def main(persons: int = 240, seed: int = 3) -> None:
                 "Steuer-ID": f"{12345678900 + p}" if system == "webshop" else "",
                 "Kundenkarte": card,
             })
-        value = rng.lognormal(3.6, 0.6)
-        n_orders = int(rng.geometric(0.25))
+        # Four kinds of customer, so the example has segments to find: loyal
+        # regulars, one-time buyers, discount hunters, lapsed big spenders.
+        kind = ("regular", "one_time", "discount", "lapsed")[int(rng.choice(4, p=[0.25, 0.35, 0.2, 0.2]))]
+        value, n_orders, discount_share, last_day = {
+            "regular": (rng.lognormal(4.3, 0.3), int(rng.integers(8, 16)), 0.0, dt.date(2025, 12, 31)),
+            "one_time": (rng.lognormal(3.3, 0.3), 1, 0.0, dt.date(2025, 12, 31)),
+            "discount": (rng.lognormal(3.6, 0.3), int(rng.integers(3, 7)), 0.3, dt.date(2025, 12, 31)),
+            "lapsed": (rng.lognormal(5.3, 0.3), int(rng.integers(3, 6)), 0.0, dt.date(2024, 12, 31)),
+        }[kind]
+        signup = min(signup, last_day - dt.timedelta(days=30))
+        for record in customers[-len(systems):]:
+            record["Angelegt"] = signup.strftime("%Y%m%d")
         for _ in range(n_orders):
             system, number = ids[int(rng.integers(0, len(ids)))]
-            day = signup + dt.timedelta(days=int(rng.integers(0, max(1, (dt.date(2025, 12, 31) - signup).days))))
-            amount = value * rng.uniform(0.5, 1.5)
-            discount = amount * 0.1 if rng.random() < 0.2 else 0.0
+            day = signup + dt.timedelta(days=int(rng.integers(0, max(1, (last_day - signup).days))))
+            amount = value * rng.uniform(0.8, 1.2)
+            discount = amount * discount_share
             order_no += 1
             orders.append({
                 "BestellNr": str(order_no), "System": system, "KundenNr": number,
