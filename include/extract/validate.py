@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -133,6 +134,15 @@ TABLE_SPECS: tuple[TableSpec, ...] = (
 )
 
 
+#: Accepted values of the ``date_order`` setting: which day/month order a
+#: date written with separators and a four-digit year last is read in.
+DATE_ORDERS = ("ISO", "DMY", "MDY")
+
+#: Prefix of the extra identifier columns of ``raw_identity_records``.
+EXTRA_ID_PREFIX = "id_"
+_EXTRA_ID_NAME = re.compile(r"^id_[a-z0-9_]+$")
+
+
 def _text(col: str) -> str:
     return f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
 
@@ -143,55 +153,200 @@ def _try_timestamp(expr: str) -> str:
     return f"CASE WHEN TRY_CAST(SUBSTR({expr}, 1, 10) AS DATE) IS NOT NULL THEN TRY_CAST({expr} AS TIMESTAMP) END"
 
 
-def build_validation_sql(spec: TableSpec, present: set[str]) -> dict[str, str]:
+def _add_minutes(ts: str, minutes: str, dialect: str) -> str:
+    # The one dialect difference of the parser: neither engine has the other's
+    # form (DuckDB has no DATEADD; Snowflake cannot multiply an interval).
+    if dialect == "snowflake":
+        return f"DATEADD(minute, {minutes}, {ts})"
+    return f"({ts} + ({minutes}) * INTERVAL '1 minute')"
+
+
+def _time_layers(name: str, date_order: str) -> list[str]:
+    """Per-layer SQL expressions that turn ``{name}__raw`` text into an ISO string.
+
+    Returns the expressions of four successive SELECT layers (each may refer
+    to the previous layer's columns): separator, zone split, date part, ISO.
+    String functions only (``SUBSTR``, ``SPLIT_PART``, ``LPAD``...), so the
+    same text runs on DuckDB and Snowflake and never depends on a session's
+    date-format or time-zone setting.
+    """
+    raw, s, loc, d = f"{name}__raw", f"{name}__s", f"{name}__loc", f"{name}__d"
+    sep = f"CASE WHEN SUBSTR({raw}, 11, 1) = 'T' THEN SUBSTR({raw}, 1, 10) || ' ' || SUBSTR({raw}, 12) ELSE {raw} END AS {s}"
+    # A trailing UTC offset: 'Z', '+hh:mm' or '+hhmm' after a time of day.
+    zone_len = (
+        f"CASE WHEN LENGTH({s}) > 10 AND SUBSTR({s}, LENGTH({s}), 1) = 'Z' THEN 1 "
+        f"WHEN LENGTH({s}) > 16 AND SUBSTR({s}, LENGTH({s}) - 5, 1) IN ('+', '-') "
+        f"AND SUBSTR({s}, LENGTH({s}) - 2, 1) = ':' THEN 6 "
+        f"WHEN LENGTH({s}) > 15 AND SUBSTR({s}, LENGTH({s}) - 4, 1) IN ('+', '-') "
+        f"AND SUBSTR({s}, LENGTH({s}) - 7, 1) = ':' THEN 5 ELSE 0 END"
+    )
+    zone = [
+        f"{s}",
+        f"CASE {zone_len} WHEN 1 THEN '+00:00' "
+        f"WHEN 6 THEN SUBSTR({s}, LENGTH({s}) - 5) "
+        f"WHEN 5 THEN SUBSTR({s}, LENGTH({s}) - 4, 3) || ':' || SUBSTR({s}, LENGTH({s}) - 1) END AS {name}__zone",
+        f"TRIM(SUBSTR({s}, 1, LENGTH({s}) - {zone_len})) AS {loc}",
+    ]
+    date_part = [f"{loc}", f"{name}__zone", f"SPLIT_PART({loc}, ' ', 1) AS {d}",
+                 f"REPLACE(REPLACE(SPLIT_PART({loc}, ' ', 1), '.', '/'), '-', '/') AS {name}__dn"]
+    dn = f"{name}__dn"
+    rest = f"SUBSTR({loc}, LENGTH({d}) + 1)"
+    branches = [
+        # ISO and year-first forms: YYYY-MM-DD, YYYY/MM/DD, YYYY.MM.DD (+ time).
+        f"WHEN SUBSTR({loc}, 5, 1) IN ('-', '/', '.') AND SUBSTR({loc}, 8, 1) = SUBSTR({loc}, 5, 1) "
+        f"THEN SUBSTR({loc}, 1, 4) || '-' || SUBSTR({loc}, 6, 2) || '-' || SUBSTR({loc}, 9)",
+        # YYYYMMDD (+ time).
+        f"WHEN LENGTH({d}) = 8 AND TRY_CAST({d} AS BIGINT) IS NOT NULL "
+        f"THEN SUBSTR({d}, 1, 4) || '-' || SUBSTR({d}, 5, 2) || '-' || SUBSTR({d}, 7, 2) || {rest}",
+    ]
+    if date_order in ("DMY", "MDY"):
+        first, second = f"SPLIT_PART({dn}, '/', 1)", f"SPLIT_PART({dn}, '/', 2)"
+        day, month = (first, second) if date_order == "DMY" else (second, first)
+        branches.append(
+            f"WHEN LENGTH(SPLIT_PART({dn}, '/', 3)) = 4 AND SPLIT_PART({dn}, '/', 4) = '' "
+            f"AND LENGTH({first}) IN (1, 2) AND LENGTH({second}) IN (1, 2) "
+            f"THEN SPLIT_PART({dn}, '/', 3) || '-' || LPAD({month}, 2, '0') || '-' || LPAD({day}, 2, '0') || {rest}"
+        )
+    iso = [f"CASE {' '.join(branches)} END AS {name}__iso", f"{name}__zone"]
+    return [sep, ", ".join(zone), ", ".join(date_part), ", ".join(iso)]
+
+
+def _timestamp_utc(name: str, dialect: str) -> tuple[str, str]:
+    """The final two layers of a timestamp: local time + offset, then UTC."""
+    zone = f"{name}__zone"
+    hours, minutes = f"TRY_CAST(SUBSTR({zone}, 2, 2) AS INT)", f"TRY_CAST(SUBSTR({zone}, 5, 2) AS INT)"
+    offset = (
+        f"CASE WHEN {zone} IS NULL THEN 0 WHEN {hours} <= 14 AND {minutes} < 60 "
+        f"THEN (CASE WHEN SUBSTR({zone}, 1, 1) = '-' THEN -1 ELSE 1 END) * ({hours} * 60 + {minutes}) END"
+    )
+    local = f"{_try_timestamp(f'{name}__iso')} AS {name}__local, {offset} AS {name}__offset"
+    utc = f"{_add_minutes(f'{name}__local', f'-{name}__offset', dialect)}"
+    return local, utc
+
+
+def extra_identifier_columns(present: set[str]) -> list[str]:
+    """The ``id_*`` columns of ``raw_identity_records`` that are extra identifiers, sorted."""
+    return sorted(c for c in present if c.startswith(EXTRA_ID_PREFIX))
+
+
+def build_validation_sql(
+    spec: TableSpec, present: set[str], *, dialect: str = "duckdb", date_order: str = "ISO"
+) -> dict[str, str]:
     """Return the SQL statements that validate ``spec.raw`` into staging and quarantine.
 
-    ``present`` is the set of columns the raw table has; absent optional
-    columns become typed NULLs. Bind parameters: ``:as_of_date`` (DATE) and
-    ``:cutoff_ts`` (exclusive upper bound, the start of the next day).
+    Parameters
+    ----------
+    spec
+        The contract table.
+    present
+        The columns the raw table has; absent optional columns become typed
+        NULLs. For ``raw_identity_records`` its ``id_*`` columns are staged
+        into ``stg_identity_identifiers``.
+    dialect
+        ``duckdb`` or ``snowflake``: only the minute arithmetic of UTC
+        offsets differs.
+    date_order
+        ``ISO`` accepts only unambiguous dates (ISO, year-first, YYYYMMDD);
+        ``DMY`` / ``MDY`` also read ``31/12/1980`` / ``12/31/1980`` (``/``,
+        ``.`` or ``-`` separated, four-digit year last).
+
+    Bind parameters: ``:as_of_date`` (DATE) and ``:cutoff_ts`` (exclusive
+    upper bound, the start of the next day). Statements whose key is absent
+    from the result have nothing to do for this table.
     """
-    typed, reasons, details = [], [], []
+    if date_order not in DATE_ORDERS:
+        raise ValueError(f"date_order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
+    has_loaded_at = "loaded_at" in present
+    extra_ids = extra_identifier_columns(present) if spec.raw == "raw_identity_records" else []
+    parsed = [c for c in spec.columns if c.name in present and c.kind in (TS, DATE)]
+    parsed_names = [c.name for c in parsed] + (["loaded_at"] if has_loaded_at else [])
+
+    # Layer 0: trimmed text of every column; later layers add parsed values.
+    texts, carry = [], []
+    for col in spec.columns:
+        if col.name in present:
+            texts.append(f"{_text(col.name)} AS {col.name}__raw")
+        else:
+            texts.append(f"CAST(NULL AS VARCHAR) AS {col.name}__raw")
+        carry.append(f"{col.name}__raw")
+    if has_loaded_at:
+        texts.append(f"{_text('loaded_at')} AS loaded_at__raw")
+        carry.append("loaded_at__raw")
+    for name in extra_ids:
+        texts.append(f"{_text(name)} AS {name}")
+        carry.append(name)
+    layers = [", ".join(texts)]
+    for step in range(4):
+        exprs = list(carry)
+        for name in parsed_names:
+            exprs.append(_time_layers(name, date_order)[step])
+        layers.append(", ".join(exprs))
+    utc = {}
+    last = list(carry)
+    for name in parsed_names:
+        local, utc[name] = _timestamp_utc(name, dialect)
+        last.append(local)
+    layers.append(", ".join(last))
+
+    typed = [f"{c}" for c in carry]
     for col in spec.columns:
         name = col.name
         if name not in present:
             typed.append(f"CAST(NULL AS {_SQL_TYPE[col.kind]}) AS {name}")
-            typed.append(f"CAST(NULL AS VARCHAR) AS {name}__raw")
-            continue
-        typed.append(f"{_text(name)} AS {name}__raw")
-        if col.kind == TEXT:
-            typed.append(f"{_text(name)} AS {name}")
+        elif col.kind == TEXT:
+            typed.append(f"{name}__raw AS {name}")
         elif col.kind == TS:
-            typed.append(f"{_try_timestamp(_text(name))} AS {name}")
+            typed.append(f"{utc[name]} AS {name}")
+        elif col.kind == DATE:
+            # A calendar date stays the date as written, whatever its offset.
+            typed.append(f"CAST({name}__local AS DATE) AS {name}")
         else:
-            typed.append(f"TRY_CAST({_text(name)} AS {_SQL_TYPE[col.kind]}) AS {name}")
-    has_loaded_at = "loaded_at" in present
-    typed.append(
-        f"{_try_timestamp(_text('loaded_at'))} AS _loaded_at"
-        if has_loaded_at
-        else "CAST(NULL AS TIMESTAMP) AS _loaded_at"
-    )
+            # NaN, inf and overflowing text (1e309) cast to a DOUBLE on both
+            # engines; x - x = 0 holds for finite values only.
+            typed.append(
+                f"CASE WHEN TRY_CAST({name}__raw AS DOUBLE) - TRY_CAST({name}__raw AS DOUBLE) = 0 "
+                f"THEN TRY_CAST({name}__raw AS DOUBLE) END AS {name}"
+            )
+    typed.append(f"{utc['loaded_at']} AS _loaded_at" if has_loaded_at else "CAST(NULL AS TIMESTAMP) AS _loaded_at")
+
+    reasons, details = [], []
 
     def add(condition: str, reason: str, column: str) -> None:
         reasons.append(f"WHEN {condition} THEN '{reason}'")
         details.append(f"WHEN {condition} THEN '{column}=' || COALESCE(t.{column}__raw, 'NULL')")
 
-    for col in spec.columns:
-        if col.required:
-            add(f"t.{col.name}__raw IS NULL", "missing_required_value", col.name)
-    for col in spec.columns:
-        if col.kind in (TS, DATE) and col.name in present:
-            add(f"t.{col.name}__raw IS NOT NULL AND t.{col.name} IS NULL", "unparsable_date", col.name)
-    for col in spec.columns:
-        if col.kind == NUM and col.name in present:
-            add(f"t.{col.name}__raw IS NOT NULL AND t.{col.name} IS NULL", "non_numeric_value", col.name)
-    for col in spec.columns:
-        if col.nonnegative and col.name in present:
+    def failure(col: Column) -> str:
+        return f"t.{col.name}__raw IS NOT NULL AND t.{col.name} IS NULL"
+
+    required = [c for c in spec.columns if c.required and c.name in present]
+    for col in required:
+        add(f"t.{col.name}__raw IS NULL", "missing_required_value", col.name)
+    for col in required:
+        if col.kind in (TS, DATE):
+            add(failure(col), "unparsable_date", col.name)
+    for col in required:
+        if col.kind == NUM:
+            add(failure(col), "non_numeric_value", col.name)
+    for col in required:
+        if col.nonnegative:
             add(f"t.{col.name} < 0", "negative_value", col.name)
     if has_loaded_at:
         add(f"t._loaded_at IS NOT NULL AND t.{spec.event_column} > t._loaded_at",
             "future_date", spec.event_column)
     if spec.references_identity:
         add("ids.source_id IS NULL", "unknown_customer_id", "source_id")
+
+    # An invalid optional value is nulled and recorded in field_issues; only
+    # required columns quarantine the row (and, through unknown_customer_id,
+    # everything else of that customer).
+    issues = {}
+    for col in spec.columns:
+        if col.required or col.name not in present or col.kind == TEXT:
+            continue
+        whens = [f"WHEN {failure(col)} THEN '{'non_numeric_value' if col.kind == NUM else 'unparsable_date'}'"]
+        if col.nonnegative:
+            whens.append(f"WHEN t.{col.name} < 0 THEN 'negative_value'")
+        issues[col.name] = f"CASE {' '.join(whens)} END"
 
     # Rows loaded after the as-of date (or, without loaded_at, whose event is
     # after it) belong to later runs. A future-dated row that was already
@@ -214,30 +369,64 @@ def build_validation_sql(spec: TableSpec, present: set[str]) -> dict[str, str]:
     chk = f"_chk_{spec.raw}"
     raw_cols = ", ".join(sorted(present))
 
+    layer_sql = [f"l0 AS (SELECT {layers[0]} FROM (SELECT {raw_cols} FROM {spec.raw}) r)"]
+    for i, exprs in enumerate(layers[1:], start=1):
+        layer_sql.append(f"l{i} AS (SELECT {exprs} FROM l{i - 1})")
+    layer_sql.append(f"typed AS (SELECT {', '.join(typed)} FROM l{len(layers) - 1})")
+    kept = []
+    for col in spec.columns:
+        if col.name in issues:
+            kept.append(f"CASE WHEN t.{col.name}__issue IS NULL THEN t.{col.name} END AS {col.name}")
+            kept.append(f"t.{col.name}__issue")
+        else:
+            kept.append(f"t.{col.name}")
+        kept.append(f"t.{col.name}__raw")
+    kept += [f"t.{name}" for name in extra_ids] + ["t._loaded_at", "t._source_key", "t._reason", "t._detail"]
+    issue_cols = "".join(f",\n        {expr} AS {name}__issue" for name, expr in issues.items())
+
     create = f"""
 CREATE TEMPORARY TABLE {chk} AS
-WITH typed AS (
-    SELECT {", ".join(typed)}
-    FROM (SELECT {raw_cols} FROM {spec.raw}) r
-), reasoned AS (
+WITH {(','+chr(10)).join(layer_sql)},
+reasoned AS (
     SELECT t.*,
         {key_expr} AS _source_key,
         CASE {" ".join(reasons)} ELSE NULL END AS _reason,
-        CASE {" ".join(details)} ELSE NULL END AS _detail
+        CASE {" ".join(details)} ELSE NULL END AS _detail{issue_cols}
     FROM typed t
     {join}
     WHERE {scope}
 )
-SELECT t.*,
-    CASE WHEN t._reason IS NULL THEN ROW_NUMBER() OVER (
-        PARTITION BY {key_partition}, CASE WHEN t._reason IS NULL THEN 1 ELSE 0 END
-        ORDER BY t._loaded_at, {order_cols}
-    ) END AS _dup_rank
-FROM reasoned t"""
-    finalize = f"""
-UPDATE {chk} SET _reason = 'duplicate_key',
-    _detail = 'key=' || _source_key
-WHERE _reason IS NULL AND _dup_rank > 1"""
+SELECT {", ".join(kept)},
+    CASE WHEN d.{spec.key[0]} IS NOT NULL AND t._reason IS NULL THEN 1 ELSE 0 END AS _dup
+FROM reasoned t
+LEFT JOIN (
+    SELECT {", ".join(spec.key)} FROM reasoned WHERE _reason IS NULL
+    GROUP BY {", ".join(spec.key)} HAVING COUNT(*) > 1
+) d ON {" AND ".join(f"d.{k} = t.{k}" for k in spec.key)}"""
+    # Duplicate keys are rare: a hash aggregate flags them above, and only the
+    # flagged rows are ranked (the first copy by loaded_at, then raw values,
+    # is kept), instead of sorting every row by key in a window.
+    chk_cols = [c.split(" AS ")[-1].removeprefix("t.") for c in kept] + ["_dup"]
+    ranked = f"_dup_{spec.raw}"
+    dedupe = {
+        "dup_drop": f"DROP TABLE IF EXISTS {ranked}",
+        "dup_rank": (
+            f"CREATE TEMPORARY TABLE {ranked} AS SELECT {', '.join(chk_cols)}, ROW_NUMBER() OVER ("
+            f"PARTITION BY {key_partition} ORDER BY t._loaded_at, {order_cols}) AS _dup_rank "
+            f"FROM {chk} t WHERE t._dup = 1"
+        ),
+        "dup_delete": f"DELETE FROM {chk} WHERE _dup = 1",
+        "dup_insert": (
+            f"INSERT INTO {chk} ({', '.join(chk_cols)}) SELECT "
+            + ", ".join(
+                "CASE WHEN _dup_rank > 1 THEN 'duplicate_key' ELSE _reason END" if c == "_reason"
+                else "CASE WHEN _dup_rank > 1 THEN 'key=' || _source_key ELSE _detail END" if c == "_detail"
+                else c
+                for c in chk_cols
+            )
+            + f" FROM {ranked}"
+        ),
+    }
     insert_staged = (
         f"INSERT INTO {spec.staged} (as_of_date, {', '.join(data_cols)}) "
         f"SELECT CAST(:as_of_date AS DATE), {', '.join(data_cols)} FROM {chk} WHERE _reason IS NULL"
@@ -252,18 +441,50 @@ WHERE _reason IS NULL AND _dup_rank > 1"""
         f"SUM(CASE WHEN _reason IS NULL THEN 1 ELSE 0 END) AS staged, "
         f"(SELECT COUNT(*) FROM {spec.raw}) AS raw_total FROM {chk}"
     )
-    return {
+    sql = {
         "create": create,
-        "finalize": finalize,
+        **dedupe,
         "delete_staged": f"DELETE FROM {spec.staged} WHERE as_of_date = :as_of_date",
         "insert_staged": insert_staged,
         "delete_quarantine": (
             f"DELETE FROM quarantine WHERE as_of_date = :as_of_date AND source_table = '{spec.raw}'"
         ),
         "insert_quarantine": insert_quarantine,
+        "delete_field_issues": (
+            f"DELETE FROM field_issues WHERE as_of_date = :as_of_date AND source_table = '{spec.raw}'"
+        ),
         "counts": counts,
         "drop": f"DROP TABLE IF EXISTS {chk}",
     }
+    if issues:
+        sql["insert_field_issues"] = (
+            "INSERT INTO field_issues (as_of_date, source_table, source_key, column_name, reason, detail) "
+            + " UNION ALL ".join(
+                f"SELECT CAST(:as_of_date AS DATE), '{spec.raw}', _source_key, '{name}', {name}__issue, "
+                f"'{name}=' || {name}__raw FROM {chk} WHERE _reason IS NULL AND {name}__issue IS NOT NULL"
+                for name in issues
+            )
+        )
+    if spec.raw == "raw_identity_records":
+        sql["delete_identifiers"] = "DELETE FROM stg_identity_identifiers WHERE as_of_date = :as_of_date"
+        if extra_ids:
+            sql["insert_identifiers"] = (
+                "INSERT INTO stg_identity_identifiers (as_of_date, source_system, source_id, id_type, id_value) "
+                + " UNION ALL ".join(
+                    f"SELECT CAST(:as_of_date AS DATE), source_system, source_id, "
+                    f"'{name[len(EXTRA_ID_PREFIX):]}', {name} FROM {chk} "
+                    f"WHERE _reason IS NULL AND {name} IS NOT NULL"
+                    for name in extra_ids
+                )
+            )
+    return sql
+
+
+#: Statements that replace this date's rows, in order (absent keys are skipped).
+_WRITE_STEPS = (
+    "delete_staged", "insert_staged", "delete_quarantine", "insert_quarantine",
+    "delete_field_issues", "insert_field_issues", "delete_identifiers", "insert_identifiers",
+)
 
 
 @dataclass
@@ -274,6 +495,7 @@ class TableReport:
     rows_quarantined: int
     rows_after_as_of: int
     present: bool = True
+    fields_nulled: int = 0
 
     @property
     def bad_share(self) -> float:
@@ -309,18 +531,30 @@ def check_contract(wh: Warehouse) -> dict[str, set[str]]:
             raise WarehouseError(
                 f"raw table '{spec.raw}' lacks required column(s): {', '.join(missing)}"
             )
-        present[spec.raw] = set(cols) & ({c.name for c in spec.columns} | {"loaded_at"})
+        known = {c.name for c in spec.columns} | {"loaded_at"}
+        if spec.raw == "raw_identity_records":
+            bad = [c for c in extra_identifier_columns(set(cols)) if not _EXTRA_ID_NAME.match(c)]
+            if bad:
+                raise WarehouseError(
+                    f"raw table '{spec.raw}' has extra identifier column(s) {', '.join(bad)}: "
+                    "an id_* column name may hold only lower-case letters, digits and '_'"
+                )
+            known |= set(extra_identifier_columns(set(cols)))
+        present[spec.raw] = set(cols) & known
     return present
 
 
 def extract_and_validate(
-    wh: Warehouse, as_of_date: dt.date, *, max_bad_share: float = 0.05, retention_runs: int = 4
+    wh: Warehouse, as_of_date: dt.date, *, max_bad_share: float = 0.05, retention_runs: int = 4,
+    date_order: str = "ISO",
 ) -> list[TableReport]:
     """Validate every raw table for ``as_of_date`` into staging and quarantine.
 
     Returns one report per contract table. Raises :class:`BadDataError`
     (after writing everything, so the quarantine can be inspected) when a
-    table's quarantined share exceeds ``max_bad_share``.
+    table's quarantined share exceeds ``max_bad_share``. Invalid optional
+    values are nulled and listed in ``field_issues``; they never count as
+    bad rows. ``date_order`` is passed to :func:`build_validation_sql`.
     """
     wh.ensure_schema()
     present = check_contract(wh)
@@ -330,29 +564,39 @@ def extract_and_validate(
         if spec.raw not in present:
             with wh.begin() as conn:
                 conn.execute(sa.text(f"DELETE FROM {spec.staged} WHERE as_of_date = :as_of_date"), params)
+                conn.execute(sa.text("DELETE FROM field_issues WHERE as_of_date = :as_of_date "
+                                     "AND source_table = :t"), {**params, "t": spec.raw})
             reports.append(TableReport(spec.raw, 0, 0, 0, 0, present=False))
             log.info("optional table %s is absent; its features will be empty", spec.raw)
             continue
-        sql = build_validation_sql(spec, present[spec.raw])
+        sql = build_validation_sql(spec, present[spec.raw], dialect=wh.dialect, date_order=date_order)
         with wh.begin() as conn:
             conn.execute(sa.text(sql["drop"]))
             conn.execute(sa.text(sql["create"]), params)
-            conn.execute(sa.text(sql["finalize"]))
-            for step in ("delete_staged", "insert_staged", "delete_quarantine", "insert_quarantine"):
-                conn.execute(sa.text(sql[step]), params)
+            for step in ("dup_drop", "dup_rank", "dup_delete", "dup_insert", "dup_drop"):
+                conn.execute(sa.text(sql[step]))
+            for step in _WRITE_STEPS:
+                if step in sql:
+                    conn.execute(sa.text(sql[step]), params)
             in_scope, staged, raw_total = conn.execute(sa.text(sql["counts"])).one()
+            nulled = conn.execute(
+                sa.text("SELECT COUNT(*) FROM field_issues WHERE as_of_date = :as_of_date AND source_table = :t"),
+                {**params, "t": spec.raw},
+            ).scalar()
             conn.execute(sa.text(sql["drop"]))
         in_scope, staged, raw_total = int(in_scope or 0), int(staged or 0), int(raw_total or 0)
         reports.append(
-            TableReport(spec.raw, in_scope, staged, in_scope - staged, raw_total - in_scope)
+            TableReport(spec.raw, in_scope, staged, in_scope - staged, raw_total - in_scope,
+                        fields_nulled=int(nulled or 0))
         )
     _write_extract_log(wh, as_of_date, reports)
     _prune_staging(wh, as_of_date, retention_runs)
     for r in reports:
         log.info(
-            "%s: %d in scope, %d staged, %d quarantined (%.2f%%), %d after the as-of date",
+            "%s: %d in scope, %d staged, %d quarantined (%.2f%%), %d after the as-of date, "
+            "%d optional values nulled (field_issues)",
             r.table, r.rows_in_scope, r.rows_staged, r.rows_quarantined, 100 * r.bad_share,
-            r.rows_after_as_of,
+            r.rows_after_as_of, r.fields_nulled,
         )
     too_bad = [r for r in reports if r.bad_share > max_bad_share]
     if too_bad:
@@ -383,6 +627,7 @@ def _write_extract_log(wh: Warehouse, as_of_date: dt.date, reports: list[TableRe
                 "rows_staged": r.rows_staged,
                 "rows_quarantined": r.rows_quarantined,
                 "rows_after_as_of": r.rows_after_as_of,
+                "fields_nulled": r.fields_nulled,
             }
             for r in reports
         ]
@@ -406,7 +651,7 @@ def _prune_staging(wh: Warehouse, as_of_date: dt.date, retention_runs: int) -> N
         return
     oldest_kept = min(dates[:retention_runs])
     with wh.begin() as conn:
-        for spec in TABLE_SPECS:
+        for staged in [spec.staged for spec in TABLE_SPECS] + ["stg_identity_identifiers"]:
             conn.execute(
-                sa.text(f"DELETE FROM {spec.staged} WHERE as_of_date < :oldest"), {"oldest": oldest_kept}
+                sa.text(f"DELETE FROM {staged} WHERE as_of_date < :oldest"), {"oldest": oldest_kept}
             )

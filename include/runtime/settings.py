@@ -122,6 +122,10 @@ SETTINGS: tuple[Setting, ...] = (
        "Extract", minimum=0, maximum=1),
     _s("staging_retention_runs", 4, "integer", "Staged runs kept",
        "How many as-of dates of staged rows to keep; older ones are pruned.", "Extract", minimum=1),
+    _s("date_order", "ISO", "string", "Date order of d/m/y-style dates",
+       "How extract reads dates with a four-digit year last: ISO = only unambiguous forms (ISO 8601 with an "
+       "optional UTC offset, YYYY/MM/DD, YYYYMMDD); DMY reads 31/12/1980 and 31.12.1980; MDY reads 12/31/1980.",
+       "Extract", enum=["ISO", "DMY", "MDY"]),
     # -- Identity -----------------------------------------------------------
     _s("identity_method", "splink", "string", "Identity method",
        "Probabilistic linkage (Splink) or the exact email/phone baseline.", "Identity",

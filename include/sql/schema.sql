@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 CREATE TABLE IF NOT EXISTS extract_log (
     as_of_date DATE, source_table VARCHAR, rows_in_scope BIGINT,
-    rows_staged BIGINT, rows_quarantined BIGINT, rows_after_as_of BIGINT
+    rows_staged BIGINT, rows_quarantined BIGINT, rows_after_as_of BIGINT,
+    fields_nulled BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS identity_map (
@@ -171,4 +172,23 @@ CREATE TABLE IF NOT EXISTS crm_push_log (
 CREATE TABLE IF NOT EXISTS crm_outbox (
     target VARCHAR, as_of_date DATE, batch_key VARCHAR, customer_key VARCHAR, payload VARCHAR,
     checksum VARCHAR, created_at TIMESTAMP
+);
+
+-- Extract and loading (issue #13). field_issues: an invalid optional value
+-- (nulled in staging; the row is kept). stg_identity_identifiers: the id_*
+-- columns of raw_identity_records, one row per non-empty value of a staged
+-- record. load_manifest: what `python -m include.load` loaded, with the
+-- currency and time zone the mapping declared for it.
+CREATE TABLE IF NOT EXISTS field_issues (
+    as_of_date DATE, source_table VARCHAR, source_key VARCHAR, column_name VARCHAR,
+    reason VARCHAR, detail VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS stg_identity_identifiers (
+    as_of_date DATE, source_system VARCHAR, source_id VARCHAR, id_type VARCHAR, id_value VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS load_manifest (
+    table_name VARCHAR, source VARCHAR, rows_loaded BIGINT, currency VARCHAR, timezone VARCHAR,
+    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP
 );

@@ -27,6 +27,7 @@ def extract_validate(run: RunInfo) -> dict[str, Any]:
             reports = extract_and_validate(
                 wh, run.as_of_date, max_bad_share=run.settings.max_bad_share,
                 retention_runs=run.settings.staging_retention_runs,
+                date_order=run.settings.date_order,
             )
             failed = None
         except BadDataError as exc:
@@ -37,17 +38,27 @@ def extract_validate(run: RunInfo) -> dict[str, Any]:
             "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": run.as_of_date})
         extract_log = wh.query_df("SELECT * FROM extract_log WHERE as_of_date = :d ORDER BY source_table",
                                   {"d": run.as_of_date})
+        # Optional values nulled (rows kept): counted per table, column and reason.
+        field_issues = wh.query_df(
+            "SELECT source_table, column_name, reason, COUNT(*) AS rows FROM field_issues WHERE as_of_date = :d "
+            "GROUP BY source_table, column_name, reason ORDER BY source_table, column_name, reason",
+            {"d": run.as_of_date})
     metrics = {}
     for row in extract_log.itertuples(index=False):
         metrics[f"rows_staged.{row.source_table}"] = row.rows_staged
         metrics[f"rows_quarantined.{row.source_table}"] = row.rows_quarantined
+        metrics[f"fields_nulled.{row.source_table}"] = row.fields_nulled
     for row in quarantine.itertuples(index=False):
         metrics[f"quarantine.{row.source_table}.{row.reason}"] = row.rows
+    for row in field_issues.itertuples(index=False):
+        metrics[f"field_issues.{row.source_table}.{row.column_name}.{row.reason}"] = row.rows
     tracking.log_metrics(mlflow_run, metrics)
     tracking.log_table(mlflow_run, quarantine, "extract/quarantine_counts.csv")
+    tracking.log_table(mlflow_run, field_issues, "extract/field_issue_counts.csv")
     if failed is not None:
         raise failed
     return {"as_of_date": run.as_of_date.isoformat(), "mlflow_run_id": mlflow_run,
             "quarantined": int(quarantine["rows"].sum()) if len(quarantine) else 0,
+            "fields_nulled": int(field_issues["rows"].sum()) if len(field_issues) else 0,
             "tables": {r.table: r.rows_staged for r in reports}}
 
