@@ -61,7 +61,15 @@ class PipelineSettings:
         Cost per support contact by channel, where the raw row has no cost.
     servicing_cost_per_customer, servicing_cost_per_order
         Servicing costs added to support costs in the segment economics
-        (per customer per year, and per order).
+        (per customer per year, and per order). 0 (the default) means none
+        configured: without support cost data either, cost-to-serve and
+        profit are reported as unknown, never as made-up figures.
+    currency_code, currency_symbol
+        ISO 4217 code and display symbol of the order amounts (report,
+        summary and CRM fields).
+    retention_window_days
+        Window w of the repeat-retention figure: the share of a segment's
+        customers who ordered in (d-2w, d-w] and ordered again in (d-w, d].
     playbook_path
         Segment playbook TOML; ``None`` uses ``include/economics/playbook.toml``.
     identity_method
@@ -99,8 +107,11 @@ class PipelineSettings:
     alert_top_outflow: float = 0.2
     clv_use_champion: bool = False
     clv_max_holdout_error_pct: float = 25.0
-    servicing_cost_per_customer: float = 4.0
-    servicing_cost_per_order: float = 0.5
+    servicing_cost_per_customer: float = 0.0
+    servicing_cost_per_order: float = 0.0
+    currency_code: str = "GBP"
+    currency_symbol: str = "£"
+    retention_window_days: int = 90
     playbook_path: str | None = None
     identity_method: str = "splink"
     identity_match_threshold: float = 0.95
