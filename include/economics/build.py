@@ -54,6 +54,8 @@ class EconomicsSettings:
     servicing_cost_per_customer: float = 0.0
     servicing_cost_per_order: float = 0.0
     retention_window_days: int = 90
+    currency_code: str = "GBP"
+    currency_symbol: str = "£"
 
 
 def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings) -> pd.DataFrame:
@@ -67,10 +69,51 @@ def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: Econom
     window = dt.timedelta(days=settings.retention_window_days)
     params.update(margin=settings.gross_margin, per_customer=settings.servicing_cost_per_customer,
                   per_order=settings.servicing_cost_per_order, window_start_ts=params["cutoff_ts"] - window,
-                  previous_window_start_ts=params["cutoff_ts"] - 2 * window)
+                  previous_window_start_ts=params["cutoff_ts"] - 2 * window,
+                  currency_code=settings.currency_code, currency_symbol=settings.currency_symbol)
     wh.run_sql_file("economics.sql", params)
     return wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d "
                        "ORDER BY profit DESC NULLS LAST, revenue DESC", {"d": as_of_date})
+
+
+def model_and_published_moves(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
+    """Segment moves since the previous published date: what the model said beside what was published.
+
+    For each (previous published segment, segment now) pair: ``model_customers``
+    whose raw model segment now (``raw_segment_id``) is that segment, and
+    ``published_customers`` whose published label is. With hysteresis the
+    published moves lag the model's; a table whose off-diagonal is empty in
+    both columns means the customers really stayed. Empty when there is no
+    previous date.
+    """
+    return wh.query_df(
+        """
+        WITH prev_date AS (
+            SELECT MAX(as_of_date) AS d FROM customer_segments WHERE as_of_date < :d
+        ), names AS (
+            SELECT segment_id, MIN(segment_name) AS segment_name FROM customer_segments
+            WHERE as_of_date IN (:d, (SELECT d FROM prev_date)) GROUP BY segment_id
+        ), pairs AS (
+            SELECT p.segment_id AS from_segment_id, n.raw_segment_id AS model_to, n.segment_id AS published_to
+            FROM customer_segments p
+            JOIN customer_segments n ON n.customer_key = p.customer_key AND n.as_of_date = :d
+            WHERE p.as_of_date = (SELECT d FROM prev_date)
+        ), counts AS (
+            SELECT from_segment_id, model_to AS to_segment_id, COUNT(*) AS model_customers,
+                0 AS published_customers FROM pairs WHERE model_to IS NOT NULL GROUP BY ALL
+            UNION ALL
+            SELECT from_segment_id, published_to, 0, COUNT(*) FROM pairs GROUP BY ALL
+        )
+        SELECT c.from_segment_id, COALESCE(f.segment_name, 'segment ' || CAST(c.from_segment_id AS VARCHAR)) AS from_segment,
+            c.to_segment_id, COALESCE(t.segment_name, 'segment ' || CAST(c.to_segment_id AS VARCHAR)) AS to_segment,
+            CAST(SUM(c.model_customers) AS BIGINT) AS model_customers,
+            CAST(SUM(c.published_customers) AS BIGINT) AS published_customers
+        FROM counts c
+        LEFT JOIN names f ON f.segment_id = c.from_segment_id
+        LEFT JOIN names t ON t.segment_id = c.to_segment_id
+        GROUP BY ALL
+        ORDER BY c.from_segment_id, c.to_segment_id
+        """, {"d": as_of_date})
 
 
 def profit_concentration(profit: pd.Series, points: int = 100) -> tuple[pd.DataFrame, float]:

@@ -3,7 +3,7 @@
 -- :year_start_ts (cutoff - 365 days), :margin (gross margin on net revenue),
 -- :per_customer (yearly servicing cost per customer), :per_order (servicing cost per order),
 -- :window_start_ts (cutoff - w days), :previous_window_start_ts (cutoff - 2w days),
--- w = retention_window_days.
+-- w = retention_window_days; :currency_code, :currency_symbol (of the amounts, stored with the rows).
 -- Window: the 365 days up to the as-of date, as for the RFM monetary feature.
 -- revenue = amount - returned_amount (what customers kept paying for);
 -- discount_spend = the markdowns given on those orders (already out of revenue);
@@ -66,7 +66,8 @@ INSERT INTO segment_economics (
     as_of_date, segment_id, segment_name, customers, customer_share, revenue, gross_margin,
     discount_spend, support_cost, servicing_cost, cost_to_serve, cost_known, profit, profit_per_customer,
     profit_share, revenue_share, mean_clv_365d, total_clv_365d, alive_share, retention_base,
-    repeat_retention, previous_date, previous_customers, label_kept_customers, label_stability
+    repeat_retention, previous_date, previous_customers, label_kept_customers, label_stability,
+    currency_code, currency_symbol
 )
 WITH seg AS (
     SELECT segment_id, MIN(segment_name) AS segment_name, COUNT(*) AS customers,
@@ -121,7 +122,8 @@ SELECT
     CASE WHEN r.retention_base > 0 THEN CAST(r.repeat_buyers AS DOUBLE) / r.retention_base END,
     (SELECT d FROM prev_date),
     p.previous_customers, p.label_kept_customers,
-    CASE WHEN p.previous_customers > 0 THEN CAST(p.label_kept_customers AS DOUBLE) / p.previous_customers END
+    CASE WHEN p.previous_customers > 0 THEN CAST(p.label_kept_customers AS DOUBLE) / p.previous_customers END,
+    CAST(:currency_code AS VARCHAR), CAST(:currency_symbol AS VARCHAR)
 FROM seg s CROSS JOIN totals t
 LEFT JOIN prev p ON p.segment_id = s.segment_id
 LEFT JOIN retention r ON r.segment_id = s.segment_id;

@@ -145,7 +145,8 @@ CREATE TABLE IF NOT EXISTS segment_economics (
     profit_per_customer DOUBLE, profit_share DOUBLE, revenue_share DOUBLE,
     mean_clv_365d DOUBLE, total_clv_365d DOUBLE, previous_date DATE,
     previous_customers BIGINT, label_kept_customers BIGINT, label_stability DOUBLE,
-    cost_known BOOLEAN, alive_share DOUBLE, retention_base BIGINT, repeat_retention DOUBLE
+    cost_known BOOLEAN, alive_share DOUBLE, retention_base BIGINT, repeat_retention DOUBLE,
+    currency_code VARCHAR, currency_symbol VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS profit_concentration (

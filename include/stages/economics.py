@@ -20,7 +20,9 @@ def build_economics(run: RunInfo) -> dict[str, Any]:
     settings = EconomicsSettings(gross_margin=run.settings.gross_margin,
                                  servicing_cost_per_customer=run.settings.servicing_cost_per_customer,
                                  servicing_cost_per_order=run.settings.servicing_cost_per_order,
-                                 retention_window_days=run.settings.retention_window_days)
+                                 retention_window_days=run.settings.retention_window_days,
+                                 currency_code=run.settings.currency_code,
+                                 currency_symbol=run.settings.currency_symbol)
     with Warehouse(run.warehouse_url) as wh:
         figures = build(wh, run.as_of_date, settings, run.settings.playbook_path)
         table = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d "
