@@ -5,9 +5,9 @@
 Loads the raw transactions into a scratch DuckDB warehouse as staged orders,
 computes the BG/NBD summaries with the pipeline's own SQL
 (``sql/clv_summary.sql``: weeks, 39-week calibration ending 1997-09-30,
-39-week holdout to 1998-06-30, as in Fader, Hardie & Lee 2005), fits BG/NBD
-and Gamma-Gamma, and prints the parameters beside the published ones and the
-holdout validation.
+39-week holdout to 1998-06-30, as in Fader, Hardie & Lee 2005), fits BG/NBD,
+MBG/NBD and Gamma-Gamma, and prints the BG/NBD parameters beside the published
+ones, both models' holdout validation and the one the pipeline would choose.
 """
 
 from __future__ import annotations
@@ -65,11 +65,13 @@ def cdnow_summaries(warehouse_url: str | None = None) -> tuple[pd.DataFrame, pd.
 
 
 def main() -> None:
-    from include.clv.models import BetaGeoNBD, GammaGammaSpend, validate_holdout
+    from include.clv.models import GammaGammaSpend
+    from include.clv.selection import choose_purchase_model
 
     full, calibration = cdnow_summaries()
-    bg = BetaGeoNBD.fit(calibration)
-    metrics, table = validate_holdout(bg, calibration, HOLDOUT_DAYS / 7)
+    choice = choose_purchase_model(calibration, HOLDOUT_DAYS / 7)
+    bg = choice.fits["bgnbd"]
+    metrics, table = choice.validations["bgnbd"]
     gg, counts = GammaGammaSpend.fit(calibration)
     print(f"CDNOW sample: {len(calibration):,} customers, calibration to 1997-09-30, holdout to {AS_OF} (weeks)")
     print("BG/NBD parameter   fitted   published (Fader, Hardie & Lee 2005)")
@@ -80,6 +82,13 @@ def main() -> None:
           f"{metrics['holdout_predicted_purchases']:.1f} ({metrics['holdout_aggregate_error_pct']:+.1f}%), "
           f"MAE {metrics['holdout_mae']:.3f}, correlation {metrics['holdout_correlation']:.3f}")
     print(table.to_string(index=False))
+    mbg = choice.fits["mbgnbd"]
+    mbg_metrics = choice.validations["mbgnbd"][0]
+    print(f"MBG/NBD: {', '.join(f'{k}={v:.4f}' for k, v in mbg.params().items())}; holdout predicted "
+          f"{mbg_metrics['holdout_predicted_purchases']:.1f} ({mbg_metrics['holdout_aggregate_error_pct']:+.1f}%), "
+          f"MAE {mbg_metrics['holdout_mae']:.3f}; P(alive) of a one-time buyer after 52 weeks: "
+          f"MBG/NBD {float(mbg.p_alive(0, 0, 52)):.2f}, BG/NBD {float(bg.p_alive(0, 0, 52)):.2f}")
+    print(f"Chosen by holdout MAE: {choice.chosen}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,19 @@ def _flat_map_fit(model_cls, data: pd.DataFrame, names: tuple[str, ...]) -> dict
     return params
 
 
+class PurchaseModel(Protocol):
+    """A fitted repeat-purchase model: BG/NBD here, MBG/NBD in ``include/clv/mbgnbd.py``."""
+
+    KEY: str
+    LABEL: str
+
+    def params(self) -> dict[str, float]: ...
+
+    def p_alive(self, frequency, recency, t) -> np.ndarray: ...
+
+    def expected_purchases(self, frequency, recency, t, horizon) -> np.ndarray: ...
+
+
 @dataclass
 class BetaGeoNBD:
     """BG/NBD model of repeat purchases (Fader, Hardie & Lee 2005).
@@ -90,6 +104,21 @@ class BetaGeoNBD:
     b: float = np.nan
 
     REQUIRED = ["frequency", "recency", "t"]
+    #: Short name used in MLflow metric prefixes and the pyfunc ``kind``.
+    KEY = "bgnbd"
+    #: Name stored with each ``customer_clv`` row (column ``clv_model``).
+    LABEL = "BG/NBD"
+
+    @classmethod
+    def model_input(cls, summary: pd.DataFrame, where: str) -> pd.DataFrame:
+        """Check a frequency/recency/t summary and shape it as pymc-marketing's ``clv`` models take it."""
+        _check_columns(summary, cls.REQUIRED, where)
+        if (summary["recency"] > summary["t"] + 1e-9).any():
+            raise ClvInputError(f"{where}: recency greater than t for some customers")
+        if len(summary) < 10 or (summary["frequency"] > 0).sum() < 2:
+            raise ClvInputError(f"{where}: needs at least 10 customers, 2 of them with repeat purchases")
+        return pd.DataFrame({"customer_id": np.arange(len(summary)), "frequency": summary["frequency"].to_numpy(),
+                             "recency": summary["recency"].to_numpy(), "T": summary["t"].to_numpy()})
 
     @classmethod
     def fit(cls, summary: pd.DataFrame) -> BetaGeoNBD:
@@ -100,13 +129,7 @@ class BetaGeoNBD:
         """
         from pymc_marketing.clv import BetaGeoModel
 
-        _check_columns(summary, cls.REQUIRED, "BG/NBD summary")
-        if (summary["recency"] > summary["t"] + 1e-9).any():
-            raise ClvInputError("BG/NBD summary: recency greater than t for some customers")
-        if len(summary) < 10 or (summary["frequency"] > 0).sum() < 2:
-            raise ClvInputError("BG/NBD needs at least 10 customers, 2 of them with repeat purchases")
-        data = pd.DataFrame({"customer_id": np.arange(len(summary)), "frequency": summary["frequency"].to_numpy(),
-                             "recency": summary["recency"].to_numpy(), "T": summary["t"].to_numpy()})
+        data = cls.model_input(summary, "BG/NBD summary")
         return cls(**_flat_map_fit(BetaGeoModel, data, ("r", "alpha", "a", "b")))
 
     def params(self) -> dict[str, float]:
@@ -185,7 +208,7 @@ class GammaGammaSpend:
         return (1 - weight) * population_mean + weight * m
 
 
-def customer_lifetime_value(bg: BetaGeoNBD, spend: np.ndarray, summary: pd.DataFrame, months: int,
+def customer_lifetime_value(bg: PurchaseModel, spend: np.ndarray, summary: pd.DataFrame, months: int,
                             unit_days: float, monthly_discount: float, margin: float) -> np.ndarray:
     """Discounted margin over ``months``: sum of monthly expected purchases x spend x margin / (1+d)^m.
 
@@ -214,7 +237,7 @@ def poisson_band(expected: np.ndarray, value_per_purchase: np.ndarray, low: floa
     return lo * value_per_purchase, hi * value_per_purchase
 
 
-def validate_holdout(bg: BetaGeoNBD, calibration: pd.DataFrame, holdout_units: float) -> tuple[dict, pd.DataFrame]:
+def validate_holdout(bg: PurchaseModel, calibration: pd.DataFrame, holdout_units: float) -> tuple[dict, pd.DataFrame]:
     """Predicted vs actual holdout purchases: aggregate % error, MAE, correlation, and the calibration table.
 
     The calibration table bins customers by calibration frequency (0..6, 7+)
@@ -236,7 +259,7 @@ def validate_holdout(bg: BetaGeoNBD, calibration: pd.DataFrame, holdout_units: f
     return metrics, table
 
 
-def calibration_plot(table: pd.DataFrame, path: str) -> None:
+def calibration_plot(table: pd.DataFrame, path: str, model_label: str = "BG/NBD") -> None:
     """Actual vs predicted mean holdout purchases by calibration frequency (PNG)."""
     import matplotlib
 
@@ -246,10 +269,10 @@ def calibration_plot(table: pd.DataFrame, path: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = [f"{int(f)}{'+' if f == 7 else ''}" for f in table["calibration_frequency"]]
     ax.plot(labels, table["actual"], marker="o", label="actual")
-    ax.plot(labels, table["predicted"], marker="s", label="BG/NBD predicted")
+    ax.plot(labels, table["predicted"], marker="s", label=f"{model_label} predicted")
     ax.set_xlabel("repeat purchases in calibration period")
     ax.set_ylabel("mean purchases in holdout")
-    ax.set_title("BG/NBD holdout calibration")
+    ax.set_title(f"{model_label} holdout calibration")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -281,9 +304,13 @@ def build_clv_summary(wh, as_of_date, settings: ClvSettings) -> None:
                                             "unit_days": settings.unit_days})
 
 
-def score_customers(bg: BetaGeoNBD, gg: GammaGammaSpend, summary: pd.DataFrame,
+def score_customers(bg: PurchaseModel, gg: GammaGammaSpend, summary: pd.DataFrame,
                     settings: ClvSettings) -> pd.DataFrame:
-    """Per-customer P(alive), expected purchases (90/365 days), order value, CLV and its band."""
+    """Per-customer P(alive), expected purchases (90/365 days), order value, CLV and its band.
+
+    ``bg`` is the run's purchase model (BG/NBD or MBG/NBD); its ``LABEL`` goes
+    in the ``clv_model`` column.
+    """
     x, tx, T = summary["frequency"], summary["recency"], summary["t"]
     spend = gg.expected_spend(x, summary["monetary_value"])
     e90 = bg.expected_purchases(x, tx, T, 90 / settings.unit_days)
@@ -303,6 +330,7 @@ def score_customers(bg: BetaGeoNBD, gg: GammaGammaSpend, summary: pd.DataFrame,
     numeric = out.drop(columns="customer_key")
     if numeric.isna().any().any() or (numeric < 0).any().any():
         raise RuntimeError("CLV scoring produced NaN or negative values; refusing to write them")
+    out["clv_model"] = bg.LABEL
     return out
 
 
@@ -357,83 +385,3 @@ def crosscheck_segments(profiles: pd.DataFrame, clv: pd.DataFrame) -> tuple[pd.D
     cols = ["segment_id", "segment_name", "customers", "value_rank", "clv_rank", "mean_clv_365d", "total_clv_365d",
             "mean_clv_365d_low", "mean_clv_365d_high", "mean_p_alive", "flag", "reason"]
     return df[cols].sort_values("segment_id").reset_index(drop=True), spearman
-
-
-# -- MLflow model registry ---------------------------------------------------------
-BGNBD_MODEL_NAME = "clv_bgnbd"
-GAMMA_GAMMA_MODEL_NAME = "clv_gamma_gamma"
-CHAMPION = "champion"
-
-
-def _pyfunc_base():
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
-class ClvPyfunc(_pyfunc_base()):
-    """A fitted CLV model as an MLflow pyfunc: parameters in, predictions from the closed forms.
-
-    ``kind`` is ``"bgnbd"`` (input: frequency, recency, t; output: p_alive,
-    expected_purchases_90d, expected_purchases_365d) or ``"gamma_gamma"``
-    (input: frequency, monetary_value; output: expected_order_value).
-    """
-
-    def __init__(self, kind: str, params: dict[str, float], unit_days: int) -> None:
-        self.kind, self.params, self.unit_days = kind, dict(params), int(unit_days)
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ARG002
-        if self.kind == "bgnbd":
-            bg = BetaGeoNBD(**self.params)
-            x, tx, t = model_input["frequency"], model_input["recency"], model_input["t"]
-            return pd.DataFrame({
-                "p_alive": bg.p_alive(x, tx, t),
-                "expected_purchases_90d": bg.expected_purchases(x, tx, t, 90 / self.unit_days),
-                "expected_purchases_365d": bg.expected_purchases(x, tx, t, 365 / self.unit_days),
-            })
-        gg = GammaGammaSpend(**self.params)
-        return pd.DataFrame({"expected_order_value": gg.expected_spend(model_input["frequency"],
-                                                                        model_input["monetary_value"])})
-
-
-def register_models(parent_run_id: str, bg: BetaGeoNBD, gg: GammaGammaSpend, summary: pd.DataFrame,
-                    unit_days: int, champion: bool) -> dict[str, str]:
-    """Log both models (with signatures) in a child run, register them, and alias them ``champion`` if asked."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from include.runtime import tracking
-
-    client = tracking.client()
-    child = tracking.child_run(parent_run_id, "clv models")
-    versions = {}
-    example = summary[["frequency", "recency", "t", "monetary_value"]].head(5).astype(float)
-    with mlflow.start_run(run_id=child):
-        for name, model, cols in ((BGNBD_MODEL_NAME, ClvPyfunc("bgnbd", bg.params(), unit_days),
-                                   ["frequency", "recency", "t"]),
-                                  (GAMMA_GAMMA_MODEL_NAME, ClvPyfunc("gamma_gamma", gg.params(), unit_days),
-                                   ["frequency", "monetary_value"])):
-            signature = infer_signature(example[cols], model.predict(None, example[cols]))
-            info = mlflow.pyfunc.log_model(name=name, python_model=model, signature=signature,
-                                           input_example=example[cols], registered_model_name=name,
-                                           pip_requirements=["numpy", "pandas", "scipy", "mlflow"])
-            versions[name] = str(info.registered_model_version)
-            if champion:
-                client.set_registered_model_alias(name, CHAMPION, versions[name])
-    return versions
-
-
-def load_champions() -> tuple[BetaGeoNBD, GammaGammaSpend, int]:
-    """The models aliased ``champion`` in the registry (raises when there are none)."""
-    import mlflow.pyfunc
-
-    from include.runtime import tracking
-
-    tracking.client()  # sets the tracking URI
-    try:
-        bg_model = mlflow.pyfunc.load_model(f"models:/{BGNBD_MODEL_NAME}@{CHAMPION}").unwrap_python_model()
-        gg_model = mlflow.pyfunc.load_model(f"models:/{GAMMA_GAMMA_MODEL_NAME}@{CHAMPION}").unwrap_python_model()
-    except Exception as exc:  # noqa: BLE001 - re-raised with the reason an operator needs
-        raise RuntimeError("no champion CLV models in the MLflow registry yet: run once with "
-                           "clv_use_champion=false to fit and register them") from exc
-    return BetaGeoNBD(**bg_model.params), GammaGammaSpend(**gg_model.params), bg_model.unit_days

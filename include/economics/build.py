@@ -7,11 +7,18 @@ definitions are in ``sql/economics.sql``:
 - gross margin: revenue x ``gross_margin``;
 - cost-to-serve: support contacts x cost per contact by channel (the feature
   stage's ``cost_to_serve``) + a yearly servicing cost per customer + a
-  servicing cost per order (both configurable);
+  servicing cost per order (both configurable, 0 by default). With no support
+  contact data and no servicing cost configured the cost is unknown:
+  ``cost_known`` is false and cost-to-serve and profit are NULL, so no
+  segment is said to lose money on costs nobody supplied;
 - profit: gross margin - cost-to-serve;
-- retention: the share of last run's segment members still in it now.
+- repeat retention: of a segment's customers who ordered in the window before
+  last, (d-2w, d-w], the share who ordered again in the last one, (d-w, d]
+  (w = ``retention_window_days``); alive share: the share with CLV P(alive) >= 0.5;
+- label stability: the share of last run's segment members still published in
+  it now (what hysteresis keeps high; it says nothing about customers buying).
 
-Profit concentration is the Lorenz-style curve of customers sorted by profit,
+Profit concentration (only when cost is known) is the Lorenz-style curve of customers sorted by profit,
 highest first: the cumulative share of customers against the cumulative share
 of total profit. Where the curve peaks above 100% the rest of the base is
 loss-making; the share of customers at which it first reaches 100% is "the top
@@ -44,8 +51,11 @@ class EconomicsSettings:
     """Money settings of the economics stage."""
 
     gross_margin: float = 0.35
-    servicing_cost_per_customer: float = 4.0
-    servicing_cost_per_order: float = 0.5
+    servicing_cost_per_customer: float = 0.0
+    servicing_cost_per_order: float = 0.0
+    retention_window_days: int = 90
+    currency_code: str = "GBP"
+    currency_symbol: str = "£"
 
 
 def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings) -> pd.DataFrame:
@@ -53,12 +63,57 @@ def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: Econom
     if not wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d", {"d": as_of_date}):
         raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
                          "run publish_segments first")
+    if settings.retention_window_days < 1:
+        raise ValueError(f"retention_window_days must be at least 1, got {settings.retention_window_days}")
     params = feature_params(as_of_date)
+    window = dt.timedelta(days=settings.retention_window_days)
     params.update(margin=settings.gross_margin, per_customer=settings.servicing_cost_per_customer,
-                  per_order=settings.servicing_cost_per_order)
+                  per_order=settings.servicing_cost_per_order, window_start_ts=params["cutoff_ts"] - window,
+                  previous_window_start_ts=params["cutoff_ts"] - 2 * window,
+                  currency_code=settings.currency_code, currency_symbol=settings.currency_symbol)
     wh.run_sql_file("economics.sql", params)
-    return wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d ORDER BY profit DESC",
-                       {"d": as_of_date})
+    return wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d "
+                       "ORDER BY profit DESC NULLS LAST, revenue DESC", {"d": as_of_date})
+
+
+def model_and_published_moves(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
+    """Segment moves since the previous published date: what the model said beside what was published.
+
+    For each (previous published segment, segment now) pair: ``model_customers``
+    whose raw model segment now (``raw_segment_id``) is that segment, and
+    ``published_customers`` whose published label is. With hysteresis the
+    published moves lag the model's; a table whose off-diagonal is empty in
+    both columns means the customers really stayed. Empty when there is no
+    previous date.
+    """
+    return wh.query_df(
+        """
+        WITH prev_date AS (
+            SELECT MAX(as_of_date) AS d FROM customer_segments WHERE as_of_date < :d
+        ), names AS (
+            SELECT segment_id, MIN(segment_name) AS segment_name FROM customer_segments
+            WHERE as_of_date IN (:d, (SELECT d FROM prev_date)) GROUP BY segment_id
+        ), pairs AS (
+            SELECT p.segment_id AS from_segment_id, n.raw_segment_id AS model_to, n.segment_id AS published_to
+            FROM customer_segments p
+            JOIN customer_segments n ON n.customer_key = p.customer_key AND n.as_of_date = :d
+            WHERE p.as_of_date = (SELECT d FROM prev_date)
+        ), counts AS (
+            SELECT from_segment_id, model_to AS to_segment_id, COUNT(*) AS model_customers,
+                0 AS published_customers FROM pairs WHERE model_to IS NOT NULL GROUP BY ALL
+            UNION ALL
+            SELECT from_segment_id, published_to, 0, COUNT(*) FROM pairs GROUP BY ALL
+        )
+        SELECT c.from_segment_id, COALESCE(f.segment_name, 'segment ' || CAST(c.from_segment_id AS VARCHAR)) AS from_segment,
+            c.to_segment_id, COALESCE(t.segment_name, 'segment ' || CAST(c.to_segment_id AS VARCHAR)) AS to_segment,
+            CAST(SUM(c.model_customers) AS BIGINT) AS model_customers,
+            CAST(SUM(c.published_customers) AS BIGINT) AS published_customers
+        FROM counts c
+        LEFT JOIN names f ON f.segment_id = c.from_segment_id
+        LEFT JOIN names t ON t.segment_id = c.to_segment_id
+        GROUP BY ALL
+        ORDER BY c.from_segment_id, c.to_segment_id
+        """, {"d": as_of_date})
 
 
 def profit_concentration(profit: pd.Series, points: int = 100) -> tuple[pd.DataFrame, float]:
@@ -136,37 +191,61 @@ def intervention_priority(customers: pd.DataFrame, book: dict[str, Any]) -> pd.D
 
 def build_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings,
                     playbook_path: str | Path | None = None) -> dict[str, Any]:
-    """Economics, concentration curve and priorities for ``as_of_date``; return headline figures."""
+    """Economics, concentration curve and priorities for ``as_of_date``; return headline figures.
+
+    Figures that need costs (profit, cost-to-serve, loss-making segments, the
+    share of customers paying for all) are ``None`` when cost is unknown.
+    """
+    wh.ensure_schema()
     seg = build_segment_economics(wh, as_of_date, settings)
+    cost_known = bool(seg["cost_known"].all())
     per_customer = wh.query_df(
         "SELECT customer_key, segment_id, segment_name, profit, p_alive FROM customer_economics "
         "WHERE as_of_date = :d ORDER BY customer_key", {"d": as_of_date})
-    curve, payers_share = profit_concentration(per_customer["profit"])
-    curve.insert(0, "as_of_date", as_of_date)
+    if cost_known:
+        curve, payers_share = profit_concentration(per_customer["profit"])
+        curve.insert(0, "as_of_date", as_of_date)
+    else:
+        # Without costs there is no profit to concentrate: the date's curve is emptied, not guessed.
+        curve, payers_share = pd.DataFrame({"as_of_date": [], "customer_share": [], "profit_share": []}), None
     wh.replace_partition("profit_concentration", curve, {"as_of_date": as_of_date})
     book = load_playbook(playbook_path)
     priority = intervention_priority(per_customer, book)
     priority.insert(0, "as_of_date", as_of_date)
     wh.replace_partition("customer_priority", priority, {"as_of_date": as_of_date})
-    total = float(seg["profit"].sum())
-    top = seg.iloc[0]
-    loss = seg[seg["profit"] < 0]
+    top = seg.iloc[0]  # highest profit, or highest revenue when cost is unknown
+    loss = seg[seg["profit"] < 0] if cost_known else None
+    base = seg["retention_base"].sum()
     figures = {
         "customers": int(seg["customers"].sum()),
         "revenue": float(seg["revenue"].sum()),
-        "profit": total,
-        "cost_to_serve": float(seg["cost_to_serve"].sum()),
+        "cost_known": cost_known,
+        "profit": float(seg["profit"].sum()) if cost_known else None,
+        "cost_to_serve": float(seg["cost_to_serve"].sum()) if cost_known else None,
         "share_of_customers_paying_for_all": payers_share,
         "top_segment": str(top["segment_name"]),
         "top_segment_customer_share": float(top["customer_share"]),
-        "top_segment_profit_share": float(top["profit_share"]) if pd.notna(top["profit_share"]) else float("nan"),
-        "loss_making_segments": int(len(loss)),
-        "cost_to_serve_loss_making": float(loss["cost_to_serve"].sum()),
+        "top_segment_profit_share": float(top["profit_share"]) if pd.notna(top["profit_share"]) else None,
+        "loss_making_segments": int(len(loss)) if cost_known else None,
+        "cost_to_serve_loss_making": float(loss["cost_to_serve"].sum()) if cost_known else None,
+        "repeat_retention": float((seg["repeat_retention"].fillna(0) * seg["retention_base"]).sum() / base)
+        if base else None,
+        "alive_share": float((seg["alive_share"] * seg["customers"]).sum() / seg["customers"].sum())
+        if seg["alive_share"].notna().all() else None,
         "critical_customers": int((priority["priority"] == "critical").sum()),
     }
-    log.info("economics %s: profit %.0f; %.1f%% of customers produce 100%% of it; top segment %s has "
-             "%.1f%% of customers and %.1f%% of profit; %d loss-making segments cost %.0f to serve",
-             as_of_date, total, 100 * payers_share, figures["top_segment"],
-             100 * figures["top_segment_customer_share"], 100 * figures["top_segment_profit_share"],
-             figures["loss_making_segments"], figures["cost_to_serve_loss_making"])
+    if cost_known:
+        log.info("economics %s: profit %.0f; %.1f%% of customers produce 100%% of it; top segment %s has "
+                 "%.1f%% of customers and %.1f%% of profit; %d loss-making segments cost %.0f to serve",
+                 as_of_date, figures["profit"], 100 * (payers_share if payers_share is not None else float("nan")),
+                 figures["top_segment"], 100 * figures["top_segment_customer_share"],
+                 100 * (figures["top_segment_profit_share"] or float("nan")), figures["loss_making_segments"],
+                 figures["cost_to_serve_loss_making"])
+    else:
+        log.warning("economics %s: no support cost data and no servicing cost configured: cost-to-serve and "
+                    "profit are unknown (NULL); set servicing_cost_per_customer/_per_order or load "
+                    "raw_support_contacts to report them", as_of_date)
+    log.info("economics %s: revenue %.0f; repeat retention %s, alive share %s", as_of_date, figures["revenue"],
+             "n/a" if figures["repeat_retention"] is None else f"{figures['repeat_retention']:.1%}",
+             "n/a" if figures["alive_share"] is None else f"{figures['alive_share']:.1%}")
     return figures

@@ -238,7 +238,7 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
     econ_rows = [[e(str(r.segment_name)), f"{r.customers:,}", pct(r.customer_share), money(r.revenue, currency),
                   money(r.gross_margin, currency), money(r.discount_spend, currency), money(r.cost_to_serve, currency),
                   money(r.profit, currency), money(r.profit_per_customer, currency), pct(r.profit_share),
-                  money(r.mean_clv_365d, currency), money(r.total_clv_365d, currency), pct(r.retention_rate)]
+                  money(r.mean_clv_365d, currency), money(r.total_clv_365d, currency), pct(r.label_stability)]
                  for r in econ.itertuples()]
     sections.append(("Economics", _table(
         ["segment", "customers", "share of customers", "revenue", "gross margin", "discount spend", "cost to serve",

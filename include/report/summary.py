@@ -41,17 +41,16 @@ def main() -> None:
         clv = wh.query_df("SELECT segment_id, segment_name, mean_clv_365d, mean_clv_365d_low, mean_clv_365d_high, "
                           "mean_p_alive, flag, reason FROM segment_clv_check WHERE as_of_date = :d ORDER BY segment_id",
                           {"d": latest}) if wh.has_table("segment_clv_check") else None
-        moves = wh.query_df(
-            "SELECT from_segment, to_segment, customers, rate FROM segment_transitions WHERE to_date = :d "
-            "AND (from_segment <> to_segment) ORDER BY customers DESC LIMIT 8", {"d": latest}) \
-            if wh.has_table("segment_transitions") else None
-        stayed = wh.scalar("SELECT SUM(customers) FROM segment_transitions WHERE to_date = :d "
-                           "AND from_segment = to_segment", {"d": latest}) if moves is not None else None
+        clv_model = wh.query_df("SELECT clv_model, COUNT(*) AS n FROM customer_clv WHERE as_of_date = :d "
+                                "GROUP BY clv_model", {"d": latest}) if wh.has_table("customer_clv") else None
+        from include.economics.build import model_and_published_moves
+
+        moves = model_and_published_moves(wh, latest)
         pending = wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d "
                             "AND pending_segment_id IS NOT NULL", {"d": latest})
-        econ = wh.query_df("SELECT segment_name, customers, customer_share, revenue, cost_to_serve, profit, "
-                           "profit_share, retention_rate FROM segment_economics WHERE as_of_date = :d "
-                           "ORDER BY profit DESC", {"d": latest}) if wh.has_table("segment_economics") else None
+        econ = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d "
+                           "ORDER BY profit DESC NULLS LAST, revenue DESC", {"d": latest}) \
+            if wh.has_table("segment_economics") else None
         identity = wh.query_df("SELECT match_method, COUNT(*) AS records, COUNT(DISTINCT customer_key) AS customers "
                                "FROM identity_map WHERE as_of_date = :d GROUP BY match_method", {"d": latest})
         pushes = wh.query_df(
@@ -77,30 +76,29 @@ def main() -> None:
               f"{g['bootstrap_ari']:.2f}{ari}; {status}")
     print("\nClassic RFM map (customers):")
     for r in rfm.itertuples(index=False):
-        print(f"  {r.rfm_segment:22s} {r.n:>7,d}")
+        print(f"  {r.rfm_segment or '(not scored)':22s} {r.n:>7,d}")
+    symbol, code = _currency(econ)
     if clv is not None and len(clv):
-        print("\nCLV (BG/NBD + Gamma-Gamma), 365 days, mean per customer of the model's segments:")
+        model = ", ".join(str(m) for m in clv_model["clv_model"].dropna()) if clv_model is not None else ""
+        print(f"\nCLV ({model or 'purchase model'} + Gamma-Gamma, chosen by holdout error), 365 days, {code}, "
+              "mean per customer of the model's segments:")
         for r in clv.itertuples(index=False):
             flag = f"  <- {r.reason}" if r.flag else ""
-            print(f"  {r.segment_id:>3} {r.segment_name:20s} {r.mean_clv_365d:>9,.0f}  "
+            print(f"  {r.segment_id:>3} {r.segment_name:20s} {symbol}{r.mean_clv_365d:>9,.0f}  "
                   f"(band {r.mean_clv_365d_low:,.0f}-{r.mean_clv_365d_high:,.0f}, P(alive) {r.mean_p_alive:.2f}){flag}")
-    if moves is not None and stayed:
-        print(f"\nMigration into {str(latest)[:10]}: {int(stayed):,} customers stayed; "
-              f"{pending:,} raw moves held back by hysteresis; largest moves:")
-        for r in moves.itertuples(index=False):
-            print(f"  {r.from_segment:>20s} -> {r.to_segment:20s} {r.customers:>6,d} ({r.rate:.1%} of the from-segment)")
+    if len(moves):
+        moved = moves[moves["from_segment_id"] != moves["to_segment_id"]]
+        print(f"\nMigration into {str(latest)[:10]} (customers of the previous published date): the model moved "
+              f"{int(moved['model_customers'].sum()):,}, published labels moved {int(moved['published_customers'].sum()):,} "
+              f"({pending:,} moves pending under hysteresis). Largest moves, model beside published:")
+        top = moved.sort_values(["model_customers", "published_customers"], ascending=False).head(8)
+        for r in top.itertuples(index=False):
+            print(f"  {r.from_segment:>20s} -> {r.to_segment:20s} model {r.model_customers:>6,d}  "
+                  f"published {r.published_customers:>6,d}")
     for r in identity.itertuples(index=False):
         print(f"\nIdentity ({r.match_method}): {r.records:,} source records -> {r.customers:,} customers")
     if econ is not None and len(econ):
-        from include.report.html import money, pct
-
-        print("\nSegment economics (last 12 months):")
-        print(f"  {'segment':20s} {'customers':>9} {'share':>6} {'revenue':>11} {'cost to serve':>13} "
-              f"{'profit':>10} {'of profit':>9} {'retained':>8}")
-        for r in econ.itertuples(index=False):
-            print(f"  {r.segment_name:20s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue):>11} "
-                  f"{money(r.cost_to_serve):>13} {money(r.profit):>10} {pct(r.profit_share):>9} "
-                  f"{pct(r.retention_rate):>8}")
+        _print_economics(econ, symbol, code)
     if pushes is not None and len(pushes):
         print("\nCRM pushes (only changed labels; see crm_push_log, crm_outbox):")
         for r in pushes.itertuples(index=False):
@@ -121,6 +119,36 @@ def main() -> None:
     mport = os.environ.get("MLFLOW_PORT", "5000")
     print(f"Airflow UI: http://127.0.0.1:{port}  MLflow UI: http://127.0.0.1:{mport}"
           f"  (after: bash scripts/ui.sh start)")
+
+
+def _currency(econ) -> tuple[str, str]:
+    """The run's currency symbol and code, as the economics stage stored them (settings' default otherwise)."""
+    from include.runtime.settings import PipelineSettings
+
+    if econ is not None and len(econ) and "currency_code" in econ and econ["currency_code"].notna().any():
+        return str(econ["currency_symbol"].dropna().iloc[0]), str(econ["currency_code"].dropna().iloc[0])
+    return PipelineSettings.currency_symbol, PipelineSettings.currency_code
+
+
+def _print_economics(econ, symbol: str, code: str) -> None:
+    """The segment economics table; cost and profit only where cost data existed."""
+    from include.report.html import money, pct
+
+    cost_known = bool(econ["cost_known"].fillna(False).all())
+    print(f"\nSegment economics (last 12 months, {code}):")
+    print(f"  {'segment':20s} {'customers':>9} {'share':>6} {'revenue':>11} {'cost to serve':>13} "
+          f"{'profit':>10} {'of profit':>9} {'repeat':>7} {'alive':>6} {'same label':>10}")
+    for r in econ.itertuples(index=False):
+        print(f"  {r.segment_name:20s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue, symbol):>11} "
+              f"{money(r.cost_to_serve, symbol) if cost_known else 'unknown':>13} "
+              f"{money(r.profit, symbol) if cost_known else 'unknown':>10} {pct(r.profit_share):>9} "
+              f"{pct(r.repeat_retention):>7} {pct(r.alive_share):>6} {pct(r.label_stability):>10}")
+    if not cost_known:
+        print("  Cost to serve and profit unknown: no support contact data and no servicing cost configured "
+              "(settings servicing_cost_per_customer / servicing_cost_per_order).")
+    print("  repeat: of the segment's customers who ordered in the window before last (w = retention_window_days), "
+          "the share who ordered again in the last w days; alive: share with CLV P(alive) >= 0.5; same label: "
+          "share of last run's members published in the segment again (label stability, not customer retention).")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ DEFAULT_SUPPORT_COST_BY_CHANNEL: dict[str, float] = {
 
 _PYTHON_TYPES = {"number": float, "integer": int, "boolean": bool, "string": str, "array": list, "object": dict}
 _SCHEMA_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "items", "format",
-                "additionalProperties", "uniqueItems", "examples", "values_display")
+                "additionalProperties", "uniqueItems", "examples", "values_display", "pattern", "minLength",
+                "maxLength")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Setting:
     schema
         Further JSON-schema keywords: ``minimum``, ``maximum``, ``exclusiveMinimum``,
         ``exclusiveMaximum``, ``enum``, ``items``, ``format``, ``additionalProperties``,
-        ``uniqueItems``, and the form hints ``examples`` and ``values_display``.
+        ``uniqueItems``, ``pattern``, ``minLength``, ``maxLength``, and the form hints ``examples`` and ``values_display``.
     setting
         ``False`` for params that steer the DAG itself (as-of date, CRM pushes)
         rather than a stage; they are not fields of :class:`PipelineSettings`.
@@ -174,10 +175,18 @@ SETTINGS: tuple[Setting, ...] = (
     # -- Economics ----------------------------------------------------------
     _s("gross_margin", 0.35, "number", "Gross margin", "Margin on net revenue (CLV and economics).",
        "Economics", minimum=0, maximum=1),
-    _s("servicing_cost_per_customer", 4.0, "number", "Servicing cost per customer",
-       "Yearly servicing cost per customer, added to support costs.", "Economics", minimum=0),
-    _s("servicing_cost_per_order", 0.5, "number", "Servicing cost per order",
-       "Servicing cost per order, added to support costs.", "Economics", minimum=0),
+    _s("servicing_cost_per_customer", 0.0, "number", "Servicing cost per customer",
+       "Yearly servicing cost per customer, added to support costs; 0 = none configured (without support "
+       "data, cost-to-serve and profit are then reported as unknown, never invented).", "Economics", minimum=0),
+    _s("servicing_cost_per_order", 0.0, "number", "Servicing cost per order",
+       "Servicing cost per order, added to support costs; 0 = none configured.", "Economics", minimum=0),
+    _s("currency_code", "GBP", "string", "Currency code",
+       "ISO 4217 code of the amounts (report, summary, CRM fields).", "Economics", pattern="^[A-Z]{3}$"),
+    _s("currency_symbol", "£", "string", "Currency symbol", "Symbol shown beside amounts.", "Economics",
+       minLength=1, maxLength=4),
+    _s("retention_window_days", 90, "integer", "Retention window (days)",
+       "Repeat retention: of the customers who ordered in the window before the last one, the share who "
+       "ordered again in the last window.", "Economics", minimum=7, maximum=365),
     _s("support_cost_by_channel", dict(DEFAULT_SUPPORT_COST_BY_CHANNEL), "object", "Support cost by channel",
        "Cost per support contact by channel, where the raw contact row carries no cost.", "Economics",
        additionalProperties={"type": "number", "minimum": 0}),

@@ -117,7 +117,7 @@ CREATE TABLE IF NOT EXISTS customer_clv (
     as_of_date DATE, customer_key VARCHAR, p_alive DOUBLE,
     expected_purchases_90d DOUBLE, expected_purchases_365d DOUBLE,
     expected_order_value DOUBLE, clv_90d DOUBLE, clv_365d DOUBLE,
-    clv_365d_low DOUBLE, clv_365d_high DOUBLE, model_run_id VARCHAR
+    clv_365d_low DOUBLE, clv_365d_high DOUBLE, model_run_id VARCHAR, clv_model VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS segment_clv_check (
@@ -145,7 +145,9 @@ CREATE TABLE IF NOT EXISTS segment_economics (
     support_cost DOUBLE, servicing_cost DOUBLE, cost_to_serve DOUBLE, profit DOUBLE,
     profit_per_customer DOUBLE, profit_share DOUBLE, revenue_share DOUBLE,
     mean_clv_365d DOUBLE, total_clv_365d DOUBLE, previous_date DATE,
-    previous_customers BIGINT, retained_customers BIGINT, retention_rate DOUBLE
+    previous_customers BIGINT, label_kept_customers BIGINT, label_stability DOUBLE,
+    cost_known BOOLEAN, alive_share DOUBLE, retention_base BIGINT, repeat_retention DOUBLE,
+    currency_code VARCHAR, currency_symbol VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS profit_concentration (

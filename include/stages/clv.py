@@ -13,26 +13,31 @@ log = logging.getLogger(__name__)
 
 
 def fit_clv(run: RunInfo) -> dict[str, Any]:
-    """Fit BG/NBD + Gamma-Gamma as of the date, validate on a holdout, score every customer."""
+    """Fit BG/NBD and MBG/NBD, keep the one with the lower holdout error, fit Gamma-Gamma, score every customer.
+
+    Both purchase models' calibration fits and holdout metrics are logged
+    (``clv.bgnbd.*``, ``clv.mbgnbd.*``); the chosen one's name is the tag
+    ``clv_model`` and the ``clv_model`` column of ``customer_clv``.
+    """
     import tempfile
 
     from include.clv.models import (
-        BetaGeoNBD,
         ClvSettings,
         GammaGammaSpend,
         build_clv_summary,
         calibration_plot,
         independence_check,
-        load_champions,
-        register_models,
         score_customers,
         validate_holdout,
     )
+    from include.clv.registry import load_champions, register_models
+    from include.clv.selection import SELECTION_METRIC, choose_purchase_model
     from include.runtime import tracking
 
     s = run.settings
     settings = ClvSettings(unit_days=s.clv_unit_days, holdout_days=s.clv_holdout_days,
                            gross_margin=s.gross_margin, annual_discount_rate=s.annual_discount_rate)
+    holdout_units = settings.holdout_days / settings.unit_days
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
@@ -44,24 +49,37 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         truth = _true_future_purchases(wh, run.as_of_date)
     if full.empty:
         raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
+    candidates: dict[str, dict[str, float]] = {}
     if s.clv_use_champion:
         # Score with the registered champion instead of refitting.
         bg, gg, champion_unit = load_champions()
         if champion_unit != settings.unit_days:
             raise ValueError(f"champion models use clv_unit_days={champion_unit}, this run {settings.unit_days}")
-        bg_cal, counts = bg, {}
-        log.info("CLV: scoring with the champion models %s / %s", bg.params(), gg.params())
+        validation, table = validate_holdout(bg, calibration, holdout_units)
+        counts = {}
+        log.info("CLV: scoring with the champion models %s %s / %s", bg.LABEL, bg.params(), gg.params())
     else:
-        bg_cal = BetaGeoNBD.fit(calibration)
-        bg = BetaGeoNBD.fit(full)
+        choice = choose_purchase_model(calibration, holdout_units)
+        for key, (metrics, _) in choice.validations.items():
+            candidates[key] = {**metrics, **{f"calibration_{k}": v for k, v in choice.fits[key].params().items()},
+                               "chosen": float(key == choice.chosen)}
+        validation, table = choice.validations[choice.chosen]
+        bg = choice.model_class.fit(full)
         gg, counts = GammaGammaSpend.fit(full)
-    validation, table = validate_holdout(bg_cal, calibration, settings.holdout_days / settings.unit_days)
+        if choice.failures:
+            tracking.client().set_tag(mlflow_run, "clv_model_failures", "; ".join(
+                f"{k}: {v}" for k, v in choice.failures.items())[:5000])
     corr = independence_check(full, settings.independence_warn)
     scores = score_customers(bg, gg, full, settings)
     scores.insert(0, "as_of_date", run.as_of_date)
     scores["model_run_id"] = mlflow_run
+    one_time = full["frequency"].to_numpy() == 0
     metrics = {**validation, **counts, "gg_frequency_spend_corr": corr, "clv_customers": float(len(scores)),
-               "clv_365d_total": float(scores["clv_365d"].sum()), "clv_mean_p_alive": float(scores["p_alive"].mean())}
+               "clv_365d_total": float(scores["clv_365d"].sum()), "clv_mean_p_alive": float(scores["p_alive"].mean()),
+               "one_time_buyer_share": float(one_time.mean()),
+               "one_time_buyer_mean_p_alive": float(scores["p_alive"][one_time].mean()) if one_time.any() else 0.0}
+    for key, figures in candidates.items():
+        metrics.update({f"{key}.{k}": v for k, v in figures.items()})
     if truth is not None:
         joined = scores.merge(truth, on="customer_key", how="left").fillna({"true_purchases_365d": 0})
         actual = joined["true_purchases_365d"].sum()
@@ -70,9 +88,12 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
     with Warehouse(run.warehouse_url) as wh:
         wh.replace_partition("customer_clv", scores, d)
     tracking.log_metrics(mlflow_run, metrics, prefix="clv.")
-    tracking.log_params(mlflow_run, {**{f"clv.bgnbd.{k}": round(v, 6) for k, v in bg.params().items()},
+    tracking.log_params(mlflow_run, {**{f"clv.{bg.KEY}.{k}": round(v, 6) for k, v in bg.params().items()},
                                      **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()},
-                                     "clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days})
+                                     "clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days,
+                                     "clv.selection_metric": SELECTION_METRIC})
+    # A tag, not a param: a re-run of the date may choose the other model.
+    tracking.client().set_tag(mlflow_run, "clv_model", bg.LABEL)
     tracking.log_table(mlflow_run, table, "clv/holdout_calibration.csv")
     if not s.clv_use_champion:
         # A fit whose holdout error is within bounds becomes the champion.
@@ -85,12 +106,15 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
                         validation["holdout_aggregate_error_pct"], s.clv_max_holdout_error_pct)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/holdout_calibration.png"
-        calibration_plot(table, path)
+        calibration_plot(table, path, bg.LABEL)
         tracking.client().log_artifact(mlflow_run, path, "clv")
-    log.info("CLV: BG/NBD %s, Gamma-Gamma %s; holdout aggregate error %.1f%%, MAE %.2f, corr %.2f",
+    log.info("CLV: %s %s, Gamma-Gamma %s; holdout aggregate error %.1f%%, MAE %.2f, corr %.2f; "
+             "one-time buyers %.0f%% of customers, mean P(alive) %.2f", bg.LABEL,
              {k: round(v, 3) for k, v in bg.params().items()}, {k: round(v, 3) for k, v in gg.params().items()},
-             validation["holdout_aggregate_error_pct"], validation["holdout_mae"], validation["holdout_correlation"])
-    return {"customers": len(scores), "holdout_aggregate_error_pct": round(validation["holdout_aggregate_error_pct"], 2)}
+             validation["holdout_aggregate_error_pct"], validation["holdout_mae"], validation["holdout_correlation"],
+             100 * metrics["one_time_buyer_share"], metrics["one_time_buyer_mean_p_alive"])
+    return {"customers": len(scores), "clv_model": bg.LABEL,
+            "holdout_aggregate_error_pct": round(validation["holdout_aggregate_error_pct"], 2)}
 
 
 def _true_future_purchases(wh: Warehouse, as_of_date: dt.date):

@@ -19,14 +19,20 @@ def build_economics(run: RunInfo) -> dict[str, Any]:
 
     settings = EconomicsSettings(gross_margin=run.settings.gross_margin,
                                  servicing_cost_per_customer=run.settings.servicing_cost_per_customer,
-                                 servicing_cost_per_order=run.settings.servicing_cost_per_order)
+                                 servicing_cost_per_order=run.settings.servicing_cost_per_order,
+                                 retention_window_days=run.settings.retention_window_days,
+                                 currency_code=run.settings.currency_code,
+                                 currency_symbol=run.settings.currency_symbol)
     with Warehouse(run.warehouse_url) as wh:
         figures = build(wh, run.as_of_date, settings, run.settings.playbook_path)
-        table = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d ORDER BY profit DESC",
-                            {"d": run.as_of_date})
+        table = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d "
+                            "ORDER BY profit DESC NULLS LAST, revenue DESC", {"d": run.as_of_date})
     mlflow_run = run.mlflow_run()
-    tracking.log_metrics(mlflow_run, {k: v for k, v in figures.items() if isinstance(v, int | float)},
+    # Unknown figures (None: no cost data) are left out rather than logged as 0; cost_known logs as 1/0.
+    tracking.log_metrics(mlflow_run, {k: float(v) for k, v in figures.items() if isinstance(v, int | float)},
                          prefix="economics.")
+    tracking.log_params(mlflow_run, {"economics.currency_code": run.settings.currency_code,
+                                     "economics.retention_window_days": settings.retention_window_days})
     tracking.log_table(mlflow_run, table, "economics/segment_economics.csv")
     return figures
 

@@ -135,7 +135,8 @@ def test_scores_are_complete_and_non_negative(cdnow):
     gg, _ = GammaGammaSpend.fit(full)
     scores = score_customers(bg, gg, full, ClvSettings(unit_days=7))
     assert len(scores) == len(full)
-    numeric = scores.drop(columns="customer_key")
+    assert (scores["clv_model"] == "BG/NBD").all()
+    numeric = scores.drop(columns=["customer_key", "clv_model"])
     assert not numeric.isna().any().any() and (numeric >= 0).all().all()
     assert (scores["p_alive"] <= 1).all()
     assert (scores["clv_365d"] >= scores["clv_90d"]).all()
@@ -181,7 +182,8 @@ def test_crosscheck_flags_names_that_clv_contradicts():
 def test_registered_champion_scores_like_the_fit(cdnow):
     import mlflow
 
-    from include.clv.models import BGNBD_MODEL_NAME, CHAMPION, load_champions, register_models
+    from include.clv.mbgnbd import ModifiedBetaGeoNBD
+    from include.clv.registry import CHAMPION, PURCHASE_MODEL_NAME, load_champions, register_models
     from include.runtime import tracking
 
     full, _ = cdnow
@@ -189,16 +191,23 @@ def test_registered_champion_scores_like_the_fit(cdnow):
     gg = GammaGammaSpend(p=6.25, q=3.74, v=15.44)
     parent = tracking.parent_run_id("test_clv_registry", "run-1", dt.date(1998, 6, 30))
     versions = register_models(parent, bg, gg, full, unit_days=7, champion=True)
-    assert set(versions) == {"clv_bgnbd", "clv_gamma_gamma"}
-    champion = tracking.client().get_model_version_by_alias(BGNBD_MODEL_NAME, CHAMPION)
-    assert str(champion.version) == versions[BGNBD_MODEL_NAME]
+    assert set(versions) == {"clv_purchases", "clv_gamma_gamma"}
+    champion = tracking.client().get_model_version_by_alias(PURCHASE_MODEL_NAME, CHAMPION)
+    assert str(champion.version) == versions[PURCHASE_MODEL_NAME]
     bg2, gg2, unit_days = load_champions()
-    assert bg2.params() == bg.params() and gg2.params() == gg.params() and unit_days == 7
-    model = mlflow.pyfunc.load_model(f"models:/{BGNBD_MODEL_NAME}@{CHAMPION}")
+    assert isinstance(bg2, BetaGeoNBD) and bg2.params() == bg.params() and gg2.params() == gg.params()
+    assert unit_days == 7
+    model = mlflow.pyfunc.load_model(f"models:/{PURCHASE_MODEL_NAME}@{CHAMPION}")
     assert [i.name for i in model.metadata.get_input_schema().inputs] == ["frequency", "recency", "t"]
     out = model.predict(full[["frequency", "recency", "t"]].astype(float).head(50))
     np.testing.assert_allclose(out["p_alive"], bg.p_alive(full["frequency"][:50], full["recency"][:50], full["t"][:50]))
     # A later fit that fails validation is registered but does not take the alias.
     versions2 = register_models(parent, bg, gg, full, unit_days=7, champion=False)
-    assert int(versions2[BGNBD_MODEL_NAME]) > int(versions[BGNBD_MODEL_NAME])
-    assert tracking.client().get_model_version_by_alias(BGNBD_MODEL_NAME, CHAMPION).version == champion.version
+    assert int(versions2[PURCHASE_MODEL_NAME]) > int(versions[PURCHASE_MODEL_NAME])
+    assert tracking.client().get_model_version_by_alias(PURCHASE_MODEL_NAME, CHAMPION).version == champion.version
+    # When a run chooses MBG/NBD, the champion loads back as MBG/NBD.
+    mbg = ModifiedBetaGeoNBD(r=0.525, alpha=6.183, a=0.891, b=1.614)
+    register_models(parent, mbg, gg, full, unit_days=7, champion=True)
+    loaded, _, _ = load_champions()
+    assert isinstance(loaded, ModifiedBetaGeoNBD) and loaded.params() == mbg.params()
+    assert loaded.p_alive(0, 0, 52) < 0.5

@@ -73,13 +73,99 @@ def test_economics_match_the_hand_worked_numbers(tmp_path):
     assert seg.loc[1, "profit_share"] == pytest.approx(39.25 / total)
     assert seg.loc[1, "customer_share"] == pytest.approx(0.5)
     assert seg.loc[1, "mean_clv_365d"] == pytest.approx(120.0)
-    assert seg.loc[1, "retention_rate"] == pytest.approx(0.5)  # ann stayed, bob left
-    assert seg.loc[1, "previous_customers"] == 2 and pd.isna(seg.loc[2, "retention_rate"])
+    assert seg["cost_known"].all()  # support contacts exist, servicing costs configured
+    assert seg.loc[1, "label_stability"] == pytest.approx(0.5)  # ann kept her label, bob's moved
+    assert seg.loc[1, "previous_customers"] == 2 and pd.isna(seg.loc[2, "label_stability"])
+    assert seg.loc[1, "label_kept_customers"] == 1
+    # Repeat retention (90-day windows to 2026-01-31): ann ordered in (2025-08-04, 2025-11-02]? No: her
+    # orders are 2025-12-01 and later, all in the last window, so no base; bob's last order is 2025-03-01.
+    assert seg["retention_base"].tolist() == [0, 0] and seg["repeat_retention"].isna().all()
+    assert seg.loc[1, "alive_share"] == 1.0 and seg.loc[2, "alive_share"] == 0.0  # p_alive 0.9 and 0.3
     assert figures["profit"] == pytest.approx(total)
     assert figures["share_of_customers_paying_for_all"] == pytest.approx(1.0)
     # Playbook: high-value core at risk 0.1 (low) -> medium; hibernating at 0.7 (high) -> low.
     assert prio.loc[keys["ann"], "priority"] == "medium" and prio.loc[keys["bob"], "priority"] == "low"
     assert prio.loc[keys["ann"], "action"].startswith("Named account team")
+
+
+def test_without_cost_data_cost_and_profit_are_unknown_not_invented(tmp_path):
+    wh, keys = _handbuilt_warehouse(tmp_path)
+    with wh:
+        # A transactions-only shop: no support contacts, no servicing cost configured (the defaults).
+        wh.run_script("DELETE FROM stg_support_contacts")
+        build_customer_features(wh, AS_OF, DEFAULT_SUPPORT_COST_BY_CHANNEL)
+        figures = build_economics(wh, AS_OF, EconomicsSettings(currency_code="USD", currency_symbol="$"))
+        seg = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d", {"d": AS_OF}).set_index("segment_id")
+        per = wh.query_df("SELECT * FROM customer_economics WHERE as_of_date = :d", {"d": AS_OF})
+        curve = wh.scalar("SELECT COUNT(*) FROM profit_concentration WHERE as_of_date = :d", {"d": AS_OF})
+        # A configured servicing cost is cost data: then cost and profit are reported.
+        known = build_economics(wh, AS_OF, EconomicsSettings(servicing_cost_per_order=1.0))
+        seg_known = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d", {"d": AS_OF})
+    assert not seg["cost_known"].any()
+    for column in ("support_cost", "servicing_cost", "cost_to_serve", "profit", "profit_per_customer", "profit_share"):
+        assert seg[column].isna().all(), column
+    assert per[["support_cost", "servicing_cost", "cost_to_serve", "profit"]].isna().all().all()
+    # What is known stays: revenue, margin, CLV, currency.
+    assert seg.loc[1, "revenue"] == pytest.approx(155.0) and seg.loc[1, "gross_margin"] == pytest.approx(155 * 0.35)
+    assert (seg["currency_code"] == "USD").all() and (seg["currency_symbol"] == "$").all()
+    assert curve == 0 and figures["share_of_customers_paying_for_all"] is None
+    assert figures["cost_known"] is False and figures["profit"] is None
+    assert figures["loss_making_segments"] is None and figures["cost_to_serve_loss_making"] is None
+    assert figures["top_segment"] == "High-value core"  # highest revenue when profit is unknown
+    assert known["cost_known"] is True and seg_known["cost_known"].all()
+    # ann: 155 x 0.35 - 3 orders x 1.0; bob: 60 x 0.35 - 1.0 (no support contacts: 0, now known to be 0).
+    assert known["profit"] == pytest.approx(155 * 0.35 - 3 + 60 * 0.35 - 1)
+
+
+def test_repeat_retention_and_label_stability_on_two_dates(tmp_path):
+    """Generated orders, two weekly dates: repeat retention is customers buying again, not labels kept."""
+    from include.economics.build import model_and_published_moves
+    from tests.clv.simulate import stage_shop, transactions_only_shop
+
+    dates = [dt.date(2026, 10, 24), dt.date(2026, 10, 31)]
+    tables = transactions_only_shop(600, seed=3, end=dates[-1])
+    orders = tables["raw_orders"].assign(order_ts=lambda f: pd.to_datetime(f["order_ts"]))
+    window = 60
+    with Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        wh.ensure_schema()
+        stage_shop(wh, tables, dates)
+        keys = sorted(tables["raw_identity_records"]["source_id"])
+        # Two segments by key parity; on the second date the model moves 30 customers, 10 of them published.
+        first = pd.DataFrame({"as_of_date": dates[0], "customer_key": keys,
+                              "segment_id": [1 + i % 2 for i in range(len(keys))]})
+        first["raw_segment_id"] = first["segment_id"]
+        second = first.assign(as_of_date=dates[1])
+        second.loc[:29, "raw_segment_id"] = 3 - second.loc[:29, "segment_id"]
+        second.loc[:9, "segment_id"] = second.loc[:9, "raw_segment_id"]
+        for frame, date in ((first, dates[0]), (second, dates[1])):
+            frame["segment_name"] = frame["segment_id"].map({1: "Odd", 2: "Even"})
+            frame["model_run_id"] = "m"
+            wh.replace_partition("customer_segments", frame, {"as_of_date": date})
+        for date in dates:
+            build_economics(wh, date, EconomicsSettings(retention_window_days=window))
+        seg = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d", {"d": dates[1]})
+        moves = model_and_published_moves(wh, dates[1])
+    seg = seg.set_index("segment_id")
+    cutoff = pd.Timestamp(dates[1] + dt.timedelta(days=1))
+    last = set(orders.loc[(orders["order_ts"] >= cutoff - pd.Timedelta(days=window))
+                          & (orders["order_ts"] < cutoff), "source_id"])
+    before = set(orders.loc[(orders["order_ts"] >= cutoff - pd.Timedelta(days=2 * window))
+                            & (orders["order_ts"] < cutoff - pd.Timedelta(days=window)), "source_id"])
+    for sid, members in second.groupby("segment_id")["customer_key"]:
+        base = set(members) & before
+        assert seg.loc[sid, "retention_base"] == len(base) > 10
+        assert seg.loc[sid, "repeat_retention"] == pytest.approx(len(base & last) / len(base))
+        assert 0.05 < seg.loc[sid, "repeat_retention"] < 0.95  # non-trivial
+    # Label stability: 10 of 600 published labels moved; the 20 held back by hysteresis did not.
+    kept = seg["label_kept_customers"].sum()
+    assert kept == 590 and seg["previous_customers"].sum() == 600
+    assert seg["previous_date"].iloc[0] == pd.Timestamp(dates[0])
+    # The migration view: the model moved 30, the published labels 10.
+    off = moves[moves["from_segment_id"] != moves["to_segment_id"]]
+    assert off["model_customers"].sum() == 30 and off["published_customers"].sum() == 10
+    assert set(off["from_segment"]) == {"Odd", "Even"}
+    diag = moves[moves["from_segment_id"] == moves["to_segment_id"]]
+    assert diag["model_customers"].sum() == 570 and diag["published_customers"].sum() == 590
 
 
 def test_profit_concentration_finds_who_pays_for_everyone():
@@ -119,7 +205,7 @@ def test_playbook_errors_name_the_segment(tmp_path):
 
 def _report_inputs(tmp_path):
     wh, keys = _handbuilt_warehouse(tmp_path)
-    build_economics(wh, AS_OF, EconomicsSettings())
+    build_economics(wh, AS_OF, EconomicsSettings(servicing_cost_per_customer=4.0, servicing_cost_per_order=0.5))
     transitions = pd.DataFrame({"from_date": PREVIOUS, "to_date": AS_OF, "from_segment_id": [1, 1],
                                 "to_segment_id": [1, 2], "from_segment": "High-value core",
                                 "to_segment": ["High-value core", "Hibernating"], "customers": [1, 1],
