@@ -4,18 +4,26 @@ The input contract (README, "Input contract") is declared here as
 :data:`TABLE_SPECS`. For each raw table the stage generates one SQL script
 (warehouse-side, DuckDB and Snowflake alike) that
 
-1. types every column with ``TRY_CAST`` (raw CDP exports are often text);
+1. types every column (raw CDP exports are often text): dates and times in
+   ISO 8601 with a UTC offset converted to UTC, YYYYMMDD or the configured
+   day/month order (:func:`build_validation_sql`), numbers with ``TRY_CAST``
+   where only finite values count;
 2. keeps the rows *in scope* for the run: loaded on or before the as-of date
    when the table has ``loaded_at``, else with an event time on or before it;
-3. gives every in-scope row at most one reason, first failing rule wins:
-   ``missing_required_value``, ``unparsable_date``, ``non_numeric_value``,
-   ``negative_value``, ``future_date`` (event after its own ``loaded_at``),
-   ``unknown_customer_id`` (no identity record), ``duplicate_key``;
+3. gives every in-scope row at most one reason, first failing rule on a
+   *required* column wins: ``missing_required_value``, ``unparsable_date``,
+   ``non_numeric_value``, ``negative_value``, ``future_date`` (event after its
+   own ``loaded_at``), ``unknown_customer_id`` (no identity record),
+   ``duplicate_key``; an invalid *optional* value is nulled instead and
+   recorded in ``field_issues`` (the row is kept);
 4. writes clean rows to the staging table and the others to ``quarantine``
-   with the reason and the offending value, replacing this date's rows.
+   with the reason and the offending value, replacing this date's rows; the
+   ``id_*`` columns of staged identity records go to
+   ``stg_identity_identifiers``.
 
-Every in-scope row lands in exactly one of staging or quarantine, so nothing
-is silently dropped; rows after the as-of date are counted in ``extract_log``.
+Every in-scope row lands in exactly one of staging or quarantine and every
+nulled value has a ``field_issues`` row, so nothing is silently dropped; rows
+after the as-of date are counted in ``extract_log``.
 """
 
 from __future__ import annotations
