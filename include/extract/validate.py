@@ -4,18 +4,26 @@ The input contract (README, "Input contract") is declared here as
 :data:`TABLE_SPECS`. For each raw table the stage generates one SQL script
 (warehouse-side, DuckDB and Snowflake alike) that
 
-1. types every column with ``TRY_CAST`` (raw CDP exports are often text);
+1. types every column (raw CDP exports are often text): dates and times in
+   ISO 8601 with a UTC offset converted to UTC, YYYYMMDD or the configured
+   day/month order (:func:`build_validation_sql`), numbers with ``TRY_CAST``
+   where only finite values count;
 2. keeps the rows *in scope* for the run: loaded on or before the as-of date
    when the table has ``loaded_at``, else with an event time on or before it;
-3. gives every in-scope row at most one reason, first failing rule wins:
-   ``missing_required_value``, ``unparsable_date``, ``non_numeric_value``,
-   ``negative_value``, ``future_date`` (event after its own ``loaded_at``),
-   ``unknown_customer_id`` (no identity record), ``duplicate_key``;
+3. gives every in-scope row at most one reason, first failing rule on a
+   *required* column wins: ``missing_required_value``, ``unparsable_date``,
+   ``non_numeric_value``, ``negative_value``, ``future_date`` (event after its
+   own ``loaded_at``), ``unknown_customer_id`` (no identity record),
+   ``duplicate_key``; an invalid *optional* value is nulled instead and
+   recorded in ``field_issues`` (the row is kept);
 4. writes clean rows to the staging table and the others to ``quarantine``
-   with the reason and the offending value, replacing this date's rows.
+   with the reason and the offending value, replacing this date's rows; the
+   ``id_*`` columns of staged identity records go to
+   ``stg_identity_identifiers``.
 
-Every in-scope row lands in exactly one of staging or quarantine, so nothing
-is silently dropped; rows after the as-of date are counted in ``extract_log``.
+Every in-scope row lands in exactly one of staging or quarantine and every
+nulled value has a ``field_issues`` row, so nothing is silently dropped; rows
+after the as-of date are counted in ``extract_log``.
 """
 
 from __future__ import annotations
@@ -171,7 +179,19 @@ def _time_layers(name: str, date_order: str) -> list[str]:
     date-format or time-zone setting.
     """
     raw, s, loc, d = f"{name}__raw", f"{name}__s", f"{name}__loc", f"{name}__d"
-    sep = f"CASE WHEN SUBSTR({raw}, 11, 1) = 'T' THEN SUBSTR({raw}, 1, 10) || ' ' || SUBSTR({raw}, 12) ELSE {raw} END AS {s}"
+    fast = f"{name}__fast"
+    # Fast path: plain 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM:SS' or with a fraction of
+    # six digits (no room for an offset) skips the string surgery below, which
+    # then runs on NULLs; most warehouse exports look like this.
+    plain = (
+        f"SUBSTR({raw}, 5, 1) = '-' AND SUBSTR({raw}, 8, 1) = '-' AND (LENGTH({raw}) = 10 "
+        f"OR (LENGTH({raw}) IN (19, 26) AND SUBSTR({raw}, 11, 1) = ' ' AND SUBSTR({raw}, 20, 1) IN ('', '.')))"
+    )
+    sep = (
+        f"CASE WHEN {plain} THEN {raw} END AS {fast}, "
+        f"CASE WHEN {plain} THEN NULL WHEN SUBSTR({raw}, 11, 1) = 'T' "
+        f"THEN SUBSTR({raw}, 1, 10) || ' ' || SUBSTR({raw}, 12) ELSE {raw} END AS {s}"
+    )
     # A trailing UTC offset: 'Z', '+hh:mm' or '+hhmm' after a time of day.
     zone_len = (
         f"CASE WHEN LENGTH({s}) > 10 AND SUBSTR({s}, LENGTH({s}), 1) = 'Z' THEN 1 "
@@ -181,13 +201,13 @@ def _time_layers(name: str, date_order: str) -> list[str]:
         f"AND SUBSTR({s}, LENGTH({s}) - 7, 1) = ':' THEN 5 ELSE 0 END"
     )
     zone = [
-        f"{s}",
+        f"{s}", fast,
         f"CASE {zone_len} WHEN 1 THEN '+00:00' "
         f"WHEN 6 THEN SUBSTR({s}, LENGTH({s}) - 5) "
         f"WHEN 5 THEN SUBSTR({s}, LENGTH({s}) - 4, 3) || ':' || SUBSTR({s}, LENGTH({s}) - 1) END AS {name}__zone",
         f"TRIM(SUBSTR({s}, 1, LENGTH({s}) - {zone_len})) AS {loc}",
     ]
-    date_part = [f"{loc}", f"{name}__zone", f"SPLIT_PART({loc}, ' ', 1) AS {d}",
+    date_part = [f"{loc}", fast, f"{name}__zone", f"SPLIT_PART({loc}, ' ', 1) AS {d}",
                  f"REPLACE(REPLACE(SPLIT_PART({loc}, ' ', 1), '.', '/'), '-', '/') AS {name}__dn"]
     dn = f"{name}__dn"
     rest = f"SUBSTR({loc}, LENGTH({d}) + 1)"
@@ -207,7 +227,7 @@ def _time_layers(name: str, date_order: str) -> list[str]:
             f"AND LENGTH({first}) IN (1, 2) AND LENGTH({second}) IN (1, 2) "
             f"THEN SPLIT_PART({dn}, '/', 3) || '-' || LPAD({month}, 2, '0') || '-' || LPAD({day}, 2, '0') || {rest}"
         )
-    iso = [f"CASE {' '.join(branches)} END AS {name}__iso", f"{name}__zone"]
+    iso = [f"COALESCE({fast}, CASE {' '.join(branches)} END) AS {name}__iso", f"{name}__zone"]
     return [sep, ", ".join(zone), ", ".join(date_part), ", ".join(iso)]
 
 

@@ -263,3 +263,24 @@ def test_command_line_loads_and_reports_mapping_errors(tmp_path):
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert failed.returncode == 2
     assert "mapping error" in failed.stderr and "raw_orderz" in failed.stderr
+
+
+def test_example_shop_loads_into_snowflake_and_extracts_there(tmp_path):
+    import fakesnow
+
+    from include.extract.validate import extract_and_validate
+
+    with fakesnow.patch():
+        url = "snowflake://user:pw@account/analytics/public"
+        results = {r.table: r.rows for r in load_mapping(read_mapping(EXAMPLE), url, progress=False)}
+        with Warehouse(url) as wh:
+            reports = {r.table: r for r in extract_and_validate(wh, SHOP_AS_OF)}
+            amount = wh.scalar("SELECT amount FROM stg_orders WHERE order_id = '100006'")
+            manifest = wh.query_df("SELECT table_name, currency FROM load_manifest ORDER BY table_name")
+    orders = pd.read_csv(EXAMPLE.parent / "orders.csv", sep=";", dtype=str)
+    assert results["raw_orders"] == len(orders)
+    assert reports["raw_orders"].rows_staged == len(orders) - 2
+    assert reports["raw_identity_records"].rows_quarantined == 0
+    assert reports["raw_identity_records"].fields_nulled > 0
+    assert amount == pytest.approx(1249.90)
+    assert manifest["currency"].tolist() == ["EUR", "EUR"]
