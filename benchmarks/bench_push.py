@@ -91,7 +91,7 @@ def main() -> None:
             with Warehouse(url) as wh:
                 rows = {t: wh.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("crm_outbox", "crm_push_state",
                                                                              "crm_push_log")}
-            print(f"{label:30s} {elapsed:6.2f} s wall {cpu:6.2f} s CPU  sent {summary['changed']:>8,} (labels of {summary['label_date']})"
+            print(f"{label:30s} {elapsed:6.2f} s wall {cpu:6.2f} s CPU  sent {summary['changed']:>8,} (labels of {summary.get('label_date', date)})"
                   f"  outbox {rows['crm_outbox']:>9,}  state {rows['crm_push_state']:>8,}"
                   f"  log {rows['crm_push_log']:>3}")
 

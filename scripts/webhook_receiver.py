@@ -10,7 +10,7 @@ What a receiver of the segment webhook has to do, in the order it does it:
 2. answer 400 to a request without ``Idempotency-Key``, with a malformed
    ``X-Segments-Signature`` or a body that is not the documented JSON;
 3. recompute ``HMAC-SHA256(secret, "<t>.<idempotency key>.<raw body>")``
-   (:func:`include.crm.contract.verify_signature`, constant-time compare)
+   (:func:`include.crm.signature.verify_signature`, constant-time compare)
    and answer 401 on a mismatch or a timestamp more than 5 minutes away;
 4. in one SQLite transaction: record the idempotency key (a key seen before
    is answered ``200 duplicate`` and changes nothing, also after a restart)
@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from include.crm.contract import (  # noqa: E402
+from include.crm.signature import (  # noqa: E402
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     MalformedSignature,
@@ -62,6 +62,10 @@ ON CONFLICT (customer_key) DO UPDATE SET label_date = excluded.label_date, field
     idempotency_key = excluded.idempotency_key, updated_at = excluded.updated_at
 WHERE excluded.label_date >= customers.label_date
 """
+
+
+#: A batch of 10,000 records is about 2 MB; anything far larger is not ours.
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 class BadRequest(ValueError):
@@ -134,7 +138,12 @@ def make_handler(secret: str, state: Path, out: Path | None):
             self._answer(200, {"status": "ok"})
 
         def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit():
+                return self._answer(411, {"error": "Content-Length required"})
+            if int(length) > MAX_BODY_BYTES:
+                return self._answer(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
+            body = self.rfile.read(int(length))
             key = self.headers.get(IDEMPOTENCY_HEADER, "")
             try:
                 if not key or len(key) > 200 or not key.isascii():

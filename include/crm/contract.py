@@ -31,21 +31,15 @@ acknowledged, which includes every record the target rejected last time.
   ``crm_push_log`` has one row per (target, idempotency key): a retried batch
   updates its row (attempts add up) instead of adding one.
 
-Webhook signatures: ``X-Segments-Signature: t=<unix seconds>,v1=<64 hex>``
-where ``v1 = HMAC-SHA256(secret, "<t>.<idempotency key>.<raw body>")``: the
-key is signed, so a captured request cannot be replayed under a new key.
-Receivers run :func:`verify_signature`, which refuses stale timestamps and
-raises :class:`MalformedSignature` (answer 400) on a header of the wrong shape.
+Webhook signatures (:mod:`include.crm.signature`, re-exported here) sign
+``"<t>.<idempotency key>.<raw body>"`` with HMAC-SHA256.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import logging
-import re
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,6 +47,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 import sqlalchemy as sa
 
+from include.crm.signature import (  # noqa: F401 - re-exported: the push side signs with them
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    MalformedSignature,
+    parse_signature,
+    sign,
+    verify_signature,
+)
 from include.runtime.warehouse import Warehouse, load_sql, parse_create_tables, split_statements
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,6 @@ log = logging.getLogger(__name__)
 #: The fields that leave the warehouse, besides the id property.
 PUSH_FIELDS = ("segment_id", "segment_name", "clv_tier", "priority", "segment_action")
 TARGETS = ("outbox", "webhook", "hubspot", "salesforce")
-SIGNATURE_HEADER = "X-Segments-Signature"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 LABELS_SQL = """
 SELECT s.customer_key, s.segment_id, s.segment_name,
@@ -107,7 +107,7 @@ CRM_TABLES = ("crm_push_state", "crm_push_log", "crm_outbox", "crm_push_pending"
 def ensure_crm_tables(wh: Warehouse) -> None:
     """Create the ``crm_*`` tables of ``schema.sql`` and add columns added since (one catalogue query).
 
-    A push needs only these three tables; checking them through the
+    A push needs only these tables; checking them through the
     information schema takes ~0.1 s where inspecting the whole schema takes
     seconds on DuckDB.
     """
@@ -272,56 +272,6 @@ def _upsert_log_row(wh: Warehouse, conn: sa.Connection, row: dict) -> None:
         keys).scalar()
     conn.execute(sa.text("DELETE FROM crm_push_log WHERE target = :t AND idempotency_key = :k"), keys)
     wh.insert_df("crm_push_log", pd.DataFrame([{**row, "attempts": int(earlier or 0) + row["attempts"]}]), conn)
-
-
-class MalformedSignature(ValueError):
-    """A signature header that is not ``t=<digits>,v1=<64 lowercase hex>`` (a receiver answers 400)."""
-
-
-_SIGNATURE = re.compile(r"t=(\d{1,12}),v1=([0-9a-f]{64})")
-
-
-def _mac(secret: str, timestamp: int, idempotency_key: str, body: bytes) -> str:
-    if not secret:
-        raise ValueError("webhook signing secret is empty: refusing to sign or verify with it")
-    message = f"{timestamp}.{idempotency_key}.".encode() + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-
-
-def sign(secret: str, body: bytes, idempotency_key: str, timestamp: int | None = None) -> str:
-    """The webhook signature header value for ``body`` sent under ``idempotency_key``."""
-    t = int(time.time()) if timestamp is None else int(timestamp)
-    return f"t={t},v1={_mac(secret, t, idempotency_key, body)}"
-
-
-def parse_signature(header: str | None) -> tuple[int, str]:
-    """``(t, v1)`` of a signature header.
-
-    Raises
-    ------
-    MalformedSignature
-        When the header is missing or not exactly ``t=<digits>,v1=<64 hex>``
-        (non-ASCII, extra parts, upper-case hex included).
-    """
-    match = _SIGNATURE.fullmatch(header or "")
-    if match is None:
-        raise MalformedSignature(f"{SIGNATURE_HEADER} must be 't=<unix seconds>,v1=<64 lowercase hex>'")
-    return int(match.group(1)), match.group(2)
-
-
-def verify_signature(secret: str, body: bytes, header: str | None, idempotency_key: str,
-                     tolerance_s: int = 300, now: float | None = None) -> bool:
-    """Check a webhook signature (what a receiver runs).
-
-    Returns ``False`` for a wrong MAC (other secret, body or key) or a
-    timestamp more than ``tolerance_s`` away; raises :class:`MalformedSignature`
-    for a header of the wrong shape and ``ValueError`` for an empty secret.
-    """
-    t, received = parse_signature(header)
-    expected = _mac(secret, t, idempotency_key, body)
-    if abs((time.time() if now is None else now) - t) > tolerance_s:
-        return False
-    return hmac.compare_digest(expected.encode("ascii"), received.encode("ascii"))
 
 
 #: The outbox payload as JSON text, built by the warehouse (keys in sorted order), per SQLAlchemy dialect.
