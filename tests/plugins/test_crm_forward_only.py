@@ -292,3 +292,32 @@ def test_signature_rejects_malformed_headers_and_empty_secrets():
         sign("", body, "key")
     with pytest.raises(ValueError, match="secret is empty"):
         verify_signature("", body, header, "key", now=1_700_000_000)
+
+
+def test_a_push_needs_complete_labels_and_upgrades_old_crm_tables(url):
+    from include.crm.contract import ensure_crm_tables, newest_label_date
+
+    with Warehouse(url) as wh:
+        # A warehouse written by the previous version: the old column layout, one acknowledged customer.
+        wh.run_script("CREATE TABLE crm_push_state (target VARCHAR, customer_key VARCHAR, checksum VARCHAR, "
+                      "as_of_date DATE, acknowledged_at TIMESTAMP);\n"
+                      "INSERT INTO crm_push_state VALUES ('outbox', 'C1', 'x', DATE '2026-11-07', NULL)")
+        ensure_crm_tables(wh)
+        assert {"record_key", "deliveries", "ack_id"} <= set(wh.table_columns("crm_push_state"))
+        assert {"record_key"} <= set(wh.table_columns("crm_outbox"))
+        assert wh.scalar("SELECT COUNT(*) FROM crm_push_state") == 1  # kept
+        wh.ensure_schema()
+        with pytest.raises(ValueError, match="customer_segments has no published labels for as_of_date=2026-11-07"):
+            newest_label_date(wh, D2)
+    publish(url, D2, segments_by_date()[D2])
+    with Warehouse(url) as wh:
+        wh.run_script("DELETE FROM customer_priority")
+        with pytest.raises(ValueError, match="customer_priority has no rows for as_of_date=2026-11-07"):
+            newest_label_date(wh, D2)
+    publish(url, D2, segments_by_date()[D2])
+    publish(url, D3, segments_by_date()[D3])
+    with Warehouse(url) as wh:
+        assert newest_label_date(wh, D1) == D3 and newest_label_date(wh, D2) == D3
+        # Segments of a newer date whose economics have not run yet are not complete: not pushed.
+        wh.run_script("DELETE FROM customer_priority WHERE as_of_date = DATE '2026-11-14'")
+        assert newest_label_date(wh, D2) == D2
