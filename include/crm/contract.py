@@ -131,9 +131,16 @@ def newest_label_date(wh: Warehouse, as_of_date: dt.date) -> dt.date:
     Raises
     ------
     ValueError
-        When ``customer_segments`` or ``customer_priority`` has no rows for
-        ``as_of_date`` or any later date (nothing complete to push).
+        When ``customer_segments``, ``customer_priority`` or ``customer_clv``
+        does not exist, or the first two have no rows for ``as_of_date`` or
+        any later date (nothing complete to push).
     """
+    tables = set(wh.query_df("SELECT LOWER(table_name) AS t FROM information_schema.tables WHERE LOWER(table_name) "
+                             "IN ('customer_segments', 'customer_priority', 'customer_clv')")["t"])
+    for table in ("customer_segments", "customer_priority", "customer_clv"):
+        if table not in tables:
+            raise ValueError(f"table {table} does not exist: run the pipeline's publish and economics stages "
+                             "before pushing")
     newest = wh.scalar(
         "SELECT MAX(s.as_of_date) FROM (SELECT DISTINCT as_of_date FROM customer_segments) s "
         "JOIN (SELECT DISTINCT as_of_date FROM customer_priority) p ON p.as_of_date = s.as_of_date "

@@ -306,6 +306,8 @@ def test_a_push_needs_complete_labels_and_upgrades_old_crm_tables(url):
         assert {"record_key", "deliveries", "ack_id"} <= set(wh.table_columns("crm_push_state"))
         assert {"record_key"} <= set(wh.table_columns("crm_outbox"))
         assert wh.scalar("SELECT COUNT(*) FROM crm_push_state") == 1  # kept
+        with pytest.raises(ValueError, match="table customer_segments does not exist"):
+            newest_label_date(wh, D2)
         wh.ensure_schema()
         with pytest.raises(ValueError, match="customer_segments has no published labels for as_of_date=2026-11-07"):
             newest_label_date(wh, D2)
