@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from include.crm.contract import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
+from include.crm.contract import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, MalformedSignature, verify_signature
 
 
 class _Server:
@@ -229,12 +229,16 @@ class WebhookReceiver(_Server):
     def handle(self, method, path, headers, body):
         if method == "OPTIONS":
             return 204, {}, b""
-        if not verify_signature(self.secret, body, headers.get(SIGNATURE_HEADER, "")):
-            self.bad_signatures += 1
-            return _json(401, {"error": "bad signature"})
         key = headers.get(IDEMPOTENCY_HEADER)
         if not key:
             return _json(400, {"error": "Idempotency-Key required"})
+        try:
+            valid = verify_signature(self.secret, body, headers.get(SIGNATURE_HEADER), key)
+        except MalformedSignature as exc:
+            return _json(400, {"error": str(exc)})
+        if not valid:
+            self.bad_signatures += 1
+            return _json(401, {"error": "bad signature"})
         if key in self.deliveries:
             self.duplicates += 1
             return _json(200, {"status": "duplicate"})
@@ -246,3 +250,109 @@ class WebhookReceiver(_Server):
 
     def customers(self) -> Counter:
         return Counter(r["customer_key"] for recs in self.deliveries.values() for r in recs)
+
+
+class HoldingProxy(_Server):
+    """Forwards every request to ``upstream``; after ``hold_after`` answered POSTs it forwards the next one
+    (the upstream applies it) and never answers: the caller is killed while waiting.
+
+    ``upstream`` can be changed between requests (a restarted receiver on a new port).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.hold_after: int | None = None
+        self.posts = 0
+        self.held = threading.Event()
+
+    def handle(self, method, path, headers, body):
+        import requests
+
+        forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+        response = requests.request(method, self.upstream + path, headers=forwarded, data=body, timeout=30)
+        if method == "POST":
+            with self.lock:
+                self.posts += 1
+                hold = self.hold_after is not None and self.posts > self.hold_after
+            if hold:
+                self.held.set()
+                time.sleep(3600)
+        return response.status_code, {"Content-Type": response.headers.get("Content-Type", "")}, response.content
+
+
+class ReceiverProcess:
+    """``scripts/webhook_receiver.py`` in a subprocess on a free loopback port, with its SQLite state."""
+
+    def __init__(self, state, secret: str | None = "s3cret", extra_args: tuple[str, ...] = ()) -> None:
+        self.state = state
+        self.secret = secret
+        self.extra_args = extra_args
+        self.proc = None
+        self.port = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> ReceiverProcess:
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        import requests
+
+        from tests.conftest import ROOT
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "WEBHOOK_SECRET"}
+        if self.secret is not None:
+            env["WEBHOOK_SECRET"] = self.secret
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "webhook_receiver.py"), "--port", str(self.port),
+             "--state", str(self.state), *self.extra_args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"receiver exited {self.proc.returncode}: {self.proc.stderr.read().decode()}")
+            try:
+                requests.options(self.url, timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError("receiver did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        if self.proc is not None:
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+
+    def __enter__(self) -> ReceiverProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def deliveries(self) -> list[tuple[str, str, list[dict]]]:
+        """``(idempotency key, label date, records)`` of every batch the receiver accepted."""
+        import sqlite3
+
+        with sqlite3.connect(self.state) as conn:
+            rows = conn.execute("SELECT idempotency_key, label_date, body FROM deliveries").fetchall()
+        return [(k, d, json.loads(b)["records"]) for k, d, b in rows]
+
+    def current(self) -> dict[str, tuple[str, dict]]:
+        """Customer key -> (label date, fields) the receiver holds now."""
+        import sqlite3
+
+        with sqlite3.connect(self.state) as conn:
+            rows = conn.execute("SELECT customer_key, label_date, fields FROM customers").fetchall()
+        return {k: (d, json.loads(f)) for k, d, f in rows}

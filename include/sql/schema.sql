@@ -160,20 +160,31 @@ CREATE TABLE IF NOT EXISTS customer_priority (
     priority_rank BIGINT, action VARCHAR
 );
 
+-- CRM pushes. crm_push_state: one row per (target, customer): the checksum and
+-- label date the target last acknowledged, how many deliveries it acknowledged.
 CREATE TABLE IF NOT EXISTS crm_push_state (
     target VARCHAR, customer_key VARCHAR, checksum VARCHAR, as_of_date DATE,
-    acknowledged_at TIMESTAMP
+    acknowledged_at TIMESTAMP, record_key VARCHAR, deliveries BIGINT, ack_id VARCHAR
 );
 
+-- One row per (target, idempotency_key); as_of_date is the run's date, label_date the labels'.
 CREATE TABLE IF NOT EXISTS crm_push_log (
     target VARCHAR, run_id VARCHAR, as_of_date DATE, batch BIGINT, idempotency_key VARCHAR,
     customers BIGINT, acknowledged BIGINT, failed BIGINT, status VARCHAR, response_code BIGINT,
-    attempts BIGINT, detail VARCHAR, logged_at TIMESTAMP
+    attempts BIGINT, detail VARCHAR, logged_at TIMESTAMP, label_date DATE
 );
 
+-- One row per (target, record_key); as_of_date is the labels' date.
 CREATE TABLE IF NOT EXISTS crm_outbox (
     target VARCHAR, as_of_date DATE, batch_key VARCHAR, customer_key VARCHAR, payload VARCHAR,
-    checksum VARCHAR, created_at TIMESTAMP
+    checksum VARCHAR, created_at TIMESTAMP, record_key VARCHAR
+);
+
+-- The changed set of the push in progress (scratch: emptied when the push commits).
+CREATE TABLE IF NOT EXISTS crm_push_pending (
+    target VARCHAR, label_date DATE, customer_key VARCHAR, segment_id BIGINT, segment_name VARCHAR,
+    clv_tier VARCHAR, priority VARCHAR, segment_action VARCHAR, checksum VARCHAR, deliveries_acked BIGINT,
+    record_key VARCHAR
 );
 
 -- Extract and loading (issue #13). field_issues: an invalid optional value

@@ -25,7 +25,15 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from include.crm.contract import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, Batch, BatchOutcome, outbox_rows, payload, sign
+from include.crm.contract import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    Batch,
+    BatchOutcome,
+    deliver_to_outbox,
+    payload,
+    sign,
+)
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +289,10 @@ class WebhookHook(_HttpCrmHook):
 
     Connection: host = full URL, password = signing secret. Each request
     carries ``Idempotency-Key`` (the batch's content key: the same on a resend)
-    and ``X-Segments-Signature: t=<unix>,v1=HMAC-SHA256(secret, "<t>." + body)``
-    (check it with :func:`include.crm.verify_signature`). Any 2xx acknowledges
-    the whole batch.
+    and ``X-Segments-Signature: t=<unix>,v1=HMAC-SHA256(secret, "<t>.<key>." + body)``
+    (check it with :func:`include.crm.contract.verify_signature`). The body is
+    ``{"batch_key", "label_date", "records"}``. Any 2xx acknowledges the whole
+    batch.
     """
 
     conn_name_attr = "webhook_conn_id"
@@ -301,9 +310,10 @@ class WebhookHook(_HttpCrmHook):
         secret = self.connection.password
         if not secret:
             raise ValueError(f"connection '{self.conn_id}' has no password (the signing secret)")
-        body = json.dumps({"batch_key": batch.key, "records": payload(batch.records)}, sort_keys=True).encode()
+        body = json.dumps({"batch_key": batch.key, "label_date": batch.label_date.isoformat(),
+                           "records": payload(batch.records)}, sort_keys=True).encode()
         headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: batch.key,
-                   SIGNATURE_HEADER: sign(secret, body)}
+                   SIGNATURE_HEADER: sign(secret, body, batch.key)}
         response, attempts = self.request("POST", self.base_url, data=body, headers=headers,
                                           expect=(200, 201, 202, 204))
         return BatchOutcome(batch.records["customer_key"].tolist(), {}, response.status_code, attempts)
@@ -313,19 +323,23 @@ class WebhookHook(_HttpCrmHook):
 
 
 class OutboxHook(BaseHook):
-    """Write batches to the warehouse table ``crm_outbox`` for a reverse-ETL tool to deliver."""
+    """Write the changed labels to the warehouse table ``crm_outbox`` for a reverse-ETL tool to deliver.
+
+    Set-based: one transaction inserts every changed customer's row (a record
+    already in the outbox, same ``record_key``, is not written again), moves
+    their ``crm_push_state`` and upserts the audit row. There are no batches.
+    """
 
     conn_name_attr = "warehouse_conn_id"
     default_conn_name = "segmentation_warehouse"
     hook_name = "Segments to the warehouse outbox"
-    max_batch_size = 10_000
+    max_batch_size = None
 
-    def __init__(self, warehouse_url: str, as_of_date: Any, target: str = "outbox", **kwargs: Any) -> None:
+    def __init__(self, warehouse_url: str, target: str = "outbox", *, warehouse: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.warehouse_url = warehouse_url
-        self.as_of_date = as_of_date
         self.target = target
-        self._wh = None
+        self._wh = warehouse  # the caller's open Warehouse, if it has one
 
     def get_conn(self):
         from include.runtime.warehouse import Warehouse
@@ -334,14 +348,10 @@ class OutboxHook(BaseHook):
             self._wh = Warehouse(self.warehouse_url)
         return self._wh
 
-    def push(self, batch: Batch) -> BatchOutcome:
-        wh = self.get_conn()
-        rows = outbox_rows(self.target, self.as_of_date, batch)
-        with wh.begin() as conn:
-            # Same batch key = same content: replacing it keeps a resend from duplicating rows.
-            conn.exec_driver_sql(f"DELETE FROM crm_outbox WHERE batch_key = '{batch.key}'")
-            wh.insert_df("crm_outbox", rows, conn)
-        return BatchOutcome(rows["customer_key"].tolist(), {}, 200, 1)
+    def deliver(self, *, run_id: str, as_of_date: Any, label_date: Any) -> dict[str, Any]:
+        """Write the labels of ``label_date`` that differ from the outbox's state; return the counts."""
+        return deliver_to_outbox(self.get_conn(), target=self.target, run_id=run_id, as_of_date=as_of_date,
+                                 label_date=label_date)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

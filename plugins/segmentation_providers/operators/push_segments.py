@@ -16,14 +16,17 @@ TARGETS = ("outbox", "webhook", "hubspot", "salesforce")
 
 
 class PushSegmentsOperator(BaseOperator):
-    """Push the published labels of one as-of date to a CRM target.
+    """Push the newest published labels to a CRM target; the target only ever moves forward.
 
-    Reads ``customer_segments`` (+ CLV tier and priority) from the warehouse,
-    sends only customers whose pushed fields changed since the target last
-    acknowledged them (plus anything it rejected before), in batches, and
-    records every batch in ``crm_push_log`` and the acknowledged keys in
-    ``crm_push_state`` (see :mod:`include.crm`). A re-run after a crash
-    resumes at the first unacknowledged batch.
+    A run for as-of date ``d`` reads the labels of the newest complete date
+    ``>= d`` (``customer_segments`` + CLV tier and priority), so re-running or
+    backfilling an old date never sends older labels over newer ones. It sends
+    only customers whose delivered content differs from those labels (plus
+    anything the target rejected before), in batches, and records every batch
+    in ``crm_push_log`` and the acknowledged keys in ``crm_push_state`` (see
+    :mod:`include.crm.contract`). A re-run after a crash resumes at the first
+    unacknowledged batch. The outbox takes the whole push as one set-based
+    write, whatever ``batch_size`` says.
 
     Parameters
     ----------
@@ -32,9 +35,11 @@ class PushSegmentsOperator(BaseOperator):
     conn_id
         Airflow connection of the target (ignored for ``outbox``).
     as_of_date
-        ISO date of the labels (templated); default: the run's as-of date.
+        ISO date of the run (templated); default: the run's as-of date. The
+        labels sent are those of the newest complete date on or after it.
     batch_size
-        Customers per request, capped at the target's limit (HubSpot 100).
+        Customers per request, capped at the target's limit (HubSpot 100);
+        ignored by the outbox.
     dry_run
         Report what would be sent; send and record nothing.
     enabled_targets
@@ -75,12 +80,16 @@ class PushSegmentsOperator(BaseOperator):
         return {"outbox": crm.OutboxHook, "webhook": crm.WebhookHook, "hubspot": crm.HubSpotHook,
                 "salesforce": crm.SalesforceBulkHook}[self.target]
 
-    def get_hook(self, warehouse_url: str, as_of_date: dt.date):
+    def get_hook(self, warehouse_url: str, warehouse: Any = None):
         """Build the target's hook (lazily, in ``execute``)."""
         cls = self._hook_class()
         if self.target == "outbox":
-            return cls(warehouse_url, as_of_date, target=self.target)
+            return cls(warehouse_url, target=self.target, warehouse=warehouse)
         return cls(self.conn_id or cls.default_conn_name, **self.hook_kwargs)
+
+    def _batch_size(self) -> int | None:
+        limit = self._hook_class().max_batch_size
+        return None if limit is None else min(self.batch_size, limit)
 
     def _enabled(self) -> bool:
         targets = self.enabled_targets
@@ -101,7 +110,14 @@ class PushSegmentsOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.crm.contract import BatchOutcome, changed_since_last_ack, load_labels, plan_batches, record_batch
+        from include.crm.contract import (
+            BatchOutcome,
+            changed_since_last_ack,
+            ensure_crm_tables,
+            plan_batches,
+            plan_push,
+            record_batch,
+        )
         from include.runtime.warehouse import Warehouse
         from segmentation_providers.hooks.crm import CrmHttpError
 
@@ -112,22 +128,40 @@ class PushSegmentsOperator(BaseOperator):
         warehouse_url = self.warehouse_url or self._warehouse_url()
         run_id = context.get("run_id") or "manual"
         with Warehouse(warehouse_url) as wh:
-            wh.ensure_schema()
-            labels = load_labels(wh, as_of)
-            changed = changed_since_last_ack(wh, self.target, labels)
-            hook = None if dry_run else self.get_hook(warehouse_url, as_of)
-            size = min(self.batch_size, self._hook_class().max_batch_size)
+            ensure_crm_tables(wh)
+            plan = plan_push(wh, self.target, as_of)
+            summary = {"target": self.target, "as_of_date": as_of.isoformat(),
+                       "label_date": plan.label_date.isoformat(), "customers": plan.customers,
+                       "newer_delivered": plan.newer_delivered, "dry_run": dry_run, "acknowledged": 0, "failed": 0}
+            if plan.label_date != as_of:
+                log.info("%s: run date %s, sending the newest published labels (%s): the target never goes "
+                         "back to older labels", self.target, as_of, plan.label_date)
+            if plan.newer_delivered:
+                log.warning("%s: %d customers already hold labels newer than %s; they are not sent",
+                            self.target, plan.newer_delivered, plan.label_date)
+            if self.target == "outbox" and not dry_run:
+                # Set-based: the changed set never leaves the warehouse.
+                result = self.get_hook(warehouse_url, wh).deliver(run_id=run_id, as_of_date=as_of,
+                                                                  label_date=plan.label_date)
+                summary.update(changed=result["changed"], batches=int(result["changed"] > 0),
+                               acknowledged=result["changed"], outbox_rows_written=result["written"])
+                summary["unchanged"] = plan.customers - result["changed"] - plan.newer_delivered
+                log.info("outbox: %d customers, %d differ from what the outbox holds, %d rows written",
+                         plan.customers, result["changed"], result["written"])
+                return summary
+            changed = changed_since_last_ack(wh, self.target, plan.label_date)
+            size = self._batch_size()
             batches = list(plan_batches(changed, size))
-            summary = {"target": self.target, "as_of_date": as_of.isoformat(), "customers": len(labels),
-                       "changed": len(changed), "unchanged": len(labels) - len(changed), "batches": len(batches),
-                       "dry_run": dry_run, "acknowledged": 0, "failed": 0}
-            log.info("%s: %d customers, %d changed since the last acknowledged push, %d batches of <= %d",
-                     self.target, len(labels), len(changed), len(batches), size)
+            summary.update(changed=len(changed), batches=len(batches),
+                           unchanged=plan.customers - len(changed) - plan.newer_delivered)
+            log.info("%s: %d customers, %d differ from what the target acknowledged, %d batches of <= %s",
+                     self.target, plan.customers, len(changed), len(batches), size or "all")
             if dry_run:
                 counts = changed.groupby("segment_name").size().to_dict() if len(changed) else {}
                 log.info("dry run: would send %d customers to %s by segment: %s", len(changed), self.target, counts)
                 summary["would_send_by_segment"] = counts
                 return summary
+            hook = self.get_hook(warehouse_url, wh)
             for batch in batches:
                 try:
                     outcome = hook.push(batch)
