@@ -29,7 +29,7 @@ DELIVERIES="$SEGMENTATION_DATA_DIR/webhook_deliveries.jsonl"
 rm -f "$DELIVERIES"
 HOOK_PORT="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 HOOK_SECRET="$(python -c 'import secrets; print(secrets.token_hex(16))')"
-python scripts/webhook_receiver.py --port "$HOOK_PORT" --secret "$HOOK_SECRET" --out "$DELIVERIES" &
+WEBHOOK_SECRET="$HOOK_SECRET" python scripts/webhook_receiver.py --port "$HOOK_PORT" --out "$DELIVERIES" &
 HOOK_PID=$!
 trap 'kill $HOOK_PID 2>/dev/null || true' EXIT
 export AIRFLOW_CONN_CRM_WEBHOOK="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$HOOK_PORT/segments\", \"password\": \"$HOOK_SECRET\"}"
