@@ -160,6 +160,17 @@ class Warehouse:
     def has_table(self, table: str) -> bool:
         return self.table_columns(table) is not None
 
+    def schema_columns(self) -> dict[str, set[str]]:
+        """Lower-case column names of every table in the current schema, from one catalogue query.
+
+        Reflecting table by table costs a round trip per table (about 7 s for
+        the pipeline's ~40 tables on DuckDB); ``information_schema`` answers at once.
+        """
+        frame = self.query_df(
+            "SELECT LOWER(table_name) AS table_name, LOWER(column_name) AS column_name "
+            "FROM information_schema.columns WHERE table_schema = CURRENT_SCHEMA()")
+        return {t: set(g["column_name"]) for t, g in frame.groupby("table_name")}
+
     # -- statements -------------------------------------------------------
     def run_script(
         self, script: str, params: Mapping[str, Any] | None = None, conn: sa.Connection | None = None
@@ -227,8 +238,9 @@ class Warehouse:
         """
         script = load_sql("schema.sql")
         self.run_script(script)
+        existing = self.schema_columns()
         for table, columns in parse_create_tables(script).items():
-            have = set(self.table_columns(table) or [])
+            have = existing.get(table, set())
             missing = [(c, t) for c, t in columns if c not in have]
             if missing:
                 with self.begin() as conn:
@@ -239,6 +251,13 @@ class Warehouse:
 
 class SqlAlchemyWarehouse(Warehouse):
     """Any other SQLAlchemy database: pandas ``read_sql``/``to_sql`` for the bulk paths."""
+
+    def schema_columns(self) -> dict[str, set[str]]:
+        # Not every database has information_schema (SQLite has none): reflect instead.
+        with self.engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            return {t.lower(): {c["name"].lower() for c in inspector.get_columns(t)}
+                    for t in inspector.get_table_names()}
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
