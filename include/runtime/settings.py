@@ -72,6 +72,8 @@ class PipelineSettings:
         Train a new Splink model instead of reusing the last accepted one.
     identity_u_max_pairs
         Record pairs sampled to estimate Splink's u probabilities.
+    currency_code, currency_symbol
+        ISO code and symbol of the money in the orders (shown in the report).
     identity_min_f1
         A newly trained model is accepted (reused by later runs) only if its
         clustered pairwise F1 reaches this where ground truth exists.
@@ -107,6 +109,8 @@ class PipelineSettings:
     identity_retrain: bool = False
     identity_u_max_pairs: float = 2e7
     identity_min_f1: float = 0.95
+    currency_code: str = "GBP"
+    currency_symbol: str = "£"
     support_cost_by_channel: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
     )
