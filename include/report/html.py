@@ -302,17 +302,22 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
     sections.append(("CLV distribution", _clv_chart(data["clv"], names, currency) if len(data["clv"]) else
                      _not_available("CLV distribution", "no customer of the published segments has a CLV score "
                                     "for this date")))
+    # Discount spend is left out when no order carried a discount this run (a column of zeros says nothing).
+    discounts = "discount_share" not in unavailable
     econ_rows = [[e(str(r.segment_name)), f"{r.customers:,}", pct(r.customer_share), money(r.revenue, currency),
-                  money(r.gross_margin, currency), money(r.discount_spend, currency), money(r.cost_to_serve, currency),
-                  money(r.profit, currency), money(r.profit_per_customer, currency), pct(r.profit_share),
-                  money(r.mean_clv_365d, currency), money(r.total_clv_365d, currency), pct(r.retention_rate)]
+                  money(r.gross_margin, currency)] + ([money(r.discount_spend, currency)] if discounts else [])
+                 + [money(r.cost_to_serve, currency), money(r.profit, currency),
+                    money(r.profit_per_customer, currency), pct(r.profit_share), money(r.mean_clv_365d, currency),
+                    money(r.total_clv_365d, currency), pct(r.retention_rate)]
                  for r in econ.itertuples()]
-    sections.append(("Economics", _table(
-        ["segment", "customers", "share of customers", "revenue", "gross margin", "discount spend", "cost to serve",
-         "profit", "profit / customer", "share of profit", "mean CLV 365 d", "total CLV 365 d",
-         "retention vs last run"], econ_rows) + "<p class='note'>Last 12 months. Cost to serve = support contacts × "
-        "cost per contact by channel + servicing costs. Retention: share of last run's members still in the "
-        "segment.</p>"))
+    headers = ["segment", "customers", "share of customers", "revenue", "gross margin"] + (
+        ["discount spend"] if discounts else []) + ["cost to serve", "profit", "profit / customer", "share of profit",
+                                                    "mean CLV 365 d", "total CLV 365 d", "retention vs last run"]
+    sections.append(("Economics", _table(headers, econ_rows) + "<p class='note'>Last 12 months. Cost to serve = "
+                     "support contacts × cost per contact by channel + servicing costs. Retention: share of last "
+                     "run's members still in the segment."
+                     + ("" if discounts else " Discount spend: not available (no order carried a discount).")
+                     + "</p>"))
     curve = data["curve"]
     sections.append(("Profit concentration", _curve_chart(curve, payers_share) if len(curve) else
                      _not_available("profit concentration", "no per-customer profit for this date")))

@@ -147,7 +147,8 @@ def standings(stats: pd.DataFrame, clv: pd.Series | None = None) -> dict[int, di
     k = len(stats)
     rev_rank = stats["revenue"].rank(ascending=False, method="first").astype(int)
     if clv is not None:
-        clv = clv.reindex(stats.index).astype(float)
+        # A segment none of whose customers was scored has no CLV to speak for it: 0, as the cross-check reads it.
+        clv = clv.reindex(stats.index).astype(float).fillna(0.0)
         clv_rank = clv.rank(ascending=False, method="first")
         clv_median = float(clv.median())
     gap = stats.attrs.get("purchase_gap_days", float("nan"))
@@ -300,7 +301,7 @@ def name_segments(stats: pd.DataFrame, clv: pd.Series | None = None) -> pd.DataF
                     notes[m].append(f"'{own[0]}' added to tell it from other segments with the same name")
         groups = pd.Series(names).groupby(pd.Series(names)).groups
         for members in [list(ix) for ix in groups.values() if len(ix) > 1]:
-            _contrast(stats, members, names, notes)
+            _contrast(stats, members, names, notes, st)
     if len(set(names.values())) < len(names):
         for seg in names:  # identical on every contrast: the size is still a fact
             if list(names.values()).count(names[seg]) > 1:
@@ -313,8 +314,18 @@ def name_segments(stats: pd.DataFrame, clv: pd.Series | None = None) -> pd.DataF
     return pd.DataFrame(rows).set_index("segment_id").sort_index()
 
 
-def _contrast(stats: pd.DataFrame, members: list[int], names: dict[int, str], notes: dict[int, list[str]]) -> None:
-    """Tell apart segments still sharing a name by the dimension on which they differ most."""
+def _recency_band(days: float) -> str:
+    return ("last order over a year ago" if days >= 365 else "last order 6-12 months ago" if days >= 180
+            else "last order 3-6 months ago" if days >= 90 else "last order within 3 months")
+
+
+def _contrast(stats: pd.DataFrame, members: list[int], names: dict[int, str], notes: dict[int, list[str]],
+              st: dict[int, dict] | None = None) -> None:
+    """Tell apart segments still sharing a name by the dimension on which they differ most.
+
+    Segments that share a lapsed or lapsing standing are told apart by how long ago they last
+    ordered first, where that differs by a band: it is what defines them.
+    """
     best, spread = None, 0.0
     for col, _, _ in CONTRASTS:
         values = stats.loc[members, col].astype(float)
@@ -322,6 +333,15 @@ def _contrast(stats: pd.DataFrame, members: list[int], names: dict[int, str], no
         gap = (hi - lo) / max(abs(hi), abs(lo), 1e-9)
         if gap > spread and not any(p in names[m] for m in members for p in _phrases_of(col)):
             best, spread = col, gap
+    recency = stats.loc[members, "recency_median"].astype(float)
+    bands = {m: _recency_band(recency[m]) for m in members}
+    away = st is not None and all(st[m]["recency"] in ("lapsed", "lapsing") for m in members)
+    if (away or best == "recency_median") and len(set(bands.values())) > 1:
+        for m in (recency.idxmax(), recency.idxmin()):
+            names[m] = f"{names[m]}, {bands[m]}"
+            notes[m].append(f"'{bands[m]}' (median recency {recency[m]:,.0f} d) added to tell it from other "
+                            "segments with the same name")
+        return
     if best is None:
         return
     _, higher, lower = next(c for c in CONTRASTS if c[0] == best)

@@ -85,6 +85,7 @@ def test_shop_names_are_unique_and_lapsed_segments_are_not_valuable(shop):
     assert len(names) >= 3 and len(set(names)) == len(names)
     assert "money in USD" in page and "$" in page and "£" not in page
     assert "Not available this run" in page and "Support cost" in page
+    assert "discount spend" not in page and "Discount spend: not available" in page
     assert 'class="banner"' not in page  # nothing held back in this run
 
 
