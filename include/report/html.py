@@ -269,7 +269,9 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
         headline.append(f"<b>{e(str(top['segment_name']))}</b>: {pct(top['customer_share'])} of customers, "
                         f"{pct(top['profit_share'])} of profit.")
     if len(losers):
-        headline.append(f"{len(losers)} segment(s) lose money ({e(', '.join(losers['segment_name']))}): "
+        # Names hold commas ("Lapsed repeat buyers, high returns"): quote each one.
+        headline.append(f"{len(losers)} segment(s) lose money "
+                        f"({e('; '.join(chr(8220) + str(n) + chr(8221) for n in losers['segment_name']))}): "
                         f"{money(losers['cost_to_serve'].sum(), currency)} spent serving them, "
                         f"{money(losers['profit'].sum(), currency)} profit.")
     banners = _banners(data)
