@@ -10,11 +10,11 @@ and what do we spend serving the unprofitable ones?**
 | `resolve_identity` | `identity_map` (record → stable `customer_key`), `customers` (golden records); Splink model in MLflow |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
 | `segment_customers` | `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` |
+| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error: P(alive), expected purchases, CLV 90/365 days) |
+| `crosscheck_clv` | `segment_clv_check`: value claims vs mean CLV; renames a contradicted segment or fails the gate, before publishing |
 | `publish_segments` | `customer_segments` (published labels + classic RFM map) |
-| `fit_clv` | `clv_summary` (BG/NBD statistics in SQL), `customer_clv` (P(alive), expected purchases, CLV 90/365 days) |
-| `crosscheck_clv` | `segment_clv_check`: segments' value order vs mean CLV, names CLV contradicts |
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
-| `build_economics` | `customer_economics`, `segment_economics` (revenue, margin, cost-to-serve, profit, CLV, retention), `profit_concentration`, `customer_priority` (playbook action + churn-risk priority) |
+| `build_economics` | `customer_economics`, `segment_economics` (revenue, margin, cost-to-serve or *unknown*, profit, CLV, repeat retention, alive share, label stability), `profit_concentration`, `customer_priority` (playbook action + churn-risk priority) |
 | `render_report` | `<data>/reports/segment_report_<date>.html` (self-contained), also an MLflow artifact |
 | `push_<target>` | `crm_push_log`, `crm_push_state` (+ `crm_outbox`): changed labels to the targets in `crm_targets` |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
@@ -42,7 +42,9 @@ if a segment's Jaccard is below `min_jaccard`, the new labels are not published
 and the previous ones are carried forward (the `publish_segments` log and the
 MLflow tag `gate_failure` say which segment and why); with no earlier labels to
 carry forward, `publish_segments` fails ("no labels published for <date>: <reason>"). Segment ids follow last
-run's segments by centroid matching, so "High-value core" keeps its id.
+run's segments by centroid matching. **Names** come from each segment's standing against the others this run
+(value, recency, buying pattern, basket, behaviour traits with data), are unique without numbers, and claim
+value only where revenue, recency and CLV agree; the rule behind each name is stored in `segment_profiles`.
 
 **As-of date**: the `as_of_date` param when set, else the day before the run's
 data interval end (the last complete day); any date can run (`airflow dags test
@@ -157,11 +159,11 @@ def customer_segmentation():
         for target in CRM_TARGETS
     ]
 
-    chain(extract, identity, features, segments, published)
-    features >> clv
-    [published, clv] >> crosscheck
-    [published, clv] >> migration
-    [crosscheck, migration] >> economics >> report
+    chain(extract, identity, features, segments)
+    features >> clv  # segmentation and CLV run side by side
+    # Names and the gate are final before labels go out: the CLV cross-check renames or blocks first.
+    [segments, clv] >> crosscheck
+    chain(crosscheck, published, migration, economics, report)
     report >> [check, *pushes]
     [check, *pushes] >> close_mlflow_run()
 

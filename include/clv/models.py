@@ -347,6 +347,10 @@ def independence_check(summary: pd.DataFrame, threshold: float) -> float:
 
 
 #: What a segment's name promises about its CLV rank among segments.
+#: What a segment's value standing (include/segmentation/naming.py) claims about its CLV:
+#: "top" = among the two highest-CLV segments, "upper" = at or above the median, "lower" = at or below it.
+VALUE_EXPECTATIONS: dict[str, str] = {"top": "top", "high": "upper", "low": "lower"}
+#: The same for names written before names carried a value standing (older warehouse rows).
 NAME_EXPECTATIONS: dict[str, str] = {
     "High-value core": "top",
     "Big spenders": "upper",
@@ -359,9 +363,11 @@ NAME_EXPECTATIONS: dict[str, str] = {
 def crosscheck_segments(profiles: pd.DataFrame, clv: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Compare the segments' value order (mean 365-day revenue) with their mean CLV.
 
-    Returns one row per segment (ranks, CLV, ``flag`` and ``reason`` where
-    CLV contradicts the name: a "top" name outside the two highest-CLV
-    segments, an "upper" name below the median, a "lower" name above it) and
+    A segment's value claim is its ``value_standing`` where the profiles
+    carry one (else its name, through :data:`NAME_EXPECTATIONS`). Returns one
+    row per segment (ranks, CLV, ``flag`` and ``reason`` where CLV
+    contradicts the claim: a "top" claim outside the two highest-CLV
+    segments, an "upper" claim below the median, a "lower" one above it) and
     the Spearman rank correlation of the two orders.
     """
     df = profiles.merge(clv, on="segment_id", how="left").fillna({"mean_clv_365d": 0.0, "total_clv_365d": 0.0})
@@ -369,16 +375,25 @@ def crosscheck_segments(profiles: pd.DataFrame, clv: pd.DataFrame) -> tuple[pd.D
     df["clv_rank"] = df["mean_clv_365d"].rank(ascending=False, method="first").astype(int)
     median = df["mean_clv_365d"].median()
     spearman = float(stats.spearmanr(df["value_rank"], df["clv_rank"]).statistic) if len(df) > 2 else 1.0
+    has_standing = "value_standing" in df.columns
     flags, reasons = [], []
     for r in df.itertuples():
-        expectation = NAME_EXPECTATIONS.get(str(r.segment_name).rstrip(" 0123456789"))
+        standing = getattr(r, "value_standing", None) if has_standing else None
+        if isinstance(standing, str):
+            expectation = VALUE_EXPECTATIONS.get(standing)
+        else:
+            expectation = NAME_EXPECTATIONS.get(str(r.segment_name).rstrip(" 0123456789"))
         reason = None
+        claim = f"value standing '{standing}'" if isinstance(standing, str) else "name"
         if expectation == "top" and r.clv_rank > 2:
-            reason = f"named as top value but ranks {r.clv_rank} of {len(df)} by mean CLV ({r.mean_clv_365d:,.0f})"
+            reason = (f"{claim} says top value but the segment ranks {r.clv_rank} of {len(df)} by mean CLV "
+                      f"({r.mean_clv_365d:,.0f})")
         elif expectation == "upper" and r.mean_clv_365d < median:
-            reason = f"named as valuable but mean CLV {r.mean_clv_365d:,.0f} is below the segments' median {median:,.0f}"
+            reason = (f"{claim} says valuable but mean CLV {r.mean_clv_365d:,.0f} is below the segments' median "
+                      f"{median:,.0f}")
         elif expectation == "lower" and r.mean_clv_365d > median:
-            reason = f"named as low value but mean CLV {r.mean_clv_365d:,.0f} is above the segments' median {median:,.0f}"
+            reason = (f"{claim} says low value but mean CLV {r.mean_clv_365d:,.0f} is above the segments' median "
+                      f"{median:,.0f}")
         flags.append(reason is not None)
         reasons.append(reason)
     df["flag"], df["reason"] = flags, reasons

@@ -139,18 +139,44 @@ def profit_concentration(profit: pd.Series, points: int = 100) -> tuple[pd.DataF
     return curve, float(share[reach[0]])
 
 
+#: Standing keys a playbook rule may test (see include/segmentation/naming.py and playbook.toml).
+RULE_KEYS = ("value", "recency", "frequency", "tenure", "basket", "trait")
+
+
+def _as_set(value: Any) -> set[str]:
+    return {str(v) for v in value} if isinstance(value, list) else {str(value)}
+
+
 def load_playbook(path: str | Path | None = None) -> dict[str, Any]:
-    """Read and check the playbook TOML (default ``include/economics/playbook.toml``)."""
+    """Read and check the playbook TOML (default ``include/economics/playbook.toml``).
+
+    Raises
+    ------
+    ValueError
+        Naming the rule and field: an unknown condition key or value tier, a
+        missing action, a priority outside :data:`PRIORITY_ORDER`, or a
+        ``high`` tier that a lapsed segment could reach.
+    """
     path = Path(path) if path else DEFAULT_PLAYBOOK
     with open(path, "rb") as fh:
         book = tomllib.load(fh)
     tiers = set(book.get("priority", {}))
-    for name, entry in {**book.get("segments", {}), "[default]": book.get("default", {})}.items():
+    if "default" not in book:
+        raise ValueError(f"playbook {path}: no [default] entry")
+    entries = [(f"rules[{i}] {rule.get('when', {})}", rule) for i, rule in enumerate(book.get("rules", []))]
+    for where, entry in [*entries, ("[default]", book["default"])]:
         if entry.get("value_tier") not in tiers:
-            raise ValueError(f"playbook {path}: segment {name!r} has value_tier {entry.get('value_tier')!r}, "
+            raise ValueError(f"playbook {path}: {where} has value_tier {entry.get('value_tier')!r}, "
                              f"expected one of {sorted(tiers)}")
         if not entry.get("action"):
-            raise ValueError(f"playbook {path}: segment {name!r} has no action")
+            raise ValueError(f"playbook {path}: {where} has no action")
+        when = entry.get("when", {})
+        unknown = sorted(set(when) - set(RULE_KEYS))
+        if unknown:
+            raise ValueError(f"playbook {path}: {where} tests unknown key(s) {unknown}; known: {list(RULE_KEYS)}")
+        if entry["value_tier"] == "high" and (where == "[default]" or "lapsed" in _as_set(when.get("recency", "lapsed"))):
+            raise ValueError(f"playbook {path}: {where} gives value_tier 'high' to segments that may be lapsed; "
+                             "add a recency condition without 'lapsed'")
     for tier, row in book["priority"].items():
         for band in ("high", "medium", "low"):
             if row.get(band) not in PRIORITY_ORDER:
@@ -158,35 +184,71 @@ def load_playbook(path: str | Path | None = None) -> dict[str, Any]:
     return book
 
 
-def playbook_entry(book: dict[str, Any], segment_name: str) -> dict[str, str]:
-    """The playbook entry of a segment name; ``"At risk 2"`` falls back to ``"At risk"``."""
-    segments = book.get("segments", {})
-    if segment_name in segments:
-        return segments[segment_name]
-    base = segment_name.rsplit(" ", 1)[0] if segment_name.rsplit(" ", 1)[-1].isdigit() else segment_name
-    return segments.get(base, book["default"])
+def playbook_entry(book: dict[str, Any], standing: dict[str, Any] | None) -> dict[str, str]:
+    """The first playbook rule whose every condition the segment's standing meets, else ``[default]``.
+
+    ``standing`` is the segment's standing (``segment_profiles.standing``,
+    parsed); ``None`` (no standing recorded) gets the default. The returned
+    entry carries ``rule``: which rule matched, for the report.
+    """
+    if standing:
+        have = {k: _as_set(standing.get(k)) for k in RULE_KEYS if k != "trait"}
+        have["trait"] = {t[0] if isinstance(t, list) else str(t) for t in standing.get("traits", [])}
+        for i, rule in enumerate(book.get("rules", [])):
+            when = rule.get("when", {})
+            if all(have[k] & _as_set(v) for k, v in when.items()):
+                return {"value_tier": rule["value_tier"], "action": rule["action"],
+                        "rule": " and ".join(f"{k} = {v}" for k, v in when.items()) or f"rules[{i}]"}
+    return {"value_tier": book["default"]["value_tier"], "action": book["default"]["action"],
+            "rule": "default" if standing else "default (no standing recorded for this segment)"}
 
 
-def intervention_priority(customers: pd.DataFrame, book: dict[str, Any]) -> pd.DataFrame:
-    """Priority and action of each customer from its segment and churn risk.
+def intervention_priority(customers: pd.DataFrame, book: dict[str, Any],
+                          standings: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Priority and action of each customer from its segment's standing and churn risk.
 
     Parameters
     ----------
     customers
         ``customer_key``, ``segment_id``, ``segment_name``, ``p_alive`` (NaN when
         the CLV stage did not score the customer: treated as high risk).
+    book
+        :func:`load_playbook` output.
+    standings
+        Standing of each segment id (see :func:`segment_standings`).
     """
+    standings = standings or {}
     bands = book["risk_bands"]
     out = customers[["customer_key", "segment_id", "segment_name"]].copy()
     out["churn_risk"] = (1.0 - customers["p_alive"].astype(float)).fillna(1.0).clip(0, 1)
     out["risk_band"] = np.where(out["churn_risk"] >= bands["high_risk"], "high",
                                 np.where(out["churn_risk"] >= bands["medium_risk"], "medium", "low"))
-    entries = {name: playbook_entry(book, name) for name in out["segment_name"].unique()}
-    out["value_tier"] = out["segment_name"].map({k: v["value_tier"] for k, v in entries.items()})
-    out["action"] = out["segment_name"].map({k: v["action"] for k, v in entries.items()})
+    entries = {int(s): playbook_entry(book, standings.get(int(s))) for s in out["segment_id"].unique()}
+    out["value_tier"] = out["segment_id"].map({k: v["value_tier"] for k, v in entries.items()})
+    out["action"] = out["segment_id"].map({k: v["action"] for k, v in entries.items()})
     out["priority"] = [book["priority"][t][b] for t, b in zip(out["value_tier"], out["risk_band"], strict=True)]
     out["priority_rank"] = out["priority"].map({p: i + 1 for i, p in enumerate(PRIORITY_ORDER)}).astype("int64")
     return out
+
+
+def segment_standings(wh: Warehouse, as_of_date: dt.date) -> dict[int, dict[str, Any]]:
+    """The standing of every segment published on ``as_of_date``.
+
+    Taken from the profiles of the model run whose labels are published (a
+    date whose gate failed carries an earlier run's labels), else the latest
+    profile of that segment id on or before the date.
+    """
+    import json
+
+    if not wh.has_table("segment_profiles") or "standing" not in (wh.table_columns("segment_profiles") or []):
+        return {}
+    rows = wh.query_df(
+        "WITH published AS (SELECT DISTINCT segment_id, model_run_id FROM customer_segments WHERE as_of_date = :d) "
+        "SELECT p.segment_id, p.standing FROM (SELECT sp.segment_id, sp.standing, ROW_NUMBER() OVER ("
+        "PARTITION BY sp.segment_id ORDER BY CASE WHEN sp.model_run_id = pub.model_run_id THEN 0 ELSE 1 END, "
+        "sp.as_of_date DESC) AS rn FROM segment_profiles sp JOIN published pub ON pub.segment_id = sp.segment_id "
+        "WHERE sp.as_of_date <= :d AND sp.standing IS NOT NULL) p WHERE p.rn = 1", {"d": as_of_date})
+    return {int(r.segment_id): json.loads(r.standing) for r in rows.itertuples()}
 
 
 def build_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings,
@@ -210,7 +272,7 @@ def build_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSetti
         curve, payers_share = pd.DataFrame({"as_of_date": [], "customer_share": [], "profit_share": []}), None
     wh.replace_partition("profit_concentration", curve, {"as_of_date": as_of_date})
     book = load_playbook(playbook_path)
-    priority = intervention_priority(per_customer, book)
+    priority = intervention_priority(per_customer, book, segment_standings(wh, as_of_date))
     priority.insert(0, "as_of_date", as_of_date)
     wh.replace_partition("customer_priority", priority, {"as_of_date": as_of_date})
     top = seg.iloc[0]  # highest profit, or highest revenue when cost is unknown

@@ -5,11 +5,16 @@ opens offline and makes no network fetches. It reads only aggregates from the
 warehouse (segment profiles, economics, CLV, stability, transitions, the
 playbook): no customer keys, names, emails, phones or addresses.
 
-Sections: headline, segment sizes, snake plot (standardised feature means per
-segment, seed 002), relative-importance heatmap (segment mean / population
-mean - 1), CLV distribution per segment, economics table, profit
-concentration curve, stability per segment, migration heatmap, CLV
-cross-check and the playbook.
+Banners first: the quality gate held this run's labels back (and which
+labels are shown instead), the identity stage ran degraded (``identity_runs``).
+Sections: headline, segment sizes, how each segment was named (the rule
+behind each name), snake plot (standardised feature means per segment, seed
+002), relative-importance heatmap (segment mean / population mean - 1), CLV
+distribution per segment, economics table, profit concentration curve,
+stability of this run's segments (the numbers the gate used), migration
+heatmap, CLV cross-check and the playbook. Features without data this run,
+and sections whose data does not exist, say "not available" instead of
+drawing empty charts.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import datetime as dt
 import html
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,14 @@ def money(value: float, symbol: str = "£") -> str:
         return "—"
     sign = "-" if value < 0 else ""
     return f"{sign}{symbol}{abs(value):,.0f}"
+
+
+def _cost(value: float, row: Any, symbol: str) -> str:
+    """A cost or profit figure, or *unknown* where the business has no cost data (never an invented 0)."""
+    if value is None or pd.isna(value):
+        known = getattr(row, "cost_known", None)
+        return "<i>unknown</i>" if known is not None and not pd.isna(known) and not bool(known) else "—"
+    return money(value, symbol)
 
 
 def pct(value: float, digits: int = 1) -> str:
@@ -85,7 +99,7 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
     """Every aggregate the report shows, read from the warehouse."""
     from include.economics.build import profit_concentration
     from include.features.build import NUMERIC_FEATURES
-    from include.segmentation.model import numeric_matrix
+    from include.segmentation.model import available_features, numeric_matrix
 
     d = {"d": as_of_date}
     data: dict[str, Any] = {"as_of_date": as_of_date}
@@ -96,9 +110,11 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
     if features.empty:
         raise ValueError(f"no published segments with features for as_of_date={as_of_date}")
     labels = features["segment_id"].to_numpy()
-    z = pd.DataFrame(numeric_matrix(features), columns=NUMERIC_FEATURES).groupby(labels).mean()
-    means = features[list(NUMERIC_FEATURES)].groupby(labels).mean()
-    population = features[list(NUMERIC_FEATURES)].mean()
+    columns, unavailable = available_features(features, NUMERIC_FEATURES)
+    data["features_unavailable"] = unavailable
+    z = pd.DataFrame(numeric_matrix(features, columns), columns=list(columns)).groupby(labels).mean()
+    means = features[list(columns)].groupby(labels).mean()
+    population = features[list(columns)].mean()
     data["names"] = features.groupby("segment_id")["segment_name"].first()
     data["snake"] = z
     data["importance"] = means / population.replace(0, np.nan) - 1
@@ -110,13 +126,23 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
     # The exact "share of customers producing all the profit", from per-customer profit
     # (the stored curve has only 100 points).
     profit = wh.query_df("SELECT profit FROM customer_economics WHERE as_of_date = :d", d)["profit"]
-    data["payers_share"] = profit_concentration(profit)[1]
+    data["payers_share"] = profit_concentration(profit)[1] if len(profit) else float("nan")
     model = wh.query_df("SELECT model_run_id FROM customer_segments WHERE as_of_date = :d LIMIT 1", d)
     model_run = model["model_run_id"][0] if len(model) else None
+    # Which run's labels are shown: this date's, or an earlier one's carried forward past a failed gate.
+    shown = wh.query_df("SELECT as_of_date FROM segmentation_runs WHERE model_run_id = :m "
+                        "ORDER BY as_of_date DESC LIMIT 1", {"m": model_run})
+    data["labels_from"] = pd.Timestamp(shown["as_of_date"].iloc[0]).date() if len(shown) else None
+    data["naming"] = wh.query_df(
+        "SELECT segment_id, segment_name, name_rule FROM segment_profiles WHERE model_run_id = :m "
+        "ORDER BY segment_id", {"m": model_run})
+    # Stability and the gate from one source: this date's segmentation (what the gate judged).
     data["stability"] = wh.query_df(
         "SELECT segment_id, segment_name, customers, jaccard, as_of_date FROM segment_profiles "
-        "WHERE model_run_id = :m ORDER BY segment_id", {"m": model_run})
+        "WHERE as_of_date = :d ORDER BY segment_id", d)
     data["run"] = wh.query_df("SELECT * FROM segmentation_runs WHERE as_of_date = :d", d)
+    data["identity"] = (wh.query_df("SELECT * FROM identity_runs WHERE as_of_date = :d", d)
+                        if wh.has_table("identity_runs") else pd.DataFrame())
     data["transitions"] = (wh.query_df(
         "SELECT from_segment, to_segment, customers, rate, from_date FROM segment_transitions "
         "WHERE to_date = :d", d) if wh.has_table("segment_transitions") else pd.DataFrame())
@@ -126,6 +152,34 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
         "SELECT segment_name, value_tier, action, priority, COUNT(*) AS customers FROM customer_priority "
         "WHERE as_of_date = :d GROUP BY segment_name, value_tier, action, priority", d)
     return data
+
+
+def _not_available(what: str, why: str) -> str:
+    return f'<p class="na"><b>Not available:</b> {html.escape(what)} — {html.escape(why)}.</p>'
+
+
+def _banners(data: dict[str, Any]) -> list[str]:
+    """Warnings that change how the whole report is read: a held-back run, a degraded identity stage."""
+    e = html.escape
+    out = []
+    run = data.get("run", pd.DataFrame())
+    if len(run):
+        r = run.iloc[0]
+        gate = r.get("gate_passed")
+        if gate is not None and not pd.isna(gate) and not bool(gate):
+            shown = data.get("labels_from")
+            which = (f"the labels published on {shown}" if shown and shown != data["as_of_date"]
+                     else "no labels from this run" if shown is None else "this run's labels")
+            out.append(f"<b>Quality gate failed: this run's segment labels were not published.</b> "
+                       f"{e(str(r.get('gate_reason') or 'no reason recorded'))}. Shown instead: {which}.")
+    ident = data.get("identity", pd.DataFrame())
+    if len(ident):
+        i = ident.iloc[-1]
+        if bool(i.get("degraded", False)):
+            out.append(f"<b>Identity resolution ran degraded</b> (method {e(str(i.get('method')))}): "
+                       f"{e(str(i.get('reason') or 'no reason recorded'))}. Customer counts and segments may "
+                       "merge or split people differently from a normal run.")
+    return out
 
 
 def _sizes_chart(econ: pd.DataFrame) -> str:
@@ -150,7 +204,7 @@ def _snake_chart(z: pd.DataFrame, names: pd.Series) -> str:
     return _svg(fig)
 
 
-def _clv_chart(clv: pd.DataFrame, names: pd.Series) -> str:
+def _clv_chart(clv: pd.DataFrame, names: pd.Series, currency: str = "£") -> str:
     segs = [s for s in names.index if s in set(clv["segment_id"])]
     fig, ax = _figure(8, 0.5 * max(len(segs), 1) + 0.8)
     values = [clv.loc[clv["segment_id"] == s, "clv_365d"].to_numpy() for s in segs]
@@ -160,7 +214,7 @@ def _clv_chart(clv: pd.DataFrame, names: pd.Series) -> str:
             patch.set_facecolor(_colour(int(s)))
             patch.set_alpha(0.6)
         ax.set_yticks(range(1, len(segs) + 1), [names[s] for s in segs])
-    ax.set_xlabel("CLV, next 365 days (£; boxes: quartiles, whiskers: 1.5 IQR)")
+    ax.set_xlabel(f"CLV, next 365 days ({currency}; boxes: quartiles, whiskers: 1.5 IQR)")
     return _svg(fig)
 
 
@@ -194,8 +248,11 @@ def _table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> 
 
 
 def render_report(data: dict[str, Any], *, title: str = "Customer segments", currency: str = "£",
-                  payers_share: float | None = None) -> str:
+                  payers_share: float | None = None, currency_code: str | None = None) -> str:
     """The report as one HTML document (no external resources).
+
+    ``currency`` is the symbol money is shown with, ``currency_code`` (e.g.
+    ``USD``) is named in the header.
 
     ``payers_share`` overrides the share of customers producing 100% of profit
     that :func:`load_report_data` computed.
@@ -208,58 +265,99 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
     total_profit = econ["profit"].sum()
     top = econ.iloc[0] if len(econ) else None
     losers = econ[econ["profit"] < 0]
+    cost_known = bool(len(econ)) and bool(econ["profit"].notna().all())
+    profit_text = (f"profit over the last 12 months <b>{money(total_profit, currency)}</b>" if cost_known else
+                   "profit <b>unknown</b> (no cost data: no support contacts and no servicing cost configured)")
     headline = [
         f"<b>{int(econ['customers'].sum()):,}</b> customers in <b>{len(econ)}</b> segments; "
-        f"profit over the last 12 months <b>{money(total_profit, currency)}</b> on revenue "
-        f"<b>{money(econ['revenue'].sum(), currency)}</b>.",
+        f"{profit_text} on revenue <b>{money(econ['revenue'].sum(), currency)}</b>.",
     ]
     if payers_share is not None and not pd.isna(payers_share):
         headline.append(f"The most profitable <b>{pct(payers_share)}</b> of customers produce 100% of the profit; "
                         "the rest, together, do not add to it.")
-    if top is not None:
+    if top is not None and cost_known:
         headline.append(f"<b>{e(str(top['segment_name']))}</b>: {pct(top['customer_share'])} of customers, "
                         f"{pct(top['profit_share'])} of profit.")
     if len(losers):
-        headline.append(f"{len(losers)} segment(s) lose money ({e(', '.join(losers['segment_name']))}): "
+        # Names hold commas ("Lapsed repeat buyers, high returns"): quote each one.
+        headline.append(f"{len(losers)} segment(s) lose money "
+                        f"({e('; '.join(chr(8220) + str(n) + chr(8221) for n in losers['segment_name']))}): "
                         f"{money(losers['cost_to_serve'].sum(), currency)} spent serving them, "
                         f"{money(losers['profit'].sum(), currency)} profit.")
+    banners = _banners(data)
+    if banners:
+        headline.insert(0, "<b>Read with care:</b> " + " ".join(re.sub(r"</?b>", "", b) for b in banners))
     sections.append(("Headline", "<ul>" + "".join(f"<li>{h}</li>" for h in headline) + "</ul>"))
-    sections.append(("Segment sizes", _sizes_chart(econ)))
+    sections.append(("Segment sizes", _sizes_chart(econ) if len(econ) else
+                     _not_available("segment sizes", "no segment economics for this date")))
+    naming = data.get("naming", pd.DataFrame())
+    if len(naming):
+        rows = [[e(str(r.segment_name)), e(str(r.name_rule))] for r in naming.itertuples()]
+        sections.append(("How segments were named", "<p>Each name comes from the segment's standing against the "
+                         "others this run (value by revenue and CLV, recency, buying pattern, order value, "
+                         "behaviour); a value claim needs CLV to agree.</p>"
+                         + _table(["segment", "rule"], rows, numeric_from=2)))
+    unavailable = data.get("features_unavailable") or {}
+    missing = ("<p class='na'><b>Not available this run</b> (no data; left out of clustering, plots and tables): "
+               + e(", ".join(f"{FEATURE_LABELS.get(f, f)} ({why})" for f, why in unavailable.items()))
+               + ".</p>") if unavailable else ""
     sections.append(("Snake plot", "<p>Mean of each standardised (log) feature per segment: 0 is the "
-                     "population average, ±1 one standard deviation.</p>" + _snake_chart(data["snake"], names)))
+                     "population average, ±1 one standard deviation.</p>" + missing
+                     + _snake_chart(data["snake"], names)))
     imp = data["importance"]
     rows = [[e(str(names.get(s, s)))] + [_heat_cell(v, 1.0) for v in imp.loc[s]] for s in imp.index]
     head = "".join(f"<th>{e(FEATURE_LABELS.get(c, c))}</th>" for c in imp.columns)
     body = "".join("<tr><td>" + r[0] + "</td>" + "".join(r[1:]) + "</tr>" for r in rows)
     sections.append(("Relative importance", "<p>Segment mean / population mean − 1 (blue: above average, "
-                     "red: below).</p>" + f'<div class="scroll"><table><thead><tr><th>segment</th>{head}</tr>'
+                     "red: below).</p>" + missing + f'<div class="scroll"><table><thead><tr><th>segment</th>{head}</tr>'
                      f"</thead><tbody>{body}</tbody></table></div>"))
-    sections.append(("CLV distribution", _clv_chart(data["clv"], names)))
+    sections.append(("CLV distribution", _clv_chart(data["clv"], names, currency) if len(data["clv"]) else
+                     _not_available("CLV distribution", "no customer of the published segments has a CLV score "
+                                    "for this date")))
+    # Discount spend is left out when no order carried a discount this run (a column of zeros says nothing).
+    discounts = "discount_share" not in unavailable
     econ_rows = [[e(str(r.segment_name)), f"{r.customers:,}", pct(r.customer_share), money(r.revenue, currency),
-                  money(r.gross_margin, currency), money(r.discount_spend, currency), money(r.cost_to_serve, currency),
-                  money(r.profit, currency), money(r.profit_per_customer, currency), pct(r.profit_share),
-                  money(r.mean_clv_365d, currency), money(r.total_clv_365d, currency), pct(r.label_stability)]
+                  money(r.gross_margin, currency)] + ([money(r.discount_spend, currency)] if discounts else [])
+                 + [_cost(r.cost_to_serve, r, currency), _cost(r.profit, r, currency),
+                    _cost(r.profit_per_customer, r, currency), pct(r.profit_share), money(r.mean_clv_365d, currency),
+                    money(r.total_clv_365d, currency), pct(getattr(r, "repeat_retention", None)),
+                    pct(getattr(r, "alive_share", None)), pct(r.label_stability)]
                  for r in econ.itertuples()]
-    sections.append(("Economics", _table(
-        ["segment", "customers", "share of customers", "revenue", "gross margin", "discount spend", "cost to serve",
-         "profit", "profit / customer", "share of profit", "mean CLV 365 d", "total CLV 365 d",
-         "retention vs last run"], econ_rows) + "<p class='note'>Last 12 months. Cost to serve = support contacts × "
-        "cost per contact by channel + servicing costs. Retention: share of last run's members still in the "
-        "segment.</p>"))
-    sections.append(("Profit concentration", _curve_chart(data["curve"], payers_share)))
+    headers = ["segment", "customers", "share of customers", "revenue", "gross margin"] + (
+        ["discount spend"] if discounts else []) + ["cost to serve", "profit", "profit / customer", "share of profit",
+                                                    "mean CLV 365 d", "total CLV 365 d", "repeat retention",
+                                                    "alive (P ≥ 0.5)", "label stability"]
+    sections.append(("Economics", _table(headers, econ_rows) + "<p class='note'>Last 12 months. Cost to serve = "
+                     "support contacts × cost per contact by channel + servicing costs; <i>unknown</i> where the "
+                     "business has no support data and no servicing cost is configured. Repeat retention: of the "
+                     "segment's customers who bought in the window before the last one, the share who bought again "
+                     "in the last window. Alive: share with P(alive) ≥ 0.5 by the CLV model. Label stability: share "
+                     "of last run's members still labelled with this segment (hysteresis keeps it high; it is not "
+                     "retention)."
+                     + ("" if discounts else " Discount spend: not available (no order carried a discount).")
+                     + "</p>"))
+    curve = data["curve"]
+    sections.append(("Profit concentration", _curve_chart(curve, payers_share) if len(curve) else
+                     _not_available("profit concentration", "no per-customer profit for this date")))
     stab = data["stability"]
     run = data["run"]
     gate = ""
     if len(run):
         r = run.iloc[0]
+        shown = data.get("labels_from")
         gate = (f"<p>Quality gate this run: <b>{'passed' if r['gate_passed'] else 'failed'}</b>"
-                f"{'' if r['gate_passed'] else ' — ' + e(str(r['gate_reason'])) + '; last published labels kept'}."
-                f" Bootstrap mean ARI {r['bootstrap_ari']:.2f}.</p>")
+                f"{'' if r['gate_passed'] else ' — ' + e(str(r['gate_reason']))}."
+                f" Bootstrap mean ARI {r['bootstrap_ari']:.2f}. The table shows this run's segments, the numbers "
+                "the gate judged"
+                + ("" if r["gate_passed"] else f"; the labels shown elsewhere in this report are those published "
+                   f"on {shown}") + ".</p>")
     stab_rows = [[e(str(r.segment_name)), f"{r.customers:,}", "—" if pd.isna(r.jaccard) else f"{r.jaccard:.2f}",
                   "—" if pd.isna(r.jaccard) else ("highly stable" if r.jaccard >= 0.85 else "stable"
                                                    if r.jaccard >= 0.75 else "doubtful" if r.jaccard >= 0.5
                                                    else "dissolved")] for r in stab.itertuples()]
-    sections.append(("Stability", gate + _table(["segment", "customers", "bootstrap Jaccard", "reading"], stab_rows)
+    sections.append(("Stability", gate + (_table(["segment", "customers", "bootstrap Jaccard", "reading"], stab_rows)
+                                          if stab_rows else _not_available("stability", "no segmentation ran for "
+                                                                           "this date"))
                      + "<p class='note'>Hennig's clusterboot: ≥ 0.75 stable, ≥ 0.85 highly stable, "
                      "< 0.5 dissolved.</p>"))
     tr = data["transitions"]
@@ -274,12 +372,18 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
                          "each segment (rows) found in each segment now (columns).</p>"
                          f'<div class="scroll"><table><thead><tr><th>from \\ to</th>{head}</tr></thead>'
                          f"<tbody>{body}</tbody></table></div>"))
+    else:
+        sections.append(("Migration since last run", _not_available("migration", "no earlier published run to "
+                                                                   "compare with")))
     chk = data["clv_check"]
     if len(chk):
         rows = [[e(str(r.segment_name)), str(r.value_rank), str(r.clv_rank), money(r.mean_clv_365d, currency),
                  pct(r.mean_p_alive), "⚠ " + e(str(r.reason)) if r.flag else "consistent"] for r in chk.itertuples()]
         sections.append(("CLV cross-check", _table(["segment", "value rank", "CLV rank", "mean CLV 365 d",
                                                     "mean P(alive)", "check"], rows)))
+    else:
+        sections.append(("CLV cross-check", _not_available("CLV cross-check", "the cross-check has not run for "
+                                                           "this date")))
     pr = data["priority"]
     if len(pr):
         wide = pr.pivot_table(index=["segment_name", "value_tier", "action"], columns="priority",
@@ -292,6 +396,7 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
                          + "<p class='note'>Priority layers churn risk (1 − P(alive)) on the segment's value tier: "
                          "high value + high risk = critical; dormant + high risk = low.</p>"))
     nav = "".join(f'<a href="#s{i}">{e(t)}</a>' for i, (t, _) in enumerate(sections))
+    banner_html = "".join(f'<div class="banner" role="alert">{b}</div>' for b in banners)
     body = "".join(f'<section id="s{i}"><h2>{e(t)}</h2>{c}</section>' for i, (t, c) in enumerate(sections))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -311,19 +416,25 @@ th {{ background: #f0f2f5; font-weight: 600; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
 .scroll {{ overflow-x: auto; }}
 .note {{ color: #666; font-size: 12px; }}
+.na {{ color: #6b4e00; background: #fff8e1; border-left: 4px solid #e0a800; padding: 6px 10px; }}
+.banner {{ background: #fdecea; border: 1px solid #c0392b; border-left: 6px solid #c0392b; color: #611a15;
+  border-radius: 6px; padding: 10px 16px; margin: 16px 0 0; }}
 svg {{ max-width: 100%; height: auto; }}
 </style></head>
-<body><header><h1>{e(title)}</h1><div>As of {data['as_of_date']} · generated from the warehouse tables
+<body><header><h1>{e(title)}</h1><div>As of {data['as_of_date']} · money in {e(currency_code or currency)} · generated from the warehouse tables
 <code>segment_economics</code>, <code>segment_profiles</code>, <code>customer_clv</code>, <code>segment_transitions</code></div>
-</header><nav>{nav}</nav><main>{body}</main></body></html>
+</header><nav>{nav}</nav><main>{banner_html}{body}</main></body></html>
 """
 
 
-def write_report(wh: Warehouse, as_of_date: dt.date, folder: Path, payers_share: float | None = None) -> Path:
-    """Render the report of ``as_of_date`` into ``folder``; return its path."""
+def write_report(wh: Warehouse, as_of_date: dt.date, folder: Path, payers_share: float | None = None,
+                 currency: str = "£", currency_code: str | None = None) -> Path:
+    """Render the report of ``as_of_date`` into ``folder`` with money in ``currency``; return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = report_path(folder, as_of_date)
-    path.write_text(render_report(load_report_data(wh, as_of_date), payers_share=payers_share), encoding="utf-8")
+    page = render_report(load_report_data(wh, as_of_date), payers_share=payers_share, currency=currency,
+                         currency_code=currency_code)
+    path.write_text(page, encoding="utf-8")
     return path
 
 

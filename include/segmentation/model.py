@@ -1,5 +1,8 @@
 """Behavioural segmentation: k-prototypes on RFM + engagement features and traits.
 
+- Only features with data this run enter (:func:`available_features`): a
+  feature every customer has the same value of (its source table absent or
+  empty, or no variance) is left out and reported as not available.
 - Numeric features are log1p-transformed where skewed and standardised;
   categorical traits (channel, plan, region) enter through k-prototypes'
   mismatch term (:mod:`include.kprototypes`). KMeans serves all-numeric sets.
@@ -7,8 +10,8 @@
   with the model's mixed-type dissimilarity, small segments excluded); cost,
   Davies-Bouldin and Calinski-Harabasz are recorded for every candidate.
 - :func:`bootstrap_stability` (Hennig's clusterboot) scores every segment.
-- Names come from each segment's profile relative to the population
-  (:func:`name_segments`), with the rule stored beside each name.
+- Names come from each segment's standing relative to the other segments
+  (:mod:`include.segmentation.naming`), with the rule stored beside each name.
 - Ids stay stable across runs by Hungarian matching on segment centroids
   (:func:`match_segment_ids`).
 """
@@ -58,6 +61,43 @@ def numeric_matrix(features: pd.DataFrame, columns: tuple[str, ...] = NUMERIC_FE
     return (x - mean) / std
 
 
+def available_features(features: pd.DataFrame, columns: tuple[str, ...] = NUMERIC_FEATURES,
+                       ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Split numeric features into those with data this run and those without.
+
+    A feature is *not available* when every customer has the same value of it
+    (typically 0 because its source table is absent or empty): it cannot
+    separate anyone, and standardising it only draws a flat line.
+
+    Returns
+    -------
+    available : the columns that vary, in ``columns`` order
+    unavailable : ``{column: reason}`` for the others
+    """
+    missing = [c for c in columns if c not in features.columns]
+    if missing:
+        raise ValueError(f"customer_features lacks column(s): {', '.join(missing)}")
+    available, unavailable = [], {}
+    for col in columns:
+        values = features[col].to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        if len(finite) == 0:
+            unavailable[col] = "no values"
+        elif finite.min() == finite.max():
+            unavailable[col] = f"the same value ({finite[0]:g}) for every customer"
+        else:
+            available.append(col)
+    return tuple(available), unavailable
+
+
+def _columns(features: pd.DataFrame, columns: tuple[str, ...] | None) -> tuple[str, ...]:
+    if columns is None:
+        columns = available_features(features)[0]
+    if not columns:
+        raise ValueError("customer_features has no numeric feature that varies between customers")
+    return tuple(columns)
+
+
 @dataclass
 class SegmentationResult:
     labels: np.ndarray  # 0..k-1, model order
@@ -66,6 +106,7 @@ class SegmentationResult:
     candidates: pd.DataFrame  # one row per k tried
     metrics: dict[str, float] = field(default_factory=dict)
     algorithm: str = "kprototypes"
+    columns: tuple[str, ...] = NUMERIC_FEATURES  # numeric features the fit used
 
 
 def categorical_matrix(features: pd.DataFrame, columns: tuple[str, ...] = CATEGORICAL_FEATURES) -> np.ndarray:
@@ -146,15 +187,17 @@ def choose_k(candidates: pd.DataFrame, min_share: float = 0.02, previous_k: int 
 def fit_segments(
     features: pd.DataFrame, *, k_min: int = 3, k_max: int = 8, k: int | None = None,
     seed: int = 42, silhouette_sample: int = 5000, algorithm: str = "kprototypes", n_init: int = 4,
-    previous_k: int | None = None,
+    previous_k: int | None = None, columns: tuple[str, ...] | None = None,
 ) -> SegmentationResult:
     """Choose k (unless given) and fit the segmentation.
 
     ``algorithm`` is ``"kprototypes"`` (numeric + categorical traits) or
     ``"kmeans"`` (numeric only); k-prototypes falls back to KMeans when no
-    categorical trait varies.
+    categorical trait varies. ``columns`` are the numeric features used
+    (default: :func:`available_features`).
     """
-    x_num = numeric_matrix(features)
+    columns = _columns(features, columns)
+    x_num = numeric_matrix(features, columns)
     x_cat = categorical_matrix(features)
     n = len(x_num)
     if n < 3:
@@ -188,12 +231,12 @@ def fit_segments(
     model, labels = fits[best_k]
     chosen = candidates[candidates["k"] == best_k].iloc[0].to_dict()
     return SegmentationResult(np.asarray(labels), best_k, model, candidates,
-                              {f"chosen_{m}": float(v) for m, v in chosen.items()}, algorithm)
+                              {f"chosen_{m}": float(v) for m, v in chosen.items()}, algorithm, columns)
 
 
 def bootstrap_stability(
     features: pd.DataFrame, labels: np.ndarray, k: int, *, algorithm: str = "kprototypes",
-    n_boot: int = 30, seed: int = 42, n_init: int = 2,
+    n_boot: int = 30, seed: int = 42, n_init: int = 2, columns: tuple[str, ...] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Hennig's clusterboot: per-cluster mean Jaccard over ``n_boot`` bootstrap refits, and mean ARI.
 
@@ -211,7 +254,7 @@ def bootstrap_stability(
     """
     from sklearn.metrics import adjusted_rand_score
 
-    x_num = numeric_matrix(features)
+    x_num = numeric_matrix(features, _columns(features, columns))
     x_cat = categorical_matrix(features)
     n = len(x_num)
     rng = np.random.default_rng(seed)
@@ -242,9 +285,13 @@ def order_by_value(features: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
     return np.array([remap[v] for v in labels])
 
 
-def z_profiles(features: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
-    """Segment means of the standardised (log) numeric features: the segments' centroids."""
-    return pd.DataFrame(numeric_matrix(features), columns=NUMERIC_FEATURES).groupby(labels).mean()
+def z_profiles(features: pd.DataFrame, labels: np.ndarray, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Segment means of the standardised (log) numeric features: the segments' centroids.
+
+    ``columns`` default to the features available this run (:func:`available_features`).
+    """
+    columns = _columns(features, columns)
+    return pd.DataFrame(numeric_matrix(features, columns), columns=list(columns)).groupby(labels).mean()
 
 
 def match_segment_ids(current: pd.DataFrame, previous: pd.DataFrame | None, *,
@@ -276,46 +323,18 @@ def match_segment_ids(current: pd.DataFrame, previous: pd.DataFrame | None, *,
     return mapping, distance
 
 
-#: Naming rules, tried in order; each is (name, [(feature, op, threshold), ...]) on
-#: segment-mean z-scores (standardised log features, population mean 0, sd 1).
-NAMING_RULES: tuple[tuple[str, tuple[tuple[str, str, float], ...]], ...] = (
-    ("High-value core", (("monetary", ">", 1.0), ("frequency", ">", 0.8), ("recency_days", "<", 0.0))),
-    ("Big spenders", (("avg_order_value", ">", 0.8), ("frequency", "<", 0.5))),
-    ("Discount-driven", (("discount_share", ">", 0.8),)),
-    ("Loyal potential", (("frequency", ">", 0.3), ("recency_days", "<", 0.0))),
-    ("Costly tail", (("cost_to_serve", ">", 0.8), ("avg_order_value", "<", 0.0))),
-    ("At risk", (("recency_days", ">", 0.5), ("avg_order_value", ">", -0.3), ("tenure_days", ">", -0.5))),
-    ("Hibernating", (("recency_days", ">", 0.5),)),
-)
-FALLBACK_NAME = "Occasional"
+def segment_profiles(features: pd.DataFrame, labels: np.ndarray, as_of_date: dt.date,
+                     columns: tuple[str, ...] | None = None, clv: pd.Series | None = None) -> pd.DataFrame:
+    """Per-segment size, share, feature means (original units), names, naming rules and standings.
 
-
-def name_segments(z_profiles: pd.DataFrame) -> pd.DataFrame:
-    """Name segments from their mean z-scores; return ``segment_name`` and ``name_rule`` by segment id.
-
-    Rules are tried in :data:`NAMING_RULES` order; the first whose every condition
-    holds names the segment. When two segments earn the same name, the one with
-    the higher mean monetary z keeps it and the other gets a numbered suffix.
+    Names come from :func:`include.segmentation.naming.name_segments` on the
+    features available this run (``columns``); ``clv`` (mean CLV by segment)
+    is used where the CLV stage has already scored the date.
     """
-    rows = []
-    for seg, z in z_profiles.iterrows():
-        name, rule = FALLBACK_NAME, "no rule matched"
-        for candidate, conditions in NAMING_RULES:
-            ok = all((z[f] > t) if op == ">" else (z[f] < t) for f, op, t in conditions)
-            if ok:
-                name = candidate
-                rule = " and ".join(f"{f} z={z[f]:+.2f} {op} {t:+.1f}" for f, op, t in conditions)
-                break
-        rows.append({"segment_id": seg, "segment_name": name, "name_rule": rule, "_m": z["monetary"]})
-    named = pd.DataFrame(rows).sort_values(["segment_name", "_m"], ascending=[True, False])
-    rank = named.groupby("segment_name").cumcount()
-    named.loc[rank > 0, "segment_name"] = named["segment_name"] + " " + (rank + 1).astype(str)
-    return named.drop(columns="_m").set_index("segment_id").sort_index()
+    from include.segmentation.naming import name_segments, segment_stats
 
-
-def segment_profiles(features: pd.DataFrame, labels: np.ndarray, as_of_date: dt.date) -> pd.DataFrame:
-    """Per-segment size, share, feature means (original units), names and naming rules."""
-    names = name_segments(z_profiles(features, labels))
+    columns = _columns(features, columns)
+    names = name_segments(segment_stats(features, labels, columns), clv=clv)
     means = features[list(NUMERIC_FEATURES)].groupby(labels).mean()
     sizes = pd.Series(labels).value_counts().sort_index()
     out = means.copy()

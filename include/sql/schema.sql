@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS segment_profiles (
     recency_days DOUBLE, frequency DOUBLE, monetary DOUBLE, avg_order_value DOUBLE,
     tenure_days DOUBLE, discount_share DOUBLE, return_rate DOUBLE,
     support_contacts DOUBLE, cost_to_serve DOUBLE, usage_sessions DOUBLE,
-    email_open_rate DOUBLE, email_click_rate DOUBLE, model_run_id VARCHAR
+    email_open_rate DOUBLE, email_click_rate DOUBLE, model_run_id VARCHAR,
+    value_standing VARCHAR, standing VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS customer_segments (
@@ -101,7 +102,7 @@ CREATE TABLE IF NOT EXISTS segmentation_runs (
     as_of_date DATE, model_run_id VARCHAR, algorithm VARCHAR, k BIGINT,
     silhouette DOUBLE, davies_bouldin DOUBLE, customers BIGINT, published BOOLEAN,
     min_jaccard DOUBLE, bootstrap_ari DOUBLE, gate_passed BOOLEAN, gate_reason VARCHAR,
-    archetype_ari DOUBLE
+    archetype_ari DOUBLE, features_unavailable VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS support_channel_costs (
@@ -124,7 +125,7 @@ CREATE TABLE IF NOT EXISTS segment_clv_check (
     as_of_date DATE, segment_id BIGINT, segment_name VARCHAR, customers BIGINT,
     value_rank BIGINT, clv_rank BIGINT, mean_clv_365d DOUBLE, total_clv_365d DOUBLE,
     mean_clv_365d_low DOUBLE, mean_clv_365d_high DOUBLE, mean_p_alive DOUBLE,
-    flag BOOLEAN, reason VARCHAR
+    flag BOOLEAN, reason VARCHAR, name_before VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS segment_transitions (

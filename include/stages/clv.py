@@ -138,17 +138,26 @@ def _true_future_purchases(wh: Warehouse, as_of_date: dt.date):
 
 
 def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
-    """Cross-check the segments' value order with their mean CLV; flag names CLV contradicts.
+    """Cross-check the segments' value claims with their mean CLV; rename the ones CLV contradicts.
 
+    A contradicted segment is renamed by the naming rules with CLV as a
+    second witness (its value claim withdrawn), in ``segment_profiles``,
+    ``segment_assignments`` and this date's published labels; the check table
+    keeps the old name (``name_before``) and the reason. A contradiction that
+    renaming cannot resolve fails this date's quality gate (or, where its
+    labels are already published, is logged as an error). Run it before
+    ``publish_segments`` so that names and the gate are final when labels go out.
     """
     from include.clv.models import crosscheck_segments
     from include.runtime import tracking
+    from include.stages.segmentation import rename_with_clv
 
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
+    query = ("SELECT segment_id, segment_name, customers, monetary, value_standing FROM segment_profiles "
+             "WHERE as_of_date = :as_of_date")
     with Warehouse(run.warehouse_url) as wh:
-        profiles = wh.query_df("SELECT segment_id, segment_name, customers, monetary FROM segment_profiles "
-                               "WHERE as_of_date = :as_of_date", d)
+        profiles = wh.query_df(query, d)
         clv = wh.query_df(
             "SELECT a.segment_id, AVG(c.clv_365d) AS mean_clv_365d, SUM(c.clv_365d) AS total_clv_365d, "
             "AVG(c.clv_365d_low) AS mean_clv_365d_low, AVG(c.clv_365d_high) AS mean_clv_365d_high, "
@@ -158,10 +167,34 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
         if profiles.empty or clv.empty:
             raise ValueError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
         check, spearman = crosscheck_segments(profiles, clv)
+        renamed = rename_with_clv(wh, run.as_of_date, clv.set_index("segment_id")["mean_clv_365d"])
+        renamed_profiles = wh.query_df(query, d)
+        after, _ = crosscheck_segments(renamed_profiles, clv)
+        check["name_before"] = check["segment_id"].map({s: old for s, (old, _) in renamed.items()})
+        check["segment_name"] = check["segment_id"].map(after.set_index("segment_id")["segment_name"])
+        standing_now = renamed_profiles.set_index("segment_id")["value_standing"]
+        check["reason"] = [
+            None if not r.flag else
+            f"{r.reason}; renamed from '{r.name_before}'" if isinstance(r.name_before, str) else
+            f"{r.reason}; claim withdrawn (value standing now '{standing_now.get(r.segment_id)}', name unchanged)"
+            for r in check.itertuples()]
         check.insert(0, "as_of_date", run.as_of_date)
         wh.replace_partition("segment_clv_check", check, d)
+        unresolved = after[after["flag"]]
+        published = wh.scalar("SELECT published FROM segmentation_runs WHERE as_of_date = :as_of_date", d)
+        if len(unresolved):
+            text = "; ".join(f"segment {r.segment_id} '{r.segment_name}': {r.reason}" for r in unresolved.itertuples())
+            if published:
+                log.error("CLV contradicts published names (run crosscheck_clv before publish_segments): %s", text)
+            else:
+                wh.run_script(
+                    "UPDATE segmentation_runs SET gate_passed = FALSE, gate_reason = "
+                    "COALESCE(gate_reason || '; ', '') || :reason WHERE as_of_date = :as_of_date",
+                    {**d, "reason": f"CLV cross-check: {text}"})
+                log.warning("quality gate failed on the CLV cross-check: %s", text)
     flagged = check[check["flag"]]
-    metrics = {"clv.segment_value_spearman": spearman, "clv.segments_flagged": float(len(flagged))}
+    metrics = {"clv.segment_value_spearman": spearman, "clv.segments_flagged": float(len(flagged)),
+               "clv.segments_renamed": float(len(renamed)), "clv.segments_unresolved": float(len(unresolved))}
     for r in check.itertuples():
         metrics[f"clv.mean_clv_365d.segment_{r.segment_id}"] = r.mean_clv_365d
     tracking.log_metrics(mlflow_run, metrics)
@@ -171,6 +204,7 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
     if len(flagged):
         tracking.client().set_tag(mlflow_run, "clv_contradictions",
                                   "; ".join(f"{r.segment_name}: {r.reason}" for r in flagged.itertuples())[:5000])
-    log.info("CLV cross-check: Spearman(value order, mean CLV) = %.2f; %d segment(s) flagged", spearman, len(flagged))
-    return {"spearman": round(spearman, 3), "flagged": flagged["segment_name"].tolist()}
-
+    log.info("CLV cross-check: Spearman(value order, mean CLV) = %.2f; %d segment(s) flagged, %d renamed, "
+             "%d unresolved", spearman, len(flagged), len(renamed), len(unresolved))
+    return {"spearman": round(spearman, 3), "flagged": flagged["segment_name"].tolist(),
+            "renamed": {str(s): new for s, (_, new) in renamed.items()}, "unresolved": len(unresolved)}

@@ -19,7 +19,8 @@ def render_report(run: RunInfo) -> dict[str, Any]:
 
     mlflow_run = run.mlflow_run()
     with Warehouse(run.warehouse_url) as wh:
-        path = write_report(wh, run.as_of_date, reports_dir())
+        path = write_report(wh, run.as_of_date, reports_dir(), currency=run.settings.currency_symbol,
+                            currency_code=run.settings.currency_code)
     tracking.client().log_artifact(mlflow_run, str(path), "report")
     log.info("segment report: %s (also in MLflow run %s under report/)", path, mlflow_run)
     return {"report": str(path)}

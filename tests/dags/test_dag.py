@@ -14,10 +14,10 @@ from tests.crm_servers import WebhookReceiver
 DAG_FILE = ROOT / "dags" / "customer_segmentation.py"
 EDGES = [
     ("extract_validate", "resolve_identity"), ("resolve_identity", "build_features"),
-    ("build_features", "segment_customers"), ("segment_customers", "publish_segments"),
-    ("build_features", "fit_clv"), ("publish_segments", "crosscheck_clv"), ("fit_clv", "crosscheck_clv"),
-    ("publish_segments", "track_migration"), ("fit_clv", "track_migration"),
-    ("track_migration", "build_economics"), ("crosscheck_clv", "build_economics"),
+    ("build_features", "segment_customers"), ("build_features", "fit_clv"),
+    ("segment_customers", "crosscheck_clv"), ("fit_clv", "crosscheck_clv"),
+    ("crosscheck_clv", "publish_segments"), ("publish_segments", "track_migration"),
+    ("track_migration", "build_economics"),
     ("build_economics", "render_report"), ("render_report", "check_migration"),
     *[("render_report", f"push_{t}") for t in ("outbox", "webhook", "hubspot", "salesforce")],
     # the teardown closing the MLflow run comes after every other task

@@ -1,6 +1,7 @@
 """Segment economics on a hand-built dataset, profit concentration, priorities, and the HTML report."""
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from include.economics.build import (
     build_economics,
     intervention_priority,
     load_playbook,
+    playbook_entry,
     profit_concentration,
 )
 from include.extract.validate import extract_and_validate
@@ -46,7 +48,17 @@ def _handbuilt_warehouse(tmp_path) -> tuple[Warehouse, dict[str, str]]:
     clv = pd.DataFrame({"as_of_date": AS_OF, "customer_key": [ann, bob], "p_alive": [0.9, 0.3],
                         "clv_365d": [120.0, 8.0], "model_run_id": "c1"})
     wh.replace_partition("customer_clv", clv, {"as_of_date": AS_OF})
+    profiles = pd.DataFrame({"as_of_date": AS_OF, "segment_id": [1, 2], "segment_name": ["High-value core", "Hibernating"],
+                             "name_rule": ["top by hand", "lapsed by hand"], "customers": [1, 1],
+                             "jaccard": [0.91, 0.62], "model_run_id": "m1",
+                             "standing": [json.dumps(TOP), json.dumps(LAPSED_ONE_TIME)]})
+    wh.replace_partition("segment_profiles", profiles, {"as_of_date": AS_OF})
     return wh, {"ann": ann, "bob": bob}
+
+
+TOP = {"value": "top", "recency": "recent", "frequency": "frequent", "tenure": None, "basket": None, "traits": []}
+LAPSED_ONE_TIME = {"value": "mid", "recency": "lapsed", "frequency": "one-time", "tenure": None,
+                   "basket": "large baskets", "traits": []}
 
 
 def test_economics_match_the_hand_worked_numbers(tmp_path):
@@ -83,7 +95,7 @@ def test_economics_match_the_hand_worked_numbers(tmp_path):
     assert seg.loc[1, "alive_share"] == 1.0 and seg.loc[2, "alive_share"] == 0.0  # p_alive 0.9 and 0.3
     assert figures["profit"] == pytest.approx(total)
     assert figures["share_of_customers_paying_for_all"] == pytest.approx(1.0)
-    # Playbook: high-value core at risk 0.1 (low) -> medium; hibernating at 0.7 (high) -> low.
+    # Playbook: top value at risk 0.1 (low) -> medium; lapsed one-time at 0.7 (high) -> low.
     assert prio.loc[keys["ann"], "priority"] == "medium" and prio.loc[keys["bob"], "priority"] == "low"
     assert prio.loc[keys["ann"], "action"].startswith("Named account team")
 
@@ -184,22 +196,43 @@ def test_priority_layers_churn_risk_on_the_segment():
     customers = pd.DataFrame({
         "customer_key": ["a", "b", "c", "d", "e"],
         "segment_id": [1, 1, 2, 3, 4],
-        "segment_name": ["High-value core", "High-value core", "Hibernating", "At risk 2", "Something new"],
+        "segment_name": ["Top value, recent", "Top value, recent", "Lapsed one-time buyers, large baskets",
+                         "Lapsing buyers, high returns", "Something new"],
         "p_alive": [0.2, 0.95, 0.1, 0.6, None],
     })
-    out = intervention_priority(customers, book).set_index("customer_key")
+    standings = {1: TOP, 2: LAPSED_ONE_TIME,
+                 3: {"value": "mid", "recency": "lapsing", "frequency": "occasional", "traits": [["high returns", 6.1]]}}
+    out = intervention_priority(customers, book, standings).set_index("customer_key")
     assert out.loc["a", "priority"] == "critical"  # high value + high risk
+    assert out.loc["a", "action"].startswith("Named account team")
     assert out.loc["b", "priority"] == "medium"
-    assert out.loc["c", "priority"] == "low"  # dormant + high risk
-    assert out.loc["d", "value_tier"] == "low"  # numbered duplicate uses its base name
-    assert out.loc["e", "action"].startswith("Review") and out.loc["e", "churn_risk"] == 1.0
+    assert out.loc["c", "priority"] == "low" and out.loc["c", "value_tier"] == "dormant"  # lapsed + high risk
+    assert "account" not in out.loc["c", "action"].lower()
+    assert out.loc["d", "action"].startswith("Review returns")  # the behaviour, not only the recency
+    assert out.loc["e", "value_tier"] == "medium" and out.loc["e", "churn_risk"] == 1.0  # no standing: default
 
 
-def test_playbook_errors_name_the_segment(tmp_path):
+def test_a_lapsed_one_time_buyer_never_gets_an_account_team():
+    book = load_playbook()
+    for value in ("top", "high", "mid", "low"):
+        for basket in (None, "large baskets"):
+            entry = playbook_entry(book, {**LAPSED_ONE_TIME, "value": value, "basket": basket})
+            assert entry["value_tier"] == "dormant" and "account" not in entry["action"].lower()
+            assert "lapsed" in entry["rule"]
+
+
+def test_playbook_errors_name_the_rule(tmp_path):
+    text = load_playbook.__globals__["DEFAULT_PLAYBOOK"].read_text()
     bad = tmp_path / "book.toml"
-    bad.write_text((load_playbook.__globals__["DEFAULT_PLAYBOOK"]).read_text().replace(
-        'value_tier = "dormant"\naction = "Final', 'value_tier = "vip"\naction = "Final'))
-    with pytest.raises(ValueError, match="Hibernating.*vip"):
+    bad.write_text(text.replace('value_tier = "dormant"\naction = "Final', 'value_tier = "vip"\naction = "Final'))
+    with pytest.raises(ValueError, match="rules\\[1\\].*lapsed.*vip"):
+        load_playbook(bad)
+    # A rule that could hand a lapsed segment an account team is refused.
+    bad.write_text(text.replace('when = { value = "top", recency = ["recent", "active"] }', 'when = { value = "top" }'))
+    with pytest.raises(ValueError, match="rules\\[2\\].*'high'.*lapsed"):
+        load_playbook(bad)
+    bad.write_text(text.replace('when = { tenure = "new" }', 'when = { tenure = "new", colour = "red" }'))
+    with pytest.raises(ValueError, match="unknown key.*colour"):
         load_playbook(bad)
 
 
@@ -211,9 +244,6 @@ def _report_inputs(tmp_path):
                                 "to_segment": ["High-value core", "Hibernating"], "customers": [1, 1],
                                 "rate": [0.5, 0.5], "clv_sum": [120.0, 8.0]})
     wh.replace_partition("segment_transitions", transitions, {"to_date": AS_OF})
-    profiles = pd.DataFrame({"as_of_date": AS_OF, "segment_id": [1, 2], "segment_name": ["High-value core", "Hibernating"],
-                             "customers": [1, 1], "jaccard": [0.91, 0.62], "model_run_id": "m1"})
-    wh.replace_partition("segment_profiles", profiles, {"as_of_date": AS_OF})
     return wh, keys
 
 

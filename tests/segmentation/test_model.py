@@ -8,11 +8,11 @@ import pytest
 
 from include.features.build import NUMERIC_FEATURES
 from include.segmentation.model import (
+    available_features,
     bootstrap_stability,
     choose_k,
     fit_segments,
     match_segment_ids,
-    name_segments,
     numeric_matrix,
     order_by_value,
     segment_profiles,
@@ -130,17 +130,27 @@ def test_profiles_name_segments_with_their_rule():
     assert z_profiles(df, labels).shape == (3, len(NUMERIC_FEATURES))
     profiles = segment_profiles(df, labels, dt.date(2026, 1, 1))
     names = dict(zip(profiles["segment_id"], profiles["segment_name"], strict=True))
-    assert names[1] == "High-value core"
-    assert "Discount-driven" in names.values()
+    assert names[1].startswith("Top value")
+    assert names[3].startswith("Lapsed")  # the planted lapsed group: 600 days, no revenue
+    assert "discount-driven" in names[2]
     assert profiles["customers"].sum() == len(df)
-    assert profiles["name_rule"].str.contains("z=").all()
+    assert profiles["name_rule"].str.contains("median recency").all()
+    assert profiles["standing"].str.contains('"recency"').all()
 
 
-def test_duplicate_names_get_suffixes():
-    z = pd.DataFrame({f: [0.0, 0.0] for f in NUMERIC_FEATURES}, index=[1, 2])
-    z.loc[:, "recency_days"] = 1.0
-    z.loc[:, "avg_order_value"] = -1.0
-    z.loc[1, "monetary"] = 0.5
-    named = name_segments(z)
-    assert named.loc[1, "segment_name"] == "Hibernating"
-    assert named.loc[2, "segment_name"] == "Hibernating 2"
+def test_features_without_data_are_left_out_of_the_fit():
+    df, truth = blobs()
+    for col in ("support_contacts", "cost_to_serve", "email_open_rate"):
+        df[col] = 0.0
+    columns, unavailable = available_features(df)
+    assert set(unavailable) == {"support_contacts", "cost_to_serve", "email_open_rate"}
+    assert "0" in unavailable["cost_to_serve"] and "cost_to_serve" not in columns
+    result = fit_segments(df, k=3, seed=1)
+    assert result.columns == columns
+    assert list(z_profiles(df, result.labels).columns) == list(columns)
+    # A feature that varies stays in, however little it varies.
+    df.loc[0, "cost_to_serve"] = 0.01
+    assert "cost_to_serve" in available_features(df)[0]
+    df[list(NUMERIC_FEATURES)] = 1.0
+    with pytest.raises(ValueError, match="no numeric feature that varies"):
+        fit_segments(df, k=3)
