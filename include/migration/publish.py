@@ -90,9 +90,12 @@ def _publish_one(wh: Warehouse, date: dt.date, previous: pd.DataFrame | None, ru
         model_run_id = previous["model_run_id"].iloc[0] if previous is not None and len(previous) else None
     old_names = ({} if previous is None else
                  previous.drop_duplicates("segment_id").set_index("segment_id")["segment_name"].to_dict())
+    # Carried-forward labels keep the names they were published with: this run's names
+    # describe a model that was not published.
+    first, second = (names, old_names) if gate_passed else (old_names, names)
     labels = labels.assign(
         as_of_date=date, model_run_id=model_run_id,
-        segment_name=[names.get(i, old_names.get(i)) for i in labels["segment_id"]],
+        segment_name=[first.get(i, second.get(i)) for i in labels["segment_id"]],
     ).merge(rfm, on="customer_key", how="left")[COLUMNS]
     wh.replace_partition("customer_segments", labels, d)
     wh.run_script(SQL["mark_published"], {**d, "published": gate_passed})
