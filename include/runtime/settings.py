@@ -75,6 +75,9 @@ class PipelineSettings:
     identity_min_f1
         A newly trained model is accepted (reused by later runs) only if its
         clustered pairwise F1 reaches this where ground truth exists.
+    phone_country
+        ISO 3166 alpha-2 country of phone numbers written without a calling
+        code; phones are matched in E.164 form.
     """
 
     max_bad_share: float = 0.05
@@ -107,6 +110,7 @@ class PipelineSettings:
     identity_retrain: bool = False
     identity_u_max_pairs: float = 2e7
     identity_min_f1: float = 0.95
+    phone_country: str = "GB"
     support_cost_by_channel: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
     )

@@ -172,3 +172,10 @@ CREATE TABLE IF NOT EXISTS crm_outbox (
     target VARCHAR, as_of_date DATE, batch_key VARCHAR, customer_key VARCHAR, payload VARCHAR,
     checksum VARCHAR, created_at TIMESTAMP
 );
+
+-- One row per identity run: how records were linked, and whether the run was
+-- degraded (Splink untrainable, exact rule used) and why. Read by the report.
+CREATE TABLE IF NOT EXISTS identity_runs (
+    as_of_date DATE, method VARCHAR, degraded BOOLEAN, reason VARCHAR, records BIGINT,
+    customers BIGINT, linkage_columns VARCHAR, model_trained BOOLEAN
+);
