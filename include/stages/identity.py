@@ -12,7 +12,13 @@ log = logging.getLogger(__name__)
 
 
 def resolve_identity(run: RunInfo) -> dict[str, Any]:
-    """Link identity records into customers; reuse or train and log the Splink model."""
+    """Link identity records into customers; reuse or train and log the Splink model.
+
+    The last accepted model is reused only when it compares the same linkage
+    columns as this run has data in (else a new one is trained). A degraded
+    run (Splink untrainable, exact rule used) is logged at WARNING and tagged
+    ``identity_degraded`` with the reason; ``identity_runs`` holds the same.
+    """
     from include.identity import linkage as identity_splink
     from include.identity.resolve import resolve_identities
     from include.runtime import tracking
@@ -30,8 +36,9 @@ def resolve_identity(run: RunInfo) -> dict[str, Any]:
                                  threshold=settings.identity_match_threshold, model=model,
                                  seed=settings.seed, u_max_pairs=settings.identity_u_max_pairs,
                                  phone_country=settings.phone_country)
-    if out.model_refused_reason:
-        source = f"not reused ({out.model_refused_reason})"
+    refused = f"; {source} not reused: {out.model_refused_reason}" if out.model_refused_reason else ""
+    if out.degraded_reason:
+        source = f"none: exact rule{refused}"
     metrics = dict(out.result.metrics)
     metrics["model_reused"] = float(model is not None and not out.model_trained and out.model is not None
                                     and out.model_refused_reason is None)
@@ -53,7 +60,8 @@ def resolve_identity(run: RunInfo) -> dict[str, Any]:
             # The column set travels with the model: a later run with other columns retrains.
             tracking.client().set_tag(model_run, "identity_model_columns",
                                       ",".join(identity_splink.model_columns(out.model)))
-            source = f"trained here (MLflow run {model_run}, {'accepted' if accepted else 'NOT accepted'}: {reason})"
+            source = (f"trained here (MLflow run {model_run}, {'accepted' if accepted else 'NOT accepted'}: "
+                      f"{reason}){refused}")
         tracking.log_table(mlflow_run, identity_splink.m_u_table(out.model), "identity/m_u_parameters.csv")
         tracking.client().log_text(mlflow_run, identity_splink.match_weights_chart_html(out.model),
                                    "identity/match_weights_chart.html")

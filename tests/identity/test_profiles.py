@@ -183,3 +183,27 @@ def test_stage_tags_degradation_and_column_set_in_mlflow(warehouse_url):
     tags = tracking.client().get_run(run.mlflow_run()).data.tags
     assert "Splink cannot be trained" in tags["identity_degraded"]
     assert tags["identity_linkage_columns"] == "email"
+
+
+def test_stage_retrains_when_the_last_accepted_model_has_other_columns(warehouse_url, person_only):
+    from include.runtime import tracking
+    from include.runtime.run import RunInfo
+    from include.runtime.warehouse import Warehouse
+    from include.stages.identity import resolve_identity
+
+    with Warehouse(warehouse_url) as wh:
+        _with_truth(wh, person_only)
+    first = resolve_identity(RunInfo("test_identity_reuse", "with-id", AS_OF, PipelineSettings(), warehouse_url))
+    assert "trained here" in first["model"] and "accepted:" in first["model"]
+    run_id, model = tracking.latest_identity_model()
+    assert tracking.client().get_run(run_id).data.tags["identity_model_columns"].endswith("dob,id_national")
+    with Warehouse(warehouse_url) as wh:
+        _with_truth(wh, person_only, drop_ids=True)
+    second = resolve_identity(RunInfo("test_identity_reuse", "without-id", AS_OF, PipelineSettings(), warehouse_url))
+    assert second["model_reused"] == 0.0
+    assert "trained here" in second["model"] and "not reused" in second["model"] and "id_national" in second["model"]
+    run_id, model = tracking.latest_identity_model()
+    assert "id_national" not in identity_splink.model_columns(model)
+    # Same columns again: the model just trained is reused.
+    third = resolve_identity(RunInfo("test_identity_reuse", "again", AS_OF, PipelineSettings(), warehouse_url))
+    assert third["model_reused"] == 1.0 and third["model"].startswith("reused from MLflow run")
