@@ -116,6 +116,18 @@ def _typo(rng: np.random.Generator, words: np.ndarray, rate: float) -> np.ndarra
     return out
 
 
+_STREET_PARTS = ("ash", "bar", "beech", "brook", "church", "elm", "fern", "glen", "hazel", "holly", "king", "lark",
+                 "maple", "mill", "oak", "park", "queen", "rose", "stone", "thorn", "wood", "york", "west", "north")
+_STREET_ENDS = ("field", "ford", "gate", "ham", "hill", "hurst", "ley", "mead", "moor", "ton", "wick", "well")
+_STREET_TYPES = ("road", "street", "lane", "avenue", "close", "drive", "way", "grove")
+
+
+def _street_names(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` distinct street names such as ``oakfield drive`` (24 x 12 x 8 possible)."""
+    every = np.array([f"{a}{b} {c}" for a in _STREET_PARTS for b in _STREET_ENDS for c in _STREET_TYPES])
+    return rng.permutation(every)[:count]
+
+
 def _fmt_ts(values: np.ndarray) -> np.ndarray:
     return pd.Series(values).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(dtype=object)
 
@@ -303,6 +315,7 @@ class DemoGenerator:
     def _person_only(self, records: pd.DataFrame) -> pd.DataFrame:
         """Person-only records: typos, first/last name swaps, missing fields, mistyped dates and ids.
 
+        Street names are local to a postcode area (see the comment below).
         Error rates per record: first name 4% typo and 2% missing, last name 4%
         typo and 1% missing, names swapped 1.5%, street address 3% typo and 5%
         missing, postcode 1% mistyped character and 4% missing, date of birth
@@ -319,6 +332,16 @@ class DemoGenerator:
             out[rng.random(m) < rate] = None
             return out
 
+        # Street names: the rich profile's 15 streets repeat in every postcode area, so at
+        # 500,000 records thousands of namesakes share "12 high street". A street belongs to
+        # its area here: each (postcode, street) gets one of 3,000 street names, so
+        # household members still share an address and a person who moved gets a new one.
+        area_street = records["postcode"].astype(str) + "|" + records["address"].str.split(" ", n=1).str[1]
+        code, _ = pd.factorize(area_street)
+        pool = _street_names(np.random.default_rng([self.seed, 14]), 3000)
+        house_no = records["address"].str.split(" ", n=1).str[0].to_numpy()
+        local = pool[rng.integers(0, len(pool), code.max() + 1)][code]
+        records = records.assign(address=np.char.add(np.char.add(house_no.astype(str), " "), local.astype(str)))
         first = _typo(rng, truth["first"][pid], 0.04)
         last = _typo(rng, truth["last"][pid], 0.04)
         swap = rng.random(m) < 0.015
