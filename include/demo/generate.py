@@ -42,6 +42,8 @@ CATEGORIES = ("grocery", "home", "electronics", "fashion", "beauty")
 PLANS = ("basic", "standard", "premium")
 REGIONS = ("north", "south", "east", "west", "central")
 SUPPORT_COST = {"phone": 8.5, "chat": 3.2, "email": 2.1}
+#: What the identity records hold (``--identity-profile``); see :meth:`DemoGenerator.profile_records`.
+IDENTITY_PROFILES = ("rich", "person_only", "contact_only")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,18 @@ def _typo(rng: np.random.Generator, words: np.ndarray, rate: float) -> np.ndarra
     return out
 
 
+_STREET_PARTS = ("ash", "bar", "beech", "brook", "church", "elm", "fern", "glen", "hazel", "holly", "king", "lark",
+                 "maple", "mill", "oak", "park", "queen", "rose", "stone", "thorn", "wood", "york", "west", "north")
+_STREET_ENDS = ("field", "ford", "gate", "ham", "hill", "hurst", "ley", "mead", "moor", "ton", "wick", "well")
+_STREET_TYPES = ("road", "street", "lane", "avenue", "close", "drive", "way", "grove")
+
+
+def _street_names(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` distinct street names such as ``oakfield drive`` (24 x 12 x 8 possible)."""
+    every = np.array([f"{a}{b} {c}" for a in _STREET_PARTS for b in _STREET_ENDS for c in _STREET_TYPES])
+    return rng.permutation(every)[:count]
+
+
 def _fmt_ts(values: np.ndarray) -> np.ndarray:
     return pd.Series(values).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(dtype=object)
 
@@ -132,12 +146,19 @@ class DemoGenerator:
         ``truth_future_orders``.
     years
         Length of the observed history.
+    identity_profile
+        Which identifiers the identity records carry (:data:`IDENTITY_PROFILES`).
     """
 
     def __init__(self, customers: int, seed: int = 7, end_date: dt.date = dt.date(2026, 11, 14),
-                 years: float = 3.0, future_days: int = 365, chunk_size: int = 50_000) -> None:
+                 years: float = 3.0, future_days: int = 365, chunk_size: int = 50_000,
+                 identity_profile: str = "rich") -> None:
         if customers < 10:
             raise ValueError("customers must be at least 10")
+        if identity_profile not in IDENTITY_PROFILES:
+            raise ValueError(f"identity_profile must be one of {', '.join(IDENTITY_PROFILES)}, "
+                             f"got {identity_profile!r}")
+        self.identity_profile = identity_profile
         self.n = customers
         self.seed = seed
         self.end = np.datetime64(end_date, "s") + np.timedelta64(86399, "s")
@@ -267,6 +288,107 @@ class DemoGenerator:
             "person_id": pid,
         })
         frame["_created"] = created
+        # Person-level values before typos and gaps, for the other identity profiles.
+        self._identity_truth = {"first": first, "last": last, "dob": dob}
+        return frame
+
+    def profile_records(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The identity records as a business with ``identity_profile`` would hold them.
+
+        ``rich`` returns ``records`` unchanged. ``person_only`` keeps names,
+        street address, postcode, region and creation times, re-draws the
+        errors a registration file has (see :meth:`_person_only`) and adds a
+        national id (``id_national``) and a ``YYYYMMDD`` date of birth; there is
+        no email, phone or device id. ``contact_only`` keeps first name, email,
+        phone and device id (a mailing list or app audience). Other tables of
+        the run (orders, activity) are the same for every profile. Uses its own
+        random stream, so the rich tables do not depend on the profile.
+        """
+        if self.identity_profile == "rich":
+            return records
+        if self.identity_profile == "contact_only":
+            keep = ["source_system", "source_id", "first_name", "email", "phone", "device_id", "region",
+                    "created_at", "loaded_at"]
+            return records[keep + [c for c in ("person_id", "_created") if c in records.columns]].copy()
+        return self._person_only(records)
+
+    def _person_only(self, records: pd.DataFrame) -> pd.DataFrame:
+        """Person-only records: typos, first/last name swaps, missing fields, mistyped dates and ids.
+
+        Street names are local to a postcode area (see the comment below).
+        Error rates per record: first name 4% typo and 2% missing, last name 4%
+        typo and 1% missing, names swapped 1.5%, street address 3% typo and 5%
+        missing, postcode 1% mistyped character and 4% missing, date of birth
+        7% missing and 3% mistyped (two digits transposed, or day and month
+        swapped), national id on 70% of records with 0.5% of those one digit off.
+        """
+        rng = np.random.default_rng([self.seed, 13])
+        truth = self._identity_truth
+        pid = records["person_id"].to_numpy()
+        m = len(records)
+
+        def blank(values: np.ndarray, rate: float) -> np.ndarray:
+            out = values.astype(object).copy()
+            out[rng.random(m) < rate] = None
+            return out
+
+        # Street names: the rich profile's 15 streets repeat in every postcode area, so at
+        # 500,000 records thousands of namesakes share "12 high street". A street belongs to
+        # its area here: each (postcode, street) gets one of 3,000 street names, so
+        # household members still share an address and a person who moved gets a new one.
+        area_street = records["postcode"].astype(str) + "|" + records["address"].str.split(" ", n=1).str[1]
+        code, _ = pd.factorize(area_street)
+        pool = _street_names(np.random.default_rng([self.seed, 14]), 3000)
+        house_no = records["address"].str.split(" ", n=1).str[0].to_numpy()
+        local = pool[rng.integers(0, len(pool), code.max() + 1)][code]
+        records = records.assign(address=np.char.add(np.char.add(house_no.astype(str), " "), local.astype(str)))
+        first = _typo(rng, truth["first"][pid], 0.04)
+        last = _typo(rng, truth["last"][pid], 0.04)
+        swap = rng.random(m) < 0.015
+        first[swap], last[swap] = last[swap], first[swap]
+        address = _typo(rng, records["address"].to_numpy(), 0.03)
+        postcode = records["postcode"].to_numpy().astype(object).copy()
+        bad_pc = np.flatnonzero(rng.random(m) < 0.01)
+        for i in bad_pc:
+            code = postcode[i]
+            j = int(rng.integers(1, len(code)))
+            if code[j].isdigit():
+                postcode[i] = code[:j] + str((int(code[j]) + 1 + int(rng.integers(0, 8))) % 10) + code[j + 1:]
+        dob = pd.Series(truth["dob"][pid]).dt.strftime("%Y%m%d").to_numpy(dtype=object)
+        for i in np.flatnonzero(rng.random(m) < 0.03):
+            d = dob[i]
+            if rng.random() < 0.5 and int(d[6:]) <= 12 and d[4:6] != d[6:]:
+                dob[i] = d[:4] + d[6:] + d[4:6]  # day and month swapped
+            else:
+                j = int(rng.integers(2, 7))
+                dob[i] = d[:j] + d[j + 1] + d[j] + d[j + 2:]  # two digits transposed
+        # UK National Insurance number shape: two letters, six digits, a suffix letter.
+        n_persons = len(truth["first"])
+        letters = np.array(list("ABCEGHJKLMNPRSTWXYZ"))
+        # Distinct per person: drawn without replacement from every prefix and number.
+        code = rng.choice(len(letters) ** 2 * 10**6, n_persons, replace=False)
+        prefix = np.char.add(letters[code // 10**6 // len(letters)], letters[code // 10**6 % len(letters)])
+        national = np.char.add(np.char.add(prefix, np.char.zfill((code % 10**6).astype(str), 6)),
+                               np.array(list("ABCD"))[rng.integers(0, 4, n_persons)]).astype(object)[pid]
+        for i in np.flatnonzero(rng.random(m) < 0.005):
+            j = int(rng.integers(2, 8))
+            national[i] = national[i][:j] + str((int(national[i][j]) + 1) % 10) + national[i][j + 1:]
+        frame = pd.DataFrame({
+            "source_system": records["source_system"].to_numpy(),
+            "source_id": records["source_id"].to_numpy(),
+            "first_name": blank(first, 0.02),
+            "last_name": blank(last, 0.01),
+            "address": blank(address, 0.05),
+            "postcode": blank(postcode, 0.04),
+            "region": records["region"].to_numpy(),
+            "date_of_birth": blank(dob, 0.07),
+            "id_national": blank(national, 0.30),
+            "created_at": records["created_at"].to_numpy(),
+            "loaded_at": records["loaded_at"].to_numpy(),
+        })
+        for col in ("person_id", "_created"):
+            if col in records.columns:
+                frame[col] = records[col].to_numpy()
         return frame
 
     # -- orders ------------------------------------------------------------
@@ -505,7 +627,7 @@ class DemoGenerator:
             bar.update(self.n - self.n // 2)
         truth_identity = records[["source_system", "source_id", "person_id"]].copy()
         tables = {
-            "raw_identity_records": records.drop(columns=["person_id", "_created"]),
+            "raw_identity_records": self.profile_records(records).drop(columns=["person_id", "_created"]),
             "raw_orders": raw_orders,
             **activity,
             "truth_persons": persons.drop(columns=["archetype_idx"]),
@@ -517,11 +639,12 @@ class DemoGenerator:
 
 
 def write_demo_data(url: str, customers: int, seed: int = 7, end_date: dt.date = dt.date(2026, 11, 14),
-                    show_progress: bool = True) -> dict[str, int]:
+                    show_progress: bool = True, identity_profile: str = "rich") -> dict[str, int]:
     """Generate the demo dataset into the warehouse at ``url``; return row counts."""
     from include.runtime.warehouse import Warehouse
 
-    tables = DemoGenerator(customers, seed=seed, end_date=end_date).generate(show_progress)
+    tables = DemoGenerator(customers, seed=seed, end_date=end_date,
+                           identity_profile=identity_profile).generate(show_progress)
     counts = {}
     with Warehouse(url) as wh:
         for name, frame in tqdm(tables.items(), desc="writing", unit="table", disable=not show_progress):
@@ -539,9 +662,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=dt.date(2026, 11, 14))
     parser.add_argument("--warehouse-url", default=None, help="SQLAlchemy URL (default: embedded DuckDB)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--identity-profile", choices=IDENTITY_PROFILES, default="rich",
+                        help="identifiers of the identity records: rich (default: names, email, phone, address, "
+                             "date of birth, device), person_only (names, address, YYYYMMDD date of birth, "
+                             "national id as id_national), contact_only (first name, email, phone, device)")
     args = parser.parse_args(argv)
     url = args.warehouse_url or default_warehouse_url()
-    counts = write_demo_data(url, args.customers, args.seed, args.end_date, not args.quiet)
+    counts = write_demo_data(url, args.customers, args.seed, args.end_date, not args.quiet, args.identity_profile)
     for name, rows in counts.items():
         print(f"{name:24s} {rows:>12,d} rows")
 

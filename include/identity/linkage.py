@@ -2,27 +2,49 @@
 
 One person seen as a web account, an app user and a call-centre caller is
 linked by a Fellegi–Sunter model (Fellegi & Sunter 1969, "A theory for record
-linkage", JASA 64(328)) as implemented by Splink (Linacre et al. 2022). The
-model is trained without labels:
+linkage", JASA 64(328)) as implemented by Splink (Linacre et al. 2022).
 
-1. λ, the prior that two random records match, from deterministic rules on
-   email, phone and device id (recall assumed 0.8);
+What the model compares depends on the data: a column takes part when it is
+*present*, i.e. at least :data:`PRESENT_MIN_SHARE` of the records carry a value
+and it has at least two distinct values (:func:`present_columns`). Person-only
+files (names, address, date of birth, a national id), contact-only files
+(email, phone, device) and the demo's rich records all get a model from the
+same rules. Extra identifiers (``id_*`` columns: national id, loyalty card,
+CRM id) come from the staging table ``stg_identity_identifiers``.
+
+The model is trained without labels:
+
+1. λ, the prior that two random records match, from deterministic rules on the
+   strong identifiers present (email, phone, device id, every ``id_*``; recall
+   assumed 0.8), or on name + date of birth when there are none (recall 0.6);
 2. u probabilities by random sampling of record pairs (fixed seed);
-3. m probabilities by expectation maximisation over three blocking rules, so
-   that every comparison is estimated in at least one session.
+3. m probabilities by expectation maximisation over blocking rules chosen from
+   :data:`EM_SESSION_CANDIDATES` in order: at least three sessions, and more
+   until every comparison is estimated in at least one session (a session
+   cannot estimate the comparisons on its own blocking columns). A session
+   whose block holds no pairs is skipped and the next candidate tried.
 
 Comparisons and why they look the way they do (measured on generated data):
 
-- names: Jaro–Winkler levels with term-frequency adjustment (common names weigh less);
-- email and phone: exact match only; a similarity level on email re-counts the
-  name evidence for namesakes (``john.smith@`` vs ``john.smith2@``) and cut
-  clustered F1 to about 0.91 at 1.4M records;
+- names: Jaro–Winkler levels with term-frequency adjustment (common names
+  weigh less), plus a level for first and last name entered the wrong way
+  round when both are present (without it, person-only recall was 0.94);
+- ``id_*``: exact, or one edit apart (a mistyped national id or card number);
+- email, phone and device id: exact match only; a similarity level
+  on email re-counts the name evidence for namesakes (``john.smith@`` vs
+  ``john.smith2@``) and cut clustered F1 to about 0.91 at 1.4M records; phone
+  keeps its term-frequency adjustment (households share landlines: rich
+  precision fell from 0.997 to 0.992 without it);
 - address: one comparison of postcode *and* street address, because household
   members share both and treating them as independent evidence over-merged
-  (precision 0.56 with two separate exact comparisons);
-- date of birth: exact or one edit apart (Levenshtein: Damerau–Levenshtein is
-  7x slower in DuckDB 2.0);
-- device id: exact.
+  (precision 0.56 with two separate exact comparisons); an equal street
+  address with a missing or mistyped postcode is a level of its own;
+- date of birth: exact, one edit apart, day and month swapped, two edits
+  apart (a transposition; Levenshtein: Damerau–Levenshtein is 7x slower in
+  DuckDB 2.0).
+
+EM sessions sample at most :data:`EM_MAX_PAIRS` blocked pairs, so the broad
+last-resort rules used for sparse column sets stay affordable.
 
 Running on Spark when the data outgrows one machine: the settings are
 dialect-free (``block_on`` and the comparison library render to each SQL
@@ -36,20 +58,47 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from include.identity.normalise import normalise_email, normalise_phone
+from include.identity.normalise import normalise_date, normalise_email, normalise_phone
 
 log = logging.getLogger(__name__)
 
-#: Columns of the linkage input, after normalisation (see :func:`linkage_input`).
-LINKAGE_COLUMNS = ("unique_id", "first_name", "last_name", "email", "phone", "postcode", "address",
-                   "dob", "device_id")
-IDENTIFYING_COLUMNS = LINKAGE_COLUMNS[1:]
+#: Linkage columns every run derives from ``stg_identity_records`` (after normalisation).
+BASE_COLUMNS = ("first_name", "last_name", "email", "phone", "postcode", "address", "dob", "device_id")
+#: Columns of the linkage input before any ``id_*`` column (see :func:`linkage_input`).
+LINKAGE_COLUMNS = ("unique_id", *BASE_COLUMNS)
+IDENTIFYING_COLUMNS = BASE_COLUMNS
+#: Prefix of the extra identifier columns pivoted from ``stg_identity_identifiers``.
+ID_PREFIX = "id_"
+#: Contact identifiers that, equal on two records, almost always mean one person.
+STRONG_CONTACT_COLUMNS = ("email", "phone", "device_id")
+#: Share of records that must carry a column for it to take part in the model.
+PRESENT_MIN_SHARE = 0.01
+
+#: Prediction blocking rules, in order; a rule is used when all its columns are present.
+#: Each is selective at 1.4M records; a rule on first and last name alone produced
+#: 78M pairs from a realistic name distribution. ``first_name[:1]`` is a prefix.
+PREDICTION_RULE_CANDIDATES: tuple[tuple[str, ...], ...] = (
+    ("email",), ("phone",), ("device_id",), ("{id}",),
+    ("postcode", "first_name[:1]"), ("dob", "last_name[:2]"), ("last_name", "address"),
+    ("postcode", "dob"), ("postcode", "address"), ("dob", "first_name[:2]"),
+)
+#: EM training blocking rules, in order of preference (see the module docstring).
+EM_SESSION_CANDIDATES: tuple[tuple[str, ...], ...] = (
+    ("email",), ("phone",), ("{id}",), ("postcode", "dob"), ("first_name", "last_name", "dob"),
+    ("first_name", "last_name", "postcode"), ("device_id",), ("last_name", "dob"),
+    # Last resorts for sparse column sets (e.g. names and postcode only); EM samples
+    # at most EM_MAX_PAIRS pairs of a block, so a broad rule stays affordable.
+    ("dob",), ("postcode",), ("last_name",), ("first_name",), ("address",),
+)
+#: Blocked pairs one EM session learns from at most (Splink samples records above it).
+EM_MAX_PAIRS = 5e6
 
 
 def _splink_quiet() -> None:
@@ -58,46 +107,169 @@ def _splink_quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_settings():
-    """Splink settings (comparisons and prediction blocking rules), untrained; they hold no randomness."""
+def id_column_name(id_type: str) -> str:
+    """``id_<type>`` linkage column of an identifier type (lower case, non-alphanumerics as ``_``)."""
+    clean = re.sub(r"[^a-z0-9]+", "_", str(id_type).strip().lower()).strip("_")
+    if not clean:
+        raise ValueError(f"identifier type {id_type!r} has no letters or digits")
+    return clean if clean.startswith(ID_PREFIX) else ID_PREFIX + clean
+
+
+def identifier_columns(columns: Any) -> list[str]:
+    """The ``id_*`` columns among ``columns``, sorted."""
+    return sorted(c for c in columns if str(c).startswith(ID_PREFIX))
+
+
+def present_columns(frame: pd.DataFrame, min_share: float = PRESENT_MIN_SHARE) -> tuple[str, ...]:
+    """Linkage columns of ``frame`` that carry data this run, in model order.
+
+    A column is present when at least ``min_share`` of the records have a value
+    and it holds at least two distinct values (a constant cannot separate
+    persons).
+    """
+    out = []
+    for col in (*BASE_COLUMNS, *identifier_columns(frame.columns)):
+        if col not in frame.columns or not len(frame):
+            continue
+        values = frame[col].dropna()
+        if len(values) >= max(2, min_share * len(frame)) and values.nunique() >= 2:
+            out.append(col)
+    return tuple(out)
+
+
+def _rule_columns(rule: tuple[str, ...]) -> set[str]:
+    return {part.split("[")[0] for part in rule}
+
+
+def _expand(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Candidate rules whose columns are all present, with ``{id}`` expanded to every ``id_*`` column."""
+    out = []
+    for rule in candidates:
+        expanded = [(c,) for c in identifier_columns(columns)] if rule == ("{id}",) else [rule]
+        out += [r for r in expanded if _rule_columns(r) <= set(columns)]
+    return out
+
+
+def _block_on(rule: tuple[str, ...]):
+    from splink import block_on
+
+    parts = []
+    for part in rule:
+        m = re.fullmatch(r"(\w+)\[:(\d+)\]", part)
+        parts.append(f"substr({m.group(1)}, 1, {m.group(2)})" if m else part)
+    return block_on(*parts)
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """One comparison of the model: its output name and the linkage columns it reads."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+def comparison_specs(columns: tuple[str, ...]) -> list[ComparisonSpec]:
+    """The comparisons a model over ``columns`` holds (see the module docstring)."""
+    have = set(columns)
+    specs = [ComparisonSpec(c, (c,)) for c in ("first_name", "last_name", "email", "phone") if c in have]
+    if {"postcode", "address"} <= have:
+        specs.append(ComparisonSpec("address", ("postcode", "address")))
+    else:
+        specs += [ComparisonSpec(c, (c,)) for c in ("postcode", "address") if c in have]
+    specs += [ComparisonSpec(c, (c,)) for c in ("dob", "device_id", *identifier_columns(columns)) if c in have]
+    return specs
+
+
+def _comparison(spec: ComparisonSpec, columns: tuple[str, ...]):
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
-    from splink import SettingsCreator, block_on
 
+    name = spec.name
+    if name in ("first_name", "last_name"):
+        levels = [
+            cll.NullLevel(name),
+            cll.ExactMatchLevel(name).configure(tf_adjustment_column=name),
+            cll.JaroWinklerLevel(name, 0.92),
+            cll.JaroWinklerLevel(name, 0.8),
+        ]
+        other = "last_name" if name == "first_name" else "first_name"
+        if other in columns:
+            # First and last name entered the wrong way round: 1-2% of hand-keyed records.
+            levels.append(cll.CustomLevel(f'"{name}_l" = "{other}_r"', label_for_charts=f"{name} equals other {other}"))
+        return cl.CustomComparison(output_column_name=name, comparison_levels=[*levels, cll.ElseLevel()],
+                                   comparison_description=f"{name}: exact, Jaro-Winkler, swapped with {other}")
+    if name == "phone":
+        return cl.ExactMatch("phone").configure(term_frequency_adjustments=True)
+    if spec.columns == ("postcode", "address"):
+        return cl.CustomComparison(
+            output_column_name="address",
+            comparison_description="postcode and street address",
+            comparison_levels=[
+                cll.And(cll.NullLevel("postcode"), cll.NullLevel("address")),
+                cll.And(cll.ExactMatchLevel("postcode"), cll.ExactMatchLevel("address")),
+                cll.ExactMatchLevel("postcode"),
+                # A missing or mistyped postcode must not hide an equal street address.
+                cll.ExactMatchLevel("address"),
+                cll.ElseLevel(),
+            ],
+        )
+    if name == "dob":
+        # ISO text: day and month swapped (a US/UK mix-up) and two-digit slips are common entry errors.
+        swapped = ('substr("dob_l", 1, 4) = substr("dob_r", 1, 4) AND substr("dob_l", 6, 2) = substr("dob_r", 9, 2) '
+                   'AND substr("dob_l", 9, 2) = substr("dob_r", 6, 2)')
+        return cl.CustomComparison(
+            output_column_name="dob",
+            comparison_description="date of birth: exact, one edit, day and month swapped, two edits",
+            comparison_levels=[
+                cll.NullLevel("dob"), cll.ExactMatchLevel("dob"), cll.LevenshteinLevel("dob", 1),
+                cll.CustomLevel(swapped, label_for_charts="day and month swapped"),
+                cll.LevenshteinLevel("dob", 2), cll.ElseLevel(),
+            ],
+        )
+    if name.startswith(ID_PREFIX):
+        # Identifiers are keyed by hand too: one mistyped character should not count as a contradiction.
+        return cl.LevenshteinAtThresholds(name, 1)
+    return cl.ExactMatch(name)
+
+
+def build_settings(columns: tuple[str, ...] = BASE_COLUMNS):
+    """Splink settings (comparisons and prediction blocking rules) over ``columns``, untrained.
+
+    They hold no randomness. ``columns`` are the present linkage columns
+    (:func:`present_columns`); rules and comparisons on absent columns are left out.
+    """
+    from splink import SettingsCreator
+
+    specs = comparison_specs(columns)
+    if not specs:
+        raise TrainingError("no linkage column carries data")
+    rules = _expand(PREDICTION_RULE_CANDIDATES, columns)
+    if not rules:
+        raise TrainingError(f"no blocking rule can be built from the columns present ({', '.join(columns)})")
     return SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
-        comparisons=[
-            cl.JaroWinklerAtThresholds("first_name", [0.92, 0.8]).configure(term_frequency_adjustments=True),
-            cl.JaroWinklerAtThresholds("last_name", [0.92, 0.8]).configure(term_frequency_adjustments=True),
-            cl.ExactMatch("email"),
-            cl.ExactMatch("phone").configure(term_frequency_adjustments=True),
-            cl.CustomComparison(
-                output_column_name="address",
-                comparison_description="postcode and street address",
-                comparison_levels=[
-                    cll.And(cll.NullLevel("postcode"), cll.NullLevel("address")),
-                    cll.And(cll.ExactMatchLevel("postcode"), cll.ExactMatchLevel("address")),
-                    cll.ExactMatchLevel("postcode"),
-                    cll.ElseLevel(),
-                ],
-            ),
-            cl.LevenshteinAtThresholds("dob", 1),
-            cl.ExactMatch("device_id"),
-        ],
-        # Every rule is selective at 1.4M records; a rule on first and last name
-        # alone produced 78M pairs from a realistic name distribution.
-        blocking_rules_to_generate_predictions=[
-            block_on("email"),
-            block_on("phone"),
-            block_on("device_id"),
-            block_on("postcode", "substr(first_name, 1, 1)"),
-            block_on("dob", "substr(last_name, 1, 2)"),
-            block_on("last_name", "address"),
-        ],
+        comparisons=[_comparison(s, columns) for s in specs],
+        blocking_rules_to_generate_predictions=[_block_on(r) for r in rules],
         retain_matching_columns=False,
         retain_intermediate_calculation_columns=False,
     )
+
+
+def model_columns(model: dict[str, Any]) -> tuple[str, ...]:
+    """The linkage columns a saved Splink model compares, in model order.
+
+    Read from the model's own comparison SQL, so a model logged before the
+    column set was recorded still reports it.
+    """
+    found: set[str] = set()
+    for comparison in model.get("comparisons", []):
+        for level in comparison.get("comparison_levels", []):
+            found.update(re.findall(r'"?([A-Za-z0-9_]+)_[lr]"?', level.get("sql_condition", "")))
+            if level.get("tf_adjustment_column"):
+                found.add(level["tf_adjustment_column"])
+    order = [*BASE_COLUMNS, *identifier_columns(found)]
+    return tuple(c for c in order if c in found)
 
 
 def _clean_text(values: pd.Series) -> pd.Series:
@@ -107,24 +279,80 @@ def _clean_text(values: pd.Series) -> pd.Series:
     return s.mask(s == "")
 
 
-def linkage_input(records: pd.DataFrame) -> pd.DataFrame:
+def normalise_identifier(values: pd.Series) -> pd.Series:
+    """Identifier text for exact matching: upper case, without spaces, dots, dashes and slashes."""
+    s = values.astype("string").str.upper().str.replace(r"[\s.\-/]+", "", regex=True)
+    return s.mask(s == "")
+
+
+def pivot_identifiers(identifiers: pd.DataFrame) -> pd.DataFrame:
+    """Wide ``id_<type>`` columns, indexed by ``source_system:source_id``, from the long identifier table.
+
+    ``identifiers`` has ``source_system``, ``source_id``, ``id_type``,
+    ``id_value`` (the shape of ``stg_identity_identifiers``). Values are
+    normalised by :func:`normalise_identifier`; when a record has several values
+    of one type the smallest is kept (deterministic).
+    """
+    if identifiers.empty:
+        return pd.DataFrame(index=pd.Index([], name="member"))
+    frame = pd.DataFrame({
+        "member": (identifiers["source_system"].astype(str) + ":" + identifiers["source_id"].astype(str)).to_numpy(),
+        "column": identifiers["id_type"].map(id_column_name).to_numpy(),
+        "value": normalise_identifier(identifiers["id_value"]).to_numpy(),
+    }).dropna(subset=["value"])
+    wide = frame.groupby(["member", "column"])["value"].min().unstack("column")
+    wide.columns.name = None
+    return wide.astype("string")
+
+
+def linkage_input(records: pd.DataFrame, identifiers: pd.DataFrame | None = None,
+                  phone_country: str = "GB") -> pd.DataFrame:
     """Normalised linkage columns for staged identity records.
 
-    ``unique_id`` is ``source_system:source_id``; email and phone go through
-    the same normalisers as the exact rule; every empty string becomes NULL.
+    Parameters
+    ----------
+    records
+        Staged identity records; absent optional columns count as empty. Any
+        ``id_*`` column is taken as an extra identifier.
+    identifiers
+        Extra identifiers in the long shape of ``stg_identity_identifiers``
+        (pivoted by :func:`pivot_identifiers`), or ``None``.
+    phone_country
+        Country of phone numbers written without a calling code.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``unique_id`` (``source_system:source_id``), the :data:`BASE_COLUMNS`
+        and every ``id_*`` column; email and phone (E.164) go through the same
+        normalisers as the exact rule, dates of birth (date, ISO or
+        ``YYYYMMDD`` text) become ISO text, every empty string becomes NULL.
     """
-    dob = pd.to_datetime(records["date_of_birth"], errors="coerce").dt.strftime("%Y-%m-%d")
-    return pd.DataFrame({
-        "unique_id": (records["source_system"] + ":" + records["source_id"]).astype(str),
-        "first_name": _clean_text(records["first_name"]),
-        "last_name": _clean_text(records["last_name"]),
-        "email": normalise_email(records["email"]),
-        "phone": normalise_phone(records["phone"]),
-        "postcode": _clean_text(records["postcode"]).str.replace(" ", "", regex=False),
-        "address": _clean_text(records["address"]),
-        "dob": _clean_text(dob.astype("string")),
-        "device_id": _clean_text(records["device_id"]),
-    }).reset_index(drop=True)
+    records = records.reset_index(drop=True)
+
+    def col(name: str) -> pd.Series:
+        return records[name] if name in records.columns else pd.Series(pd.NA, index=records.index, dtype="string")
+
+    unique_id = (records["source_system"].astype(str) + ":" + records["source_id"].astype(str))
+    out = pd.DataFrame({
+        "unique_id": unique_id,
+        "first_name": _clean_text(col("first_name")),
+        "last_name": _clean_text(col("last_name")),
+        "email": normalise_email(col("email")),
+        "phone": normalise_phone(col("phone"), phone_country),
+        "postcode": _clean_text(col("postcode")).str.replace(" ", "", regex=False),
+        "address": _clean_text(col("address")),
+        "dob": normalise_date(col("date_of_birth")),
+        "device_id": _clean_text(col("device_id")),
+    })
+    for name in identifier_columns(records.columns):
+        out[id_column_name(name)] = normalise_identifier(records[name])
+    if identifiers is not None and not identifiers.empty:
+        wide = pivot_identifiers(identifiers).reindex(unique_id.to_numpy())
+        for name in wide.columns:
+            values = pd.Series(wide[name].to_numpy(), index=out.index, dtype="string")
+            out[name] = out[name].fillna(values) if name in out.columns else values
+    return out.reset_index(drop=True)
 
 
 def _db_api(threads: int, memory_limit: str | None):
@@ -149,34 +377,88 @@ def _linker(frame: pd.DataFrame, settings: Any, threads: int, memory_limit: str 
     return Linker(sdf, settings)
 
 
-def train_model(frame: pd.DataFrame, *, seed: int = 42, u_max_pairs: float = 5e6,
-                threads: int = 2, memory_limit: str | None = "3GB") -> dict[str, Any]:
+def deterministic_rules(columns: tuple[str, ...]) -> tuple[list[tuple[str, ...]], float]:
+    """Deterministic rules for λ over ``columns`` and the recall assumed for them.
+
+    Strong identifiers when any is present; otherwise equal name and date of
+    birth (or name and postcode), whose recall is lower because typos and
+    missing dates break exact agreement.
+    """
+    strong = [(c,) for c in (*STRONG_CONTACT_COLUMNS, *identifier_columns(columns)) if c in columns]
+    if strong:
+        return strong, 0.8
+    fallback = [r for r in (("first_name", "last_name", "dob"), ("first_name", "last_name", "postcode"))
+                if set(r) <= set(columns)]
+    return fallback, 0.6
+
+
+def em_sessions(columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """EM blocking rules to try, in order, for a model over ``columns`` (see the module docstring)."""
+    return _expand(EM_SESSION_CANDIDATES, columns)
+
+
+def train_model(frame: pd.DataFrame, *, columns: tuple[str, ...] | None = None, seed: int = 42,
+                u_max_pairs: float = 5e6, threads: int = 2, memory_limit: str | None = "3GB") -> dict[str, Any]:
     """Train the Fellegi–Sunter model without labels; return Splink's model JSON as a dict.
 
     Parameters
     ----------
     frame
         Output of :func:`linkage_input`.
+    columns
+        Linkage columns the model compares; ``None`` uses :func:`present_columns` of ``frame``.
     seed
         Seed of the u sampling (the only random step).
     u_max_pairs
         Record pairs sampled to estimate u.
+
+    Raises
+    ------
+    TrainingError
+        When no column carries data, λ or u cannot be estimated, or no EM
+        session finds pairs to learn from; the message names the columns.
     """
-    from splink import block_on
     from splink.internals.exceptions import EMTrainingException, SplinkException
 
-    linker = _linker(frame, build_settings(), threads, memory_limit)
+    columns = present_columns(frame) if columns is None else tuple(columns)
+    where = f"{len(frame)} records, columns present: {', '.join(columns) or 'none'}"
+    rules, recall = deterministic_rules(columns)
+    if not rules:
+        raise TrainingError(f"{where}: no deterministic rule for λ (needs email, phone, device id, an id_* "
+                            "column, or first name + last name with date of birth or postcode)")
+    linker = _linker(frame, build_settings(columns), threads, memory_limit)
     training = linker.training
+    specs = comparison_specs(columns)
+    estimated: set[str] = set()
+    done = 0
     try:
-        training.estimate_probability_two_random_records_match(
-            [block_on("email"), block_on("phone"), block_on("device_id")], recall=0.8)
+        training.estimate_probability_two_random_records_match([_block_on(r) for r in rules], recall=recall)
         training.estimate_u_using_random_sampling(max_pairs=u_max_pairs, seed=seed)
-        # Each session estimates the comparisons not in its rule: names and contact
-        # details through date of birth + postcode, the rest through email and phone.
-        for rule in (block_on("email"), block_on("phone"), block_on("postcode", "dob")):
-            training.estimate_parameters_using_expectation_maximisation(rule)
-    except (EMTrainingException, SplinkException, ZeroDivisionError) as exc:
-        raise TrainingError(f"{len(frame)} records: {str(exc).splitlines()[0]}") from exc
+    except (SplinkException, ZeroDivisionError) as exc:
+        raise TrainingError(f"{where}: {str(exc).splitlines()[0]}") from exc
+    skipped = []
+    for rule in em_sessions(columns):
+        learns = {s.name for s in specs if not set(s.columns) & _rule_columns(rule)}
+        if done >= 3 and estimated >= {s.name for s in specs}:
+            break
+        if not learns or (not (learns - estimated) and done >= 3):
+            continue
+        try:
+            training.estimate_parameters_using_expectation_maximisation(_block_on(rule), max_pairs=EM_MAX_PAIRS)
+        except (EMTrainingException, SplinkException, ZeroDivisionError) as exc:
+            skipped.append(f"{'+'.join(rule)}: {str(exc).splitlines()[0]}")
+            continue
+        estimated |= learns
+        done += 1
+    if skipped:
+        log.warning("identity training: EM sessions skipped: %s", "; ".join(skipped))
+    if not done:
+        raise TrainingError(f"{where}: no EM session had record pairs to learn from ({'; '.join(skipped)})")
+    never = [s.name for s in specs if s.name not in estimated]
+    if never:
+        # Splink would score these with its default m values: a guess, not a model.
+        raise TrainingError(f"{where}: no EM session can estimate {', '.join(never)} (each session must block "
+                            "on other columns than the ones it estimates)")
     return linker.misc.save_model_to_json()
 
 
@@ -273,6 +555,7 @@ def match_weights_chart_html(model: dict[str, Any]) -> str:
 
     The chart holds only comparison labels and weights, never record values.
     """
-    linker = _linker(pd.DataFrame({c: pd.Series(dtype="string") for c in LINKAGE_COLUMNS}), model, 1, None)
+    empty = {c: pd.Series(dtype="string") for c in ("unique_id", *BASE_COLUMNS, *model_columns(model))}
+    linker = _linker(pd.DataFrame(empty), model, 1, None)
     # Inline vega libraries: the artifact opens offline from the MLflow UI.
     return linker.visualisations.match_weights_chart().to_html(inline=True)

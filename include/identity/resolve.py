@@ -2,12 +2,21 @@
 
 Two methods, selectable per run (``identity_method``):
 
-- ``splink`` (default): probabilistic record linkage, see
-  :mod:`include.identity_splink`;
-- ``exact``: the foundation's deterministic rule, kept as the baseline: two
-  records belong together when their normalised email or phone is equal,
-  taken transitively. Fast and explainable, but it over-merges households
-  sharing a phone and misses persons whose records share neither.
+- ``splink`` (default): probabilistic record linkage over the columns that
+  carry data this run, see :mod:`include.identity.linkage`;
+- ``exact``: the deterministic rule, kept as the baseline: two records belong
+  together when their normalised email, phone (E.164) or any extra identifier
+  (``id_*``, e.g. a national id) is equal, taken transitively. Its
+  ``match_method`` names the keys it used (``exact_email_phone``,
+  ``exact_email_phone_id_national``). Fast and explainable, but it over-merges
+  households sharing a phone and misses persons whose records share none.
+
+Never silently degraded: when Splink cannot be trained and no model over the
+same columns is given, the exact rule runs, the log says so at WARNING and the
+row of ``identity_runs`` is marked ``degraded`` with the reason; when the run
+links no two records although some share strong identifiers (equal email,
+phone, ``id_*``, or full name + date of birth or postcode), it fails with
+:class:`IdentityError`.
 
 Stable customer keys (:func:`assign_stable_keys`), against the latest earlier
 as-of date's identity map:
@@ -46,6 +55,7 @@ from scipy.sparse.csgraph import connected_components
 
 from include.identity import linkage as splink_linkage
 from include.identity.normalise import normalise_email, normalise_phone  # noqa: F401
+from include.runtime.errors import PipelineFinding
 from include.runtime.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -104,7 +114,8 @@ def resolve_exact(records: pd.DataFrame, as_of_date: dt.date) -> IdentityResult:
         "records_without_match_keys": float((email.isna() & phone.isna()).sum()),
     }
     members = rec["source_system"] + ":" + rec["source_id"]
-    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": exact_clusters(email, phone)}),
+    clusters = exact_clusters(pd.DataFrame({"email": email, "phone": phone}))
+    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": clusters}),
                                None, as_of_date)
     rec["email_norm"], rec["phone_norm"], rec["customer_key"] = email, phone, keyed["customer_key"]
     identity_map = pd.DataFrame({
@@ -256,10 +267,25 @@ def evaluate_clusters(predicted: pd.Series, truth: pd.Series) -> dict[str, float
     }
 
 
-def exact_clusters(email: pd.Series, phone: pd.Series) -> pd.Series:
-    """Cluster label of every record under the exact rule, from normalised email and phone."""
-    email, phone = email.reset_index(drop=True), phone.reset_index(drop=True)
-    return pd.Series(connected_groups(len(email), [_edges_on(email), _edges_on(phone)]))
+def strong_identifier_keys(linkage: pd.DataFrame) -> pd.DataFrame:
+    """The exact rule's keys: normalised email, phone and every ``id_*`` column of the linkage input."""
+    cols = ["email", "phone", *splink_linkage.identifier_columns(linkage.columns)]
+    return linkage[[c for c in cols if c in linkage.columns]].reset_index(drop=True)
+
+
+def exact_clusters(keys: pd.DataFrame) -> pd.Series:
+    """Cluster label of every record under the exact rule: equal value in any column of ``keys``, transitively."""
+    keys = keys.reset_index(drop=True)
+    return pd.Series(connected_groups(len(keys), [_edges_on(keys[c]) for c in keys.columns]))
+
+
+def exact_method_name(keys: pd.DataFrame) -> str:
+    """``match_method`` of the exact rule over ``keys``: ``exact_`` and the key columns it used."""
+    return "exact_" + "_".join(keys.columns)
+
+
+class IdentityError(PipelineFinding):
+    """Identity resolution could not link records that share strong identifiers."""
 
 
 @dataclass
@@ -270,6 +296,9 @@ class IdentityRun:
     model: dict | None
     model_trained: bool
     evaluation: pd.DataFrame | None
+    columns: tuple[str, ...] = ()
+    degraded_reason: str | None = None
+    model_refused_reason: str | None = None
 
 
 def load_identity_records(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
@@ -283,6 +312,19 @@ def load_identity_records(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
     if records.empty:
         raise ValueError(f"stg_identity_records has no rows for as_of_date={as_of_date}; run extract first")
     return records
+
+
+IDENTIFIERS_TABLE = "stg_identity_identifiers"
+
+
+def load_identity_identifiers(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame | None:
+    """Extra identifiers of ``as_of_date`` (long: ``source_system, source_id, id_type, id_value``), if staged."""
+    if not wh.has_table(IDENTIFIERS_TABLE):
+        return None
+    return wh.query_df(
+        f"SELECT source_system, source_id, id_type, id_value FROM {IDENTIFIERS_TABLE} "
+        "WHERE as_of_date = :as_of_date ORDER BY source_system, source_id, id_type, id_value",
+        {"as_of_date": as_of_date})
 
 
 def previous_identity_map(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame | None:
@@ -301,7 +343,7 @@ def previous_identity_map(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame | 
 
 
 def truth_persons_of(wh: Warehouse, records: pd.DataFrame) -> pd.Series | None:
-    """Generator ground truth (person of each record) when the warehouse has it."""
+    """Generator ground truth (person of each record) when the warehouse has it; used only for scoring."""
     if not wh.has_table("truth_identity"):
         return None
     truth = wh.query_df("SELECT source_system || ':' || source_id AS member, person_id FROM truth_identity")
@@ -310,9 +352,49 @@ def truth_persons_of(wh: Warehouse, records: pd.DataFrame) -> pd.Series | None:
     return out if out.notna().all() else None
 
 
+#: Combinations of person details that, equal on two records, call for a link.
+SHARED_DETAIL_KEYS = (("first_name", "last_name", "dob"), ("first_name", "last_name", "postcode"))
+
+
+def shared_strong_identifiers(linkage: pd.DataFrame) -> dict[str, int]:
+    """Records that share a strong identifier with another record, per identifier (no values).
+
+    Counts equal email, phone and ``id_*`` values, and equal full name with
+    equal date of birth or postcode; only non-zero counts are returned.
+    """
+    out = {}
+    keys = [[c] for c in strong_identifier_keys(linkage).columns] + [list(k) for k in SHARED_DETAIL_KEYS]
+    for key in keys:
+        if not set(key) <= set(linkage.columns):
+            continue
+        sub = linkage[key].dropna()
+        n = int(sub.duplicated(keep=False).sum())
+        if n:
+            out[" + ".join(key)] = n
+    return out
+
+
+def _check_linked(cluster: pd.Series, linkage: pd.DataFrame, method: str, columns: tuple[str, ...],
+                  degraded_reason: str | None) -> None:
+    """Raise :class:`IdentityError` when no two records were linked although some share strong identifiers."""
+    if cluster.duplicated().any():
+        return
+    shared = shared_strong_identifiers(linkage)
+    if not shared:
+        return
+    why = (f"Splink could not be trained ({degraded_reason}) and the exact rule only links equal "
+           f"email, phone or id_* values" if degraded_reason else f"method {method!r} found no match")
+    raise IdentityError(
+        f"identity: {method} linked no two of {len(linkage)} records although records share strong identifiers ("
+        + "; ".join(f"{k}: {n} records" for k, n in shared.items())
+        + f"). {why}. Linkage columns with data: {', '.join(columns) or 'none'}. "
+        "Provide an email, phone or id_* identifier (stg_identity_identifiers), or enough records "
+        "to train Splink, or reuse an accepted model trained on these columns.")
+
+
 def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "splink",
                        threshold: float = 0.95, model: dict | None = None, seed: int = 42,
-                       u_max_pairs: float = 5e6) -> IdentityRun:
+                       u_max_pairs: float = 5e6, phone_country: str = "GB") -> IdentityRun:
     """Resolve the staged identity records of ``as_of_date`` into customers; replace its rows.
 
     Parameters
@@ -322,33 +404,60 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
     threshold
         Match probability at which Splink links two records.
     model
-        A trained Splink model JSON to reuse; ``None`` trains a new one.
+        A trained Splink model JSON to reuse; ``None`` trains a new one. A
+        model over other columns than the ones with data this run is not used
+        (a new one is trained; :attr:`IdentityRun.model_refused_reason` says why).
+    phone_country
+        Country of phone numbers written without a calling code.
+
+    Raises
+    ------
+    IdentityError
+        When the run linked no two records although some share an email,
+        phone, ``id_*`` value, or full name + date of birth or postcode.
+
+    Notes
+    -----
+    When Splink cannot be trained and no compatible model is given, the exact
+    rule runs instead and the run is *degraded*: a WARNING, the metric
+    ``identity.degraded`` and a row in ``identity_runs`` say so.
     """
     if method not in ("splink", "exact"):
         raise ValueError(f"identity_method must be 'splink' or 'exact', got {method!r}")
     records = load_identity_records(wh, as_of_date)
     members = (records["source_system"] + ":" + records["source_id"]).reset_index(drop=True)
-    linkage = splink_linkage.linkage_input(records)
+    linkage = splink_linkage.linkage_input(records, load_identity_identifiers(wh, as_of_date), phone_country)
+    columns = splink_linkage.present_columns(linkage)
     email, phone = linkage["email"], linkage["phone"]
-    no_identifier = linkage[list(splink_linkage.IDENTIFYING_COLUMNS)].isna().all(axis=1)
+    identifying = [c for c in linkage.columns if c != "unique_id"]
+    no_identifier = linkage[identifying].isna().all(axis=1)
     metrics = {
         "identity_records": float(len(records)),
         "emails_nulled_malformed": float((records["email"].notna().to_numpy() & email.isna().to_numpy()).sum()),
         "phones_nulled_malformed": float((records["phone"].notna().to_numpy() & phone.isna().to_numpy()).sum()),
         "records_without_identifiers": float(no_identifier.sum()),
+        "linkage_columns": float(len(columns)),
     }
-    baseline = exact_clusters(email, phone)
-    trained = False
+    exact_keys = strong_identifier_keys(linkage)
+    baseline = exact_clusters(exact_keys)
+    trained, degraded_reason, refused = False, None, None
+    if method == "splink" and model is not None:
+        model_cols = splink_linkage.model_columns(model)
+        if model_cols != columns:
+            refused = (f"model compares {', '.join(model_cols) or 'nothing'}; this run has data in "
+                       f"{', '.join(columns) or 'nothing'}")
+            log.info("identity: not reusing the given model (%s); training a new one", refused)
+            model = None
     if method == "splink" and model is None:
         try:
-            model = splink_linkage.train_model(linkage, seed=seed, u_max_pairs=u_max_pairs)
+            model = splink_linkage.train_model(linkage, columns=columns, seed=seed, u_max_pairs=u_max_pairs)
             trained = True
         except splink_linkage.TrainingError as exc:
-            # Too little data to estimate the model (e.g. a first small load) and no
-            # accepted model to reuse: the exact rule is the safe, documented fallback.
-            log.warning("identity: cannot train Splink (%s); using the exact email/phone rule this run", exc)
-            metrics["splink_untrainable"] = 1.0
+            degraded_reason = f"Splink cannot be trained: {exc}"
+            log.warning("identity DEGRADED: %s; no accepted model over these columns to reuse; "
+                        "using the exact rule on %s this run", degraded_reason, ", ".join(exact_keys.columns))
             method = "exact"
+    metrics["degraded"] = float(degraded_reason is not None)
     if method == "splink":
         linked = splink_linkage.predict_clusters(linkage, model, threshold)
         by_member = linked.clusters.set_index("unique_id")
@@ -357,9 +466,11 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         metrics["pairs_scored"] = float(linked.pairs_scored)
         match_method = "splink"
     else:
-        cluster, confidence, match_method = baseline.astype(str), pd.Series(1.0, index=members.index), "exact_email_phone"
+        cluster, confidence = baseline.astype(str), pd.Series(1.0, index=members.index)
+        match_method = exact_method_name(exact_keys)
     # Records with nothing to match on stay alone, whatever the method did.
     cluster = cluster.astype(str).where(~no_identifier, "solo:" + members)
+    _check_linked(cluster, linkage, match_method, columns, degraded_reason)
     keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": cluster}),
                                previous_identity_map(wh, as_of_date), as_of_date)
     identity_map = pd.DataFrame({
@@ -380,7 +491,11 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
     evaluation = None
     truth = truth_persons_of(wh, records)
     if truth is not None:
-        rows = {"exact_email_phone": evaluate_clusters(baseline, truth)}
+        # Scoring only: the truth never reaches training or clustering.
+        rows = {"exact_email_phone": evaluate_clusters(exact_clusters(pd.DataFrame({"email": email, "phone": phone})),
+                                                       truth)}
+        if exact_keys.shape[1] > 2:
+            rows[exact_method_name(exact_keys)] = evaluate_clusters(baseline, truth)
         if method == "splink":
             rows["splink"] = evaluate_clusters(pd.Series(keyed["customer_key"].to_numpy()), truth)
         evaluation = pd.DataFrame(rows).T.rename_axis("method").reset_index()
@@ -390,7 +505,13 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
                     metrics[f"eval.{row.method}.{k}"] = float(v)
     wh.replace_partition("identity_map", identity_map, {"as_of_date": as_of_date})
     wh.replace_partition("customers", customers, {"as_of_date": as_of_date})
-    log.info("identity (%s): %d records -> %d customers (%d with several records, %d without identifiers)",
-             match_method, len(records), len(customers), int(metrics["multi_record_customers"]),
-             int(metrics["records_without_identifiers"]))
-    return IdentityRun(IdentityResult(identity_map, customers, metrics), model, trained, evaluation)
+    wh.replace_partition("identity_runs", pd.DataFrame([{
+        "as_of_date": as_of_date, "method": match_method, "degraded": degraded_reason is not None,
+        "reason": degraded_reason or refused or "", "records": len(records), "customers": len(customers),
+        "linkage_columns": ",".join(columns), "model_trained": trained,
+    }]), {"as_of_date": as_of_date})
+    log.info("identity (%s): %d records -> %d customers (%d with several records, %d without identifiers); "
+             "linkage columns: %s", match_method, len(records), len(customers),
+             int(metrics["multi_record_customers"]), int(metrics["records_without_identifiers"]), ", ".join(columns))
+    return IdentityRun(IdentityResult(identity_map, customers, metrics), model, trained, evaluation,
+                       columns, degraded_reason, refused)

@@ -134,6 +134,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("identity_match_threshold", 0.95, "number", "Match probability threshold",
        "Match probability at which Splink links two records into one customer.", "Identity",
        exclusiveMinimum=0, exclusiveMaximum=1),
+    _s("phone_country", "GB", "string", "Phone country",
+       "Country (ISO 3166 alpha-2) of phone numbers written without a calling code; phones are matched in "
+       "E.164 form.", "Identity",
+       enum=["GB", "IE", "US", "CA", "DE", "AT", "CH", "FR", "BE", "NL", "ES", "IT", "AU", "NZ"]),
     _s("identity_retrain", False, "boolean", "Retrain the identity model",
        "Train a new Splink model instead of reusing the last accepted one.", "Identity"),
     _s("identity_u_max_pairs", 2e7, "number", "Pairs sampled for u",

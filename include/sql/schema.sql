@@ -206,3 +206,10 @@ CREATE TABLE IF NOT EXISTS load_manifest (
     table_name VARCHAR, source VARCHAR, rows_loaded BIGINT, currency VARCHAR, timezone VARCHAR,
     date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP
 );
+
+-- One row per identity run: how records were linked, and whether the run was
+-- degraded (Splink untrainable, exact rule used) and why. Read by the report.
+CREATE TABLE IF NOT EXISTS identity_runs (
+    as_of_date DATE, method VARCHAR, degraded BOOLEAN, reason VARCHAR, records BIGINT,
+    customers BIGINT, linkage_columns VARCHAR, model_trained BOOLEAN
+);

@@ -12,7 +12,13 @@ log = logging.getLogger(__name__)
 
 
 def resolve_identity(run: RunInfo) -> dict[str, Any]:
-    """Link identity records into customers; reuse or train and log the Splink model."""
+    """Link identity records into customers; reuse or train and log the Splink model.
+
+    The last accepted model is reused only when it compares the same linkage
+    columns as this run has data in (else a new one is trained). A degraded
+    run (Splink untrainable, exact rule used) is logged at WARNING and tagged
+    ``identity_degraded`` with the reason; ``identity_runs`` holds the same.
+    """
     from include.identity import linkage as identity_splink
     from include.identity.resolve import resolve_identities
     from include.runtime import tracking
@@ -25,12 +31,22 @@ def resolve_identity(run: RunInfo) -> dict[str, Any]:
         if found is not None:
             source, model = f"reused from MLflow run {found[0]}", found[1]
     with Warehouse(run.warehouse_url) as wh:
+        wh.ensure_schema()
         out = resolve_identities(wh, run.as_of_date, method=settings.identity_method,
                                  threshold=settings.identity_match_threshold, model=model,
-                                 seed=settings.seed, u_max_pairs=settings.identity_u_max_pairs)
+                                 seed=settings.seed, u_max_pairs=settings.identity_u_max_pairs,
+                                 phone_country=settings.phone_country)
+    refused = f"; {source} not reused: {out.model_refused_reason}" if out.model_refused_reason else ""
+    if out.degraded_reason:
+        source = f"none: exact rule{refused}"
     metrics = dict(out.result.metrics)
-    metrics["model_reused"] = float(model is not None and not out.model_trained)
-    tags = {"identity_method": settings.identity_method}
+    metrics["model_reused"] = float(model is not None and not out.model_trained and out.model is not None
+                                    and out.model_refused_reason is None)
+    tags = {"identity_method": settings.identity_method, "identity_linkage_columns": ",".join(out.columns)}
+    if out.degraded_reason:
+        # Loud on purpose: the run continues on the exact rule, and everyone reading it must know.
+        tags["identity_degraded"] = out.degraded_reason[:500]
+        log.warning("identity DEGRADED this run: %s", out.degraded_reason)
     if out.model is not None:
         if out.model_trained:
             missing, minor = identity_splink.untrained_levels(out.model)
@@ -41,7 +57,11 @@ def resolve_identity(run: RunInfo) -> dict[str, Any]:
             reason = ("untrained exact-match levels: " + "; ".join(missing) if missing else
                       f"F1 {f1:.4f} vs min {settings.identity_min_f1}" if f1 is not None else "trained")
             model_run = tracking.log_identity_model(mlflow_run, out.model, accepted, run.as_of_date, reason)
-            source = f"trained here (MLflow run {model_run}, {'accepted' if accepted else 'NOT accepted'}: {reason})"
+            # The column set travels with the model: a later run with other columns retrains.
+            tracking.client().set_tag(model_run, "identity_model_columns",
+                                      ",".join(identity_splink.model_columns(out.model)))
+            source = (f"trained here (MLflow run {model_run}, {'accepted' if accepted else 'NOT accepted'}: "
+                      f"{reason}){refused}")
         tracking.log_table(mlflow_run, identity_splink.m_u_table(out.model), "identity/m_u_parameters.csv")
         tracking.client().log_text(mlflow_run, identity_splink.match_weights_chart_html(out.model),
                                    "identity/match_weights_chart.html")
@@ -55,5 +75,7 @@ def resolve_identity(run: RunInfo) -> dict[str, Any]:
     log.info("identity model: %s", source)
     summary = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("eval.") or k.endswith("f1")}
     summary["model"] = source
+    if out.degraded_reason:
+        summary["degraded"] = out.degraded_reason
     return summary
 

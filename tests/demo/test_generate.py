@@ -68,3 +68,46 @@ def test_every_kind_of_bad_row_is_planted(demo_tables):
         "unknown_customer_id", "future_date", "duplicate_key",
     }
     assert (planted.groupby("reason").size() >= 3).all()
+
+
+def test_identity_profiles_change_only_the_identity_records():
+    import pytest
+
+    from include.demo.generate import IDENTITY_PROFILES
+
+    rich = DemoGenerator(200, seed=5, end_date=DATA_END).generate(show_progress=False)
+    assert set(IDENTITY_PROFILES) == {"rich", "person_only", "contact_only"}
+    for profile in ("person_only", "contact_only"):
+        other = DemoGenerator(200, seed=5, end_date=DATA_END, identity_profile=profile).generate(show_progress=False)
+        for name in rich:
+            if name != "raw_identity_records":
+                pd.testing.assert_frame_equal(rich[name], other[name])
+        records = other["raw_identity_records"]
+        pd.testing.assert_frame_equal(records[["source_system", "source_id"]],
+                                      rich["raw_identity_records"][["source_system", "source_id"]])
+    with pytest.raises(ValueError, match="identity_profile must be one of"):
+        DemoGenerator(200, identity_profile="everything")
+
+
+def test_person_only_records_carry_person_details_and_a_national_id_only():
+    tables = DemoGenerator(300, seed=5, end_date=DATA_END, identity_profile="person_only").generate(False)
+    records = tables["raw_identity_records"]
+    assert list(records.columns) == ["source_system", "source_id", "first_name", "last_name", "address", "postcode",
+                                     "region", "date_of_birth", "id_national", "created_at", "loaded_at"]
+    dob = records["date_of_birth"].dropna()
+    assert dob.str.fullmatch(r"(19|20)\d{6}").all()
+    truth = tables["truth_identity"].set_index(["source_system", "source_id"])["person_id"]
+    person = records.set_index(["source_system", "source_id"]).index.map(truth)
+    by_person = records.assign(person=person).dropna(subset=["id_national"]).groupby("person")["id_national"]
+    # Every person has one national id, apart from a few mistyped ones.
+    assert (by_person.nunique() > 1).mean() < 0.05
+    assert records.dropna(subset=["id_national"]).groupby("id_national")["source_id"].size().max() <= 4
+    # Typos, swaps and gaps are planted: some records of one person disagree on the last name.
+    assert (records.assign(person=person).groupby("person")["last_name"].nunique() > 1).any()
+
+
+def test_contact_only_records_carry_contact_details_only():
+    records = DemoGenerator(200, seed=5, end_date=DATA_END,
+                            identity_profile="contact_only").generate(False)["raw_identity_records"]
+    assert list(records.columns) == ["source_system", "source_id", "first_name", "email", "phone", "device_id",
+                                     "region", "created_at", "loaded_at"]

@@ -25,7 +25,7 @@ def test_email_normalisation_lowercases_and_nulls_malformed():
 
 def test_phone_normalisation_unifies_uk_formats():
     out = normalise_phone(pd.Series(["+44 7700 900123", "07700900123", "(07) 700900123", "0044 7700 900123", "12", None]))
-    assert out.tolist()[:4] == ["07700900123"] * 4
+    assert out.tolist()[:4] == ["+447700900123"] * 4
     assert out.isna().tolist()[4:] == [True, True]
 
 
@@ -52,7 +52,7 @@ def test_records_link_transitively_on_email_or_phone():
     assert golden["source_records"] == 3
     assert golden["source_systems"] == "app,call_centre,web"
     assert golden["email"] == "a@x.com"  # most recent non-null
-    assert golden["phone"] == "07000000001"
+    assert golden["phone"] == "+447000000001"
     assert golden["postcode"] == "P1"  # most frequent
     assert golden["first_seen_at"] == pd.Timestamp("2024-01-01")
 
