@@ -191,6 +191,8 @@ def main() -> None:
     parser.add_argument("--identity", choices=("exact", "splink"), default="exact")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/seg-bench"))
     parser.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
+    parser.add_argument("--dates", nargs="*", type=dt.date.fromisoformat, default=None,
+                        help="score only these as-of dates (default: every date of the variant)")
     parser.add_argument("--designs", nargs="*", default=list(DESIGNS), choices=list(DESIGNS))
     parser.add_argument("--boot", type=int, default=20, help="bootstrap refits for the gate's Jaccard")
     parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
@@ -200,6 +202,8 @@ def main() -> None:
         if args.only and variant.name not in args.only:
             continue
         for date, frame in build_frames(variant, args.persons, args.identity, args.cache).items():
+            if args.dates and date not in args.dates:
+                continue
             for design in args.designs:
                 row = {"variant": variant.name, "as_of_date": date.isoformat(), "design": design,
                        **score(frame, design, args.boot)}
