@@ -1,7 +1,10 @@
 """Sweep the segmentation over demo-generator variants; score it against the planted archetypes.
 
     .venv/bin/python benchmarks/bench_segmentation_sweep.py                # demo + every variant
-    .venv/bin/python benchmarks/bench_segmentation_sweep.py --only demo    # the four demo weeks
+    .venv/bin/python benchmarks/bench_segmentation_sweep.py --only demo --identity splink  # the demo weeks
+
+On a shared machine set ``OMP_NUM_THREADS=1``: scikit-learn's OpenMP threads
+oversubscribe the cores and ran about 10x slower here.
 
 Each variant's data go through the real pipeline functions on a DuckDB file:
 :class:`~include.demo.generate.DemoGenerator` (5,000 persons by default),

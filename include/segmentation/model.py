@@ -298,7 +298,7 @@ def fit_segments(
     previous_k: int | None = None, numeric_columns: tuple[str, ...] | None = None,
     categorical_columns: tuple[str, ...] | None = None,
     feature_groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS,
-    min_jaccard: float | None = 0.75, stability_candidates: int = 3, stability_boot: int = 8,
+    min_jaccard: float | None = 0.75, stability_candidates: int = 3, stability_boot: int = 20,
     stability_sample: int = 20_000,
 ) -> SegmentationResult:
     """Choose k (unless given) and fit the segmentation.
