@@ -148,17 +148,23 @@ class DemoGenerator:
         Length of the observed history.
     identity_profile
         Which identifiers the identity records carry (:data:`IDENTITY_PROFILES`).
+    archetypes
+        The behavioural archetypes and their shares (default :data:`ARCHETYPES`);
+        benchmarks pass variants (another core share, one archetype left out).
     """
 
     def __init__(self, customers: int, seed: int = 7, end_date: dt.date = dt.date(2026, 11, 14),
                  years: float = 3.0, future_days: int = 365, chunk_size: int = 50_000,
-                 identity_profile: str = "rich") -> None:
+                 identity_profile: str = "rich", archetypes: tuple[Archetype, ...] = ARCHETYPES) -> None:
         if customers < 10:
             raise ValueError("customers must be at least 10")
         if identity_profile not in IDENTITY_PROFILES:
             raise ValueError(f"identity_profile must be one of {', '.join(IDENTITY_PROFILES)}, "
                              f"got {identity_profile!r}")
+        if not archetypes:
+            raise ValueError("archetypes must name at least one archetype")
         self.identity_profile = identity_profile
+        self.archetypes = tuple(archetypes)
         self.n = customers
         self.seed = seed
         self.end = np.datetime64(end_date, "s") + np.timedelta64(86399, "s")
@@ -170,20 +176,22 @@ class DemoGenerator:
     # -- persons ---------------------------------------------------------
     def persons(self) -> pd.DataFrame:
         rng, n = self.rng, self.n
-        shares = np.array([a.share for a in ARCHETYPES])
-        arche = rng.choice(len(ARCHETYPES), size=n, p=shares / shares.sum())
+        archetypes = self.archetypes
+        shares = np.array([a.share for a in archetypes])
+        arche = rng.choice(len(archetypes), size=n, p=shares / shares.sum())
         span = (self.end - self.start).astype(np.int64) - 14 * 86400
         # Lapsed persons joined in the first two thirds of the window, so they had time to leave.
-        frac = np.where(arche == 4, rng.random(n) * 0.5, rng.random(n) ** 1.3)
+        lapsed = np.array([a.name == "lapsed" for a in archetypes])[arche]
+        frac = np.where(lapsed, rng.random(n) * 0.5, rng.random(n) ** 1.3)
         birth = self.start + (frac * span).astype("timedelta64[s]")
-        rate = np.array([a.weekly_rate for a in ARCHETYPES])[arche] * rng.gamma(6.0, 1 / 6.0, n)
-        p = np.array([a.dropout for a in ARCHETYPES])[arche]
+        rate = np.array([a.weekly_rate for a in archetypes])[arche] * rng.gamma(6.0, 1 / 6.0, n)
+        p = np.array([a.dropout for a in archetypes])[arche]
         dropout = np.clip(rng.beta(4.0, 4.0 * (1 - p) / p), 1e-4, 0.95)
-        aov = np.array([a.order_value for a in ARCHETYPES])[arche] * rng.lognormal(0, 0.2, n)
+        aov = np.array([a.order_value for a in archetypes])[arche] * rng.lognormal(0, 0.2, n)
         region = rng.choice(len(REGIONS), size=n, p=[0.22, 0.2, 0.18, 0.15, 0.25])
         return pd.DataFrame({
             "person_id": np.arange(n, dtype=np.int64),
-            "archetype": np.array([a.name for a in ARCHETYPES])[arche],
+            "archetype": np.array([a.name for a in archetypes])[arche],
             "archetype_idx": arche,
             "birth_at": birth,
             "purchase_rate_per_week": rate,
@@ -420,7 +428,7 @@ class DemoGenerator:
             arche = chunk["archetype_idx"].to_numpy()[rep]
             aov = chunk["mean_order_value"].to_numpy()[rep]
             amount = np.round(rng.gamma(6.0, aov / 6.0), 2)
-            a = ARCHETYPES
+            a = self.archetypes
             disc_p = np.array([x.discount_prob for x in a])[arche]
             depth = np.array([x.discount_depth for x in a])[arche] * rng.uniform(0.6, 1.4, len(rep))
             discount = np.round(np.where(rng.random(len(rep)) < disc_p, amount * depth, 0.0), 2)
@@ -487,7 +495,7 @@ class DemoGenerator:
 
     # -- engagement, support, plans -----------------------------------------
     def activity(self, persons: pd.DataFrame, records: pd.DataFrame, orders: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        rng, a = self.rng, ARCHETYPES
+        rng, a = self.rng, self.archetypes
         primary = self._records_by_channel(records)
         arche = persons["archetype_idx"].to_numpy()
         birth = persons["birth_at"].to_numpy()

@@ -1,14 +1,24 @@
-"""Behavioural segmentation: k-prototypes on RFM + engagement features and traits.
+"""Behavioural segmentation: k-prototypes (or KMeans) on grouped, weighted features and traits.
 
 - Only features with data this run enter (:func:`available_features`): a
   feature every customer has the same value of (its source table absent or
   empty, or no variance) is left out and reported as not available.
-- Numeric features are log1p-transformed where skewed and standardised;
-  categorical traits (channel, plan, region) enter through k-prototypes'
-  mismatch term (:mod:`include.kprototypes`). KMeans serves all-numeric sets.
-- k is chosen over ``[k_min, k_max]`` by :func:`choose_k` (sampled silhouette
-  with the model's mixed-type dissimilarity, small segments excluded); cost,
-  Davies-Bouldin and Calinski-Harabasz are recorded for every candidate.
+- Numeric features are log1p-transformed where skewed and standardised
+  (:func:`numeric_matrix`); a derived ``order_rate`` (orders per year between a
+  customer's first and last order) measures how often a customer buys while
+  active, apart from whether they are still active (:func:`add_derived_features`).
+- Features that measure the same behaviour form a group (:data:`FEATURE_GROUPS`:
+  support contacts and their cost, email opens and clicks, orders and revenue);
+  each group is divided by its first singular value, as multiple factor
+  analysis weighs variable groups (Escofier & Pages), so a redundant pair
+  counts once and no behaviour dominates by being measured twice
+  (:func:`design_matrix`). Features absent from a run are simply not passed.
+- Categorical traits (channel, plan, region) enter through k-prototypes'
+  mismatch term (:mod:`include.segmentation.kprototypes`). KMeans serves all-numeric sets.
+- k is chosen over ``[k_min, k_max]`` by :func:`choose_k`: the best few
+  candidates by sampled silhouette are bootstrapped (Hennig's clusterboot on a
+  subsample) and the best-silhouette k whose every segment reaches
+  ``min_jaccard`` wins, so the chosen solution is one the quality gate passes.
 - :func:`bootstrap_stability` (Hennig's clusterboot) scores every segment.
 - Names come from each segment's standing relative to the other segments
   (:mod:`include.segmentation.naming`), with the rule stored beside each name.
@@ -32,8 +42,28 @@ log = logging.getLogger(__name__)
 #: Features with long right tails, log1p-transformed before scaling.
 SKEWED_FEATURES: tuple[str, ...] = (
     "recency_days", "frequency", "monetary", "avg_order_value", "tenure_days",
-    "support_contacts", "cost_to_serve", "usage_sessions",
+    "support_contacts", "cost_to_serve", "usage_sessions", "order_rate",
 )
+
+#: Derived numeric feature: lifetime orders per year between the first and the last order.
+ORDER_RATE = "order_rate"
+#: Columns ``order_rate`` is derived from (every ``customer_features`` table has them).
+ORDER_RATE_SOURCES: tuple[str, ...] = ("orders_lifetime", "tenure_days", "recency_days")
+#: A quarter of a year added to every customer's active span: a one-time or brand-new buyer
+#: gets a finite rate (one order per 0.25 years at most) instead of dividing by a zero span.
+ORDER_RATE_PRIOR_YEARS = 0.25
+
+#: Numeric features that measure one behaviour; each group weighs as much as one feature
+#: (see :func:`design_matrix`). A feature in no group is a group of its own.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "value": ("frequency", "monetary", "order_rate"),
+    "lifecycle": ("recency_days", "usage_sessions"),
+    "promotion": ("discount_share", "return_rate"),
+    "service": ("support_contacts", "cost_to_serve"),
+    "email": ("email_open_rate", "email_click_rate"),
+}
+#: Numeric columns used by default: the feature table's numeric features and ``order_rate``.
+DEFAULT_SEGMENTATION_FEATURES: tuple[str, ...] = (*NUMERIC_FEATURES, ORDER_RATE)
 
 
 def numeric_matrix(features: pd.DataFrame, columns: tuple[str, ...] = NUMERIC_FEATURES) -> np.ndarray:
@@ -61,41 +91,58 @@ def numeric_matrix(features: pd.DataFrame, columns: tuple[str, ...] = NUMERIC_FE
     return (x - mean) / std
 
 
-def available_features(features: pd.DataFrame, columns: tuple[str, ...] = NUMERIC_FEATURES,
-                       ) -> tuple[tuple[str, ...], dict[str, str]]:
-    """Split numeric features into those with data this run and those without.
+def add_derived_features(features: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``features`` with the derived columns among ``columns`` added (a copy when any is added).
 
-    A feature is *not available* when every customer has the same value of it
-    (typically 0 because its source table is absent or empty): it cannot
-    separate anyone, and standardising it only draws a flat line.
+    ``order_rate`` = ``orders_lifetime`` / (years from the first to the last order +
+    :data:`ORDER_RATE_PRIOR_YEARS`): how often a customer buys while active. Frequency in the
+    last 365 days mixes that rate with whether the customer is still active; recency
+    carries the second part, so the pair separates "buys rarely" from "stopped buying".
 
-    Returns
-    -------
-    available : the columns that vary, in ``columns`` order
-    unavailable : ``{column: reason}`` for the others
+    Raises
+    ------
+    ValueError
+        ``order_rate`` is asked for but a column it is derived from is missing.
     """
-    missing = [c for c in columns if c not in features.columns]
+    if ORDER_RATE not in columns or ORDER_RATE in features.columns:
+        return features
+    missing = [c for c in ORDER_RATE_SOURCES if c not in features.columns]
     if missing:
-        raise ValueError(f"customer_features lacks column(s): {', '.join(missing)}")
-    available, unavailable = [], {}
-    for col in columns:
-        values = features[col].to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
-        if len(finite) == 0:
-            unavailable[col] = "no values"
-        elif finite.min() == finite.max():
-            unavailable[col] = f"the same value ({finite[0]:g}) for every customer"
-        else:
-            available.append(col)
-    return tuple(available), unavailable
+        raise ValueError(f"customer_features lacks column(s) {', '.join(missing)} needed to derive {ORDER_RATE}")
+    out = features.copy()
+    span_days = np.maximum(out["tenure_days"].to_numpy(float) - out["recency_days"].to_numpy(float), 0.0)
+    out[ORDER_RATE] = out["orders_lifetime"].to_numpy(float) / (span_days / 365.25 + ORDER_RATE_PRIOR_YEARS)
+    return out
 
 
-def _columns(features: pd.DataFrame, columns: tuple[str, ...] | None) -> tuple[str, ...]:
-    if columns is None:
-        columns = available_features(features)[0]
-    if not columns:
-        raise ValueError("customer_features has no numeric feature that varies between customers")
-    return tuple(columns)
+def group_weights(x: np.ndarray, columns: tuple[str, ...],
+                  groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS) -> np.ndarray:
+    """Per-column weights: 1 / first singular value of the column's group (multiple factor analysis).
+
+    ``x`` is the standardised matrix of ``columns``. A group of m perfectly
+    correlated columns has first singular value sqrt(m) (per-row scaled), so
+    it ends with the weight of a single column; a group of unrelated columns
+    keeps nearly its full weight. ``groups=None`` weighs every column 1.
+    """
+    weights = np.ones(len(columns))
+    if not groups or not len(x):
+        return weights
+    member = {c: g for g, cols in groups.items() for c in cols}
+    for name in dict.fromkeys(member.get(c, c) for c in columns):
+        idx = [j for j, c in enumerate(columns) if member.get(c, c) == name]
+        if len(idx) < 2:
+            continue
+        first = float(np.linalg.svd(x[:, idx] / np.sqrt(len(x)), compute_uv=False)[0])
+        if first > 0:
+            weights[idx] = 1.0 / first
+    return weights
+
+
+def design_matrix(features: pd.DataFrame, columns: tuple[str, ...] = DEFAULT_SEGMENTATION_FEATURES,
+                  groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS) -> np.ndarray:
+    """The matrix segments are fitted on: derived features, log1p, standardisation, group weights."""
+    x = numeric_matrix(add_derived_features(features, columns), columns)
+    return x * group_weights(x, columns, groups)[None, :]
 
 
 @dataclass
@@ -106,7 +153,8 @@ class SegmentationResult:
     candidates: pd.DataFrame  # one row per k tried
     metrics: dict[str, float] = field(default_factory=dict)
     algorithm: str = "kprototypes"
-    columns: tuple[str, ...] = NUMERIC_FEATURES  # numeric features the fit used
+    numeric_columns: tuple[str, ...] = ()
+    categorical_columns: tuple[str, ...] = ()
 
 
 def categorical_matrix(features: pd.DataFrame, columns: tuple[str, ...] = CATEGORICAL_FEATURES) -> np.ndarray:
@@ -165,17 +213,34 @@ def evaluate_k(x_num, x_cat, k: int, *, algorithm: str, seed: int, n_init: int, 
 
 
 def choose_k(candidates: pd.DataFrame, min_share: float = 0.02, previous_k: int | None = None,
-             tolerance: float = 0.02) -> int:
-    """The documented k rule: the highest sampled silhouette among candidates whose
-    smallest segment holds at least ``min_share`` of customers (a segment too small
-    to act on is no segment); ties go to the smaller k. Falls back to all candidates.
+             tolerance: float = 0.02, min_jaccard: float | None = None) -> int:
+    """The documented k rule.
 
-    With ``previous_k`` (last published run's k), that k is kept while its
-    silhouette is within ``tolerance`` of the best, so segments do not split and
-    merge from week to week over noise-level differences.
+    Candidates whose smallest segment holds less than ``min_share`` of customers
+    are set aside (a segment too small to act on is no segment; if every
+    candidate has one, all are kept). With ``min_jaccard`` and a ``min_jaccard``
+    column (the screening bootstrap of :func:`fit_segments`; NaN = not screened),
+    only candidates whose every segment reached it stay; if none did, the
+    most stable screened candidate is returned: the least bad solution, which
+    the stage's gate will then judge. Among the rest, the highest sampled
+    silhouette wins; ties go to the smaller k.
+
+    With ``previous_k`` (last published run's k), that k is kept while it is in
+    the pool and its silhouette is within ``tolerance`` of the best, so segments
+    do not split and merge from week to week over noise-level differences.
     """
     eligible = candidates[candidates["smallest_segment_share"] >= min_share]
     pool = eligible if len(eligible) else candidates
+    if min_jaccard is not None and "min_jaccard" in pool.columns:
+        screened = pool[pool["min_jaccard"].notna()]
+        stable = screened[screened["min_jaccard"] >= min_jaccard]
+        if len(stable):
+            pool = stable
+        elif len(screened):
+            most = screened.sort_values(["min_jaccard", "k"], ascending=[False, True]).iloc[0]
+            log.warning("no screened k reaches min_jaccard %.2f; the most stable is k=%d (%.2f)",
+                        min_jaccard, int(most["k"]), most["min_jaccard"])
+            return int(most["k"])
     best = pool.sort_values(["silhouette", "k"], ascending=[False, True]).iloc[0]
     if previous_k is not None and previous_k in set(pool["k"].astype(int)):
         kept = pool[pool["k"] == previous_k].iloc[0]
@@ -184,29 +249,134 @@ def choose_k(candidates: pd.DataFrame, min_share: float = 0.02, previous_k: int 
     return int(best["k"])
 
 
+def available_features(features: pd.DataFrame, columns: tuple[str, ...] = NUMERIC_FEATURES,
+                       ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Split numeric features into those with data this run and those without.
+
+    A feature is *not available* when every customer has the same value of it
+    (typically 0 because its source table is absent or empty): it cannot
+    separate anyone, and standardising it only draws a flat line.
+
+    Returns
+    -------
+    available : the columns that vary, in ``columns`` order
+    unavailable : ``{column: reason}`` for the others
+    """
+    missing = [c for c in columns if c not in features.columns]
+    if missing:
+        raise ValueError(f"customer_features lacks column(s): {', '.join(missing)}")
+    available, unavailable = [], {}
+    for col in columns:
+        values = features[col].to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        if len(finite) == 0:
+            unavailable[col] = "no values"
+        elif finite.min() == finite.max():
+            unavailable[col] = f"the same value ({finite[0]:g}) for every customer"
+        else:
+            available.append(col)
+    return tuple(available), unavailable
+
+
+def _columns(features: pd.DataFrame, columns: tuple[str, ...] | None) -> tuple[str, ...]:
+    if columns is None:
+        columns = available_features(features)[0]
+    if not columns:
+        raise ValueError("customer_features has no numeric feature that varies between customers")
+    return tuple(columns)
+
+
+def _columns_present(features: pd.DataFrame, numeric_columns, categorical_columns):
+    if numeric_columns is None:
+        # Only features with data this run: a constant column separates nobody.
+        derived = add_derived_features(features, DEFAULT_SEGMENTATION_FEATURES)
+        numeric_columns = available_features(derived, DEFAULT_SEGMENTATION_FEATURES)[0]
+    numeric = tuple(numeric_columns)
+    if not numeric:
+        raise ValueError("segmentation needs at least one numeric feature")
+    categorical = tuple(CATEGORICAL_FEATURES if categorical_columns is None else categorical_columns)
+    return numeric, categorical
+
+
+def segmentation_matrices(features: pd.DataFrame, numeric_columns: tuple[str, ...] | None = None,
+                          categorical_columns: tuple[str, ...] | None = None,
+                          feature_groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS,
+                          ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    """Numeric design matrix and categorical codes (``(n, 0)`` without traits), and the columns used."""
+    numeric, categorical = _columns_present(features, numeric_columns, categorical_columns)
+    x_num = design_matrix(features, numeric, feature_groups)
+    x_cat = categorical_matrix(features, categorical) if categorical else np.zeros((len(features), 0), np.int64)
+    return x_num, x_cat, numeric, categorical
+
+
+def _clusterboot(x_num: np.ndarray, x_cat: np.ndarray, labels: np.ndarray, k: int, *, algorithm: str,
+                 n_boot: int, seed: int, n_init: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-resample Jaccard of every cluster (n_boot, k) and per-resample ARI (n_boot,)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    n = len(x_num)
+    rng = np.random.default_rng(seed)
+    jaccard = np.zeros((n_boot, k))
+    aris = np.zeros(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        model, _, _ = _fit_one(algorithm, x_num[idx], x_cat[idx], k, seed + b + 1, n_init)
+        pred = model.predict(x_num, x_cat) if algorithm == "kprototypes" else model.predict(x_num)
+        aris[b] = adjusted_rand_score(labels, pred)
+        uniq = np.unique(idx)
+        orig, boot = labels[uniq], pred[uniq]
+        overlap = np.zeros((k, k))
+        np.add.at(overlap, (orig, boot), 1)
+        sizes_o = overlap.sum(axis=1)[:, None]
+        sizes_b = overlap.sum(axis=0)[None, :]
+        union = sizes_o + sizes_b - overlap
+        with np.errstate(invalid="ignore", divide="ignore"):
+            jac = np.where(union > 0, overlap / union, 0.0)
+        jaccard[b] = jac.max(axis=1)
+    return jaccard, aris
+
+
 def fit_segments(
     features: pd.DataFrame, *, k_min: int = 3, k_max: int = 8, k: int | None = None,
     seed: int = 42, silhouette_sample: int = 5000, algorithm: str = "kprototypes", n_init: int = 4,
-    previous_k: int | None = None, columns: tuple[str, ...] | None = None,
+    previous_k: int | None = None, numeric_columns: tuple[str, ...] | None = None,
+    categorical_columns: tuple[str, ...] | None = None,
+    feature_groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS,
+    min_jaccard: float | None = 0.75, stability_candidates: int = 3, stability_boot: int = 20,
+    stability_sample: int = 20_000,
 ) -> SegmentationResult:
     """Choose k (unless given) and fit the segmentation.
 
-    ``algorithm`` is ``"kprototypes"`` (numeric + categorical traits) or
-    ``"kmeans"`` (numeric only); k-prototypes falls back to KMeans when no
-    categorical trait varies. ``columns`` are the numeric features used
-    (default: :func:`available_features`).
+    Parameters
+    ----------
+    algorithm
+        ``"kprototypes"`` (numeric + categorical traits) or ``"kmeans"`` (numeric
+        only); k-prototypes falls back to KMeans when no categorical trait varies.
+    numeric_columns, categorical_columns
+        The features to use (default :data:`DEFAULT_SEGMENTATION_FEATURES` and
+        ``CATEGORICAL_FEATURES``); the caller passes only the ones its data have.
+        ``order_rate`` is derived here when listed.
+    feature_groups
+        Groups of features weighed as one (:func:`design_matrix`); ``None``: every
+        standardised feature weighs 1.
+    min_jaccard, stability_candidates, stability_boot, stability_sample
+        k screening: the ``stability_candidates`` best k by silhouette get a
+        clusterboot of ``stability_boot`` refits on at most ``stability_sample``
+        rows; :func:`choose_k` then keeps only k whose every segment reaches
+        ``min_jaccard`` (``None`` or ``stability_candidates=0``: silhouette only).
     """
-    columns = _columns(features, columns)
-    x_num = numeric_matrix(features, columns)
-    x_cat = categorical_matrix(features)
-    n = len(x_num)
-    if n < 3:
-        raise ValueError(f"segmentation needs at least 3 customers, got {n}")
     if algorithm not in ("kprototypes", "kmeans"):
         raise ValueError(f"algorithm must be 'kprototypes' or 'kmeans', got {algorithm!r}")
+    n = len(features)
+    if n < 3:
+        raise ValueError(f"segmentation needs at least 3 customers, got {n}")
+    x_num, x_cat, numeric, categorical = segmentation_matrices(features, numeric_columns, categorical_columns,
+                                                               feature_groups)
     if algorithm == "kprototypes" and all(col.max(initial=0) == 0 for col in x_cat.T):
         log.info("no categorical trait varies: using KMeans on the numeric features")
         algorithm = "kmeans"
+    if algorithm == "kmeans":
+        categorical, x_cat = (), np.zeros((n, 0), np.int64)
     rng = np.random.default_rng(seed)
     sample_idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
     if algorithm == "kprototypes":
@@ -227,21 +397,37 @@ def fit_segments(
         log.info("k=%d cost=%.1f silhouette=%.3f davies_bouldin=%.3f smallest=%.1f%%", kk, metrics["cost"],
                  metrics["silhouette"], metrics["davies_bouldin"], 100 * metrics["smallest_segment_share"])
     candidates = pd.DataFrame(rows)
-    best_k = choose_k(candidates, previous_k=previous_k)
+    candidates["min_jaccard"] = np.nan
+    if len(ks) > 1 and min_jaccard is not None and stability_candidates > 0:
+        eligible = candidates[candidates["smallest_segment_share"] >= 0.02]
+        pool = eligible if len(eligible) else candidates
+        top = pool.sort_values(["silhouette", "k"], ascending=[False, True])["k"].astype(int)[:stability_candidates]
+        screen = np.sort(rng.choice(n, size=min(stability_sample, n), replace=False))
+        for kk in top:
+            jac, _ = _clusterboot(x_num[screen], x_cat[screen], fits[kk][1][screen], kk, algorithm=algorithm,
+                                  n_boot=stability_boot, seed=seed, n_init=max(1, n_init // 2))
+            candidates.loc[candidates["k"] == kk, "min_jaccard"] = float(jac.mean(axis=0).min())
+            log.info("k=%d screening bootstrap: smallest segment Jaccard %.2f", kk, jac.mean(axis=0).min())
+    best_k = choose_k(candidates, previous_k=previous_k, min_jaccard=min_jaccard)
     model, labels = fits[best_k]
     chosen = candidates[candidates["k"] == best_k].iloc[0].to_dict()
     return SegmentationResult(np.asarray(labels), best_k, model, candidates,
-                              {f"chosen_{m}": float(v) for m, v in chosen.items()}, algorithm, columns)
+                              {f"chosen_{m}": float(v) for m, v in chosen.items() if pd.notna(v)}, algorithm,
+                              numeric, categorical)
 
 
 def bootstrap_stability(
     features: pd.DataFrame, labels: np.ndarray, k: int, *, algorithm: str = "kprototypes",
-    n_boot: int = 30, seed: int = 42, n_init: int = 2, columns: tuple[str, ...] | None = None,
+    n_boot: int = 30, seed: int = 42, n_init: int = 2, numeric_columns: tuple[str, ...] | None = None,
+    categorical_columns: tuple[str, ...] | None = None,
+    feature_groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS,
 ) -> tuple[np.ndarray, float]:
     """Hennig's clusterboot: per-cluster mean Jaccard over ``n_boot`` bootstrap refits, and mean ARI.
 
-    Each resample (drawn with replacement) is refitted with the same k. For
-    every original cluster, the Jaccard similarity with the most similar
+    Each resample (drawn with replacement) is refitted with the same k on the
+    same design as :func:`fit_segments` (pass the same columns and groups; a
+    result's ``numeric_columns``/``categorical_columns`` say which were used).
+    For every original cluster, the Jaccard similarity with the most similar
     bootstrap cluster is computed on the distinct resampled points, then
     averaged over resamples (>= 0.75 stable, >= 0.85 highly stable, < 0.5
     dissolved; Hennig 2007). The adjusted Rand index compares the full
@@ -252,29 +438,11 @@ def bootstrap_stability(
     jaccard : (k,) mean Jaccard per cluster (model label order)
     mean_ari : float
     """
-    from sklearn.metrics import adjusted_rand_score
-
-    x_num = numeric_matrix(features, _columns(features, columns))
-    x_cat = categorical_matrix(features)
-    n = len(x_num)
-    rng = np.random.default_rng(seed)
-    jaccard = np.zeros((n_boot, k))
-    aris = np.zeros(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        model, _, _ = _fit_one(algorithm, x_num[idx], x_cat[idx], k, seed + b + 1, n_init)
-        pred = model.predict(x_num, x_cat) if algorithm == "kprototypes" else model.predict(x_num)
-        aris[b] = adjusted_rand_score(labels, pred)
-        uniq = np.unique(idx)
-        orig, boot = labels[uniq], pred[uniq]
-        overlap = np.zeros((k, k))
-        np.add.at(overlap, (orig, boot), 1)
-        sizes_o = overlap.sum(axis=1)[:, None]
-        sizes_b = overlap.sum(axis=0)[None, :]
-        union = sizes_o + sizes_b - overlap
-        with np.errstate(invalid="ignore", divide="ignore"):
-            jac = np.where(union > 0, overlap / union, 0.0)
-        jaccard[b] = jac.max(axis=1)
+    if algorithm == "kmeans":
+        categorical_columns = ()
+    x_num, x_cat, _, _ = segmentation_matrices(features, numeric_columns, categorical_columns, feature_groups)
+    jaccard, aris = _clusterboot(x_num, x_cat, np.asarray(labels), k, algorithm=algorithm, n_boot=n_boot,
+                                 seed=seed, n_init=n_init)
     return jaccard.mean(axis=0), float(aris.mean())
 
 

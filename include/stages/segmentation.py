@@ -29,6 +29,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     from include.features.build import load_features
     from include.runtime import tracking
     from include.segmentation.model import (
+        ORDER_RATE,
         available_features,
         bootstrap_stability,
         fit_segments,
@@ -47,8 +48,6 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
             raise ValueError(f"customer_features has no rows for as_of_date={run.as_of_date}")
         previous, next_id = _previous_centroids(wh, run.as_of_date)
         truth = _archetypes(wh, run.as_of_date)
-        clv = (wh.query_df("SELECT customer_key, clv_365d FROM customer_clv WHERE as_of_date = :as_of_date", d)
-               if wh.has_table("customer_clv") else pd.DataFrame(columns=["customer_key", "clv_365d"]))
     columns, unavailable = available_features(features)
     for feature, reason in unavailable.items():
         log.warning("feature %s not available this run (%s): left out of clustering, plots and tables",
@@ -58,7 +57,8 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
                          context="segmentation", table="customer_features", as_of_date=run.as_of_date)
     result = fit_segments(features, k_min=s.k_min, k_max=s.k_max, k=s.k, seed=s.seed,
                           silhouette_sample=s.silhouette_sample, algorithm=s.algorithm, n_init=s.n_init,
-                          previous_k=None if previous is None else len(previous), columns=columns)
+                          previous_k=None if previous is None else len(previous),
+                          numeric_columns=(*columns, ORDER_RATE), min_jaccard=s.min_jaccard)
     for row in result.candidates.to_dict("records"):
         child = tracking.child_run(mlflow_run, f"k={int(row['k'])}", {"as_of_date": run.as_of_date.isoformat()})
         tracking.log_params(child, {"k": int(row["k"]), "algorithm": result.algorithm, "seed": s.seed,
@@ -68,16 +68,15 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
 
     jaccard_by_model, bootstrap_ari = bootstrap_stability(
         features, result.labels, result.k, algorithm=result.algorithm, n_boot=s.n_bootstrap, seed=s.seed,
-        columns=columns)
+        numeric_columns=result.numeric_columns, categorical_columns=result.categorical_columns)
     ordered = order_by_value(features, result.labels)
     mapping, distance = match_segment_ids(z_profiles(features, ordered, columns), previous,
                                           max_distance=s.max_match_distance, next_id=next_id)
     labels = np.array([mapping[v] for v in ordered])
     jaccard = pd.Series(jaccard_by_model[result.labels]).groupby(labels).first()
-    # Mean CLV by segment when the CLV stage already scored this date: value names then need its agreement.
-    scored = features[["customer_key"]].assign(segment_id=labels).merge(clv, on="customer_key")
-    clv_by_segment = scored.groupby("segment_id")["clv_365d"].mean() if len(scored) else None
-    profiles = segment_profiles(features, labels, run.as_of_date, columns, clv=clv_by_segment)
+    # CLV is fitted beside this task; crosscheck_clv checks the value names against it before publishing
+    # (reading it here would make names depend on which task finished first).
+    profiles = segment_profiles(features, labels, run.as_of_date, columns)
     profiles["jaccard"] = profiles["segment_id"].map(jaccard)
     profiles["match_distance"] = profiles["segment_id"].map(distance)
     profiles["model_run_id"] = mlflow_run

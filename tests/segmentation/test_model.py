@@ -8,10 +8,15 @@ import pytest
 
 from include.features.build import NUMERIC_FEATURES
 from include.segmentation.model import (
+    DEFAULT_SEGMENTATION_FEATURES,
+    FEATURE_GROUPS,
+    add_derived_features,
     available_features,
     bootstrap_stability,
     choose_k,
+    design_matrix,
     fit_segments,
+    group_weights,
     match_segment_ids,
     numeric_matrix,
     order_by_value,
@@ -26,11 +31,11 @@ def blobs(n_per: int = 150, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     groups = []
     base = dict(recency_days=20, frequency=20, monetary=3000, avg_order_value=150, tenure_days=800,
                 discount_share=0.05, return_rate=0.02, support_contacts=1, cost_to_serve=5,
-                usage_sessions=60, email_open_rate=0.5, email_click_rate=0.2)
+                usage_sessions=60, email_open_rate=0.5, email_click_rate=0.2, orders_lifetime=40)
     lapsed = dict(base, recency_days=600, frequency=0, monetary=0, avg_order_value=40, usage_sessions=0,
-                  email_open_rate=0.05, email_click_rate=0.0)
+                  email_open_rate=0.05, email_click_rate=0.0, orders_lifetime=3)
     hunters = dict(base, recency_days=60, frequency=6, monetary=240, avg_order_value=40, discount_share=0.9,
-                   return_rate=0.3, usage_sessions=10)
+                   return_rate=0.3, usage_sessions=10, orders_lifetime=12)
     for g, spec in enumerate([base, lapsed, hunters]):
         frame = pd.DataFrame({k: np.abs(v * rng.lognormal(0, 0.1, n_per)) for k, v in spec.items()})
         frame["truth"] = g
@@ -146,11 +151,85 @@ def test_features_without_data_are_left_out_of_the_fit():
     assert set(unavailable) == {"support_contacts", "cost_to_serve", "email_open_rate"}
     assert "0" in unavailable["cost_to_serve"] and "cost_to_serve" not in columns
     result = fit_segments(df, k=3, seed=1)
-    assert result.columns == columns
+    assert result.numeric_columns == (*columns, "order_rate")  # the derived rate joins the varying features
     assert list(z_profiles(df, result.labels).columns) == list(columns)
     # A feature that varies stays in, however little it varies.
     df.loc[0, "cost_to_serve"] = 0.01
     assert "cost_to_serve" in available_features(df)[0]
-    df[list(NUMERIC_FEATURES)] = 1.0
-    with pytest.raises(ValueError, match="no numeric feature that varies"):
+    df[[*NUMERIC_FEATURES, "orders_lifetime"]] = 1.0
+    with pytest.raises(ValueError, match="numeric feature"):
         fit_segments(df, k=3)
+
+
+def test_order_rate_is_orders_per_year_while_active_and_names_missing_sources():
+    df = pd.DataFrame({"orders_lifetime": [10.0, 1.0], "tenure_days": [400.0, 0.0], "recency_days": [34.75, 0.0]})
+    out = add_derived_features(df, ("order_rate",))
+    # 10 orders over 365.25 days between first and last order, plus the quarter-year prior.
+    assert out["order_rate"].tolist() == pytest.approx([10 / 1.25, 1 / 0.25])
+    assert "order_rate" not in df.columns  # the caller's frame is not modified
+    with pytest.raises(ValueError, match="orders_lifetime"):
+        add_derived_features(df.drop(columns="orders_lifetime"), ("order_rate",))
+
+
+def test_a_redundant_group_weighs_as_one_feature():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 2000))
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()  # standardised, as design_matrix has them
+    x = np.column_stack([a, a, a, b])  # one behaviour measured three times, one measured once
+    w = group_weights(x, ("cost_to_serve", "support_contacts", "other", "lone"),
+                      {"service": ("cost_to_serve", "support_contacts", "other")})
+    # Three identical columns: first singular value sqrt(3), so the group's total squared weight is 1.
+    assert w[:3] == pytest.approx([1 / np.sqrt(3)] * 3)
+    assert w[3] == 1.0
+    assert (group_weights(x, ("x", "y", "z", "w"), None) == 1.0).all()
+    # Two unrelated columns in one group keep nearly their full weight.
+    w2 = group_weights(np.column_stack([a, b]), ("p", "q"), {"g": ("p", "q")})
+    assert w2 == pytest.approx([1.0, 1.0], abs=0.05)
+
+
+def test_design_matrix_uses_the_default_groups_and_the_derived_rate():
+    df, _ = blobs()
+    x = design_matrix(df)
+    assert x.shape == (len(df), len(DEFAULT_SEGMENTATION_FEATURES))
+    # frequency, monetary and order_rate move together in the blobs: each weighs about 1/sqrt(3).
+    sd = dict(zip(DEFAULT_SEGMENTATION_FEATURES, x.std(axis=0), strict=True))
+    assert sd["monetary"] < 0.65 and sd["order_rate"] < 0.65
+    assert sd["avg_order_value"] == pytest.approx(1.0)  # a group of its own
+    assert {"frequency", "monetary", "order_rate"} == set(FEATURE_GROUPS["value"])
+
+
+def test_choose_k_prefers_a_stable_candidate_and_falls_back_to_the_most_stable():
+    candidates = pd.DataFrame({"k": [3, 4, 5], "silhouette": [0.4, 0.5, 0.6], "smallest_segment_share": [0.2] * 3,
+                               "min_jaccard": [0.9, 0.8, 0.6]})
+    assert choose_k(candidates) == 5  # silhouette only without a stability threshold
+    assert choose_k(candidates, min_jaccard=0.75) == 4
+    unstable = candidates.assign(min_jaccard=[0.5, np.nan, 0.7])
+    assert choose_k(unstable, min_jaccard=0.75) == 5  # most stable of the screened ones
+    assert choose_k(candidates, min_jaccard=0.75, previous_k=3, tolerance=0.2) == 3
+
+
+def test_fit_segments_screens_k_by_bootstrap_and_reports_its_columns():
+    df, _ = blobs()
+    result = fit_segments(df, k_min=2, k_max=6, seed=1, silhouette_sample=300, stability_candidates=3,
+                          stability_boot=4)
+    screened = result.candidates.dropna(subset=["min_jaccard"])
+    assert len(screened) == 3 and result.k in set(screened["k"])
+    assert result.candidates.set_index("k").loc[result.k, "min_jaccard"] >= 0.75
+    assert result.numeric_columns == DEFAULT_SEGMENTATION_FEATURES
+
+
+def test_transactions_only_features_segment_with_kmeans():
+    from sklearn.metrics import adjusted_rand_score
+
+    df, truth = blobs()
+    rfm = ("recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "order_rate")
+    shop = df[["customer_key", "recency_days", "frequency", "monetary", "avg_order_value", "tenure_days",
+               "orders_lifetime"]]
+    result = fit_segments(shop, k_min=2, k_max=5, seed=1, numeric_columns=rfm, categorical_columns=())
+    assert result.algorithm == "kmeans" and result.numeric_columns == rfm and result.categorical_columns == ()
+    assert adjusted_rand_score(truth, result.labels) > 0.9
+    jaccard, _ = bootstrap_stability(shop, result.labels, result.k, algorithm=result.algorithm, n_boot=4,
+                                     numeric_columns=rfm, categorical_columns=())
+    assert (jaccard > 0.75).all()
+    with pytest.raises(ValueError, match="usage_sessions"):
+        fit_segments(shop, k=2, categorical_columns=())
