@@ -125,6 +125,9 @@ def profit_concentration(profit: pd.Series, points: int = 100) -> tuple[pd.DataF
     """
     values = np.sort(profit.to_numpy(dtype=float))[::-1]
     n, total = len(values), float(values.sum())
+    if n and np.isnan(values).any():
+        # Profit is unknown (no cost data): there is no concentration to speak of, not a zero one.
+        return pd.DataFrame(columns=["customer_share", "profit_share"], dtype=float), float("nan")
     if n == 0:
         return pd.DataFrame({"customer_share": [0.0], "profit_share": [0.0]}), float("nan")
     cum = np.cumsum(values)

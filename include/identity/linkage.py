@@ -436,6 +436,13 @@ def train_model(frame: pd.DataFrame, *, columns: tuple[str, ...] | None = None, 
         training.estimate_u_using_random_sampling(max_pairs=u_max_pairs, seed=seed)
     except (SplinkException, ZeroDivisionError) as exc:
         raise TrainingError(f"{where}: {str(exc).splitlines()[0]}") from exc
+    prior = linker._settings_obj._probability_two_random_records_match
+    if not 0 < prior < 1:
+        # No two records agree on any deterministic rule (a tiny or a fully deduplicated
+        # load): there is no evidence of a match to start EM from, and Splink's EM would
+        # take log2 of a zero prior.
+        raise TrainingError(f"{where}: no record pairs agree on the deterministic rules "
+                            f"({'; '.join('+'.join(r) for r in rules)}), so λ = {prior:g}")
     skipped = []
     for rule in em_sessions(columns):
         learns = {s.name for s in specs if not set(s.columns) & _rule_columns(rule)}

@@ -305,3 +305,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert image.shape[0] >= 2000 and image.shape[1] >= 1200
     # Not blank: a real page has dark text and coloured charts on a light background.
     assert image.std() > 20 and (image < 100).mean() > 0.005
+
+
+def test_profit_concentration_of_unknown_profit_is_unknown():
+    curve, payers = profit_concentration(pd.Series([10.0, float("nan"), -2.0]))
+    assert curve.empty and np.isnan(payers)
