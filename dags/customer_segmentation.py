@@ -58,6 +58,7 @@ import datetime as dt
 
 from airflow.sdk import Param, chain, dag, task
 
+from include.runtime.settings import CRM_TARGETS, SETTINGS
 from segmentation_providers.operators.push_segments import PushSegmentsOperator
 
 
@@ -96,64 +97,8 @@ def _stage(name: str):
     doc_md=__doc__,
     tags=["segmentation", "crm", "mlflow"],
     default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
-    params={
-        "as_of_date": Param(None, type=["null", "string"], format="date",
-                            description="Run for this date (YYYY-MM-DD); empty = the day before the run."),
-        "max_bad_share": Param(0.05, type="number", minimum=0, maximum=1,
-                               description="Fail extract when a table's quarantined share is above this."),
-        "identity_method": Param("splink", type="string", enum=["splink", "exact"],
-                                 description="Probabilistic linkage (Splink) or the exact email/phone baseline."),
-        "identity_match_threshold": Param(0.95, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
-                                          description="Match probability at which two identity records are linked."),
-        "identity_retrain": Param(False, type="boolean",
-                                  description="Train a new Splink model instead of reusing the last accepted one."),
-        "identity_u_max_pairs": Param(2e7, type="number", minimum=1e4,
-                                      description="Record pairs sampled to estimate Splink's u probabilities."),
-        "identity_min_f1": Param(0.95, type="number", minimum=0, maximum=1,
-                                 description="Where ground truth exists, a new model is accepted only at this F1."),
-        "k": Param(None, type=["null", "integer"], minimum=2, maximum=20,
-                   description="Fixed number of segments; empty = choose k by silhouette."),
-        "k_min": Param(3, type="integer", minimum=2, maximum=20, description="Smallest k tried."),
-        "k_max": Param(8, type="integer", minimum=2, maximum=20, description="Largest k tried."),
-        "algorithm": Param("kprototypes", type="string", enum=["kprototypes", "kmeans"],
-                           description="k-prototypes on numeric features + traits, or KMeans on numeric only."),
-        "n_init": Param(4, type="integer", minimum=1, maximum=50, description="Initialisations per fit."),
-        "n_bootstrap": Param(20, type="integer", minimum=2, maximum=200,
-                             description="Bootstrap refits for the stability check."),
-        "min_jaccard": Param(0.6, type="number", minimum=0, maximum=1,
-                             description="Quality gate: publish only if every segment's bootstrap Jaccard reaches this."),
-        "max_match_distance": Param(1.5, type="number", minimum=0,
-                                    description="Largest centroid distance for a segment to keep last run's id."),
-        "clv_unit_days": Param(7, type="integer", enum=[1, 7], description="BG/NBD time unit: 1 = days, 7 = weeks."),
-        "clv_holdout_days": Param(90, type="integer", minimum=7, maximum=365,
-                                  description="Holdout length for the CLV validation."),
-        "gross_margin": Param(0.35, type="number", minimum=0, maximum=1, description="Margin on net revenue."),
-        "annual_discount_rate": Param(0.10, type="number", minimum=0, maximum=1, description="CLV discount rate."),
-        "hysteresis_runs": Param(2, type="integer", minimum=1, maximum=12,
-                                 description="Consecutive runs in a new segment before a customer's label moves."),
-        "markov_window_runs": Param(8, type="integer", minimum=1, description="Runs pooled into the Markov matrix."),
-        "markov_periods": Param(4, type="integer", minimum=1, description="Periods projected by the Markov view."),
-        "alert_top_outflow": Param(0.2, type="number", minimum=0, maximum=1,
-                                   description="Fail the check when more than this share of the top segment leaves."),
-        "clv_use_champion": Param(False, type="boolean",
-                                  description="Score CLV with the registered champion models instead of refitting."),
-        "clv_max_holdout_error_pct": Param(25.0, type="number", minimum=0,
-                                           description="A refit becomes champion only within this holdout error."),
-        "servicing_cost_per_customer": Param(4.0, type="number", minimum=0,
-                                             description="Yearly servicing cost per customer (economics)."),
-        "servicing_cost_per_order": Param(0.5, type="number", minimum=0,
-                                          description="Servicing cost per order (economics)."),
-        "playbook_path": Param(None, type=["null", "string"],
-                               description="Segment playbook TOML; empty uses include/economics/playbook.toml."),
-        "crm_targets": Param(["outbox"], type="array",
-                             items={"type": "string", "enum": ["outbox", "webhook", "hubspot", "salesforce"]},
-                             description="CRM targets to push changed labels to (connections crm_webhook, "
-                                         "crm_hubspot, crm_salesforce)."),
-        "crm_dry_run": Param(False, type="boolean", description="Report what each push would send; send nothing."),
-        "seed": Param(42, type="integer", description="Seed of every random choice."),
-        "silhouette_sample": Param(5000, type="integer", minimum=100,
-                                   description="Rows sampled for silhouette scores."),
-    },
+    # Every param comes from the one declaration of the settings (include/runtime/settings.py).
+    params={s.name: Param(**s.param_kwargs()) for s in SETTINGS},
 )
 def customer_segmentation():
     extract = _stage("extract_validate")
@@ -175,7 +120,7 @@ def customer_segmentation():
             # One push per target at a time, and a pool per target for its rate limit.
             pool=f"crm_{target}", max_active_tis_per_dag=1, retries=2, retry_delay=dt.timedelta(minutes=1),
         )
-        for target in ("outbox", "webhook", "hubspot", "salesforce")
+        for target in CRM_TARGETS
     ]
 
     chain(extract, identity, features, segments, published)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.runtime.paths import default_warehouse_url
-from include.runtime.settings import PipelineSettings
+from include.runtime.settings import PipelineSettings, check_params
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,15 @@ class RunInfo:
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any], warehouse_url: str | None = None) -> RunInfo:
-        """Build from an Airflow task context (read as a plain mapping)."""
+        """Build from an Airflow task context (read as a plain mapping).
+
+        The trigger's conf is checked as well as the merged params, so a
+        misspelt key fails the first task with its name instead of being ignored.
+        """
         params = dict(context.get("params") or {})
         dag_run = context.get("dag_run")
+        conf = dict(getattr(dag_run, "conf", None) or {})
+        check_params({**conf, **params})
         as_of = resolve_as_of_date(
             params.get("as_of_date"),
             context.get("data_interval_end"),

@@ -1,8 +1,40 @@
-"""Run settings of the pipeline (every field can be overridden from the DAG trigger form)."""
+"""Every run setting of the pipeline, declared once.
+
+:data:`SETTINGS` lists each setting with its default, JSON-schema type and
+bounds, title, help text and trigger-form section. Everything else is built
+from it:
+
+- the DAG's ``params`` (``dags/customer_segmentation.py`` turns each
+  :meth:`Setting.param_kwargs` into an ``airflow.sdk.Param``, so the trigger
+  form and the REST API validate types and bounds with the same schema);
+- :class:`PipelineSettings`, the frozen dataclass the stages read, whose
+  :meth:`~PipelineSettings.from_params` rejects unknown keys (a typo in a
+  trigger's conf), values outside the schema and invalid combinations with an
+  error naming the setting.
+
+``include/`` imports no Airflow: this module only describes the settings.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from include.runtime.errors import PipelineFinding
+
+
+class SettingsError(PipelineFinding, ValueError):
+    """The run's params or conf name an unknown setting, a value out of bounds, or a contradiction."""
+
+
+#: Trigger-form sections, in the order the form shows them.
+SECTIONS = ("Essentials", "Extract", "Identity", "Segmentation", "CLV", "Economics", "Migration", "Run")
+
+#: CRM targets a run can push to (one ``push_<target>`` task each).
+CRM_TARGETS = ("outbox", "webhook", "hubspot", "salesforce")
 
 #: Cost of one support contact by channel, used when the raw contact carries no cost.
 DEFAULT_SUPPORT_COST_BY_CHANNEL: dict[str, float] = {
@@ -11,112 +43,230 @@ DEFAULT_SUPPORT_COST_BY_CHANNEL: dict[str, float] = {
     "email": 2.10,
 }
 
-@dataclass(frozen=True)
-class PipelineSettings:
-    """Run settings; every field can be overridden from the DAG trigger form.
+_PYTHON_TYPES = {"number": float, "integer": int, "boolean": bool, "string": str, "array": list, "object": dict}
+_SCHEMA_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "items", "format",
+                "additionalProperties", "uniqueItems", "examples", "values_display")
 
-    Attributes
+
+@dataclass(frozen=True)
+class Setting:
+    """One run setting: its value rules (JSON schema) and how the trigger form shows it.
+
+    Parameters
     ----------
-    max_bad_share
-        The extract task fails when the share of quarantined rows in any raw
-        table exceeds this (the quarantine is written first, so it can be read).
-    k_min, k_max
-        Range of segment counts tried by the baseline k selection.
-    k
-        Fixed number of segments; ``None`` lets the k-selection rule choose.
-    silhouette_sample
-        Rows sampled (with ``seed``) to compute silhouette scores.
-    seed
-        Seed for every random choice in the run.
-    staging_retention_runs
-        How many as-of dates of staged rows to keep (older ones are pruned).
-    algorithm
-        ``kprototypes`` (numeric features + categorical traits) or ``kmeans``.
-    n_init
-        Initialisations per candidate fit (best cost kept).
-    n_bootstrap
-        Bootstrap refits for the stability check (Hennig's clusterboot).
-    min_jaccard
-        Quality gate: if any segment's mean bootstrap Jaccard is below this,
-        the run's labels are not published and the previous ones stay.
-    max_match_distance
-        Largest centroid distance (z units) at which a segment inherits a
-        previous run's segment id.
-    clv_unit_days, clv_holdout_days
-        Time unit of the BG/NBD summaries (1 = days, 7 = weeks) and the
-        holdout length used to validate the CLV model every run.
-    gross_margin, annual_discount_rate
-        Margin on net revenue and the discount rate of CLV.
-    hysteresis_runs
-        Consecutive runs a customer must spend in a new segment before the published label moves.
-    markov_window_runs, markov_periods
-        Runs of transitions pooled into the Markov matrix; periods projected ahead.
-    alert_top_outflow
-        The migration check fails when more than this share of the top segment leaves it in one period.
-    clv_use_champion
-        Score with the registry's ``champion`` CLV models instead of refitting.
-    clv_max_holdout_error_pct
-        A refit becomes the champion only if its holdout aggregate error is within this.
-    support_cost_by_channel
-        Cost per support contact by channel, where the raw row has no cost.
-    servicing_cost_per_customer, servicing_cost_per_order
-        Servicing costs added to support costs in the segment economics
-        (per customer per year, and per order).
-    playbook_path
-        Segment playbook TOML; ``None`` uses ``include/economics/playbook.toml``.
-    identity_method
-        ``splink`` (probabilistic linkage) or ``exact`` (email/phone baseline).
-    identity_match_threshold
-        Match probability at which Splink links two records into one customer.
-    identity_retrain
-        Train a new Splink model instead of reusing the last accepted one.
-    identity_u_max_pairs
-        Record pairs sampled to estimate Splink's u probabilities.
-    identity_min_f1
-        A newly trained model is accepted (reused by later runs) only if its
-        clustered pairwise F1 reaches this where ground truth exists.
+    name
+        Key in the DAG's params / a trigger's conf, and attribute of :class:`PipelineSettings`.
+    default
+        Value when the run does not set it (``None`` only with ``nullable``).
+    type
+        JSON-schema type: ``number``, ``integer``, ``boolean``, ``string``, ``array`` or ``object``.
+    title, help, section
+        Label, help text and section of the trigger form (``section`` is one of :data:`SECTIONS`).
+    nullable
+        ``None`` is a valid value (an empty form field) with its own meaning.
+    schema
+        Further JSON-schema keywords: ``minimum``, ``maximum``, ``exclusiveMinimum``,
+        ``exclusiveMaximum``, ``enum``, ``items``, ``format``, ``additionalProperties``,
+        ``uniqueItems``, and the form hints ``examples`` and ``values_display``.
+    setting
+        ``False`` for params that steer the DAG itself (as-of date, CRM pushes)
+        rather than a stage; they are not fields of :class:`PipelineSettings`.
     """
 
-    max_bad_share: float = 0.05
-    k_min: int = 3
-    k_max: int = 8
-    k: int | None = None
-    silhouette_sample: int = 5000
-    seed: int = 42
-    staging_retention_runs: int = 4
-    algorithm: str = "kprototypes"
-    n_init: int = 4
-    n_bootstrap: int = 20
-    min_jaccard: float = 0.6
-    max_match_distance: float = 1.5
-    clv_unit_days: int = 7
-    clv_holdout_days: int = 90
-    gross_margin: float = 0.35
-    annual_discount_rate: float = 0.10
-    hysteresis_runs: int = 2
-    markov_window_runs: int = 8
-    markov_periods: int = 4
-    alert_top_outflow: float = 0.2
-    clv_use_champion: bool = False
-    clv_max_holdout_error_pct: float = 25.0
-    servicing_cost_per_customer: float = 4.0
-    servicing_cost_per_order: float = 0.5
-    playbook_path: str | None = None
-    identity_method: str = "splink"
-    identity_match_threshold: float = 0.95
-    identity_retrain: bool = False
-    identity_u_max_pairs: float = 2e7
-    identity_min_f1: float = 0.95
-    support_cost_by_channel: dict[str, float] = field(
-        default_factory=lambda: dict(DEFAULT_SUPPORT_COST_BY_CHANNEL)
-    )
+    name: str
+    default: Any
+    type: str
+    title: str
+    help: str
+    section: str
+    nullable: bool = False
+    schema: Mapping[str, Any] = field(default_factory=dict)
+    setting: bool = True
 
-    @classmethod
-    def from_params(cls, params: dict | None) -> PipelineSettings:
-        """Build settings from DAG params, ignoring unknown keys and ``None`` values."""
-        params = params or {}
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in params.items() if k in known and v is not None}
-        if "k" in values and int(values["k"]) <= 0:
-            values.pop("k")
-        return cls(**values)
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema a value must satisfy (what Airflow's ``Param`` validates)."""
+        unknown = set(self.schema) - set(_SCHEMA_KEYS)
+        if unknown:
+            raise ValueError(f"setting {self.name}: unsupported schema keywords {sorted(unknown)}")
+        return {"type": ["null", self.type] if self.nullable else self.type, **self.schema}
+
+    def param_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``airflow.sdk.Param`` for this setting (default first)."""
+        return {"default": self.default, "title": self.title, "description": self.help,
+                "section": self.section, **self.json_schema()}
+
+
+def _s(name, default, type, title, help, section, **schema) -> Setting:
+    nullable = schema.pop("nullable", False)
+    setting = schema.pop("setting", True)
+    return Setting(name, default, type, title, help, section, nullable, schema, setting)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- Essentials: what most runs change ---------------------------------
+    _s("as_of_date", None, "string", "As-of date",
+       "Run for this date (YYYY-MM-DD); empty = the day before the run's data interval end.",
+       "Essentials", nullable=True, format="date", setting=False),
+    _s("crm_targets", ["outbox"], "array", "CRM targets",
+       "CRM targets to push changed labels to (connections crm_webhook, crm_hubspot, crm_salesforce).",
+       "Essentials", items={"type": "string", "enum": list(CRM_TARGETS)}, uniqueItems=True,
+       examples=list(CRM_TARGETS), setting=False),
+    _s("crm_dry_run", False, "boolean", "CRM dry run",
+       "Report what each push would send; send nothing.", "Essentials", setting=False),
+    _s("k", None, "integer", "Number of segments",
+       "Fixed number of segments; empty = choose k by silhouette between k_min and k_max.",
+       "Essentials", nullable=True, minimum=2, maximum=20),
+    # -- Extract ------------------------------------------------------------
+    _s("max_bad_share", 0.05, "number", "Largest quarantined share",
+       "Fail extract when a raw table's quarantined share is above this (the quarantine is written first).",
+       "Extract", minimum=0, maximum=1),
+    _s("staging_retention_runs", 4, "integer", "Staged runs kept",
+       "How many as-of dates of staged rows to keep; older ones are pruned.", "Extract", minimum=1),
+    # -- Identity -----------------------------------------------------------
+    _s("identity_method", "splink", "string", "Identity method",
+       "Probabilistic linkage (Splink) or the exact email/phone baseline.", "Identity",
+       enum=["splink", "exact"]),
+    _s("identity_match_threshold", 0.95, "number", "Match probability threshold",
+       "Match probability at which Splink links two records into one customer.", "Identity",
+       exclusiveMinimum=0, exclusiveMaximum=1),
+    _s("identity_retrain", False, "boolean", "Retrain the identity model",
+       "Train a new Splink model instead of reusing the last accepted one.", "Identity"),
+    _s("identity_u_max_pairs", 2e7, "number", "Pairs sampled for u",
+       "Record pairs sampled to estimate Splink's u probabilities.", "Identity", minimum=1e4),
+    _s("identity_min_f1", 0.95, "number", "Least F1 to accept a model",
+       "Where ground truth exists, a newly trained model is accepted (reused later) only at this pairwise F1.",
+       "Identity", minimum=0, maximum=1),
+    # -- Segmentation -------------------------------------------------------
+    _s("k_min", 3, "integer", "Smallest k tried", "Smallest number of segments the k selection tries.",
+       "Segmentation", minimum=2, maximum=20),
+    _s("k_max", 8, "integer", "Largest k tried", "Largest number of segments the k selection tries.",
+       "Segmentation", minimum=2, maximum=20),
+    _s("algorithm", "kprototypes", "string", "Algorithm",
+       "k-prototypes on numeric features + categorical traits, or KMeans on numeric features only.",
+       "Segmentation", enum=["kprototypes", "kmeans"]),
+    _s("n_init", 4, "integer", "Initialisations per fit", "Initialisations per candidate fit (best cost kept).",
+       "Segmentation", minimum=1, maximum=50),
+    _s("n_bootstrap", 20, "integer", "Bootstrap refits",
+       "Bootstrap refits for the stability check (Hennig's clusterboot).", "Segmentation", minimum=2, maximum=200),
+    _s("min_jaccard", 0.6, "number", "Quality gate: least Jaccard",
+       "Publish only if every segment's mean bootstrap Jaccard reaches this; else the previous labels stay.",
+       "Segmentation", minimum=0, maximum=1),
+    _s("max_match_distance", 1.5, "number", "Largest centroid distance to keep an id",
+       "Largest centroid distance (z units) at which a segment inherits a previous run's segment id.",
+       "Segmentation", minimum=0),
+    _s("silhouette_sample", 5000, "integer", "Silhouette sample",
+       "Rows sampled (with the seed) to compute silhouette scores.", "Segmentation", minimum=100),
+    # -- CLV ----------------------------------------------------------------
+    _s("clv_unit_days", 7, "integer", "CLV time unit (days)",
+       "Time unit of the BG/NBD summaries: 1 = days, 7 = weeks.", "CLV", enum=[1, 7]),
+    _s("clv_holdout_days", 90, "integer", "CLV holdout (days)",
+       "Holdout length used to validate the CLV model every run.", "CLV", minimum=7, maximum=365),
+    _s("clv_use_champion", False, "boolean", "Score with the champion models",
+       "Score CLV with the registry's champion models instead of refitting.", "CLV"),
+    _s("clv_max_holdout_error_pct", 25.0, "number", "Largest holdout error for a champion (%)",
+       "A refit becomes the champion only if its holdout aggregate error is within this.", "CLV", minimum=0),
+    _s("annual_discount_rate", 0.10, "number", "Annual discount rate", "Discount rate of CLV.", "CLV",
+       minimum=0, maximum=1),
+    # -- Economics ----------------------------------------------------------
+    _s("gross_margin", 0.35, "number", "Gross margin", "Margin on net revenue (CLV and economics).",
+       "Economics", minimum=0, maximum=1),
+    _s("servicing_cost_per_customer", 4.0, "number", "Servicing cost per customer",
+       "Yearly servicing cost per customer, added to support costs.", "Economics", minimum=0),
+    _s("servicing_cost_per_order", 0.5, "number", "Servicing cost per order",
+       "Servicing cost per order, added to support costs.", "Economics", minimum=0),
+    _s("support_cost_by_channel", dict(DEFAULT_SUPPORT_COST_BY_CHANNEL), "object", "Support cost by channel",
+       "Cost per support contact by channel, where the raw contact row carries no cost.", "Economics",
+       additionalProperties={"type": "number", "minimum": 0}),
+    _s("playbook_path", None, "string", "Playbook file",
+       "Segment playbook TOML; empty uses include/economics/playbook.toml.", "Economics", nullable=True),
+    # -- Migration ----------------------------------------------------------
+    _s("hysteresis_runs", 2, "integer", "Runs before a label moves",
+       "Consecutive runs a customer must spend in a new segment before the published label moves.",
+       "Migration", minimum=1, maximum=12),
+    _s("markov_window_runs", 8, "integer", "Markov window (runs)", "Runs of transitions pooled into the Markov matrix.",
+       "Migration", minimum=1),
+    _s("markov_periods", 4, "integer", "Markov periods ahead", "Periods the Markov view projects ahead.",
+       "Migration", minimum=1),
+    _s("alert_top_outflow", 0.2, "number", "Alert: top-segment outflow",
+       "The migration check fails when more than this share of the top segment leaves it in one period.",
+       "Migration", minimum=0, maximum=1),
+    # -- Run ----------------------------------------------------------------
+    _s("seed", 42, "integer", "Random seed", "Seed of every random choice in the run.", "Run"),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def _python_type(s: Setting) -> Any:
+    base = _PYTHON_TYPES[s.type]
+    return base | None if s.nullable else base
+
+
+def _dataclass_field(s: Setting) -> tuple[str, Any, Any]:
+    default = s.default
+    if isinstance(default, list | dict):
+        return s.name, _python_type(s), field(default_factory=lambda d=default: type(d)(d))
+    return s.name, _python_type(s), field(default=default)
+
+
+def _docstring() -> str:
+    lines = ["Run settings, one attribute per :data:`SETTINGS` entry (built from it).", "",
+             "Attributes", "----------"]
+    for s in SETTINGS:
+        if s.setting:
+            lines += [s.name, f"    {s.title}: {s.help} Default ``{s.default!r}``."]
+    return "\n".join(lines)
+
+
+def _from_params(cls, params: Mapping[str, Any] | None) -> Any:
+    """Build settings from a run's params (DAG params merged with the trigger's conf).
+
+    ``None`` means "the default". Raises :class:`SettingsError` naming any
+    unknown key (with the closest known name), any value its schema rejects,
+    and contradictory combinations (``k_min > k_max``).
+    """
+    params = dict(params or {})
+    check_params(params)
+    values = {k: v for k, v in params.items() if k in BY_NAME and BY_NAME[k].setting and v is not None}
+    if "k" in values and int(values["k"]) <= 0:  # 0 or less: choose k (kept from the old form)
+        values.pop("k")
+    for name, value in list(values.items()):
+        if BY_NAME[name].type == "number":
+            values[name] = float(value)
+    return cls(**values)
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Raise :class:`SettingsError` for unknown keys, out-of-schema values and contradictions."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    problems = []
+    for key in params:
+        if key not in BY_NAME:
+            close = difflib.get_close_matches(key, BY_NAME, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown setting {key!r}{hint}")
+    for key, value in params.items():
+        s = BY_NAME.get(key)
+        if s is None or value is None or (key == "k" and isinstance(value, int) and value <= 0):
+            continue
+        schema = {k: v for k, v in s.json_schema().items() if k not in ("examples", "values_display")}
+        for error in Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(value):
+            problems.append(f"setting {key}={value!r}: {error.message}")
+    k_min, k_max = params.get("k_min"), params.get("k_max")
+    k_min = BY_NAME["k_min"].default if k_min is None else k_min
+    k_max = BY_NAME["k_max"].default if k_max is None else k_max
+    if isinstance(k_min, int) and isinstance(k_max, int) and k_min > k_max:
+        problems.append(f"k_min={k_min} is greater than k_max={k_max}")
+    if problems:
+        raise SettingsError("invalid run settings: " + "; ".join(problems) +
+                            f". Known settings: {', '.join(BY_NAME)}")
+
+
+PipelineSettings = dataclasses.make_dataclass(
+    "PipelineSettings",
+    [_dataclass_field(s) for s in SETTINGS if s.setting],
+    frozen=True,
+    namespace={"from_params": classmethod(_from_params), "__module__": __name__},
+)
+PipelineSettings.__doc__ = _docstring()

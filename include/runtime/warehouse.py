@@ -2,19 +2,30 @@
 
 The pipeline speaks SQL that runs unchanged on DuckDB (the embedded default)
 and Snowflake (production): statements use SQLAlchemy ``:name`` bind
-parameters, and only the bulk paths (DataFrame in and out) go through each
-driver's native API, because row-by-row inserts through SQLAlchemy are two
-orders of magnitude slower for the table sizes we move.
+parameters. Only the bulk paths (DataFrame in and out) differ per dialect, as
+in Splink's database APIs: :class:`Warehouse` holds everything shared and each
+dialect subclass overrides ``query_df``, ``insert_df`` and ``replace_table``
+with its driver's native API, because row-by-row inserts through SQLAlchemy
+are two orders of magnitude slower for the table sizes we move.
+
+``Warehouse(url)`` returns the subclass registered for the URL's backend
+(``duckdb``, ``snowflake``), else :class:`SqlAlchemyWarehouse`.
+
+The embedded DuckDB file admits one read-write process at a time, and Airflow
+runs tasks in parallel processes; :class:`DuckDBWarehouse` therefore opens the
+file per operation (no pooled connection holds the lock) and, when another
+process holds it, waits and retries for up to ``lock_timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import sqlalchemy as sa
@@ -67,16 +78,34 @@ class Warehouse:
     ----------
     url
         SQLAlchemy URL: ``duckdb:///path/warehouse.duckdb`` or
-        ``snowflake://user:pass@account/db/schema?warehouse=wh``.
+        ``snowflake://user:pass@account/db/schema?warehouse=wh``; any other
+        SQLAlchemy URL gets the generic :class:`SqlAlchemyWarehouse`.
 
-    Use as a context manager so the engine is disposed when the task ends:
-    a DuckDB file admits one writing process at a time.
+    Use as a context manager so the engine is disposed when the task ends.
     """
+
+    #: backend name (``make_url(url).get_backend_name()``) -> subclass, filled by ``__init_subclass__``
+    _dialects: ClassVar[dict[str, type[Warehouse]]] = {}
+    backend: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, backend: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if backend:
+            cls.backend = backend
+            Warehouse._dialects[backend] = cls
+
+    def __new__(cls, url: str, *args: Any, **kwargs: Any) -> Warehouse:
+        if cls is Warehouse:
+            cls = Warehouse._dialects.get(sa.engine.make_url(url).get_backend_name(), SqlAlchemyWarehouse)
+        return super().__new__(cls)
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = sa.create_engine(url)
+        self.engine = self._create_engine(url)
         self.dialect = self.engine.dialect.name
+
+    def _create_engine(self, url: str) -> sa.Engine:
+        return sa.create_engine(url)
 
     def __enter__(self) -> Warehouse:
         return self
@@ -96,11 +125,12 @@ class Warehouse:
     # -- metadata ---------------------------------------------------------
     def table_columns(self, table: str) -> list[str] | None:
         """Lower-case column names of ``table``, or ``None`` when it does not exist."""
-        inspector = sa.inspect(self.engine)
-        if not inspector.has_table(table) and not inspector.has_table(table.upper()):
-            return None
-        name = table if inspector.has_table(table) else table.upper()
-        return [c["name"].lower() for c in inspector.get_columns(name)]
+        with self.engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(table) and not inspector.has_table(table.upper()):
+                return None
+            name = table if inspector.has_table(table) else table.upper()
+            return [c["name"].lower() for c in inspector.get_columns(name)]
 
     def has_table(self, table: str) -> bool:
         return self.table_columns(table) is not None
@@ -128,14 +158,8 @@ class Warehouse:
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run a query and return a DataFrame with lower-case column names."""
-        params = dict(params or {})
         with self.engine.connect() as c:
-            if self.dialect == "duckdb":
-                raw = c.connection.driver_connection
-                used = set(_BIND.findall(sql))  # DuckDB rejects unused named parameters
-                df = raw.execute(_BIND.sub(r"$\1", sql), {k: v for k, v in params.items() if k in used}).df()
-            else:
-                df = pd.read_sql(sa.text(sql), c, params=params)
+            df = pd.read_sql(sa.text(sql), c, params=dict(params or {}))
         df.columns = [str(col).lower() for col in df.columns]
         return df
 
@@ -144,30 +168,7 @@ class Warehouse:
         """Append ``df`` to an existing ``table``, matching columns by name."""
         if df.empty:
             return
-        if self.dialect == "duckdb":
-            raw = conn.connection.driver_connection
-            raw.register("_insert_frame", df)
-            try:
-                cols = ", ".join(f'"{c}"' for c in df.columns)
-                raw.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _insert_frame")
-            finally:
-                raw.unregister("_insert_frame")
-        elif self.dialect == "snowflake":
-            from snowflake.connector.pandas_tools import write_pandas
-
-            frame = df.copy()
-            frame.columns = [c.upper() for c in frame.columns]
-            ok, *_ = write_pandas(
-                conn.connection.driver_connection,
-                frame,
-                table.upper(),
-                quote_identifiers=False,
-                use_logical_type=True,
-            )
-            if not ok:
-                raise WarehouseError(f"write_pandas into {table} failed")
-        else:
-            df.to_sql(table, conn, if_exists="append", index=False, method="multi", chunksize=5000)
+        df.to_sql(table, conn, if_exists="append", index=False, method="multi", chunksize=5000)
 
     def replace_partition(
         self, table: str, df: pd.DataFrame, where: Mapping[str, Any]
@@ -186,30 +187,9 @@ class Warehouse:
     def replace_table(self, table: str, df: pd.DataFrame) -> None:
         """Create or replace ``table`` with the contents and types of ``df``."""
         with self.begin() as conn:
-            if self.dialect == "duckdb":
-                raw = conn.connection.driver_connection
-                raw.register("_table_frame", df)
-                try:
-                    raw.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _table_frame")
-                finally:
-                    raw.unregister("_table_frame")
-            elif self.dialect == "snowflake":
-                from snowflake.connector.pandas_tools import write_pandas
+            df.to_sql(table, conn, if_exists="replace", index=False, chunksize=5000)
 
-                frame = df.copy()
-                frame.columns = [c.upper() for c in frame.columns]
-                write_pandas(
-                    conn.connection.driver_connection,
-                    frame,
-                    table.upper(),
-                    auto_create_table=True,
-                    overwrite=True,
-                    quote_identifiers=False,
-                    use_logical_type=True,
-                )
-            else:
-                df.to_sql(table, conn, if_exists="replace", index=False, chunksize=5000)
-
+    # -- schema -----------------------------------------------------------
     def ensure_schema(self) -> None:
         """Create the pipeline's tables (``include/sql/schema.sql``) and add any new columns.
 
@@ -226,3 +206,118 @@ class Warehouse:
                     for column, sql_type in missing:
                         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
                 log.info("schema: added %s to %s", ", ".join(c for c, _ in missing), table)
+
+
+class SqlAlchemyWarehouse(Warehouse):
+    """Any other SQLAlchemy database: pandas ``read_sql``/``to_sql`` for the bulk paths."""
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    return "Could not set lock on file" in str(exc) or "Conflicting lock is held" in str(exc)
+
+
+class DuckDBWarehouse(Warehouse, backend="duckdb"):
+    """The embedded DuckDB file, opened per operation so parallel tasks take turns.
+
+    Parameters
+    ----------
+    url
+        ``duckdb:///path/warehouse.duckdb``.
+    lock_timeout
+        Seconds to keep retrying when another process holds the file's lock
+        (a DuckDB file admits one read-write process at a time). The stages
+        hold it only for one statement or transaction, so a wait is short;
+        past this bound the lock error is raised.
+    """
+
+    def __init__(self, url: str, lock_timeout: float = 300.0) -> None:
+        self.lock_timeout = lock_timeout
+        super().__init__(url)
+
+    def _create_engine(self, url: str) -> sa.Engine:
+        # NullPool: the file is closed (and its lock released) when each operation returns its connection.
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        sa.event.listen(engine, "do_connect", self._connect_waiting_for_lock)
+        return engine
+
+    def _connect_waiting_for_lock(self, dialect: Any, conn_rec: Any, cargs: tuple, cparams: dict) -> Any:
+        import duckdb
+
+        start = time.monotonic()
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                conn = dialect.connect(*cargs, **dict(cparams, config=dict(cparams.get("config", {}))))
+            except duckdb.IOException as exc:
+                waited = time.monotonic() - start
+                if not _is_lock_conflict(exc) or waited >= self.lock_timeout:
+                    if _is_lock_conflict(exc):
+                        log.warning("warehouse %s still locked by another process after %.1f s; giving up",
+                                    cargs[0] if cargs else "", waited)
+                    raise
+                if attempt == 1:
+                    log.info("warehouse file is locked by another process; waiting up to %.0f s",
+                             self.lock_timeout)
+                time.sleep(min(delay, max(self.lock_timeout - waited, 0.0)))
+                delay = min(delay * 2, 1.0)
+                continue
+            waited = time.monotonic() - start
+            if attempt > 1:
+                level = logging.WARNING if waited > 10 else logging.INFO
+                log.log(level, "warehouse lock acquired after waiting %.2f s (%d attempts)", waited, attempt)
+            return conn
+
+    def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        params = dict(params or {})
+        with self.engine.connect() as c:
+            raw = c.connection.driver_connection
+            used = set(_BIND.findall(sql))  # DuckDB rejects unused named parameters
+            df = raw.execute(_BIND.sub(r"$\1", sql), {k: v for k, v in params.items() if k in used}).df()
+        df.columns = [str(col).lower() for col in df.columns]
+        return df
+
+    def insert_df(self, table: str, df: pd.DataFrame, conn: sa.Connection) -> None:
+        if df.empty:
+            return
+        raw = conn.connection.driver_connection
+        raw.register("_insert_frame", df)
+        try:
+            cols = ", ".join(f'"{c}"' for c in df.columns)
+            raw.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _insert_frame")
+        finally:
+            raw.unregister("_insert_frame")
+
+    def replace_table(self, table: str, df: pd.DataFrame) -> None:
+        with self.begin() as conn:
+            raw = conn.connection.driver_connection
+            raw.register("_table_frame", df)
+            try:
+                raw.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _table_frame")
+            finally:
+                raw.unregister("_table_frame")
+
+
+class SnowflakeWarehouse(Warehouse, backend="snowflake"):
+    """Snowflake: bulk paths through ``write_pandas`` (staged Parquet + COPY INTO)."""
+
+    def insert_df(self, table: str, df: pd.DataFrame, conn: sa.Connection) -> None:
+        if df.empty:
+            return
+        ok, *_ = self._write_pandas(conn, df, table)
+        if not ok:
+            raise WarehouseError(f"write_pandas into {table} failed")
+
+    def replace_table(self, table: str, df: pd.DataFrame) -> None:
+        with self.begin() as conn:
+            self._write_pandas(conn, df, table, auto_create_table=True, overwrite=True)
+
+    @staticmethod
+    def _write_pandas(conn: sa.Connection, df: pd.DataFrame, table: str, **options: Any) -> tuple:
+        from snowflake.connector.pandas_tools import write_pandas
+
+        frame = df.copy()
+        frame.columns = [c.upper() for c in frame.columns]
+        return write_pandas(conn.connection.driver_connection, frame, table.upper(),
+                            quote_identifiers=False, use_logical_type=True, **options)
