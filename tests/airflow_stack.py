@@ -9,6 +9,7 @@ the ``AIRFLOW_*``/``MLFLOW_*`` variables ``tests/conftest.py`` sets for in-proce
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import socket
@@ -20,9 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+DAG_ID = "customer_segmentation"
+#: Generated persons in the shared stack's warehouse, and the end of their history.
+STACK_PERSONS = 300
+STACK_DATA_END = dt.date(2026, 11, 14)
+#: Settings for runs over the small stack warehouse: three k candidates, four bootstrap
+#: refits, the quality gate off (300 persons), the outbox as the only CRM target.
+SMALL_DATA_CONF = {"k_min": 3, "k_max": 5, "n_init": 2, "silhouette_sample": 500, "n_bootstrap": 4,
+                   "min_jaccard": 0.0, "crm_targets": ["outbox"]}
 UI_SCRIPT = ROOT / "scripts" / "ui.sh"
 _DROPPED_PREFIXES = ("AIRFLOW_", "AIRFLOW__", "MLFLOW_", "SEGMENTATION_", "PYTENSOR_")
 _TERMINAL_RUN_STATES = {"success", "failed"}
@@ -196,3 +206,24 @@ class AirflowStack:
             body = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}")
             return "\n".join(str(e.get("event", e)) if isinstance(e, dict) else str(e) for e in body["content"])
         return "(log not available)"
+
+
+@pytest.fixture(scope="session")
+def segmentation_stack(tmp_path_factory):
+    """One stack for the session (``pytest_plugins = ["tests.airflow_stack"]`` shares it between modules).
+
+    Its warehouse holds ``STACK_PERSONS`` generated persons; the DAG is parsed and unpaused.
+    Cron scheduling is off: the scheduler would otherwise start the latest weekly run
+    (with the default, full-size settings) as soon as the DAG is unpaused; triggered and
+    backfill runs still run.
+    """
+    from include.demo.generate import write_demo_data
+
+    data_dir = tmp_path_factory.mktemp("scheduler-stack")
+    write_demo_data(f"duckdb:///{data_dir / 'warehouse.duckdb'}", STACK_PERSONS, seed=5, end_date=STACK_DATA_END,
+                    show_progress=False)
+    stack = AirflowStack(data_dir, env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
+    with stack:
+        stack.wait_for_dag(DAG_ID)
+        stack.unpause(DAG_ID)
+        yield stack
