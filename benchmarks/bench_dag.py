@@ -57,10 +57,10 @@ class MemorySampler(threading.Thread):
         self.interval = interval
         self.per_ti: dict[str, int] = {}
         self.series: list[tuple[float, int]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             total = 0
             for root in self.roots():
                 try:
@@ -79,10 +79,10 @@ class MemorySampler(threading.Thread):
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         continue
             self.series.append((time.time(), total))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def peak_between(self, start: float, end: float) -> int:

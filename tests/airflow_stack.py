@@ -224,7 +224,8 @@ def segmentation_stack(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("scheduler-stack")
     write_demo_data(f"duckdb:///{data_dir / 'warehouse.duckdb'}", STACK_PERSONS, seed=5, end_date=STACK_DATA_END,
                     show_progress=False)
-    stack = AirflowStack(data_dir, env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
+    stack = AirflowStack(data_dir, components=("api-server", "scheduler", "dag-processor", "log-server"),
+                         env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
     with stack:
         stack.wait_for_dag(DAG_ID)
         stack.unpause(DAG_ID)
