@@ -71,7 +71,7 @@ class MemorySampler(threading.Thread):
                     try:
                         rss = proc.memory_info().rss
                         total += rss
-                        match = _WORKER_TITLE.match(" ".join(proc.cmdline()))
+                        match = _WORKER_TITLE.match(" ".join(proc.cmdline()).strip())
                         if match:
                             ti = match.group(1).replace("-", "")
                             tree_rss = rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
@@ -130,7 +130,7 @@ def _epoch(value: str | None) -> float | None:
 
 def report(label: str, airflow_db: Path, run_id: str, sampler: MemorySampler, mode: str) -> dict:
     run, tis = run_rows(airflow_db, run_id)
-    run_start, run_end = _epoch(run["start_date"]), _epoch(run["end_date"])
+    run_start = _epoch(run["start_date"])
     rows = []
     for ti in tis:
         start, end = _epoch(ti["start_date"]), _epoch(ti["end_date"])
@@ -141,8 +141,14 @@ def report(label: str, airflow_db: Path, run_id: str, sampler: MemorySampler, mo
             peak = sampler.peak_between(start, end) if start and end else 0
         rows.append({"task": ti["task_id"], "state": ti["state"], "try": ti["try_number"],
                      "seconds": seconds, "peak_mb": peak / 2**20})
-    wall = run_end - run_start if run_start and run_end else None
-    stack_peak = sampler.peak_between(run_start, run_end) / 2**20 if wall else 0
+    # From the first task's start to the last task's end: ``dags test`` stamps its run's
+    # start_date with the logical date, so the run's own timestamps do not measure it.
+    starts = [_epoch(ti["start_date"]) for ti in tis if ti["start_date"]]
+    ends = [_epoch(ti["end_date"]) for ti in tis if ti["end_date"]]
+    if mode == "scheduler" and run_start:
+        starts.append(run_start)
+    wall = max(ends) - min(starts) if starts and ends else None
+    stack_peak = sampler.peak_between(min(starts), max(ends)) / 2**20 if wall else 0
     print(f"\n== {label}: run {run_id} {run['state']}, wall {wall or float('nan'):.0f} s, "
           f"peak of all Airflow processes {stack_peak:,.0f} MB")
     print(f"{'task':22s} {'state':10s} {'try':>3s} {'seconds':>8s} {'peak MB':>8s}")
