@@ -15,7 +15,9 @@ The second week reuses the models (the identity model always unless retrained;
 CLV with ``clv_use_champion``) and pushes only changed labels. For each run it
 prints every task's wall time and peak memory (resident set of the task's process
 tree sampled every 0.25 s; under ``dags test`` the one process's peak while the task ran),
-the run's wall time and the peak memory of all the Airflow processes together.
+the run's wall time and the peak of the resident memory summed over all the Airflow
+processes (api-server, scheduler, dag-processor, workers: pages they share are counted
+once per process, so the sum overstates the machine's use).
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def report(label: str, airflow_db: Path, run_id: str, sampler: MemorySampler, mo
     wall = max(ends) - min(starts) if starts and ends else None
     stack_peak = sampler.peak_between(min(starts), max(ends)) / 2**20 if wall else 0
     print(f"\n== {label}: run {run_id} {run['state']}, wall {wall or float('nan'):.0f} s, "
-          f"peak of all Airflow processes {stack_peak:,.0f} MB")
+          f"peak RSS summed over all Airflow processes {stack_peak:,.0f} MB (shared pages counted per process)")
     print(f"{'task':22s} {'state':10s} {'try':>3s} {'seconds':>8s} {'peak MB':>8s}")
     for row in sorted(rows, key=lambda r: -(r["seconds"] or 0)):
         print(f"{row['task']:22s} {row['state'] or '-':10s} {row['try']:>3d} "
