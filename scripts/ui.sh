@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Start or stop the Airflow UI stack (api-server, scheduler, dag-processor,
-# triggerer) and an MLflow server on loopback, over the embedded stores.
-#   bash scripts/ui.sh start | stop | status
+# Start or stop the Airflow stack (api-server, scheduler, dag-processor, triggerer,
+# a log server) and an MLflow server over the embedded stores. Every server listens
+# on 127.0.0.1 only; ports: AIRFLOW_PORT (8080), AIRFLOW_LOG_PORT (8793), MLFLOW_PORT (5000).
+#   bash scripts/ui.sh start [component ...] | stop | status
+# `start` with no components starts them all; tests start a subset, e.g.
+#   bash scripts/ui.sh start api-server scheduler dag-processor
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/setup.sh"
+# The test harness runs this script from the test interpreter's environment (already installed).
+[ "${SEGMENTATION_SKIP_SETUP:-}" = 1 ] || bash "$ROOT/scripts/setup.sh"
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 RUN="$SEGMENTATION_DATA_DIR/run"
 mkdir -p "$RUN"
-COMPONENTS="api-server scheduler dag-processor triggerer mlflow"
+COMPONENTS="api-server scheduler dag-processor triggerer log-server mlflow"
 
 start_one() {
   local name="$1"; shift
@@ -32,24 +36,49 @@ wait_http() {
   echo "$name did not answer at $url within 90 s; see data/logs/$name.log" >&2; return 1
 }
 
+wait_port() {
+  local port="$1" name="$2"
+  for _ in $(seq 1 60); do
+    if python -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2).close()" "$port" 2>/dev/null; then
+      echo "$name is up: 127.0.0.1:$port"; return 0
+    fi
+    sleep 1
+  done
+  echo "$name did not listen on 127.0.0.1:$port within 60 s; see data/logs/$name.log" >&2; return 1
+}
+
+wanted() { case " $SELECTED " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
 case "${1:-}" in
   start)
-    airflow db migrate > "$SEGMENTATION_DATA_DIR/logs/db-migrate.log" 2>&1
+    shift
+    SELECTED="${*:-$COMPONENTS}"
+    for name in $SELECTED; do
+      case " $COMPONENTS " in *" $name "*) ;; *) echo "unknown component $name (known: $COMPONENTS)" >&2; exit 2 ;; esac
+    done
+    airflow db migrate > "$SEGMENTATION_DATA_DIR/logs/db-migrate.log" 2>&1 \
+      || { tail -n 40 "$SEGMENTATION_DATA_DIR/logs/db-migrate.log"; exit 1; }
     # One pool per CRM target: the push tasks use them to respect each target's rate limit.
     airflow pools import "$ROOT/scripts/pools.json" > /dev/null
-    start_one api-server airflow api-server --host 127.0.0.1 --port "$AIRFLOW_PORT"
-    start_one scheduler airflow scheduler
-    start_one dag-processor airflow dag-processor
-    start_one triggerer airflow triggerer
-    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false start_one mlflow mlflow server \
+    wanted api-server && start_one api-server airflow api-server --host 127.0.0.1 --port "$AIRFLOW_PORT"
+    # Airflow's built-in log servers bind every interface: skip them, serve the logs below on loopback.
+    wanted scheduler && start_one scheduler airflow scheduler --skip-serve-logs
+    wanted dag-processor && start_one dag-processor airflow dag-processor
+    wanted triggerer && start_one triggerer airflow triggerer --skip-serve-logs
+    # One log server for task and trigger logs (both ports point at it), read by the UI while a task runs.
+    wanted log-server && start_one log-server python -c "import sys, uvicorn; uvicorn.run(
+      'airflow.utils.serve_logs.log_server:get_app', factory=True, host='127.0.0.1', port=int(sys.argv[1]),
+      log_level='warning', access_log=False)" "$AIRFLOW_LOG_PORT"
+    wanted mlflow && MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false start_one mlflow mlflow server \
       --backend-store-uri "$MLFLOW_TRACKING_URI" \
       --default-artifact-root "$SEGMENTATION_DATA_DIR/mlflow/artifacts" \
       --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
-    wait_http "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health" api-server
-    wait_http "http://127.0.0.1:$MLFLOW_PORT/health" mlflow
+    wanted api-server && wait_http "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health" api-server
+    wanted log-server && wait_port "$AIRFLOW_LOG_PORT" log-server
+    wanted mlflow && wait_http "http://127.0.0.1:$MLFLOW_PORT/health" mlflow
     echo
     echo "Airflow UI: http://127.0.0.1:$AIRFLOW_PORT   (no login: simple auth manager, all admins)"
-    echo "MLflow UI:  http://127.0.0.1:$MLFLOW_PORT"
+    wanted mlflow && echo "MLflow UI:  http://127.0.0.1:$MLFLOW_PORT"
     echo "Trigger a run: open customer_segmentation > Trigger (typed params form), or"
     echo "  source scripts/env.sh && airflow dags unpause customer_segmentation && airflow dags trigger customer_segmentation"
     echo "Backfill: source scripts/env.sh && airflow backfill create --dag-id customer_segmentation \\"

@@ -1,0 +1,232 @@
+"""A real Airflow stack for tests: ``scripts/ui.sh`` in a fresh data folder, on free loopback ports.
+
+The stack is started by the same script operators use (``bash scripts/ui.sh start``), so a
+test of it also tests the script's settings: loopback servers, configurable ports, the
+SQLite busy timeout, the LocalExecutor. The environment is rebuilt from scratch, without
+the ``AIRFLOW_*``/``MLFLOW_*`` variables ``tests/conftest.py`` sets for in-process tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+DAG_ID = "customer_segmentation"
+#: Generated persons in the shared stack's warehouse, and the end of their history.
+STACK_PERSONS = 300
+STACK_DATA_END = dt.date(2026, 11, 14)
+#: Settings for runs over the small stack warehouse: three k candidates, four bootstrap
+#: refits, the quality gate off (300 persons), the outbox as the only CRM target.
+SMALL_DATA_CONF = {"k_min": 3, "k_max": 5, "n_init": 2, "silhouette_sample": 500, "n_bootstrap": 4,
+                   "min_jaccard": 0.0, "crm_targets": ["outbox"]}
+UI_SCRIPT = ROOT / "scripts" / "ui.sh"
+# PYTENSOR_FLAGS is kept: the session's PyTensor compile cache (tests/conftest.py) spares the
+# stack's fit_clv minutes of C compilation when the in-process tests compiled the models first.
+_DROPPED_PREFIXES = ("AIRFLOW_", "MLFLOW_", "SEGMENTATION_")
+_TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StackError(RuntimeError):
+    """The stack did not start, or a run did not finish in time; the message carries the logs' tails."""
+
+
+class AirflowStack:
+    """Airflow components started by ``scripts/ui.sh`` over a fresh data folder.
+
+    Parameters
+    ----------
+    data_dir
+        The stack's ``SEGMENTATION_DATA_DIR`` (Airflow home, warehouse, MLflow store, logs).
+    components
+        Components of ``scripts/ui.sh`` to start.
+    parallelism
+        ``[core] parallelism``: task processes the LocalExecutor runs side by side.
+    env
+        Extra environment variables for every component and CLI call.
+    """
+
+    def __init__(self, data_dir: Path, components: Iterable[str] = ("api-server", "scheduler", "dag-processor"),
+                 parallelism: int = 2, env: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.components = tuple(components)
+        self.port = free_port()
+        self.log_port = free_port()
+        self.mlflow_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(_DROPPED_PREFIXES) and k not in ("WAREHOUSE_URL", "PYTHONPATH")}
+        self.env.update({
+            "SEGMENTATION_DATA_DIR": str(self.data_dir),
+            "SEGMENTATION_SKIP_SETUP": "1",
+            "AIRFLOW_PORT": str(self.port),
+            "AIRFLOW_LOG_PORT": str(self.log_port),
+            "MLFLOW_PORT": str(self.mlflow_port),
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            # The interpreter running the tests provides airflow, mlflow and python.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(env or {}),
+        })
+        self._token: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> AirflowStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 300) -> None:
+        """Start the components and wait for the api-server's health endpoint (``ui.sh`` waits)."""
+        try:
+            out = subprocess.run(["bash", str(UI_SCRIPT), "start", *self.components], env=self.env,
+                                 capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.stop()
+            raise StackError(f"ui.sh start took over {timeout} s\n{self.logs_tail()}") from exc
+        if out.returncode != 0:
+            self.stop()
+            raise StackError(f"ui.sh start failed ({out.returncode}):\n{out.stdout}\n{out.stderr}\n{self.logs_tail()}")
+
+    def stop(self) -> None:
+        """Stop every component (and its task processes); safe to call twice."""
+        subprocess.run(["bash", str(UI_SCRIPT), "stop"], env=self.env, capture_output=True, timeout=120)
+
+    def logs_tail(self, lines: int = 30) -> str:
+        """The last lines of every component's log, for failure messages."""
+        parts = []
+        for log in sorted((self.data_dir / "logs").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    def processes(self) -> list[psutil.Process]:
+        """The running components and their children (task processes, log servers)."""
+        found = []
+        for pid_file in (self.data_dir / "run").glob("*.pid"):
+            with contextlib.suppress(psutil.NoSuchProcess, ValueError):
+                leader = psutil.Process(int(pid_file.read_text().strip()))
+                found += [leader, *leader.children(recursive=True)]
+        return found
+
+    def listening_addresses(self) -> set[tuple[str, int]]:
+        """``(ip, port)`` of every TCP socket the stack's processes listen on."""
+        addresses = set()
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                for conn in proc.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        addresses.add((conn.laddr.ip, conn.laddr.port))
+        return addresses
+
+    # -- CLI and REST ------------------------------------------------------------------------------
+    def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run ``airflow <args>`` with the stack's environment (``scripts/env.sh``)."""
+        script = 'source "$0" && exec airflow "$@"'
+        return subprocess.run(["bash", "-c", script, str(ROOT / "scripts" / "env.sh"), *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the REST API (``/api/v2/...``) with a JWT; return the decoded JSON body."""
+        if self._token is None:
+            # With simple_auth_manager_all_admins a token needs no credentials.
+            response = requests.get(f"{self.base_url}/auth/token", timeout=30)
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        response = requests.request(method, f"{self.base_url}/api/v2/{path.lstrip('/')}", timeout=30,
+                                    headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+        if not response.ok:
+            raise StackError(f"{method} {path}: {response.status_code} {response.text[:2000]}")
+        return response.json() if response.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict:
+        """Wait until the dag-processor has parsed ``dag_id``; fail on an import error."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            errors = self.api("GET", "importErrors")["import_errors"]
+            if errors:
+                raise StackError("DAG import errors: " + json.dumps(errors, indent=1)[:4000])
+            with contextlib.suppress(StackError):
+                return self.api("GET", f"dags/{dag_id}")
+            time.sleep(2)
+        raise StackError(f"DAG {dag_id} not parsed within {timeout} s\n{self.logs_tail()}")
+
+    def unpause(self, dag_id: str) -> None:
+        self.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict, logical_date: str | None = None) -> str:
+        """Trigger a DAG run through the REST API; return its run id."""
+        run = self.api("POST", f"dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf})
+        return run["dag_run_id"]
+
+    def dag_runs(self, dag_id: str, **filters: Any) -> list[dict]:
+        return self.api("GET", f"dags/{dag_id}/dagRuns", params={"limit": 100, **filters})["dag_runs"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
+        """Wait until a DAG run succeeded or failed; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in _TERMINAL_RUN_STATES:
+                return run
+            time.sleep(3)
+        raise StackError(f"run {run_id} not finished within {timeout} s: {self.task_states(dag_id, run_id)}\n"
+                         f"{self.logs_tail()}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                        params={"limit": 100})["task_instances"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, tuple[str | None, int]]:
+        """``task_id -> (state, try_number)`` of one run."""
+        return {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in self.task_instances(dag_id, run_id)}
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """A task attempt's log as text (for failure messages)."""
+        with contextlib.suppress(StackError, requests.RequestException):
+            body = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}")
+            return "\n".join(str(e.get("event", e)) if isinstance(e, dict) else str(e) for e in body["content"])
+        return "(log not available)"
+
+
+@pytest.fixture(scope="session")
+def segmentation_stack(tmp_path_factory):
+    """One stack for the session (``pytest_plugins = ["tests.airflow_stack"]`` shares it between modules).
+
+    Its warehouse holds ``STACK_PERSONS`` generated persons; the DAG is parsed and unpaused.
+    Cron scheduling is off: the scheduler would otherwise start the latest weekly run
+    (with the default, full-size settings) as soon as the DAG is unpaused; triggered and
+    backfill runs still run.
+    """
+    from include.demo.generate import write_demo_data
+
+    data_dir = tmp_path_factory.mktemp("scheduler-stack")
+    write_demo_data(f"duckdb:///{data_dir / 'warehouse.duckdb'}", STACK_PERSONS, seed=5, end_date=STACK_DATA_END,
+                    show_progress=False)
+    stack = AirflowStack(data_dir, components=("api-server", "scheduler", "dag-processor", "log-server"),
+                         env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
+    with stack:
+        stack.wait_for_dag(DAG_ID)
+        stack.unpause(DAG_ID)
+        yield stack
