@@ -21,6 +21,9 @@ What it plants (the ``truth_*`` tables; the pipeline never reads them):
 Purchases follow a buy-till-you-die process (Fader, Hardie & Lee 2005): a
 person buys at their own Poisson rate and, after each purchase, drops out with
 their own probability.
+
+Size: one deterministic generator (archetypes, orders, support, usage, email, plans,
+identity profiles and noise, truth tables); every table draws from the same person frame and seed.
 """
 
 from __future__ import annotations

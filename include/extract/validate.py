@@ -24,6 +24,10 @@ The input contract (README, "Input contract") is declared here as
 Every in-scope row lands in exactly one of staging or quarantine and every
 nulled value has a ``field_issues`` row, so nothing is silently dropped; rows
 after the as-of date are counted in ``extract_log``.
+
+Size: it generates the whole contract's validation SQL (dates in every accepted layout,
+numbers, keys, references) for DuckDB and Snowflake alike; the layouts and the rules share
+the same expression builders.
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ dialect), so the same :func:`build_settings` and a saved model JSON work with
 ``splink.SparkAPI(spark_session=spark)`` in place of ``DuckDBAPI``; register
 the Spark DataFrame with ``db_api.register(sdf, dataset_display_name=...)``
 and call :func:`train_model` / :func:`predict_clusters` unchanged.
+
+Size: the column-driven Splink design (which comparisons, blocking rules, deterministic
+rules and EM sessions each column set gets) must stay in one place to stay consistent.
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ Survivorship rules for the golden record (table ``customers``):
 - ``postcode``, ``region``: the most frequent non-null value, ties to the most recent;
 - ``first_seen_at``: the earliest ``created_at``;
 - ``source_systems``: the sorted, comma-separated set of systems.
+
+Size: the orchestration of one identity run (exact rule, stable keys, golden records,
+evaluation, the degraded-run record) around :mod:`include.identity.linkage`; each part is a
+short function, kept together because they share the record frame and its normalised columns.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ stability of this run's segments (the numbers the gate used), migration
 heatmap, CLV cross-check and the playbook. Features without data this run,
 and sections whose data does not exist, say "not available" instead of
 drawing empty charts.
+
+Size: one renderer for one self-contained page (every section reads the same data dict and
+shares the page's helpers); split by section, each part would import the others' helpers.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@
   (:mod:`include.segmentation.naming`), with the rule stored beside each name.
 - Ids stay stable across runs by Hungarian matching on segment centroids
   (:func:`match_segment_ids`).
+
+Size: the design matrix, k selection, the clusterboot and id matching share the matrices
+and the fitting helper; naming already lives in :mod:`include.segmentation.naming`.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ import logging
 from typing import Any
 
 from include.runtime.run import RunInfo
-from include.runtime.warehouse import Warehouse
+from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
+
+SQL = named_sql("clv.sql")
 
 
 def fit_clv(run: RunInfo) -> dict[str, Any]:
@@ -42,10 +44,8 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
         build_clv_summary(wh, run.as_of_date, settings)
-        full = wh.query_df("SELECT * FROM clv_summary WHERE as_of_date = :as_of_date AND period = 'full' "
-                           "ORDER BY customer_key", d)
-        calibration = wh.query_df("SELECT * FROM clv_summary WHERE as_of_date = :as_of_date "
-                                  "AND period = 'calibration' ORDER BY customer_key", d)
+        full = wh.query_df(SQL["summary_full"], d)
+        calibration = wh.query_df(SQL["summary_calibration"], d)
         truth = _true_future_purchases(wh, run.as_of_date)
     if full.empty:
         raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
@@ -124,17 +124,11 @@ def _true_future_purchases(wh: Warehouse, as_of_date: dt.date):
     """
     if not (wh.has_table("truth_future_orders") and wh.has_table("truth_identity")):
         return None
-    first = wh.scalar("SELECT MIN(order_ts) FROM truth_future_orders")
+    first = wh.scalar(SQL["truth_first_future_order"])
     if first is None or (first.date() - as_of_date).days > 1:
         return None
-    # A person split over several keys is counted once, on the smallest key.
-    return wh.query_df(
-        "SELECT pk.customer_key, COUNT(DISTINCT CAST(f.order_ts AS DATE)) AS true_purchases_365d "
-        "FROM truth_future_orders f JOIN (SELECT t.person_id, MIN(m.customer_key) AS customer_key "
-        "FROM truth_identity t JOIN identity_map m ON m.source_system = t.source_system "
-        "AND m.source_id = t.source_id AND m.as_of_date = :d GROUP BY t.person_id) pk ON pk.person_id = f.person_id "
-        "WHERE f.order_ts < :end GROUP BY pk.customer_key",
-        {"d": as_of_date, "end": dt.datetime.combine(as_of_date + dt.timedelta(days=366), dt.time())})
+    return wh.query_df(SQL["truth_future_purchases"], {
+        "as_of_date": as_of_date, "end_ts": dt.datetime.combine(as_of_date + dt.timedelta(days=366), dt.time())})
 
 
 def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
@@ -150,20 +144,14 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
     """
     from include.clv.models import crosscheck_segments
     from include.runtime import tracking
-    from include.stages.segmentation import rename_with_clv
+    from include.segmentation.history import rename_with_clv
 
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
-    query = ("SELECT segment_id, segment_name, customers, monetary, value_standing FROM segment_profiles "
-             "WHERE as_of_date = :as_of_date")
+    query = SQL["segment_value_claims"]
     with Warehouse(run.warehouse_url) as wh:
         profiles = wh.query_df(query, d)
-        clv = wh.query_df(
-            "SELECT a.segment_id, AVG(c.clv_365d) AS mean_clv_365d, SUM(c.clv_365d) AS total_clv_365d, "
-            "AVG(c.clv_365d_low) AS mean_clv_365d_low, AVG(c.clv_365d_high) AS mean_clv_365d_high, "
-            "AVG(c.p_alive) AS mean_p_alive FROM segment_assignments a JOIN customer_clv c "
-            "ON c.as_of_date = a.as_of_date AND c.customer_key = a.customer_key "
-            "WHERE a.as_of_date = :as_of_date GROUP BY a.segment_id", d)
+        clv = wh.query_df(SQL["segment_clv"], d)
         if profiles.empty or clv.empty:
             raise ValueError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
         check, spearman = crosscheck_segments(profiles, clv)
@@ -181,16 +169,13 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
         check.insert(0, "as_of_date", run.as_of_date)
         wh.replace_partition("segment_clv_check", check, d)
         unresolved = after[after["flag"]]
-        published = wh.scalar("SELECT published FROM segmentation_runs WHERE as_of_date = :as_of_date", d)
+        published = wh.scalar(SQL["run_published"], d)
         if len(unresolved):
             text = "; ".join(f"segment {r.segment_id} '{r.segment_name}': {r.reason}" for r in unresolved.itertuples())
             if published:
                 log.error("CLV contradicts published names (run crosscheck_clv before publish_segments): %s", text)
             else:
-                wh.run_script(
-                    "UPDATE segmentation_runs SET gate_passed = FALSE, gate_reason = "
-                    "COALESCE(gate_reason || '; ', '') || :reason WHERE as_of_date = :as_of_date",
-                    {**d, "reason": f"CLV cross-check: {text}"})
+                wh.run_script(SQL["fail_gate"], {**d, "reason": f"CLV cross-check: {text}"})
                 log.warning("quality gate failed on the CLV cross-check: %s", text)
     flagged = check[check["flag"]]
     metrics = {"clv.segment_value_spearman": spearman, "clv.segments_flagged": float(len(flagged)),

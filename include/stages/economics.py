@@ -6,9 +6,11 @@ import logging
 from typing import Any
 
 from include.runtime.run import RunInfo
-from include.runtime.warehouse import Warehouse
+from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
+
+SQL = named_sql("stage_reads.sql")
 
 
 def build_economics(run: RunInfo) -> dict[str, Any]:
@@ -25,8 +27,7 @@ def build_economics(run: RunInfo) -> dict[str, Any]:
                                  currency_symbol=run.settings.currency_symbol)
     with Warehouse(run.warehouse_url) as wh:
         figures = build(wh, run.as_of_date, settings, run.settings.playbook_path)
-        table = wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d "
-                            "ORDER BY profit DESC NULLS LAST, revenue DESC", {"d": run.as_of_date})
+        table = wh.query_df(SQL["segment_economics"], {"as_of_date": run.as_of_date})
     mlflow_run = run.mlflow_run()
     # Unknown figures (None: no cost data) are left out rather than logged as 0; cost_known logs as 1/0.
     tracking.log_metrics(mlflow_run, {k: float(v) for k, v in figures.items() if isinstance(v, int | float)},

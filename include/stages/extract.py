@@ -9,9 +9,11 @@ from typing import Any
 
 from include.runtime.errors import BadDataError
 from include.runtime.run import RunInfo
-from include.runtime.warehouse import Warehouse
+from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
+
+SQL = named_sql("stage_reads.sql")
 
 
 def extract_validate(run: RunInfo) -> dict[str, Any]:
@@ -33,16 +35,10 @@ def extract_validate(run: RunInfo) -> dict[str, Any]:
         except BadDataError as exc:
             failed = exc
             reports = None
-        quarantine = wh.query_df(
-            "SELECT source_table, reason, COUNT(*) AS rows FROM quarantine WHERE as_of_date = :d "
-            "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": run.as_of_date})
-        extract_log = wh.query_df("SELECT * FROM extract_log WHERE as_of_date = :d ORDER BY source_table",
-                                  {"d": run.as_of_date})
-        # Optional values nulled (rows kept): counted per table, column and reason.
-        field_issues = wh.query_df(
-            "SELECT source_table, column_name, reason, COUNT(*) AS rows FROM field_issues WHERE as_of_date = :d "
-            "GROUP BY source_table, column_name, reason ORDER BY source_table, column_name, reason",
-            {"d": run.as_of_date})
+        d = {"as_of_date": run.as_of_date}
+        quarantine = wh.query_df(SQL["quarantine_counts"], d)
+        extract_log = wh.query_df(SQL["extract_log"], d)
+        field_issues = wh.query_df(SQL["field_issue_counts"], d)
     metrics = {}
     for row in extract_log.itertuples(index=False):
         metrics[f"rows_staged.{row.source_table}"] = row.rows_staged

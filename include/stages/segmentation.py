@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
@@ -28,6 +27,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
 
     from include.features.build import load_features
     from include.runtime import tracking
+    from include.segmentation.history import archetype_ari, planted_archetypes, previous_centroids
     from include.segmentation.model import (
         ORDER_RATE,
         available_features,
@@ -46,8 +46,8 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
         features = load_features(wh, run.as_of_date)
         if features.empty:
             raise ValueError(f"customer_features has no rows for as_of_date={run.as_of_date}")
-        previous, next_id = _previous_centroids(wh, run.as_of_date)
-        truth = _archetypes(wh, run.as_of_date)
+        previous, next_id = previous_centroids(wh, run.as_of_date)
+        truth = planted_archetypes(wh, run.as_of_date)
     columns, unavailable = available_features(features)
     for feature, reason in unavailable.items():
         log.warning("feature %s not available this run (%s): left out of clustering, plots and tables",
@@ -84,7 +84,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     gate_reason = "; ".join(
         f"segment {r.segment_id} '{r.segment_name}' bootstrap Jaccard {r.jaccard:.2f} < min_jaccard {s.min_jaccard}"
         for r in failed.itertuples())
-    archetype_ari = _archetype_ari(features, labels, truth)
+    archetype_ari = archetype_ari(features, labels, truth)
     names = profiles.set_index("segment_id")["segment_name"]
     assignments = pd.DataFrame({
         "as_of_date": run.as_of_date, "customer_key": features["customer_key"],
@@ -137,87 +137,3 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
              "n/a" if archetype_ari is None else f"{archetype_ari:.3f}")
     return {"k": result.k, "customers": len(assignments), "gate_passed": bool(failed.empty),
             "segments": profiles[["segment_id", "segment_name", "customers"]].to_dict("records")}
-
-
-def _previous_centroids(wh: Warehouse, as_of_date: dt.date):
-    """Centroids of the latest earlier published run, and the next unused segment id."""
-
-    prev_date = wh.scalar(
-        "SELECT MAX(as_of_date) FROM segmentation_runs WHERE as_of_date < :d AND published", {"d": as_of_date})
-    next_id = wh.scalar("SELECT MAX(segment_id) FROM segment_centroids WHERE as_of_date <> :d", {"d": as_of_date})
-    if prev_date is None:
-        return None, (int(next_id) + 1 if next_id is not None else None)
-    frame = wh.query_df("SELECT segment_id, feature, z_value FROM segment_centroids WHERE as_of_date = :d",
-                        {"d": prev_date})
-    if frame.empty:
-        return None, (int(next_id) + 1 if next_id is not None else None)
-    previous = frame.pivot(index="segment_id", columns="feature", values="z_value")
-    return previous.astype(float).rename_axis(None, axis=1), (int(next_id) + 1 if next_id is not None else None)
-
-
-def _archetypes(wh: Warehouse, as_of_date: dt.date):
-    """Planted archetype per customer when the demo's ground truth is present (evaluation only)."""
-    if not (wh.has_table("truth_identity") and wh.has_table("truth_persons")):
-        return None
-    return wh.query_df(
-        "SELECT m.customer_key, MIN(p.archetype) AS archetype FROM identity_map m "
-        "JOIN truth_identity t ON t.source_system = m.source_system AND t.source_id = m.source_id "
-        "JOIN truth_persons p ON p.person_id = t.person_id WHERE m.as_of_date = :d GROUP BY m.customer_key",
-        {"d": as_of_date})
-
-
-def _archetype_ari(features, labels, truth) -> float | None:
-    from sklearn.metrics import adjusted_rand_score
-
-    if truth is None or truth.empty:
-        return None
-    joined = features[["customer_key"]].assign(segment=labels).merge(truth, on="customer_key")
-    return float(adjusted_rand_score(joined["archetype"], joined["segment"])) if len(joined) else None
-
-
-
-def rename_with_clv(wh: Warehouse, as_of_date: dt.date, clv_by_segment) -> dict[int, tuple[str, str]]:
-    """Re-derive the date's segment names with mean CLV, so a value claim stands only where CLV agrees.
-
-    Recomputes the naming inputs from ``customer_features`` and
-    ``segment_assignments``, rewrites names, rules and standings in
-    ``segment_profiles`` and ``segment_assignments``, and in
-    ``customer_segments`` where this date's own labels are already published.
-    Returns ``{segment id: (old name, new name)}`` for the names that changed.
-    """
-    import pandas as pd
-    import sqlalchemy as sa
-
-    from include.features.build import load_features
-    from include.segmentation.model import available_features
-    from include.segmentation.naming import name_segments, segment_stats
-
-    d = {"d": as_of_date}
-    features = load_features(wh, as_of_date)
-    assigned = wh.query_df("SELECT customer_key, segment_id FROM segment_assignments WHERE as_of_date = :d", d)
-    features = features.merge(assigned, on="customer_key")
-    if features.empty:
-        raise ValueError(f"segment_assignments has no rows matching customer_features for as_of_date={as_of_date}")
-    columns, _ = available_features(features)
-    labels = features["segment_id"].to_numpy()
-    named = name_segments(segment_stats(features, labels, columns), clv=pd.Series(clv_by_segment))
-    old = wh.query_df("SELECT segment_id, segment_name, model_run_id FROM segment_profiles WHERE as_of_date = :d", d)
-    before = old.set_index("segment_id")["segment_name"].to_dict()
-    changed = {int(s): (before.get(s), r.segment_name) for s, r in named.iterrows()
-               if before.get(s) != r.segment_name}
-    model_run = old["model_run_id"].iloc[0] if len(old) else None
-    with wh.begin() as conn:
-        for seg, r in named.iterrows():
-            params = {**d, "s": int(seg), "n": r.segment_name, "rule": r.name_rule, "v": r.value_standing,
-                      "st": r.standing, "m": model_run}
-            conn.execute(sa.text("UPDATE segment_profiles SET segment_name = :n, name_rule = :rule, "
-                                 "value_standing = :v, standing = :st WHERE as_of_date = :d AND segment_id = :s"),
-                         params)
-            if int(seg) in changed:
-                conn.execute(sa.text("UPDATE segment_assignments SET segment_name = :n "
-                                     "WHERE as_of_date = :d AND segment_id = :s"), params)
-                conn.execute(sa.text("UPDATE customer_segments SET segment_name = :n "
-                                     "WHERE as_of_date = :d AND segment_id = :s AND model_run_id = :m"), params)
-    for seg, (was, now) in changed.items():
-        log.warning("segment %d renamed after the CLV cross-check: '%s' -> '%s'", seg, was, now)
-    return changed
