@@ -61,10 +61,10 @@ def main() -> None:
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
             "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
     print("\nSegments (365-day means):")
-    print(f"  {'id':>3} {'name':20s} {'customers':>9} {'share':>6} {'revenue':>9} {'orders':>6} "
+    print(f"  {'id':>3} {'name':42s} {'customers':>9} {'share':>6} {'revenue':>9} {'orders':>6} "
           f"{'recency':>7} {'cost':>7} {'jaccard':>7}")
     for r in profiles.itertuples(index=False):
-        print(f"  {r.segment_id:>3} {r.segment_name:20s} {r.customers:>9,d} {r.customer_share:>6.1%} "
+        print(f"  {r.segment_id:>3} {r.segment_name:42s} {r.customers:>9,d} {r.customer_share:>6.1%} "
               f"{r.monetary:>9,.0f} {r.frequency:>6.1f} {r.recency_days:>6.0f}d {r.cost_to_serve:>7.2f} "
               f"{r.jaccard:>7.2f}")
     if gate is not None and len(gate):
@@ -84,7 +84,7 @@ def main() -> None:
               "mean per customer of the model's segments:")
         for r in clv.itertuples(index=False):
             flag = f"  <- {r.reason}" if r.flag else ""
-            print(f"  {r.segment_id:>3} {r.segment_name:20s} {symbol}{r.mean_clv_365d:>9,.0f}  "
+            print(f"  {r.segment_id:>3} {r.segment_name:42s} {symbol}{r.mean_clv_365d:>9,.0f}  "
                   f"(band {r.mean_clv_365d_low:,.0f}-{r.mean_clv_365d_high:,.0f}, P(alive) {r.mean_p_alive:.2f}){flag}")
     if len(moves):
         moved = moves[moves["from_segment_id"] != moves["to_segment_id"]]
@@ -93,7 +93,7 @@ def main() -> None:
               f"({pending:,} moves pending under hysteresis). Largest moves, model beside published:")
         top = moved.sort_values(["model_customers", "published_customers"], ascending=False).head(8)
         for r in top.itertuples(index=False):
-            print(f"  {r.from_segment:>20s} -> {r.to_segment:20s} model {r.model_customers:>6,d}  "
+            print(f"  {r.from_segment:>42s} -> {r.to_segment:42s} model {r.model_customers:>6,d}  "
                   f"published {r.published_customers:>6,d}")
     for r in identity.itertuples(index=False):
         print(f"\nIdentity ({r.match_method}): {r.records:,} source records -> {r.customers:,} customers")
@@ -136,10 +136,10 @@ def _print_economics(econ, symbol: str, code: str) -> None:
 
     cost_known = bool(econ["cost_known"].fillna(False).all())
     print(f"\nSegment economics (last 12 months, {code}):")
-    print(f"  {'segment':20s} {'customers':>9} {'share':>6} {'revenue':>11} {'cost to serve':>13} "
+    print(f"  {'segment':42s} {'customers':>9} {'share':>6} {'revenue':>11} {'cost to serve':>13} "
           f"{'profit':>10} {'of profit':>9} {'repeat':>7} {'alive':>6} {'same label':>10}")
     for r in econ.itertuples(index=False):
-        print(f"  {r.segment_name:20s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue, symbol):>11} "
+        print(f"  {r.segment_name:42s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue, symbol):>11} "
               f"{money(r.cost_to_serve, symbol) if cost_known else 'unknown':>13} "
               f"{money(r.profit, symbol) if cost_known else 'unknown':>10} {pct(r.profit_share):>9} "
               f"{pct(r.repeat_retention):>7} {pct(r.alive_share):>6} {pct(r.label_stability):>10}")
