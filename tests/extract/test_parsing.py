@@ -5,28 +5,16 @@ SQL shared with Snowflake, into fakesnow) and reads back what was staged,
 nulled or quarantined.
 """
 
-import contextlib
 import datetime as dt
 
 import pandas as pd
 import pytest
 
 from include.extract.validate import TABLE_SPECS, BadDataError, build_validation_sql, extract_and_validate
-from include.runtime.warehouse import Warehouse, WarehouseError
+from include.runtime.warehouse import WarehouseError
+from tests.warehouses import warehouse
 
 AS_OF = dt.date(2026, 1, 31)
-
-
-@contextlib.contextmanager
-def warehouse(kind: str, tmp_path):
-    if kind == "duckdb":
-        with Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
-            yield wh
-    else:
-        import fakesnow
-
-        with fakesnow.patch(), Warehouse("snowflake://user:pw@account/analytics/public") as wh:
-            yield wh
 
 
 def identity(**columns) -> pd.DataFrame:

@@ -1,6 +1,5 @@
 """Features on a hand-built dataset, on DuckDB and on Snowflake (through fakesnow)."""
 
-import contextlib
 
 import pandas as pd
 import pytest
@@ -9,20 +8,8 @@ from include.extract.validate import extract_and_validate
 from include.features.build import build_customer_features, load_features
 from include.identity.resolve import resolve_identities
 from include.runtime.settings import DEFAULT_SUPPORT_COST_BY_CHANNEL
-from include.runtime.warehouse import Warehouse
 from tests.handbuilt import ANN, AS_OF, raw_tables
-
-
-@contextlib.contextmanager
-def warehouse(kind: str, tmp_path):
-    if kind == "duckdb":
-        with Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
-            yield wh
-    else:
-        import fakesnow
-
-        with fakesnow.patch(), Warehouse("snowflake://user:pw@account/analytics/public") as wh:
-            yield wh
+from tests.warehouses import warehouse
 
 
 def run_stages(wh):
