@@ -207,18 +207,21 @@ class Warehouse:
         df.to_sql(table, conn, if_exists="append", index=False, method="multi", chunksize=5000)
 
     def replace_partition(
-        self, table: str, df: pd.DataFrame, where: Mapping[str, Any]
+        self, table: str, df: pd.DataFrame, where: Mapping[str, Any], conn: sa.Connection | None = None
     ) -> int:
         """Delete the rows of ``table`` matching ``where`` and insert ``df``, atomically.
 
         This is how every stage stays idempotent: re-running an as-of date
-        replaces that date's rows and never duplicates them.
+        replaces that date's rows and never duplicates them. Pass ``conn``
+        (from :meth:`begin`) to make several replacements one transaction.
         """
         clause = " AND ".join(f"{col} = :{col}" for col in where)
-        with self.begin() as conn:
+        if conn is not None:
             conn.execute(sa.text(f"DELETE FROM {table} WHERE {clause}"), dict(where))
             self.insert_df(table, df, conn)
-        return len(df)
+            return len(df)
+        with self.begin() as c:
+            return self.replace_partition(table, df, where, conn=c)
 
     def replace_table(self, table: str, df: pd.DataFrame) -> None:
         """Create or replace ``table`` with the contents and types of ``df``."""
