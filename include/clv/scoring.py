@@ -4,9 +4,10 @@ At 50 million customers the purchase and spend models are fitted on a sample
 (their parameters are population-level: 4 for BG/NBD or MBG/NBD, 3 for
 Gamma-Gamma) and every customer is then scored from the point estimates
 (docs/scaling.md). Scoring a customer needs only that customer's
-``frequency, recency, t, monetary_value``, so the date's ``clv_summary`` is read
-in chunks by keyset paging on ``customer_key`` (``clv_summary_chunk`` in
-``include/sql/segment_assign.sql``) and each chunk goes through
+``frequency, recency, t, monetary_value``, so the date's ``clv_summary`` is
+streamed in fixed-size chunks (``clv_summary_rows`` in
+``include/sql/segment_assign.sql``, read by
+:func:`include.segmentation.scoring.read_in_chunks`) and each chunk goes through
 :func:`include.clv.models.score_customers`, the closed forms the CLV stage
 writes ``customer_clv`` with (checked against pymc-marketing and lifetimes in
 ``tests/clv``): memory holds one chunk whatever the number of customers, and a
@@ -49,7 +50,7 @@ def score_clv_in_chunks(wh: Warehouse, bg: PurchaseModel, gg: GammaGammaSpend, s
     number of customers scored.
     """
     total = 0
-    for chunk in read_in_chunks(wh, "clv_summary_chunk", "", as_of_date, source, chunk_rows):
+    for chunk in read_in_chunks(wh, "clv_summary_rows", "", as_of_date, source, chunk_rows):
         sink(score_chunk(bg, gg, chunk, settings, source))
         total += len(chunk)
     return total

@@ -12,8 +12,8 @@ the fitted model's parameters, gathered in :class:`SegmentAssigner`:
 
 :meth:`SegmentAssigner.assign` scores a DataFrame with the model's own
 dissimilarity (:func:`include.segmentation.kprototypes.dissimilarity`);
-:func:`assign_in_chunks` reads a date's features in fixed-size chunks (keyset
-paging on ``customer_key``, never the whole table in pandas); :func:`assignment_sql`
+:func:`assign_in_chunks` reads a date's features in fixed-size chunks of one
+streamed query (never the whole table in pandas); :func:`assignment_sql`
 writes one statement (``include/sql/segment_assign.sql``) that does the same
 arithmetic inside the warehouse, so rows never leave it.
 """
@@ -46,6 +46,8 @@ SQL = named_sql("segment_assign.sql")
 DEFAULT_CHUNK_ROWS = 100_000
 #: Text a missing category becomes, as :func:`include.segmentation.model.categorical_matrix` fills it.
 MISSING_CATEGORY = "unknown"
+#: DuckDB memory limit while a chunked read streams: bounds the blocks DuckDB caches during the scan.
+DUCKDB_SCAN_MEMORY_LIMIT = "256MB"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -316,25 +318,63 @@ def assign_in_warehouse(wh: Warehouse, assigner: SegmentAssigner, as_of_date: dt
     return rows
 
 
+def _rechunk(frames: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataFrame]:
+    """Frames of exactly ``rows`` rows (the last may be shorter) from frames of any size."""
+    pending: list[pd.DataFrame] = []
+    held = 0
+    for frame in frames:
+        pending.append(frame)
+        held += len(frame)
+        while held >= rows:
+            joined = pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+            yield joined.iloc[:rows].reset_index(drop=True)
+            rest = joined.iloc[rows:].reset_index(drop=True)
+            pending, held = ([rest] if len(rest) else []), len(rest)
+    if held:
+        yield pd.concat(pending, ignore_index=True)
+
+
 def read_in_chunks(wh: Warehouse, block: str, columns: str, as_of_date: dt.date, source: str,
                    chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The date's rows of ``source`` in ``customer_key`` order, ``chunk_rows`` at a time (keyset paging).
+    """The date's rows of ``source``, ``chunk_rows`` at a time, from one streamed query.
 
-    Each chunk is a fresh query after the previous chunk's last key, so memory
-    holds one chunk whatever the table's size, on DuckDB and Snowflake alike.
+    One scan, no sort: the warehouse streams the result and memory holds about one
+    chunk whatever the table's size. Keyset paging (``ORDER BY customer_key LIMIT``)
+    was tried first and is not flat: each page makes DuckDB scan and hold the rest
+    of the table (measured: 550 MB peak for the first page of 1M rows, 250 MB for
+    the last). On DuckDB the scan also runs under :data:`DUCKDB_SCAN_MEMORY_LIMIT`,
+    because DuckDB keeps every block it read cached up to its memory limit (80% of
+    RAM by default), which would grow the process with the table. Rows come in
+    the warehouse's order; every chunk carries ``customer_key``.
     """
+    import sqlalchemy as sa
+
+    from include.runtime.warehouse import _BIND  # the ":name" -> "$name" rewrite DuckDBWarehouse.query_df uses
+
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    query = SQL[block].format(columns=columns, source=_identifier(source), limit=int(chunk_rows))
-    after = None
-    while True:
-        chunk = wh.query_df(query, {"as_of_date": as_of_date, "after": after})
-        if chunk.empty:
-            return
-        yield chunk
-        if len(chunk) < chunk_rows:
-            return
-        after = str(chunk["customer_key"].iloc[-1])
+    query = SQL[block].format(columns=columns, source=_identifier(source))
+    params = {"as_of_date": as_of_date}
+    with wh.engine.connect() as conn:
+        if wh.backend == "duckdb":
+            raw = conn.connection.driver_connection
+            raw.execute(f"SET memory_limit = '{DUCKDB_SCAN_MEMORY_LIMIT}'")
+            raw.execute(_BIND.sub(r"$\1", query), params)
+            vectors = max(1, int(chunk_rows) // 2048)  # DuckDB hands out rows in vectors of 2,048
+
+            def frames() -> Iterator[pd.DataFrame]:
+                while not (frame := raw.fetch_df_chunk(vectors)).empty:
+                    yield frame
+        else:
+            result = conn.execution_options(stream_results=True).execute(sa.text(query), params)
+            names = list(result.keys())
+
+            def frames() -> Iterator[pd.DataFrame]:
+                for rows in result.partitions(int(chunk_rows)):
+                    yield pd.DataFrame(rows, columns=names)
+        for chunk in _rechunk(frames(), int(chunk_rows)):
+            chunk.columns = [str(c).lower() for c in chunk.columns]
+            yield chunk
 
 
 def assign_in_chunks(wh: Warehouse, assigner: SegmentAssigner, as_of_date: dt.date,
@@ -351,7 +391,7 @@ def assign_in_chunks(wh: Warehouse, assigner: SegmentAssigner, as_of_date: dt.da
         raise ValueError(f"{source} lacks column(s): {', '.join(missing)}")
     columns = ", ".join(_identifier(c) for c in ("customer_key", *assigner.input_columns(available)))
     total = 0
-    for chunk in read_in_chunks(wh, "feature_chunk", columns, as_of_date, source, chunk_rows):
+    for chunk in read_in_chunks(wh, "feature_rows", columns, as_of_date, source, chunk_rows):
         sink(pd.DataFrame({"customer_key": chunk["customer_key"].to_numpy(),
                            "segment_id": assigner.assign(chunk, source)}))
         total += len(chunk)

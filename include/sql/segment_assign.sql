@@ -7,7 +7,6 @@
 -- rows never leave the warehouse. Runs unchanged on DuckDB and Snowflake.
 -- Parameters:
 --   :as_of_date  the date scored
---   :after       keyset paging: the last customer_key of the previous chunk (NULL for the first)
 -- Placeholders:
 --   {source}     the table read (customer_features, clv_summary, or a benchmark table)
 --   {prepared}   one expression per model column: derived features, LN(1 + x) where the model
@@ -18,7 +17,7 @@
 --                as numpy's argmin breaks them
 --   {checks}     per model column: rows NULL (or negative where LN(1 + x) needs x >= 0) and one
 --                example customer_key, so bad input is named instead of scored as NULL
---   {columns}    the columns a chunk reads; {limit} rows per chunk (an integer)
+--   {columns}    the columns a chunked read needs
 
 -- name: assign_segments
 SELECT customer_key, {argmin} AS segment_id
@@ -38,18 +37,14 @@ SELECT {checks}
 FROM {source}
 WHERE as_of_date = :as_of_date;
 
--- name: feature_chunk
--- One chunk of a date's feature rows in customer_key order, after the previous chunk's last key.
+-- name: feature_rows
+-- A date's feature rows, streamed and cut into chunks by the reader (one scan, no sort).
 SELECT {columns}
 FROM {source}
-WHERE as_of_date = :as_of_date AND (:after IS NULL OR customer_key > :after)
-ORDER BY customer_key
-LIMIT {limit};
+WHERE as_of_date = :as_of_date;
 
--- name: clv_summary_chunk
--- One chunk of a date's full-period CLV summary (frequency, recency, t, monetary_value).
+-- name: clv_summary_rows
+-- A date's full-period CLV summary (frequency, recency, t, monetary_value), streamed likewise.
 SELECT customer_key, frequency, recency, t, monetary_value
 FROM {source}
-WHERE as_of_date = :as_of_date AND period = 'full' AND (:after IS NULL OR customer_key > :after)
-ORDER BY customer_key
-LIMIT {limit};
+WHERE as_of_date = :as_of_date AND period = 'full';
