@@ -47,7 +47,7 @@ DEFAULT_CHUNK_ROWS = 100_000
 #: Text a missing category becomes, as :func:`include.segmentation.model.categorical_matrix` fills it.
 MISSING_CATEGORY = "unknown"
 #: DuckDB memory limit while a chunked read streams: bounds the blocks DuckDB caches during the scan.
-DUCKDB_SCAN_MEMORY_LIMIT = "256MB"
+DUCKDB_SCAN_MEMORY_LIMIT = "64MB"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
