@@ -302,6 +302,9 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS)
     parser.add_argument("--big-fit", type=int, default=0, metavar="SAMPLE",
                         help="also fit on a SAMPLE-row sample of the largest --rows set vs all of it")
+    parser.add_argument("--big-fit-rows", type=int, default=0,
+                        help="the --rows set --big-fit uses (default the largest --rows; an earlier run's table with "
+                             "BENCH_SCALING_KEEP=1 and --rows given no values)")
     parser.add_argument("--skip-quality", action="store_true", help="reuse the pickled models of an earlier run")
     parser.add_argument("--child", choices=("segments", "clv", "sql"), help=argparse.SUPPRESS)
     parser.add_argument("--rows-child", type=int, help=argparse.SUPPRESS)
@@ -327,7 +330,8 @@ def main() -> None:
         report["segmentation_quality"] = segmentation_quality(features, args.k, args.samples, args.n_init, args.work)
         report["clv_quality"] = clv_quality(summary, args.purchase_model, args.samples, args.work)
         out_path.write_text(json.dumps(report, indent=1))
-    report["scale"] = []
+    if args.rows:
+        report["scale"] = []
     for rows in args.rows:
         t0 = time.perf_counter()
         write_resampled(features.drop(columns=[c for c in ("order_rate",) if c in features]), summary, rows,
@@ -340,9 +344,10 @@ def main() -> None:
         print(f"SQL vs in-memory at {rows:,}: {entry['sql_vs_memory']}", flush=True)
         report["scale"].append(entry)
         out_path.write_text(json.dumps(report, indent=1))
-    if args.big_fit and args.rows:
+    if args.big_fit and (args.rows or args.big_fit_rows):
         del features, summary
-        report["big_fit"] = big_fit(args.work, max(args.rows), args.k, args.n_init, args.big_fit, args.as_of)
+        report["big_fit"] = big_fit(args.work, args.big_fit_rows or max(args.rows), args.k, args.n_init, args.big_fit,
+                                    args.as_of)
     report["machine"]["load_after"] = os.getloadavg()
     out_path.write_text(json.dumps(report, indent=1))
     print_table(report)
