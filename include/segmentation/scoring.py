@@ -372,9 +372,13 @@ def read_in_chunks(wh: Warehouse, block: str, columns: str, as_of_date: dt.date,
             def frames() -> Iterator[pd.DataFrame]:
                 for rows in result.partitions(int(chunk_rows)):
                     yield pd.DataFrame(rows, columns=names)
-        for chunk in _rechunk(frames(), int(chunk_rows)):
-            chunk.columns = [str(c).lower() for c in chunk.columns]
-            yield chunk
+        try:
+            for chunk in _rechunk(frames(), int(chunk_rows)):
+                chunk.columns = [str(c).lower() for c in chunk.columns]
+                yield chunk
+        finally:
+            if wh.backend == "duckdb":  # the instance may outlive this read if another connection holds it
+                raw.execute("RESET memory_limit")
 
 
 def assign_in_chunks(wh: Warehouse, assigner: SegmentAssigner, as_of_date: dt.date,
