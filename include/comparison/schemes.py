@@ -246,8 +246,8 @@ def verdict(variance: pd.DataFrame) -> str:
             if mine >= float(best["omega_squared"]):
                 text += ": the segments explain the most."
             else:
-                text += (f": {_scheme_words(best['scheme'], best['scheme_kind'])} explains more than the "
-                         "segments.")
+                verb = "explain" if best["scheme_kind"] == "legacy" else "explains"
+                text += f": {_scheme_words(best['scheme'], best['scheme_kind'])} {verb} more than the segments."
         else:
             text += "."
         sentences.append(text)
