@@ -1,0 +1,320 @@
+"""Legacy labels beside the segments: eta²/omega² worked out by hand, label resolution rules,
+extract quarantine of unknown ids, the compare_schemes stage with and without labels, the report section."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.comparison.schemes import (
+    BEHAVIOURAL,
+    UNLABELLED,
+    compare_schemes,
+    crosstab,
+    variance_explained,
+    verdict,
+)
+from include.runtime.warehouse import Warehouse, named_sql
+from tests.warehouses import warehouse
+
+AS_OF = dt.date(2026, 1, 31)
+SQL = named_sql("comparison.sql")
+
+
+# -- the statistics --------------------------------------------------------------------------
+def test_eta_and_omega_squared_match_the_hand_computation():
+    # Groups a = {1, 3}, b = {5, 7}: grand mean 4, SS_total = 9+1+1+9 = 20,
+    # SS_between = 2(2-4)² + 2(6-4)² = 16, SS_within = 4, MS_within = 4 / (4 - 2) = 2,
+    # eta² = 16/20 = 0.8, omega² = (16 - 1·2) / (20 + 2) = 14/22.
+    v = variance_explained([1.0, 3.0, 5.0, 7.0], ["a", "a", "b", "b"])
+    assert (v.groups, v.customers) == (2, 4)
+    assert v.ss_between == pytest.approx(16.0) and v.ss_total == pytest.approx(20.0)
+    assert v.eta_squared == pytest.approx(0.8)
+    assert v.omega_squared == pytest.approx(14 / 22)
+    # Three unequal groups: {0}, {2, 4}, {10, 10, 10}; mean 46/6; worked out with fractions.
+    x = [0.0, 2.0, 4.0, 10.0, 10.0, 10.0]
+    g = ["p", "q", "q", "r", "r", "r"]
+    grand = sum(x) / 6
+    ss_t = sum((xi - grand) ** 2 for xi in x)
+    ss_b = (0 - grand) ** 2 + 2 * (3 - grand) ** 2 + 3 * (10 - grand) ** 2
+    v = variance_explained(x, g)
+    assert v.eta_squared == pytest.approx(ss_b / ss_t)
+    assert v.omega_squared == pytest.approx((ss_b - 2 * (2 / 3)) / (ss_t + 2 / 3))
+
+
+def test_edge_cases_one_group_no_variance_missing_values():
+    one = variance_explained([1.0, 2.0, 3.0], ["x", "x", "x"])
+    assert one.eta_squared == 0.0 and one.omega_squared == 0.0
+    flat = variance_explained([5.0, 5.0, 5.0], ["x", "y", "y"])
+    assert np.isnan(flat.eta_squared)
+    # A missing value leaves the customer out (not counted as 0).
+    v = variance_explained([1.0, 3.0, np.nan, 5.0, 7.0], ["a", "a", "b", "b", "b"])
+    assert v.customers == 4 and v.eta_squared == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="missing labels"):
+        variance_explained([1.0, 2.0], ["a", None])
+
+
+def test_omega_squared_does_not_reward_random_groups():
+    rng = np.random.default_rng(3)
+    values = rng.lognormal(3, 1, 2000)
+    many = rng.integers(0, 40, 2000)
+    v = variance_explained(values, many)
+    # Forty random groups "explain" about 39/1999 of the variance by chance; omega² removes it.
+    assert 0.005 < v.eta_squared < 0.05
+    assert abs(v.omega_squared) < 0.015
+
+
+def test_a_relabelled_scheme_explains_exactly_what_the_segments_explain():
+    rng = np.random.default_rng(5)
+    n = 600
+    seg = rng.integers(1, 6, n)
+    customers = pd.DataFrame({
+        "customer_key": [f"k{i}" for i in range(n)], "segment_id": seg,
+        "segment_name": [f"Segment {s}" for s in seg], "rfm_segment": rng.choice(["Champions", "Lost"], n),
+        "profit": seg * 10 + rng.normal(0, 15, n), "clv_365d": seg ** 2 + rng.gamma(2, 3, n),
+    })
+    rename = {1: "Gold", 2: "Silver", 3: "Bronze", 4: "Iron", 5: "Tin"}
+    legacy = pd.DataFrame({"customer_key": customers["customer_key"], "scheme": "tier",
+                           "label": customers["segment_id"].map(rename), "conflict": False})
+    result = compare_schemes(customers, legacy)
+    v = result.variance.set_index(["scheme", "measure"])
+    for measure in ("profit", "clv_365d"):
+        ours, theirs = v.loc[(BEHAVIOURAL, measure)], v.loc[("tier", measure)]
+        assert ours["eta_squared"] > 0.2
+        assert theirs["eta_squared"] == pytest.approx(ours["eta_squared"], rel=1e-12)
+        assert theirs["omega_squared"] == pytest.approx(ours["omega_squared"], rel=1e-12)
+    # Each legacy label sits wholly in its segment.
+    assert (result.crosstab["row_share"] == 1.0).all() and len(result.crosstab) == 5
+    assert result.summary.iloc[0][["labels", "customers_labelled", "coverage"]].tolist() == [5, n, 1.0]
+    text = verdict(result.variance)
+    assert "behavioural segments explain" in text and "“tier”" in text
+
+
+def test_unlabelled_customers_form_their_own_group_and_shares_sum_to_one():
+    customers = pd.DataFrame({"customer_key": list("abcdef"), "segment_id": [1, 1, 2, 2, 2, 3],
+                              "segment_name": ["S1", "S1", "S2", "S2", "S2", "S3"],
+                              "rfm_segment": ["Lost"] * 6, "profit": [None] * 6,
+                              "clv_365d": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    legacy = pd.DataFrame({"customer_key": ["a", "c", "d", "zz"], "scheme": "persona",
+                           "label": ["P", "P", "Q", "Q"], "conflict": [False, True, False, False]})
+    result = compare_schemes(customers, legacy)
+    # No cost data: profit is not compared, CLV is.
+    assert set(result.variance["measure"]) == {"clv_365d"} and "profit" in result.measures_unavailable
+    cells = result.crosstab.set_index(["legacy_label", "segment_id"])
+    assert cells.loc[(UNLABELLED, 2), "customers"] == 1 and cells.loc[(UNLABELLED, 1), "customers"] == 1
+    assert cells.loc[("P", 1), "row_share"] == pytest.approx(0.5)
+    assert result.crosstab.groupby("legacy_label")["row_share"].sum().round(12).eq(1.0).all()
+    # "zz" is not a published customer: left out of coverage.
+    summary = result.summary.iloc[0]
+    assert (summary["customers_labelled"], summary["conflicts"]) == (3, 1)
+    assert summary["coverage"] == pytest.approx(0.5)
+    groups = result.variance.set_index("scheme").loc["persona", "groups"]
+    assert groups == 3  # P, Q and (no label)
+    # A crosstab alone: counts and row shares.
+    table = crosstab(pd.Series(["x", "x", "y"]), pd.Series([1, 2, 2]), pd.Series(["A", "B", "B"]))
+    assert table["customers"].tolist() == [1, 1, 1] and table["row_share"].tolist() == [0.5, 0.5, 1.0]
+
+
+def test_a_scheme_with_customer_level_labels_is_left_out():
+    n = 120
+    customers = pd.DataFrame({"customer_key": [f"k{i}" for i in range(n)], "segment_id": np.arange(n) % 3,
+                              "segment_name": "S", "rfm_segment": "Lost", "profit": np.arange(n, dtype=float),
+                              "clv_365d": np.arange(n, dtype=float)})
+    legacy = pd.DataFrame({"customer_key": customers["customer_key"], "scheme": "email",
+                           "label": [f"person{i}@example.com" for i in range(n)], "conflict": False})
+    result = compare_schemes(customers, legacy)
+    assert "email" in result.skipped and "distinct labels" in result.skipped["email"]
+    assert "email" not in set(result.variance["scheme"]) and result.crosstab.empty
+
+
+# -- resolving labels to customers (SQL, both dialects) ----------------------------------------
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_resolution_most_recent_then_most_records_then_alphabetical(kind, tmp_path):
+    ids = pd.DataFrame({"as_of_date": AS_OF, "source_system": ["web", "app", "cc", "web", "app", "cc", "web"],
+                        "source_id": ["1", "1", "1", "2", "2", "2", "3"],
+                        "customer_key": ["A", "A", "A", "B", "B", "B", "C"]})
+    d = lambda s: dt.date.fromisoformat(s) if s else None  # noqa: E731
+    labels = pd.DataFrame.from_records([
+        # A, tier: web's own history (Silver then Gold: its current label is Gold, not a conflict),
+        # app says Silver later than web's Silver but earlier than Gold -> most recent: Gold.
+        ("web", "1", "tier", "Silver", d("2024-01-01")), ("web", "1", "tier", "Gold", d("2025-01-01")),
+        ("app", "1", "tier", "Silver", d("2024-06-01")),
+        # B, tier: all on one date; two records say Bronze, one Silver -> most records: Bronze.
+        ("web", "2", "tier", "Silver", d("2025-01-01")), ("app", "2", "tier", "Bronze", d("2025-01-01")),
+        ("cc", "2", "tier", "Bronze", d("2025-01-01")),
+        # B, persona: undated, one each -> first alphabetically.
+        ("web", "2", "persona", "Zed", None), ("app", "2", "persona", "Ann", None),
+        # A, persona: a dated label beats an undated one.
+        ("web", "1", "persona", "Old", None), ("cc", "1", "persona", "New", d("2020-01-01")),
+        # C: one record, one label.
+        ("web", "3", "tier", "Gold", d("2025-05-05")),
+    ], columns=["source_system", "source_id", "scheme", "label", "valid_from"]).assign(as_of_date=AS_OF)
+    with warehouse(kind, tmp_path) as wh:
+        wh.ensure_schema()
+        wh.replace_partition("identity_map", ids, {"as_of_date": AS_OF})
+        wh.replace_partition("stg_legacy_labels", labels, {"as_of_date": AS_OF})
+        got = wh.query_df(SQL["resolved_labels"], {"as_of_date": AS_OF})
+    got = got.set_index(["customer_key", "scheme"])
+    expect = {("A", "tier"): ("Gold", "most_recent", True, 2), ("B", "tier"): ("Bronze", "most_records", True, 3),
+              ("B", "persona"): ("Ann", "first_alphabetically", True, 2),
+              ("A", "persona"): ("New", "most_recent", True, 2), ("C", "tier"): ("Gold", "single", False, 1)}
+    assert len(got) == len(expect)
+    for key, (label, rule, conflict, records) in expect.items():
+        row = got.loc[key]
+        assert (row["label"], row["rule"], bool(row["conflict"]), int(row["records"])) == (label, rule, conflict,
+                                                                                           records), key
+
+
+# -- extract, the stage and the report on a warehouse --------------------------------------------
+def _raw_tables() -> dict[str, pd.DataFrame]:
+    from tests.handbuilt import raw_tables
+
+    tables = raw_tables()
+    tables["raw_legacy_labels"] = pd.DataFrame({
+        "source_system": ["web", "web", "app", "call_centre", "web", "call_centre", "web"],
+        "source_id": ["W1", "W1", "A1", "C1", "W9", "C1", "W2"],
+        "scheme": ["tier", "tier", "tier", "tier", "tier", "tier", "tier"],
+        "label": ["Silver", "Gold", "Silver", "Bronze", "Gold", "Gold", None],
+        "valid_from": ["2025-01-01", "2026-01-01", "2025-06-01", "2026-01-01", "2026-01-01",
+                       "2026-03-01", "2026-01-01"],
+    })
+    return tables
+
+
+def test_extract_quarantines_unknown_ids_and_missing_labels_and_defers_future_ones(tmp_path):
+    from include.extract.validate import extract_and_validate
+
+    with Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        for name, frame in _raw_tables().items():
+            wh.replace_table(name, frame)
+        reports = {r.table: r for r in extract_and_validate(wh, AS_OF, max_bad_share=1.0)}
+        quarantine = wh.query_df("SELECT source_key, reason, detail FROM quarantine WHERE as_of_date = :d "
+                                 "AND source_table = 'raw_legacy_labels' ORDER BY source_key", {"d": AS_OF})
+        staged = wh.query_df("SELECT source_id, label FROM stg_legacy_labels WHERE as_of_date = :d "
+                             "ORDER BY source_id, valid_from", {"d": AS_OF})
+    assert quarantine.to_dict("records") == [
+        {"source_key": "web|W2|tier|2026-01-01", "reason": "missing_required_value", "detail": "label=NULL"},
+        {"source_key": "web|W9|tier|2026-01-01", "reason": "unknown_customer_id", "detail": "source_id=W9"},
+    ]
+    # C1's Gold from 2026-03-01 is after the as-of date: not staged, counted for later runs.
+    assert staged.values.tolist() == [["A1", "Silver"], ["C1", "Bronze"], ["W1", "Silver"], ["W1", "Gold"]]
+    report = reports["raw_legacy_labels"]
+    assert (report.rows_staged, report.rows_quarantined, report.rows_after_as_of) == (4, 2, 1)
+
+
+def _published(tmp_path, with_labels: bool) -> tuple[str, dict[str, str]]:
+    """A hand-built warehouse up to economics: 3 customers, segments, RFM, profit and CLV set by hand."""
+    from include.extract.validate import extract_and_validate
+    from include.identity.resolve import resolve_identities
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    tables = _raw_tables()
+    if not with_labels:
+        del tables["raw_legacy_labels"]
+    with Warehouse(url) as wh:
+        for name, frame in tables.items():
+            wh.replace_table(name, frame)
+        extract_and_validate(wh, AS_OF, max_bad_share=1.0)
+        resolve_identities(wh, AS_OF, method="exact")
+        ids = wh.query_df("SELECT source_id, customer_key FROM identity_map WHERE as_of_date = :d", {"d": AS_OF})
+        keys = dict(zip(ids["source_id"], ids["customer_key"], strict=True))
+        ann, bob, cy = keys["W1"], keys["C1"], keys["W2"]
+        people = [ann, bob, cy]
+        segs = pd.DataFrame({"as_of_date": AS_OF, "customer_key": people, "segment_id": [1, 2, 2],
+                             "segment_name": ["High-value core", "Hibernating", "Hibernating"], "model_run_id": "m1",
+                             "rfm_segment": ["Champions", "Lost", "Lost"]})
+        econ = segs[["as_of_date", "customer_key", "segment_id", "segment_name"]].assign(profit=[90.0, 10.0, 20.0])
+        clv = pd.DataFrame({"as_of_date": AS_OF, "customer_key": people, "clv_365d": [120.0, 8.0, 4.0]})
+        with wh.begin() as conn:
+            wh.replace_partition("customer_segments", segs, {"as_of_date": AS_OF}, conn=conn)
+            wh.replace_partition("customer_economics", econ, {"as_of_date": AS_OF}, conn=conn)
+            wh.replace_partition("customer_clv", clv, {"as_of_date": AS_OF}, conn=conn)
+    return url, {"ann": ann, "bob": bob, "cy": cy}
+
+
+def _run(url: str, name: str):
+    from include.runtime.run import RunInfo
+    from include.runtime.settings import PipelineSettings
+
+    return RunInfo("test_comparison", name, AS_OF, PipelineSettings(), url)
+
+
+def test_stage_writes_resolved_labels_crosstab_and_exact_variance(tmp_path):
+    from include.report.personas import TITLE, load_personas_data, personas_sections
+    from include.stages import stage
+
+    url, keys = _published(tmp_path, with_labels=True)
+    out = stage("compare_schemes")(_run(url, "with-labels"))
+    again = stage("compare_schemes")(_run(url, "with-labels"))  # a re-run replaces the date's rows
+    assert out == again and out["legacy_labels"] and out["schemes"] == ["tier"]
+    with Warehouse(url) as wh:
+        labels = wh.query_df("SELECT * FROM customer_legacy_labels WHERE as_of_date = :d", {"d": AS_OF})
+        variance = wh.query_df("SELECT * FROM scheme_variance WHERE as_of_date = :d", {"d": AS_OF})
+        cells = wh.query_df("SELECT * FROM legacy_crosstab WHERE as_of_date = :d", {"d": AS_OF})
+        summary = wh.query_df("SELECT * FROM legacy_label_summary WHERE as_of_date = :d", {"d": AS_OF})
+        section = personas_sections(load_personas_data(wh, AS_OF))
+    # Ann: W1 Gold (2026) beats A1 Silver (2025-06) -> Gold, a conflict; Bob: Bronze; Cy: no label.
+    by_key = labels.set_index("customer_key")
+    assert by_key.loc[keys["ann"], ["label", "rule"]].tolist() == ["Gold", "most_recent"]
+    assert bool(by_key.loc[keys["ann"], "conflict"])
+    assert by_key.loc[keys["bob"], "label"] == "Bronze" and keys["cy"] not in by_key.index
+    # Tier groups Gold {90}, Bronze {10}, (no label) {20}: every customer alone, eta² = 1.
+    # Segments {90}, {10, 20}: profit mean 40, SS_total = 2500+900+400 = 3800, SS_between = 3800 - 50,
+    # eta² = 3750/3800; omega² = (3750 - 1·50) / (3800 + 50).
+    v = variance.set_index(["scheme", "measure"])
+    assert v.loc[("tier", "profit"), "eta_squared"] == pytest.approx(1.0)
+    assert np.isnan(v.loc[("tier", "profit"), "omega_squared"])  # N = k: no residual degrees of freedom
+    assert v.loc[(BEHAVIOURAL, "profit"), "eta_squared"] == pytest.approx(3750 / 3800)
+    assert v.loc[(BEHAVIOURAL, "profit"), "omega_squared"] == pytest.approx(3700 / 3850)
+    assert v.loc[("RFM map", "profit"), "eta_squared"] == pytest.approx(3750 / 3800)  # same split as the segments
+    assert set(v.index.get_level_values("measure")) == {"profit", "clv_365d"}
+    assert len(cells) == 3 and (cells["row_share"] == 1.0).all()
+    assert summary[["customers_labelled", "customers_total", "conflicts", "records_staged"]].values.tolist() == [
+        [2, 3, 1, 4]]
+    # The report section: verdict, bars, heatmap; segment names and labels only, no customer keys.
+    (title, body), = section
+    assert title == TITLE and "behavioural segments explain" in body and "<svg" in body
+    assert "“tier” by segment" in body and "Gold" in body and "High-value core" in body
+    assert "<script" not in body and not any(k in body for k in keys.values())
+
+
+def test_without_legacy_labels_the_stage_says_so_and_compares_segments_with_rfm(tmp_path, caplog):
+    import logging
+
+    from include.report.html import render_report
+    from include.report.personas import load_personas_data, personas_sections
+    from include.stages import stage
+
+    url, _ = _published(tmp_path, with_labels=False)
+    with caplog.at_level(logging.INFO, logger="include.stages.comparison"):
+        out = stage("compare_schemes")(_run(url, "no-labels"))
+    assert not out["legacy_labels"] and out["schemes"] == []
+    assert "no legacy labels" in caplog.text
+    with Warehouse(url) as wh:
+        variance = wh.query_df("SELECT scheme_kind FROM scheme_variance WHERE as_of_date = :d", {"d": AS_OF})
+        cells = wh.scalar("SELECT COUNT(*) FROM legacy_crosstab WHERE as_of_date = :d", {"d": AS_OF})
+        data = load_personas_data(wh, AS_OF)
+    assert set(variance["scheme_kind"]) == {"behavioural", "rfm"} and cells == 0
+    (_, body), = personas_sections(data)
+    assert "No legacy labels" in body and "RFM map" in body
+    # Hooked into the page; a data dict without the comparison renders without the section.
+    page = render_report(_minimal_report_data(data))
+    assert "Legacy labels vs segments" in page
+    assert "Legacy labels vs segments" not in render_report(_minimal_report_data(None))
+
+
+def _minimal_report_data(personas) -> dict:
+    econ = pd.DataFrame({"segment_id": [1], "segment_name": ["S"], "customers": [3], "customer_share": [1.0],
+                         "revenue": [10.0], "gross_margin": [3.5], "discount_spend": [0.0], "cost_to_serve": [1.0],
+                         "profit": [2.5], "profit_per_customer": [0.8], "profit_share": [1.0],
+                         "mean_clv_365d": [5.0], "total_clv_365d": [15.0], "label_stability": [1.0]})
+    data = {"as_of_date": AS_OF, "economics": econ, "names": pd.Series({1: "S"}),
+            "snake": pd.DataFrame({"frequency": [0.0]}, index=[1]),
+            "importance": pd.DataFrame({"frequency": [0.0]}, index=[1]), "clv": pd.DataFrame(),
+            "curve": pd.DataFrame(), "stability": pd.DataFrame(columns=["segment_name", "customers", "jaccard"]),
+            "run": pd.DataFrame(), "transitions": pd.DataFrame(), "clv_check": pd.DataFrame(),
+            "priority": pd.DataFrame()}
+    if personas is not None:
+        data["personas"] = personas
+    return data
