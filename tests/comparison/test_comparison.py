@@ -182,40 +182,17 @@ def _raw_tables() -> dict[str, pd.DataFrame]:
     return tables
 
 
-def test_extract_quarantines_unknown_ids_and_missing_labels_and_defers_future_ones(tmp_path):
-    from include.extract.validate import extract_and_validate
-
-    with Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
-        for name, frame in _raw_tables().items():
-            wh.replace_table(name, frame)
-        reports = {r.table: r for r in extract_and_validate(wh, AS_OF, max_bad_share=1.0)}
-        quarantine = wh.query_df("SELECT source_key, reason, detail FROM quarantine WHERE as_of_date = :d "
-                                 "AND source_table = 'raw_legacy_labels' ORDER BY source_key", {"d": AS_OF})
-        staged = wh.query_df("SELECT source_id, label FROM stg_legacy_labels WHERE as_of_date = :d "
-                             "ORDER BY source_id, valid_from", {"d": AS_OF})
-    assert quarantine.to_dict("records") == [
-        {"source_key": "web|W2|tier|2026-01-01", "reason": "missing_required_value", "detail": "label=NULL"},
-        {"source_key": "web|W9|tier|2026-01-01", "reason": "unknown_customer_id", "detail": "source_id=W9"},
-    ]
-    # C1's Gold from 2026-03-01 is after the as-of date: not staged, counted for later runs.
-    assert staged.values.tolist() == [["A1", "Silver"], ["C1", "Bronze"], ["W1", "Silver"], ["W1", "Gold"]]
-    report = reports["raw_legacy_labels"]
-    assert (report.rows_staged, report.rows_quarantined, report.rows_after_as_of) == (4, 2, 1)
-
-
-def _published(tmp_path, with_labels: bool) -> tuple[str, dict[str, str]]:
+def _published(tmp_path) -> tuple[str, dict[str, str], dict]:
     """A hand-built warehouse up to economics: 3 customers, segments, RFM, profit and CLV set by hand."""
     from include.extract.validate import extract_and_validate
     from include.identity.resolve import resolve_identities
 
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     tables = _raw_tables()
-    if not with_labels:
-        del tables["raw_legacy_labels"]
     with Warehouse(url) as wh:
         for name, frame in tables.items():
             wh.replace_table(name, frame)
-        extract_and_validate(wh, AS_OF, max_bad_share=1.0)
+        reports = {r.table: r for r in extract_and_validate(wh, AS_OF, max_bad_share=1.0)}
         resolve_identities(wh, AS_OF, method="exact")
         ids = wh.query_df("SELECT source_id, customer_key FROM identity_map WHERE as_of_date = :d", {"d": AS_OF})
         keys = dict(zip(ids["source_id"], ids["customer_key"], strict=True))
@@ -230,7 +207,7 @@ def _published(tmp_path, with_labels: bool) -> tuple[str, dict[str, str]]:
             wh.replace_partition("customer_segments", segs, {"as_of_date": AS_OF}, conn=conn)
             wh.replace_partition("customer_economics", econ, {"as_of_date": AS_OF}, conn=conn)
             wh.replace_partition("customer_clv", clv, {"as_of_date": AS_OF}, conn=conn)
-    return url, {"ann": ann, "bob": bob, "cy": cy}
+    return url, {"ann": ann, "bob": bob, "cy": cy}, reports
 
 
 def _run(url: str, name: str):
@@ -240,14 +217,32 @@ def _run(url: str, name: str):
     return RunInfo("test_comparison", name, AS_OF, PipelineSettings(), url)
 
 
-def test_stage_writes_resolved_labels_crosstab_and_exact_variance(tmp_path):
+def test_extract_then_stage_labels_crosstab_exact_variance_and_skip_when_labels_are_gone(tmp_path, caplog):
+    import logging
+
+    from include.extract.validate import extract_and_validate
+    from include.report.html import render_report
     from include.report.personas import TITLE, load_personas_data, personas_sections
     from include.stages import stage
 
-    url, keys = _published(tmp_path, with_labels=True)
+    url, keys, reports = _published(tmp_path)
+    with Warehouse(url) as wh:
+        quarantine = wh.query_df("SELECT source_key, reason, detail FROM quarantine WHERE as_of_date = :d "
+                                 "AND source_table = 'raw_legacy_labels' ORDER BY source_key", {"d": AS_OF})
+        staged = wh.query_df("SELECT source_id, label FROM stg_legacy_labels WHERE as_of_date = :d "
+                             "ORDER BY source_id, valid_from", {"d": AS_OF})
+    # Extract: an unknown id and a missing label are quarantined with their reason; C1's Gold from
+    # 2026-03-01 is after the as-of date: not staged, counted for later runs.
+    assert quarantine.to_dict("records") == [
+        {"source_key": "web|W2|tier|2026-01-01", "reason": "missing_required_value", "detail": "label=NULL"},
+        {"source_key": "web|W9|tier|2026-01-01", "reason": "unknown_customer_id", "detail": "source_id=W9"},
+    ]
+    assert staged.values.tolist() == [["A1", "Silver"], ["C1", "Bronze"], ["W1", "Silver"], ["W1", "Gold"]]
+    report = reports["raw_legacy_labels"]
+    assert (report.rows_staged, report.rows_quarantined, report.rows_after_as_of) == (4, 2, 1)
+
     out = stage("compare_schemes")(_run(url, "with-labels"))
-    again = stage("compare_schemes")(_run(url, "with-labels"))  # a re-run replaces the date's rows
-    assert out == again and out["legacy_labels"] and out["schemes"] == ["tier"]
+    assert out["legacy_labels"] and out["schemes"] == ["tier"]
     with Warehouse(url) as wh:
         labels = wh.query_df("SELECT * FROM customer_legacy_labels WHERE as_of_date = :d", {"d": AS_OF})
         variance = wh.query_df("SELECT * FROM scheme_variance WHERE as_of_date = :d", {"d": AS_OF})
@@ -260,7 +255,7 @@ def test_stage_writes_resolved_labels_crosstab_and_exact_variance(tmp_path):
     assert bool(by_key.loc[keys["ann"], "conflict"])
     assert by_key.loc[keys["bob"], "label"] == "Bronze" and keys["cy"] not in by_key.index
     # Tier groups Gold {90}, Bronze {10}, (no label) {20}: every customer alone, eta² = 1.
-    # Segments {90}, {10, 20}: profit mean 40, SS_total = 2500+900+400 = 3800, SS_between = 3800 - 50,
+    # Segments {90}, {10, 20}: profit mean 40, SS_total = 2500+900+400 = 3800, SS_within = 50,
     # eta² = 3750/3800; omega² = (3750 - 1·50) / (3800 + 50).
     v = variance.set_index(["scheme", "measure"])
     assert v.loc[("tier", "profit"), "eta_squared"] == pytest.approx(1.0)
@@ -278,30 +273,26 @@ def test_stage_writes_resolved_labels_crosstab_and_exact_variance(tmp_path):
     assert "“tier” by segment" in body and "Gold" in body and "High-value core" in body
     assert "<script" not in body and not any(k in body for k in keys.values())
 
-
-def test_without_legacy_labels_the_stage_says_so_and_compares_segments_with_rfm(tmp_path, caplog):
-    import logging
-
-    from include.report.html import render_report
-    from include.report.personas import load_personas_data, personas_sections
-    from include.stages import stage
-
-    url, _ = _published(tmp_path, with_labels=False)
+    # The business stops sending labels: extract clears the date's staged labels, and the re-run of the
+    # stage says so, replaces the date's rows and compares the segments with the RFM map only.
+    with Warehouse(url) as wh:
+        wh.run_script("DROP TABLE raw_legacy_labels")
+        extract_and_validate(wh, AS_OF, max_bad_share=1.0)
     with caplog.at_level(logging.INFO, logger="include.stages.comparison"):
         out = stage("compare_schemes")(_run(url, "no-labels"))
     assert not out["legacy_labels"] and out["schemes"] == []
     assert "no legacy labels" in caplog.text
     with Warehouse(url) as wh:
-        variance = wh.query_df("SELECT scheme_kind FROM scheme_variance WHERE as_of_date = :d", {"d": AS_OF})
-        cells = wh.scalar("SELECT COUNT(*) FROM legacy_crosstab WHERE as_of_date = :d", {"d": AS_OF})
+        kinds = wh.query_df("SELECT scheme_kind FROM scheme_variance WHERE as_of_date = :d", {"d": AS_OF})
+        left = [wh.scalar(f"SELECT COUNT(*) FROM {t} WHERE as_of_date = :d", {"d": AS_OF})
+                for t in ("legacy_crosstab", "customer_legacy_labels", "legacy_label_summary")]
         data = load_personas_data(wh, AS_OF)
-    assert set(variance["scheme_kind"]) == {"behavioural", "rfm"} and cells == 0
+    assert kinds["scheme_kind"].value_counts().to_dict() == {"behavioural": 2, "rfm": 2} and left == [0, 0, 0]
     (_, body), = personas_sections(data)
     assert "No legacy labels" in body and "RFM map" in body
     # Hooked into the page; a data dict without the comparison renders without the section.
-    page = render_report(_minimal_report_data(data))
-    assert "Legacy labels vs segments" in page
-    assert "Legacy labels vs segments" not in render_report(_minimal_report_data(None))
+    assert TITLE in render_report(_minimal_report_data(data))
+    assert TITLE not in render_report(_minimal_report_data(None))
 
 
 def _minimal_report_data(personas) -> dict:
@@ -318,3 +309,29 @@ def _minimal_report_data(personas) -> dict:
     if personas is not None:
         data["personas"] = personas
     return data
+
+
+def test_example_shop_labels_load_extract_and_resolve(tmp_path):
+    from include.extract.validate import extract_and_validate
+    from include.identity.resolve import resolve_identities
+    from include.load import load_mapping, read_mapping
+    from tests.conftest import ROOT
+
+    url, as_of = f"duckdb:///{tmp_path / 'shop.duckdb'}", dt.date(2025, 12, 31)
+    for mapping in ("mapping.toml", "legacy_labels.toml"):
+        load_mapping(read_mapping(ROOT / "examples" / "shop" / mapping), url, progress=False)
+    source = pd.read_csv(ROOT / "examples" / "shop" / "kundenstatus.csv", sep=";", dtype=str)
+    with Warehouse(url) as wh:
+        reports = {r.table: r for r in extract_and_validate(wh, as_of)}
+        resolve_identities(wh, as_of, method="exact")
+        quarantine = wh.query_df("SELECT source_key, reason FROM quarantine WHERE source_table = 'raw_legacy_labels'")
+        resolved = wh.query_df(SQL["resolved_labels"], {"as_of_date": as_of})
+    assert reports["raw_legacy_labels"].rows_staged == len(source) - 1
+    assert quarantine.values.tolist() == [["webshop|W99998|Kundenstufe|2025-01-01", "unknown_customer_id"]]
+    assert set(resolved["scheme"]) == {"Kundenstufe", "Persona"}
+    assert not resolved.duplicated(["customer_key", "scheme"]).any()
+    # Web-shop and store records of one person disagreeing on the same day: a counted conflict, settled
+    # by the documented order (equal dates, one record each: first alphabetically).
+    tiers = resolved[resolved["scheme"] == "Kundenstufe"]
+    assert tiers["conflict"].sum() > 0
+    assert set(tiers.loc[tiers["conflict"], "rule"]) == {"first_alphabetically"}
