@@ -22,6 +22,13 @@ Every scheme is scored on the same customers (all published customers of the
 date with a value for the measure); customers a legacy scheme does not label
 form its group ``(no label)``, because that is how the business treats them.
 
+Two bases per measure. ``amount``: the money itself, what finance adds up;
+its variance is dominated by the few largest customers (profit and CLV are
+heavy-tailed), so a scheme that singles out the biggest spenders scores high
+on it however it orders everyone else. ``rank``: the customers' ranks on the
+measure (ties averaged), i.e. how well the groups order customers by value;
+eta squared on ranks is the Kruskal–Wallis H / (N − 1) effect size.
+
 The crosstab (legacy label × published segment: customers and the share of
 the label's customers in each segment) shows where each old group went.
 Only aggregates leave this module: labels and segment names, never customer keys.
@@ -44,6 +51,8 @@ UNLABELLED = "(no label)"
 MAX_LABELS_PER_SCHEME = 50
 #: Measures compared, as columns of the per-customer frame.
 MEASURES = ("profit", "clv_365d")
+#: Bases a measure is compared on: the money itself, and the customers' ranks on it.
+BASES = ("amount", "rank")
 #: Scheme names of the two built-in schemes (``scheme_kind`` tells them from legacy schemes).
 BEHAVIOURAL, RFM = "behavioural segments", "RFM map"
 
@@ -131,8 +140,8 @@ class Comparison:
     Attributes
     ----------
     variance
-        One row per (scheme, measure): ``scheme, scheme_kind, measure, groups, customers,
-        ss_between, ss_total, eta_squared, omega_squared``.
+        One row per (scheme, measure, basis): ``scheme, scheme_kind, measure, basis, groups,
+        customers, ss_between, ss_total, eta_squared, omega_squared``.
     crosstab
         ``scheme, legacy_label, segment_id, segment_name, customers, row_share``.
     summary
@@ -200,16 +209,19 @@ def compare_schemes(customers: pd.DataFrame, legacy: pd.DataFrame) -> Comparison
                         "conflicts": int(rows["conflict"].astype(bool).sum()) if "conflict" in rows else 0})
 
     variance = []
-    for scheme, kind, groups in schemes:
-        for measure in measures:
-            v = variance_explained(customers[measure].astype(float), groups.to_numpy())
-            variance.append({"scheme": scheme, "scheme_kind": kind, "measure": measure, "groups": v.groups,
-                             "customers": v.customers, "ss_between": v.ss_between, "ss_total": v.ss_total,
-                             "eta_squared": v.eta_squared, "omega_squared": v.omega_squared})
+    for measure in measures:
+        amount = customers[measure].astype(float)
+        for basis, values in (("amount", amount), ("rank", amount.rank(method="average"))):
+            for scheme, kind, groups in schemes:
+                v = variance_explained(values, groups.to_numpy())
+                variance.append({"scheme": scheme, "scheme_kind": kind, "measure": measure, "basis": basis,
+                                 "groups": v.groups, "customers": v.customers, "ss_between": v.ss_between,
+                                 "ss_total": v.ss_total, "eta_squared": v.eta_squared,
+                                 "omega_squared": v.omega_squared})
     cross_cols = ["scheme", "legacy_label", "segment_id", "segment_name", "customers", "row_share"]
     summary_cols = ["scheme", "labels", "customers_labelled", "customers_total", "coverage", "conflicts"]
-    variance_cols = ["scheme", "scheme_kind", "measure", "groups", "customers", "ss_between", "ss_total",
-                     "eta_squared", "omega_squared"]
+    variance_cols = ["scheme", "scheme_kind", "measure", "basis", "groups", "customers", "ss_between",
+                     "ss_total", "eta_squared", "omega_squared"]
     return Comparison(
         variance=pd.DataFrame(variance, columns=variance_cols),
         crosstab=pd.concat(cross, ignore_index=True)[cross_cols] if cross else pd.DataFrame(columns=cross_cols),
@@ -225,33 +237,64 @@ MEASURE_WORDS = {"profit": "profit", "clv_365d": "365-day CLV"}
 def verdict(variance: pd.DataFrame) -> str:
     """One plain sentence per measure: what the behavioural segments explain against the other schemes.
 
-    Uses omega squared (adjusted for the number of groups), e.g. "The behavioural segments
-    explain 41% of the variance in profit; the legacy tier 12%, the RFM map 30%: the segments
-    explain the most." Empty when there is nothing to compare.
+    Uses omega squared (adjusted for the number of groups) of the amounts, with the ranks in
+    brackets, e.g. "The behavioural segments explain 29% of the variance in profit (71% of its
+    ranking); the legacy “tier” labels 37% (28%), the RFM map 21% (32%): the legacy “tier” labels
+    explain more of the amounts, which the largest customers dominate; the segments order
+    customers by profit best." Empty when there is nothing to compare.
     """
+    if variance.empty:
+        return ""
+    if "basis" not in variance:
+        variance = variance.assign(basis="amount")
     sentences = []
     for measure in MEASURES:
-        rows = variance[(variance["measure"] == measure) & variance["omega_squared"].notna()]
-        ours = rows[rows["scheme_kind"] == "behavioural"]
-        if ours.empty:
+        rows = variance[(variance["measure"] == measure)]
+        table = rows.set_index(["scheme_kind", "scheme", "basis"])["omega_squared"].unstack("basis")
+        if "amount" not in table or ("behavioural", BEHAVIOURAL) not in table.index:
             continue
-        mine = float(ours["omega_squared"].iloc[0])
-        others = rows[rows["scheme_kind"] != "behavioural"].sort_values(["scheme_kind", "scheme"])
-        parts = ", ".join(f"{_scheme_words(r.scheme, r.scheme_kind)} {_share(r.omega_squared)}"
-                          for r in others.itertuples())
-        text = (f"The behavioural segments explain {_share(mine)} of the variance in "
-                f"{MEASURE_WORDS[measure]}" + (f"; {parts}" if parts else ""))
-        if len(others):
-            best = others.loc[others["omega_squared"].idxmax()]
-            if mine >= float(best["omega_squared"]):
-                text += ": the segments explain the most."
-            else:
-                verb = "explain" if best["scheme_kind"] == "legacy" else "explains"
-                text += f": {_scheme_words(best['scheme'], best['scheme_kind'])} {verb} more than the segments."
+        ranks = table["rank"] if "rank" in table else pd.Series(np.nan, index=table.index)
+        mine = table.loc[("behavioural", BEHAVIOURAL)]
+        if pd.isna(mine["amount"]):
+            continue
+        others = table.drop(index=("behavioural", BEHAVIOURAL)).sort_index()
+        parts = ", ".join(f"{_scheme_words(scheme, kind)} {_share(others.at[(kind, scheme), 'amount'])}"
+                          + _bracket(ranks.get((kind, scheme)))
+                          for kind, scheme in others.index)
+        text = (f"The behavioural segments explain {_share(mine['amount'])} of the variance in "
+                f"{MEASURE_WORDS[measure]}" + (f" ({_share(ranks.get(('behavioural', BEHAVIOURAL)))} of its "
+                                               "ranking)" if not pd.isna(ranks.get(('behavioural', BEHAVIOURAL)))
+                                               else "") + (f"; {parts}" if parts else ""))
+        if others.empty:
+            sentences.append(text + ".")
+            continue
+        best_amount = others["amount"].astype(float).idxmax() if others["amount"].notna().any() else None
+        best_rank = ranks.drop(index=("behavioural", BEHAVIOURAL)).astype(float)
+        best_rank = best_rank.idxmax() if best_rank.notna().any() else None
+        wins_amount = best_amount is None or mine["amount"] >= others.at[best_amount, "amount"]
+        mine_rank = ranks.get(("behavioural", BEHAVIOURAL))
+        wins_rank = best_rank is None or pd.isna(mine_rank) or mine_rank >= ranks.get(best_rank)
+        if wins_amount and wins_rank:
+            text += ": the segments explain the most."
+        elif not wins_amount and wins_rank:
+            text += (f": {_scheme_words(*reversed(best_amount))} {_verb(best_amount[0])} more of the amounts, "
+                     f"which the largest customers dominate; the segments order customers by "
+                     f"{MEASURE_WORDS[measure]} best.")
+        elif wins_amount:
+            text += (f": the segments explain the most of the amounts; {_scheme_words(*reversed(best_rank))} "
+                     f"{_verb(best_rank[0])} more of the ranking.")
         else:
-            text += "."
+            text += f": {_scheme_words(*reversed(best_amount))} {_verb(best_amount[0])} more than the segments."
         sentences.append(text)
     return " ".join(sentences)
+
+
+def _verb(kind: str) -> str:
+    return "explain" if kind == "legacy" else "explains"
+
+
+def _bracket(value: float | None) -> str:
+    return "" if value is None or pd.isna(value) else f" ({_share(value)})"
 
 
 def _scheme_words(scheme: str, kind: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from include.comparison.schemes import MEASURE_WORDS, MEASURES, verdict
+from include.comparison.schemes import BASES, MEASURE_WORDS, MEASURES, verdict
 from include.runtime.warehouse import Warehouse, named_sql
 
 TITLE = "Legacy labels vs segments"
@@ -46,13 +46,15 @@ def personas_sections(data: dict[str, pd.DataFrame] | None) -> list[tuple[str, s
     if variance.empty:
         return [(TITLE, "<p class='na'><b>Not available</b>: the scheme comparison has not run for this date.</p>")]
     crosstab, summary = data.get("crosstab", pd.DataFrame()), data.get("summary", pd.DataFrame())
-    parts = [f"<p><b>{e(verdict(variance))}</b></p>"]
+    parts = [f"<p><b>Verdict:</b> {e(verdict(variance))}</p>"]
     if summary.empty:
         parts.append("<p class='na'>No legacy labels (no <code>raw_legacy_labels</code> staged for this date): "
                      "the behavioural segments are compared with the classic RFM map only.</p>")
     parts.append("<p>Share of the customers' variance between each scheme's groups. Bars: omega squared, "
                  "which subtracts what that many groups would explain by chance, so schemes with more groups "
                  "are not favoured; the tick marks eta squared (SS<sub>between</sub> / SS<sub>total</sub>). "
+                 "<i>Amounts</i>: the money, whose variance the largest customers dominate; <i>ranked</i>: "
+                 "the customers' order by the measure (how well the groups sort customers by value). "
                  "Every scheme is scored on the same customers; customers a legacy scheme leaves unlabelled "
                  "are its group “(no label)”.</p>")
     parts.append(_variance_bars(variance))
@@ -83,12 +85,15 @@ def _variance_bars(variance: pd.DataFrame) -> str:
     label_w, bar_w, row_h, head_h = 230, 380, 22, 24
     rows = []
     y = 0
-    for measure in MEASURES:
-        block = variance[variance["measure"] == measure]
+    if "basis" not in variance:
+        variance = variance.assign(basis="amount")
+    for measure, basis in ((m, b) for m in MEASURES for b in BASES):
+        block = variance[(variance["measure"] == measure) & (variance["basis"] == basis)]
         if block.empty:
             continue
         block = block.assign(_order=block["scheme_kind"].map(_KIND_ORDER)).sort_values(["_order", "scheme"])
-        rows.append(f'<text x="0" y="{y + 16}" font-weight="600">{html.escape(MEASURE_WORDS[measure])}</text>')
+        title = MEASURE_WORDS[measure] + (" (amounts)" if basis == "amount" else ": customers ranked by it")
+        rows.append(f'<text x="0" y="{y + 16}" font-weight="600">{html.escape(title)}</text>')
         y += head_h
         for r in block.itertuples():
             omega = 0.0 if pd.isna(r.omega_squared) else max(float(r.omega_squared), 0.0)

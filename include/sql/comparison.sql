@@ -77,9 +77,9 @@ WHERE e.as_of_date = :as_of_date
 ORDER BY e.customer_key;
 
 -- name: report_variance
-SELECT scheme, scheme_kind, measure, groups, customers, eta_squared, omega_squared
+SELECT scheme, scheme_kind, measure, basis, groups, customers, eta_squared, omega_squared
 FROM scheme_variance WHERE as_of_date = :as_of_date
-ORDER BY measure, scheme_kind, scheme;
+ORDER BY measure, basis, scheme_kind, scheme;
 
 -- name: report_crosstab
 SELECT scheme, legacy_label, segment_id, segment_name, customers, row_share

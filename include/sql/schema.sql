@@ -221,9 +221,9 @@ CREATE TABLE IF NOT EXISTS identity_runs (
 -- include/sql/comparison.sql; `rule` says which step decided, `conflict` that
 -- the records disagreed). legacy_crosstab: customers per legacy label x
 -- published segment, with the row share. scheme_variance: per scheme
--- (legacy, behavioural, rfm) and measure (profit, clv_365d) the share of the
--- customers' variance between the scheme's groups (eta squared) and its
--- size-adjusted estimate (omega squared). legacy_label_summary: coverage and
+-- (legacy, behavioural, rfm), measure (profit, clv_365d) and basis (amount,
+-- rank) the share of the customers' variance between the scheme's groups
+-- (eta squared) and its size-adjusted estimate (omega squared). legacy_label_summary: coverage and
 -- conflicts per scheme.
 CREATE TABLE IF NOT EXISTS stg_legacy_labels (
     as_of_date DATE, source_system VARCHAR, source_id VARCHAR, scheme VARCHAR, label VARCHAR, valid_from DATE
@@ -240,7 +240,7 @@ CREATE TABLE IF NOT EXISTS legacy_crosstab (
 );
 
 CREATE TABLE IF NOT EXISTS scheme_variance (
-    as_of_date DATE, scheme VARCHAR, scheme_kind VARCHAR, measure VARCHAR, groups BIGINT, customers BIGINT,
+    as_of_date DATE, scheme VARCHAR, scheme_kind VARCHAR, measure VARCHAR, basis VARCHAR, groups BIGINT, customers BIGINT,
     ss_between DOUBLE, ss_total DOUBLE, eta_squared DOUBLE, omega_squared DOUBLE
 );
 

@@ -66,8 +66,9 @@ def compare_schemes(run: RunInfo) -> dict[str, Any]:
     metrics: dict[str, float] = {}
     for r in result.variance.itertuples():
         name = r.scheme_kind if r.scheme_kind != "legacy" else f"legacy.{_metric_name(r.scheme)}"
-        metrics[f"{name}.{r.measure}.eta_squared"] = r.eta_squared
-        metrics[f"{name}.{r.measure}.omega_squared"] = r.omega_squared
+        measure = r.measure if r.basis == "amount" else f"{r.measure}_rank"
+        metrics[f"{name}.{measure}.eta_squared"] = r.eta_squared
+        metrics[f"{name}.{measure}.omega_squared"] = r.omega_squared
     for r in summary.itertuples():
         metrics[f"legacy.{_metric_name(r.scheme)}.coverage"] = r.coverage
         metrics[f"legacy.{_metric_name(r.scheme)}.conflicts"] = r.conflicts
@@ -76,7 +77,7 @@ def compare_schemes(run: RunInfo) -> dict[str, Any]:
     if len(result.crosstab):
         tracking.log_table(mlflow_run, result.crosstab, "comparison/legacy_crosstab.csv")
         tracking.log_table(mlflow_run, summary, "comparison/legacy_label_summary.csv")
-    variance = {f"{r.scheme}/{r.measure}": round(float(r.omega_squared), 4)
+    variance = {f"{r.scheme}/{r.measure}/{r.basis}": round(float(r.omega_squared), 4)
                 for r in result.variance.itertuples() if not pd.isna(r.omega_squared)}
     return {"as_of_date": run.as_of_date.isoformat(), "legacy_labels": not legacy.empty,
             "schemes": sorted(result.summary["scheme"]), "skipped": result.skipped,

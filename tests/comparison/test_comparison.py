@@ -65,6 +65,24 @@ def test_omega_squared_does_not_reward_random_groups():
     assert abs(v.omega_squared) < 0.015
 
 
+def test_rank_basis_is_the_kruskal_wallis_effect_size_and_ignores_monotone_transforms():
+    from scipy.stats import kruskal
+
+    rng = np.random.default_rng(8)
+    groups = rng.choice(["a", "b", "c", "d"], 500)
+    values = pd.Series(rng.lognormal(2, 1.5, 500) * np.where(groups == "a", 3, 1)).round(0)  # ties too
+    customers = pd.DataFrame({"customer_key": [f"k{i}" for i in range(500)], "segment_id": 1, "segment_name": "S",
+                              "rfm_segment": groups, "profit": values, "clv_365d": np.log1p(values) ** 3})
+    v = compare_schemes(customers, pd.DataFrame()).variance.set_index(["scheme", "measure", "basis"])
+    h = kruskal(*[values[groups == g] for g in "abcd"]).statistic
+    eta_rank = v.loc[("RFM map", "profit", "rank"), "eta_squared"]
+    assert eta_rank == pytest.approx(h / (500 - 1), rel=1e-9)
+    # CLV here is a monotone transform of profit: same ranks, same rank-based share; the amounts differ.
+    assert v.loc[("RFM map", "clv_365d", "rank"), "eta_squared"] == pytest.approx(eta_rank, rel=1e-12)
+    assert v.loc[("RFM map", "clv_365d", "amount"), "eta_squared"] != pytest.approx(
+        v.loc[("RFM map", "profit", "amount"), "eta_squared"], rel=1e-3)
+
+
 def test_a_relabelled_scheme_explains_exactly_what_the_segments_explain():
     rng = np.random.default_rng(5)
     n = 600
@@ -78,9 +96,9 @@ def test_a_relabelled_scheme_explains_exactly_what_the_segments_explain():
     legacy = pd.DataFrame({"customer_key": customers["customer_key"], "scheme": "tier",
                            "label": customers["segment_id"].map(rename), "conflict": False})
     result = compare_schemes(customers, legacy)
-    v = result.variance.set_index(["scheme", "measure"])
-    for measure in ("profit", "clv_365d"):
-        ours, theirs = v.loc[(BEHAVIOURAL, measure)], v.loc[("tier", measure)]
+    v = result.variance.set_index(["scheme", "measure", "basis"])
+    for measure, basis in [(m, b) for m in ("profit", "clv_365d") for b in ("amount", "rank")]:
+        ours, theirs = v.loc[(BEHAVIOURAL, measure, basis)], v.loc[("tier", measure, basis)]
         assert ours["eta_squared"] > 0.2
         assert theirs["eta_squared"] == pytest.approx(ours["eta_squared"], rel=1e-12)
         assert theirs["omega_squared"] == pytest.approx(ours["omega_squared"], rel=1e-12)
@@ -109,8 +127,8 @@ def test_unlabelled_customers_form_their_own_group_and_shares_sum_to_one():
     summary = result.summary.iloc[0]
     assert (summary["customers_labelled"], summary["conflicts"]) == (3, 1)
     assert summary["coverage"] == pytest.approx(0.5)
-    groups = result.variance.set_index("scheme").loc["persona", "groups"]
-    assert groups == 3  # P, Q and (no label)
+    groups = result.variance.loc[result.variance["scheme"] == "persona", "groups"]
+    assert (groups == 3).all() and len(groups) == 2  # P, Q and (no label); amounts and ranks
     # A crosstab alone: counts and row shares.
     table = crosstab(pd.Series(["x", "x", "y"]), pd.Series([1, 2, 2]), pd.Series(["A", "B", "B"]))
     assert table["customers"].tolist() == [1, 1, 1] and table["row_share"].tolist() == [0.5, 0.5, 1.0]
@@ -257,13 +275,17 @@ def test_extract_then_stage_labels_crosstab_exact_variance_and_skip_when_labels_
     # Tier groups Gold {90}, Bronze {10}, (no label) {20}: every customer alone, eta² = 1.
     # Segments {90}, {10, 20}: profit mean 40, SS_total = 2500+900+400 = 3800, SS_within = 50,
     # eta² = 3750/3800; omega² = (3750 - 1·50) / (3800 + 50).
-    v = variance.set_index(["scheme", "measure"])
-    assert v.loc[("tier", "profit"), "eta_squared"] == pytest.approx(1.0)
-    assert np.isnan(v.loc[("tier", "profit"), "omega_squared"])  # N = k: no residual degrees of freedom
-    assert v.loc[(BEHAVIOURAL, "profit"), "eta_squared"] == pytest.approx(3750 / 3800)
-    assert v.loc[(BEHAVIOURAL, "profit"), "omega_squared"] == pytest.approx(3700 / 3850)
-    assert v.loc[("RFM map", "profit"), "eta_squared"] == pytest.approx(3750 / 3800)  # same split as the segments
-    assert set(v.index.get_level_values("measure")) == {"profit", "clv_365d"}
+    v = variance.set_index(["scheme", "measure", "basis"])
+    assert v.loc[("tier", "profit", "amount"), "eta_squared"] == pytest.approx(1.0)
+    assert np.isnan(v.loc[("tier", "profit", "amount"), "omega_squared"])  # N = k: no residual degrees of freedom
+    assert v.loc[(BEHAVIOURAL, "profit", "amount"), "eta_squared"] == pytest.approx(3750 / 3800)
+    assert v.loc[(BEHAVIOURAL, "profit", "amount"), "omega_squared"] == pytest.approx(3700 / 3850)
+    # Same split as the segments.
+    assert v.loc[("RFM map", "profit", "amount"), "eta_squared"] == pytest.approx(3750 / 3800)
+    # Ranks 3 | 1, 2: SS_total = 2, SS_within = 0.5, eta² = 0.75, omega² = (1.5 - 0.5) / (2 + 0.5).
+    assert v.loc[(BEHAVIOURAL, "profit", "rank"), "eta_squared"] == pytest.approx(0.75)
+    assert v.loc[(BEHAVIOURAL, "profit", "rank"), "omega_squared"] == pytest.approx(0.4)
+    assert len(v) == 3 * 2 * 2  # 3 schemes x 2 measures x 2 bases
     assert len(cells) == 3 and (cells["row_share"] == 1.0).all()
     assert summary[["customers_labelled", "customers_total", "conflicts", "records_staged"]].values.tolist() == [
         [2, 3, 1, 4]]
@@ -287,7 +309,7 @@ def test_extract_then_stage_labels_crosstab_exact_variance_and_skip_when_labels_
         left = [wh.scalar(f"SELECT COUNT(*) FROM {t} WHERE as_of_date = :d", {"d": AS_OF})
                 for t in ("legacy_crosstab", "customer_legacy_labels", "legacy_label_summary")]
         data = load_personas_data(wh, AS_OF)
-    assert kinds["scheme_kind"].value_counts().to_dict() == {"behavioural": 2, "rfm": 2} and left == [0, 0, 0]
+    assert kinds["scheme_kind"].value_counts().to_dict() == {"behavioural": 4, "rfm": 4} and left == [0, 0, 0]
     (_, body), = personas_sections(data)
     assert "No legacy labels" in body and "RFM map" in body
     # Hooked into the page; a data dict without the comparison renders without the section.
@@ -335,3 +357,19 @@ def test_example_shop_labels_load_extract_and_resolve(tmp_path):
     tiers = resolved[resolved["scheme"] == "Kundenstufe"]
     assert tiers["conflict"].sum() > 0
     assert set(tiers.loc[tiers["conflict"], "rule"]) == {"first_alphabetically"}
+
+
+def test_verdict_names_each_scheme_once_and_says_who_explains_more():
+    rows = []
+    for kind, scheme, amount, rank in (("behavioural", BEHAVIOURAL, 0.29, 0.71), ("rfm", "RFM map", 0.21, 0.32),
+                                       ("legacy", "tier", 0.37, 0.28), ("legacy", "persona", -0.001, 0.0)):
+        rows += [{"scheme": scheme, "scheme_kind": kind, "measure": "profit", "basis": "amount",
+                  "omega_squared": amount},
+                 {"scheme": scheme, "scheme_kind": kind, "measure": "profit", "basis": "rank", "omega_squared": rank}]
+    text = verdict(pd.DataFrame(rows))
+    assert text == ("The behavioural segments explain 29% of the variance in profit (71% of its ranking); "
+                    "the legacy “persona” labels 0% (0%), the legacy “tier” labels 37% (28%), the RFM map 21% (32%): "
+                    "the legacy “tier” labels explain more of the amounts, which the largest customers dominate; "
+                    "the segments order customers by profit best.")
+    better = pd.DataFrame(rows).assign(omega_squared=lambda f: np.where(f["scheme"] == BEHAVIOURAL, 0.9, 0.1))
+    assert verdict(better).endswith(": the segments explain the most.")
