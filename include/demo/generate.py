@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from include.demo.legacy import legacy_label_tables
+
 log = logging.getLogger(__name__)
 
 SOURCES = ("web", "app", "call_centre")
@@ -646,6 +648,7 @@ class DemoGenerator:
             "truth_future_orders": future,
             "truth_planted_errors": planted,
         }
+        tables.update(legacy_label_tables(persons, records, orders, planted, self.end, self.seed))
         return tables
 
 

@@ -143,6 +143,16 @@ TABLE_SPECS: tuple[TableSpec, ...] = (
         key=("source_system", "source_id", "valid_from"),
         event_column="valid_from",
     ),
+    # The business's own labels (tiers, legacy personas), one row per record, scheme and
+    # start date; compared with the behavioural segments by include/comparison.
+    TableSpec(
+        raw="raw_legacy_labels",
+        staged="stg_legacy_labels",
+        columns=_ID_COLUMNS
+        + (Column("scheme", required=True), Column("label", required=True), Column("valid_from", DATE)),
+        key=("source_system", "source_id", "scheme", "valid_from"),
+        event_column="valid_from",
+    ),
 )
 
 

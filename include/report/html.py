@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from include.report.personas import load_personas_data, personas_sections
 from include.runtime.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
     data["priority"] = wh.query_df(
         "SELECT segment_name, value_tier, action, priority, COUNT(*) AS customers FROM customer_priority "
         "WHERE as_of_date = :d GROUP BY segment_name, value_tier, action, priority", d)
+    data["personas"] = load_personas_data(wh, as_of_date)  # legacy labels vs segments (include/report/personas.py)
     return data
 
 
@@ -398,6 +400,7 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
                                             numeric_from=3)
                          + "<p class='note'>Priority layers churn risk (1 − P(alive)) on the segment's value tier: "
                          "high value + high risk = critical; dormant + high risk = low.</p>"))
+    sections += personas_sections(data.get("personas"))
     nav = "".join(f'<a href="#s{i}">{e(t)}</a>' for i, (t, _) in enumerate(sections))
     banner_html = "".join(f'<div class="banner" role="alert">{b}</div>' for b in banners)
     body = "".join(f'<section id="s{i}"><h2>{e(t)}</h2>{c}</section>' for i, (t, c) in enumerate(sections))

@@ -213,3 +213,38 @@ CREATE TABLE IF NOT EXISTS identity_runs (
     as_of_date DATE, method VARCHAR, degraded BOOLEAN, reason VARCHAR, records BIGINT,
     customers BIGINT, linkage_columns VARCHAR, model_trained BOOLEAN
 );
+
+-- Legacy labels beside the behavioural segments (issue #19, item 5).
+-- stg_legacy_labels: validated raw_legacy_labels (the business's own tiers or
+-- personas per identity record). customer_legacy_labels: one label per
+-- customer and scheme after resolving the customer's records (rule in
+-- include/sql/comparison.sql; `rule` says which step decided, `conflict` that
+-- the records disagreed). legacy_crosstab: customers per legacy label x
+-- published segment, with the row share. scheme_variance: per scheme
+-- (legacy, behavioural, rfm), measure (profit, clv_365d) and basis (amount,
+-- rank) the share of the customers' variance between the scheme's groups
+-- (eta squared) and its size-adjusted estimate (omega squared). legacy_label_summary: coverage and
+-- conflicts per scheme.
+CREATE TABLE IF NOT EXISTS stg_legacy_labels (
+    as_of_date DATE, source_system VARCHAR, source_id VARCHAR, scheme VARCHAR, label VARCHAR, valid_from DATE
+);
+
+CREATE TABLE IF NOT EXISTS customer_legacy_labels (
+    as_of_date DATE, customer_key VARCHAR, scheme VARCHAR, label VARCHAR, valid_from DATE,
+    records BIGINT, distinct_labels BIGINT, conflict BOOLEAN, rule VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS legacy_crosstab (
+    as_of_date DATE, scheme VARCHAR, legacy_label VARCHAR, segment_id BIGINT, segment_name VARCHAR,
+    customers BIGINT, row_share DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS scheme_variance (
+    as_of_date DATE, scheme VARCHAR, scheme_kind VARCHAR, measure VARCHAR, basis VARCHAR, groups BIGINT, customers BIGINT,
+    ss_between DOUBLE, ss_total DOUBLE, eta_squared DOUBLE, omega_squared DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS legacy_label_summary (
+    as_of_date DATE, scheme VARCHAR, labels BIGINT, customers_labelled BIGINT, customers_total BIGINT,
+    coverage DOUBLE, conflicts BIGINT, records_staged BIGINT
+);

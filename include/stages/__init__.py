@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "track_migration": "include.stages.migration:track_migration",
     "check_migration": "include.stages.migration:check_migration",
     "build_economics": "include.stages.economics:build_economics",
+    "compare_schemes": "include.stages.comparison:compare_schemes",
     "render_report": "include.stages.report:render_report",
 }
 

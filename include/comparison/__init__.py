@@ -1,0 +1,1 @@
+"""Legacy labels beside the behavioural segments: crosstab and variance explained per scheme."""
