@@ -75,7 +75,7 @@ def test_person_only_profile_has_names_address_yyyymmdd_dates_and_a_national_id(
 def test_person_only_records_train_unsupervised(wh, person_only, drop_ids, min_f1):
     _with_truth(wh, person_only, drop_ids)
     out = resolve_identities(wh, AS_OF)
-    expected = ("first_name", "last_name", "postcode", "address", "dob") + (() if drop_ids else ("id_national",))
+    expected = ("first_name", "last_name", "postcode", "address", "region", "dob") + (() if drop_ids else ("id_national",))
     assert out.columns == expected
     assert out.model_trained and out.degraded_reason is None
     assert identity_splink.model_columns(out.model) == expected
@@ -150,7 +150,7 @@ def test_a_method_that_links_nothing_while_records_share_name_and_birth_date_fai
     with pytest.raises(IdentityError, match=r"first_name \+ last_name \+ dob: \d+ records") as err:
         resolve_identities(wh, AS_OF, method="exact")
     assert isinstance(err.value, PipelineFinding)
-    assert "Linkage columns with data: first_name, last_name, postcode, address, dob" in str(err.value)
+    assert "Linkage columns with data: first_name, last_name, postcode, address, region, dob" in str(err.value)
     # No values in the message: it names columns and counts only.
     assert not any(v in str(err.value) for v in raw["last_name"].dropna().head(50))
 
