@@ -36,8 +36,10 @@ Comparisons and why they look the way they do (measured on generated data):
 - email, phone and device id: exact match only; a similarity level
   on email re-counts the name evidence for namesakes (``john.smith@`` vs
   ``john.smith2@``) and cut clustered F1 to about 0.91 at 1.4M records; phone
-  keeps its term-frequency adjustment (households share landlines: rich
-  precision fell from 0.997 to 0.992 without it);
+  keeps its term-frequency adjustment when an address is compared (households
+  share landline and address: rich precision fell from 0.997 to 0.992 without
+  it); without an address it is left out, as it only counted a person's own
+  repeated number against them (contact-only F1 0.88 with it, 0.94 without);
 - address: one comparison of postcode *and* street address, because household
   members share both and treating them as independent evidence over-merged
   (precision 0.56 with two separate exact comparisons); an equal street
@@ -226,7 +228,12 @@ def _comparison(spec: ComparisonSpec, columns: tuple[str, ...]):
         return cl.CustomComparison(output_column_name=name, comparison_levels=[*levels, cll.ElseLevel()],
                                    comparison_description=f"{name}: exact, Jaro-Winkler, swapped with {other}")
     if name == "phone":
-        return cl.ExactMatch("phone").configure(term_frequency_adjustments=True)
+        # Term frequencies guard against households: members share a landline *and* the
+        # address, whose comparison would otherwise join them. Without an address the
+        # first name already tells them apart, and the adjustment only counts a person's
+        # own repeated records against them (contact-only F1 0.88 with it, 0.94 without).
+        return cl.ExactMatch("phone").configure(
+            term_frequency_adjustments=bool({"postcode", "address"} & set(columns)))
     if len(spec.columns) >= 2:
         return _place_comparison(spec)
     if name == "dob":
