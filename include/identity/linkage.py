@@ -330,9 +330,15 @@ def model_columns(model: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _clean_text(values: pd.Series) -> pd.Series:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # Arrow kernels: pandas' regex replace runs Python's re per value (half the cost of
+    # normalising 1.4M records).
+    arr = pa.array(values.astype("string").to_numpy(dtype=object, na_value=None), type=pa.large_string())
+    arr = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(arr)), pattern=r"\s+", replacement=" ")
+    s = pd.Series(arr.to_pandas(types_mapper=pd.ArrowDtype), index=values.index).astype("string")
     # pandas 3 keeps '' as a string and Splink would count '' = '' as agreement.
-    s = values.astype("string").str.strip().str.lower()
-    s = s.str.replace(r"\s+", " ", regex=True)
     return s.mask(s == "")
 
 
