@@ -145,7 +145,8 @@ def present_columns(frame: pd.DataFrame, min_share: float = PRESENT_MIN_SHARE) -
 
     A column is present when at least ``min_share`` of the records have a value
     and it holds at least two distinct values (a constant cannot separate
-    persons).
+    persons). The region (:data:`CONTEXT_COLUMNS`) counts only beside a
+    postcode or street address.
     """
     out = []
     for col in (*BASE_COLUMNS, *identifier_columns(frame.columns)):
@@ -534,7 +535,8 @@ def train_model(frame: pd.DataFrame, *, columns: tuple[str, ...] | None = None, 
         initial_recall = rules_recall(frame, rules)
         training.estimate_probability_two_random_records_match([_block_on(r) for r in rules], recall=initial_recall)
         training.estimate_u_using_random_sampling(max_pairs=u_max_pairs, seed=seed)
-    except (SplinkException, ZeroDivisionError) as exc:
+    except (SplinkException, ZeroDivisionError, ValueError) as exc:
+        # ValueError: more pairs agree on the rules than the estimated recall allows (tiny loads).
         raise TrainingError(f"{where}: {str(exc).splitlines()[0]}") from exc
     prior = linker._settings_obj._probability_two_random_records_match
     if not 0 < prior < 1:
