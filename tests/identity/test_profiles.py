@@ -71,7 +71,8 @@ def test_person_only_profile_has_names_address_yyyymmdd_dates_and_a_national_id(
     pd.testing.assert_frame_equal(rich["raw_orders"], person_only["raw_orders"])
 
 
-@pytest.mark.parametrize(("drop_ids", "min_f1"), [(False, 0.98), (True, 0.97)])
+# Measured 0.998 with the national id and 0.996 without (1,500 persons).
+@pytest.mark.parametrize(("drop_ids", "min_f1"), [(False, 0.99), (True, 0.985)])
 def test_person_only_records_train_unsupervised(wh, person_only, drop_ids, min_f1):
     _with_truth(wh, person_only, drop_ids)
     out = resolve_identities(wh, AS_OF)
