@@ -14,7 +14,9 @@ baseline on the strong identifiers present; both are scored (pairwise F1,
 precision, recall) against the generator's truth, which is never used for
 training. ``--identity-profile`` picks the generator's identity profile
 (rich, person_only, contact_only); ``--drop-ids`` removes the ``id_*``
-columns (person_only without the national id).
+columns (person_only without the national id). ``--misses`` adds, for the
+Splink clusters, the agreement patterns (``=`` equal, ``x`` different, ``-``
+missing on a side; no values) of the missed and the falsely joined true pairs.
 """
 
 from __future__ import annotations
@@ -46,7 +48,35 @@ def generate(persons: int, seed: int, out: Path, profile: str = "rich", drop_ids
     records.drop(columns=["_created", "loaded_at"]).to_parquet(out)
 
 
-def run_stage(path: Path, u_max_pairs: float, threshold: float) -> dict:
+def _pair_patterns(linkage: pd.DataFrame, columns: tuple[str, ...], cluster: pd.Series, truth: pd.Series,
+                   missed: bool, top: int = 12) -> dict[str, int]:
+    """Agreement patterns of record pairs one person split over clusters (``missed``) or two persons joined.
+
+    Scoring only: the truth is read here after clustering and nothing flows back.
+    """
+    import numpy as np
+
+    frame = linkage[["unique_id", *columns]].assign(person=truth.to_numpy(), cluster=cluster.to_numpy())
+    key = "person" if missed else "cluster"
+    sizes = frame.groupby(key)[key].transform("size")
+    multi = frame[sizes > 1]
+    pairs = multi.merge(multi, on=key, suffixes=("_l", "_r"))
+    pairs = pairs[pairs["unique_id_l"] < pairs["unique_id_r"]]
+    other = "cluster" if missed else "person"
+    pairs = pairs[pairs[f"{other}_l"] != pairs[f"{other}_r"]]
+
+    def agree(col: str) -> np.ndarray:
+        left, right = pairs[f"{col}_l"].astype(object), pairs[f"{col}_r"].astype(object)
+        equal = (left.fillna("\0") == right.fillna("\1")).to_numpy()
+        return np.where((left.isna() | right.isna()).to_numpy(), "-", np.where(equal, "=", "x"))
+
+    if pairs.empty:
+        return {}
+    pattern = pd.Series(["".join(p) for p in zip(*(agree(c) for c in columns), strict=True)])
+    return {" ".join(k): int(v) for k, v in pattern.value_counts().head(top).items()}
+
+
+def run_stage(path: Path, u_max_pairs: float, threshold: float, misses: bool = False) -> dict:
     from include.identity import linkage as identity_splink
     from include.identity.resolve import (
         assign_stable_keys,
@@ -84,7 +114,7 @@ def run_stage(path: Path, u_max_pairs: float, threshold: float) -> dict:
     t = time.perf_counter()
     baseline = exact_clusters(strong_identifier_keys(linkage))
     timings["exact_baseline_s"] = time.perf_counter() - t
-    return {
+    result = {
         "records": len(records), "persons": int(truth.nunique()), "customers": len(customers),
         "columns": list(columns),
         "pairs_scored": linked.pairs_scored,
@@ -97,6 +127,12 @@ def run_stage(path: Path, u_max_pairs: float, threshold: float) -> dict:
         "splink": {k: round(v, 4) for k, v in evaluate_clusters(pd.Series(keyed["customer_key"]), truth).items()},
         "exact_baseline": {k: round(v, 4) for k, v in evaluate_clusters(baseline, truth).items()},
     }
+    if misses:
+        # After the figures above, so the analysis does not count in the stage's peak memory.
+        result["pattern_columns"] = " ".join(columns)
+        for name, missed in (("missed_pairs", True), ("false_pairs", False)):
+            result[name] = _pair_patterns(linkage, columns, keyed["customer_key"], truth, missed)
+    return result
 
 
 def main() -> None:
@@ -107,10 +143,11 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--identity-profile", choices=("rich", "person_only", "contact_only"), default="rich")
     parser.add_argument("--drop-ids", action="store_true", help="remove the id_* columns (e.g. the national id)")
+    parser.add_argument("--misses", action="store_true", help="agreement patterns of missed and false pairs")
     parser.add_argument("--stage", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps(run_stage(args.stage, args.u_max_pairs, args.threshold)))
+        print(json.dumps(run_stage(args.stage, args.u_max_pairs, args.threshold, args.misses)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "records.parquet"
@@ -119,7 +156,8 @@ def main() -> None:
         print(f"generated {args.persons:,} persons in {time.perf_counter() - t:.1f} s")
         t = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--stage", str(path), "--u-max-pairs", str(args.u_max_pairs),
-                              "--threshold", str(args.threshold)], capture_output=True, text=True, check=True)
+                              "--threshold", str(args.threshold), *(["--misses"] if args.misses else [])],
+                             capture_output=True, text=True, check=True)
         wall = time.perf_counter() - t
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_wall_s"] = round(wall, 1)

@@ -15,8 +15,11 @@ CRM id) come from the staging table ``stg_identity_identifiers``.
 The model is trained without labels:
 
 1. λ, the prior that two random records match, from deterministic rules on the
-   strong identifiers present (email, phone, device id, every ``id_*``; recall
-   assumed 0.8), or on name + date of birth when there are none (recall 0.6);
+   strong identifiers present (email, phone, device id, every ``id_*``), or on
+   name + date of birth when there are none. The rules' recall is estimated
+   from the data (:func:`rules_recall`: how often both records carry the
+   rule's columns, and, after EM, how often a matching pair agrees on them), so
+   an id on 70% of records is not taken for one on every record;
 2. u probabilities by random sampling of record pairs (fixed seed);
 3. m probabilities by expectation maximisation over blocking rules chosen from
    :data:`EM_SESSION_CANDIDATES` in order: at least three sessions, and more
@@ -33,15 +36,20 @@ Comparisons and why they look the way they do (measured on generated data):
 - email, phone and device id: exact match only; a similarity level
   on email re-counts the name evidence for namesakes (``john.smith@`` vs
   ``john.smith2@``) and cut clustered F1 to about 0.91 at 1.4M records; phone
-  keeps its term-frequency adjustment (households share landlines: rich
-  precision fell from 0.997 to 0.992 without it);
+  keeps its term-frequency adjustment when an address is compared (households
+  share landline and address: rich precision fell from 0.997 to 0.992 without
+  it); without an address it is left out, as it only counted a person's own
+  repeated number against them (contact-only F1 0.88 with it, 0.94 without);
 - address: one comparison of postcode *and* street address, because household
   members share both and treating them as independent evidence over-merged
   (precision 0.56 with two separate exact comparisons); an equal street
-  address with a missing or mistyped postcode is a level of its own;
-- date of birth: exact, one edit apart, day and month swapped, two edits
-  apart (a transposition; Levenshtein: Damerau–Levenshtein is 7x slower in
-  DuckDB 2.0).
+  address with a missing or mistyped postcode is a level of its own, and the
+  region (when present) is the last level before "all other": a person who
+  moved usually stays in the region (see :func:`_place_comparison`);
+- date of birth: exact, one edit apart, day and month swapped, two characters
+  swapped (a transposition, tested as two differing positions holding the same
+  characters; "any two edits" also joined unrelated dates of one month, and
+  Damerau–Levenshtein is 9x slower in DuckDB).
 
 EM sessions sample at most :data:`EM_MAX_PAIRS` blocked pairs, so the broad
 last-resort rules used for sparse column sets stay affordable.
@@ -59,6 +67,7 @@ rules and EM sessions each column set gets) must stay in one place to stay consi
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -73,10 +82,13 @@ from include.identity.normalise import normalise_date, normalise_email, normalis
 log = logging.getLogger(__name__)
 
 #: Linkage columns every run derives from ``stg_identity_records`` (after normalisation).
-BASE_COLUMNS = ("first_name", "last_name", "email", "phone", "postcode", "address", "dob", "device_id")
+BASE_COLUMNS = ("first_name", "last_name", "email", "phone", "postcode", "address", "region", "dob", "device_id")
 #: Columns of the linkage input before any ``id_*`` column (see :func:`linkage_input`).
 LINKAGE_COLUMNS = ("unique_id", *BASE_COLUMNS)
-IDENTIFYING_COLUMNS = BASE_COLUMNS
+#: Columns that locate a record without identifying it: compared only as the coarsest level of
+#: the address comparison, never counted as an identifier (a record with only a region has none).
+CONTEXT_COLUMNS = ("region",)
+IDENTIFYING_COLUMNS = tuple(c for c in BASE_COLUMNS if c not in CONTEXT_COLUMNS)
 #: Prefix of the extra identifier columns pivoted from ``stg_identity_identifiers``.
 ID_PREFIX = "id_"
 #: Contact identifiers that, equal on two records, almost always mean one person.
@@ -86,11 +98,16 @@ PRESENT_MIN_SHARE = 0.01
 
 #: Prediction blocking rules, in order; a rule is used when all its columns are present.
 #: Each is selective at 1.4M records; a rule on first and last name alone produced
-#: 78M pairs from a realistic name distribution. ``first_name[:1]`` is a prefix.
+#: 78M pairs from a realistic name distribution. ``first_name[:1]`` is a prefix;
+#: ``first_name~last_name`` is the left record's first name equal to the right one's
+#: last name: names entered the wrong way round, which no rule on equal names reaches
+#: once the person has also moved or left the postcode out (both orders are listed,
+#: as a pair is blocked in one orientation only).
 PREDICTION_RULE_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("email",), ("phone",), ("device_id",), ("{id}",),
     ("postcode", "first_name[:1]"), ("dob", "last_name[:2]"), ("last_name", "address"),
     ("postcode", "dob"), ("postcode", "address"), ("dob", "first_name[:2]"),
+    ("dob", "first_name~last_name"), ("dob", "last_name~first_name"),
 )
 #: EM training blocking rules, in order of preference (see the module docstring).
 EM_SESSION_CANDIDATES: tuple[tuple[str, ...], ...] = (
@@ -128,7 +145,8 @@ def present_columns(frame: pd.DataFrame, min_share: float = PRESENT_MIN_SHARE) -
 
     A column is present when at least ``min_share`` of the records have a value
     and it holds at least two distinct values (a constant cannot separate
-    persons).
+    persons). The region (:data:`CONTEXT_COLUMNS`) counts only beside a
+    postcode or street address.
     """
     out = []
     for col in (*BASE_COLUMNS, *identifier_columns(frame.columns)):
@@ -137,11 +155,14 @@ def present_columns(frame: pd.DataFrame, min_share: float = PRESENT_MIN_SHARE) -
         values = frame[col].dropna()
         if len(values) >= max(2, min_share * len(frame)) and values.nunique() >= 2:
             out.append(col)
+    if not {"postcode", "address"} & set(out):
+        # A region refines an address comparison; alone it is too coarse to weigh as evidence.
+        out = [c for c in out if c not in CONTEXT_COLUMNS]
     return tuple(out)
 
 
 def _rule_columns(rule: tuple[str, ...]) -> set[str]:
-    return {part.split("[")[0] for part in rule}
+    return {col for part in rule for col in part.split("[")[0].split("~")}
 
 
 def _expand(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -155,12 +176,17 @@ def _expand(candidates: tuple[tuple[str, ...], ...], columns: tuple[str, ...]) -
 
 def _block_on(rule: tuple[str, ...]):
     from splink import block_on
+    from splink.blocking_rule_library import CustomRule
 
     parts = []
     for part in rule:
         m = re.fullmatch(r"(\w+)\[:(\d+)\]", part)
         parts.append(f"substr({m.group(1)}, 1, {m.group(2)})" if m else part)
-    return block_on(*parts)
+    if not any("~" in part for part in rule):
+        return block_on(*parts)
+    # Across two columns: block_on compares a column with itself, so spell the equi-join out.
+    sides = [part.split("~") if "~" in part else [part, part] for part in rule]
+    return CustomRule(" AND ".join(f'l."{a}" = r."{b}"' for a, b in sides))
 
 
 @dataclass(frozen=True)
@@ -175,8 +201,9 @@ def comparison_specs(columns: tuple[str, ...]) -> list[ComparisonSpec]:
     """The comparisons a model over ``columns`` holds (see the module docstring)."""
     have = set(columns)
     specs = [ComparisonSpec(c, (c,)) for c in ("first_name", "last_name", "email", "phone") if c in have]
-    if {"postcode", "address"} <= have:
-        specs.append(ComparisonSpec("address", ("postcode", "address")))
+    place = tuple(c for c in ("postcode", "address", "region") if c in have)
+    if len(place) >= 2:
+        specs.append(ComparisonSpec("address" if "address" in have else "postcode", place))
     else:
         specs += [ComparisonSpec(c, (c,)) for c in ("postcode", "address") if c in have]
     specs += [ComparisonSpec(c, (c,)) for c in ("dob", "device_id", *identifier_columns(columns)) if c in have]
@@ -202,37 +229,65 @@ def _comparison(spec: ComparisonSpec, columns: tuple[str, ...]):
         return cl.CustomComparison(output_column_name=name, comparison_levels=[*levels, cll.ElseLevel()],
                                    comparison_description=f"{name}: exact, Jaro-Winkler, swapped with {other}")
     if name == "phone":
-        return cl.ExactMatch("phone").configure(term_frequency_adjustments=True)
-    if spec.columns == ("postcode", "address"):
-        return cl.CustomComparison(
-            output_column_name="address",
-            comparison_description="postcode and street address",
-            comparison_levels=[
-                cll.And(cll.NullLevel("postcode"), cll.NullLevel("address")),
-                cll.And(cll.ExactMatchLevel("postcode"), cll.ExactMatchLevel("address")),
-                cll.ExactMatchLevel("postcode"),
-                # A missing or mistyped postcode must not hide an equal street address.
-                cll.ExactMatchLevel("address"),
-                cll.ElseLevel(),
-            ],
-        )
+        # Term frequencies guard against households: members share a landline *and* the
+        # address, whose comparison would otherwise join them. Without an address the
+        # first name already tells them apart, and the adjustment only counts a person's
+        # own repeated records against them (contact-only F1 0.88 with it, 0.94 without).
+        return cl.ExactMatch("phone").configure(
+            term_frequency_adjustments=bool({"postcode", "address"} & set(columns)))
+    if len(spec.columns) >= 2:
+        return _place_comparison(spec)
     if name == "dob":
-        # ISO text: day and month swapped (a US/UK mix-up) and two-digit slips are common entry errors.
+        # ISO text: day and month swapped (a US/UK mix-up) and two digits swapped are common entry errors.
         swapped = ('substr("dob_l", 1, 4) = substr("dob_r", 1, 4) AND substr("dob_l", 6, 2) = substr("dob_r", 9, 2) '
                    'AND substr("dob_l", 9, 2) = substr("dob_r", 6, 2)')
+        # Exactly two characters differ and they are each other's: a transposition. Any two edits
+        # (the previous level) also joined unrelated dates of one month (u 0.017, Bayes factor ~1);
+        # this is 80x rarer among non-matches. Damerau-Levenshtein is 9x slower in DuckDB.
+        digits_swapped = ('length("dob_l") = length("dob_r") AND hamming("dob_l", "dob_r") = 2 AND '
+                          'list_sort(string_split("dob_l", \'\')) = list_sort(string_split("dob_r", \'\'))')
         return cl.CustomComparison(
             output_column_name="dob",
-            comparison_description="date of birth: exact, one edit, day and month swapped, two edits",
+            comparison_description="date of birth: exact, one edit, day and month swapped, two digits swapped",
             comparison_levels=[
                 cll.NullLevel("dob"), cll.ExactMatchLevel("dob"), cll.LevenshteinLevel("dob", 1),
                 cll.CustomLevel(swapped, label_for_charts="day and month swapped"),
-                cll.LevenshteinLevel("dob", 2), cll.ElseLevel(),
+                cll.CustomLevel(digits_swapped, label_for_charts="two digits swapped"),
+                cll.ElseLevel(),
             ],
         )
     if name.startswith(ID_PREFIX):
         # Identifiers are keyed by hand too: one mistyped character should not count as a contradiction.
         return cl.LevenshteinAtThresholds(name, 1)
     return cl.ExactMatch(name)
+
+
+def _place_comparison(spec: ComparisonSpec):
+    """One comparison of postcode, street address and region (those of them present).
+
+    Household members share postcode and street, so treating them as independent
+    evidence over-merged (precision 0.56 with two separate exact comparisons). The
+    region is the last level before "all other": a person who moved usually stays
+    in the region, and a separate region comparison would count it again for every
+    pair that shares an address.
+    """
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    have = spec.columns
+    street = [c for c in ("postcode", "address") if c in have]
+    levels = [cll.And(*[cll.NullLevel(c) for c in street]) if len(street) == 2 else cll.NullLevel(street[0])]
+    if len(street) == 2:
+        levels.append(cll.And(cll.ExactMatchLevel("postcode"), cll.ExactMatchLevel("address")))
+    # A missing or mistyped postcode must not hide an equal street address (and vice versa).
+    levels += [cll.ExactMatchLevel(c) for c in street]
+    if "region" in have:
+        levels.append(cll.ExactMatchLevel("region"))
+    return cl.CustomComparison(
+        output_column_name=spec.name,
+        comparison_description=" and ".join(have).replace("address", "street address"),
+        comparison_levels=[*levels, cll.ElseLevel()],
+    )
 
 
 def build_settings(columns: tuple[str, ...] = BASE_COLUMNS):
@@ -276,9 +331,15 @@ def model_columns(model: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _clean_text(values: pd.Series) -> pd.Series:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # Arrow kernels: pandas' regex replace runs Python's re per value (half the cost of
+    # normalising 1.4M records).
+    arr = pa.array(values.astype("string").to_numpy(dtype=object, na_value=None), type=pa.large_string())
+    arr = pc.replace_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(arr)), pattern=r"\s+", replacement=" ")
+    s = pd.Series(arr.to_pandas(types_mapper=pd.ArrowDtype), index=values.index).astype("string")
     # pandas 3 keeps '' as a string and Splink would count '' = '' as agreement.
-    s = values.astype("string").str.strip().str.lower()
-    s = s.str.replace(r"\s+", " ", regex=True)
     return s.mask(s == "")
 
 
@@ -345,6 +406,7 @@ def linkage_input(records: pd.DataFrame, identifiers: pd.DataFrame | None = None
         "phone": normalise_phone(col("phone"), phone_country),
         "postcode": _clean_text(col("postcode")).str.replace(" ", "", regex=False),
         "address": _clean_text(col("address")),
+        "region": _clean_text(col("region")),
         "dob": normalise_date(col("date_of_birth")),
         "device_id": _clean_text(col("device_id")),
     })
@@ -380,19 +442,54 @@ def _linker(frame: pd.DataFrame, settings: Any, threads: int, memory_limit: str 
     return Linker(sdf, settings)
 
 
-def deterministic_rules(columns: tuple[str, ...]) -> tuple[list[tuple[str, ...]], float]:
-    """Deterministic rules for λ over ``columns`` and the recall assumed for them.
+def deterministic_rules(columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Deterministic rules for λ over ``columns``.
 
     Strong identifiers when any is present; otherwise equal name and date of
-    birth (or name and postcode), whose recall is lower because typos and
-    missing dates break exact agreement.
+    birth (or name and postcode).
     """
     strong = [(c,) for c in (*STRONG_CONTACT_COLUMNS, *identifier_columns(columns)) if c in columns]
     if strong:
-        return strong, 0.8
-    fallback = [r for r in (("first_name", "last_name", "dob"), ("first_name", "last_name", "postcode"))
-                if set(r) <= set(columns)]
-    return fallback, 0.6
+        return strong
+    return [r for r in (("first_name", "last_name", "dob"), ("first_name", "last_name", "postcode"))
+            if set(r) <= set(columns)]
+
+
+def exact_agreement(model: dict[str, Any] | None, column: str) -> float:
+    """P(two records of one person carry equal ``column`` values | both carry one), from the model's m.
+
+    The sum of m over the levels that require ``column`` to be equal; 1.0 before
+    training (or when no level tests it), an upper bound.
+    """
+    test = f'"{column}_l" = "{column}_r"'
+    total, found = 0.0, False
+    for comparison in (model or {}).get("comparisons", []):
+        for level in comparison.get("comparison_levels", []):
+            if test in level.get("sql_condition", "") and level.get("m_probability") is not None:
+                total += level["m_probability"]
+                found = True
+    return min(total, 1.0) if found else 1.0
+
+
+def rules_recall(frame: pd.DataFrame, rules: list[tuple[str, ...]], model: dict[str, Any] | None = None) -> float:
+    """Share of true matches the deterministic ``rules`` find, estimated from the data without labels.
+
+    A rule finds a matching pair when both records carry each of its columns
+    (fill share squared) and the values are equal (:func:`exact_agreement`);
+    columns are taken as independent and the union over rules is counted by
+    inclusion–exclusion. A fixed guess (0.8) put λ 40% low when a national id
+    is on 70% of records (true recall 0.49), which cost person-only recall.
+    """
+    share = {}
+    for col in set().union(*(_rule_columns(r) for r in rules)):
+        fill = float(frame[col].notna().mean()) if len(frame) else 0.0
+        share[col] = fill * fill * exact_agreement(model, col)
+    recall = 0.0
+    for k in range(1, len(rules) + 1):
+        for subset in itertools.combinations(rules, k):
+            recall += (-1) ** (k + 1) * math.prod(share[c] for c in set().union(*(_rule_columns(r) for r in subset)))
+    # Clamped: a rule found on a sliver of records would otherwise blow λ up.
+    return float(min(max(recall, 0.05), 1.0))
 
 
 def em_sessions(columns: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -425,7 +522,7 @@ def train_model(frame: pd.DataFrame, *, columns: tuple[str, ...] | None = None, 
 
     columns = present_columns(frame) if columns is None else tuple(columns)
     where = f"{len(frame)} records, columns present: {', '.join(columns) or 'none'}"
-    rules, recall = deterministic_rules(columns)
+    rules = deterministic_rules(columns)
     if not rules:
         raise TrainingError(f"{where}: no deterministic rule for λ (needs email, phone, device id, an id_* "
                             "column, or first name + last name with date of birth or postcode)")
@@ -435,9 +532,11 @@ def train_model(frame: pd.DataFrame, *, columns: tuple[str, ...] | None = None, 
     estimated: set[str] = set()
     done = 0
     try:
-        training.estimate_probability_two_random_records_match([_block_on(r) for r in rules], recall=recall)
+        initial_recall = rules_recall(frame, rules)
+        training.estimate_probability_two_random_records_match([_block_on(r) for r in rules], recall=initial_recall)
         training.estimate_u_using_random_sampling(max_pairs=u_max_pairs, seed=seed)
-    except (SplinkException, ZeroDivisionError) as exc:
+    except (SplinkException, ZeroDivisionError, ValueError) as exc:
+        # ValueError: more pairs agree on the rules than the estimated recall allows (tiny loads).
         raise TrainingError(f"{where}: {str(exc).splitlines()[0]}") from exc
     prior = linker._settings_obj._probability_two_random_records_match
     if not 0 < prior < 1:
@@ -469,6 +568,10 @@ def train_model(frame: pd.DataFrame, *, columns: tuple[str, ...] | None = None, 
         # Splink would score these with its default m values: a guess, not a model.
         raise TrainingError(f"{where}: no EM session can estimate {', '.join(never)} (each session must block "
                             "on other columns than the ones it estimates)")
+    # λ again, now with the rules' recall from the trained m (typos and slips lower it).
+    # EM sessions keep λ of their own blocks; the model's λ is this estimate only.
+    recall = rules_recall(frame, rules, linker.misc.save_model_to_json())
+    linker._settings_obj._probability_two_random_records_match = prior * initial_recall / recall
     return linker.misc.save_model_to_json()
 
 

@@ -433,7 +433,7 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
     linkage = splink_linkage.linkage_input(records, load_identity_identifiers(wh, as_of_date), phone_country)
     columns = splink_linkage.present_columns(linkage)
     email, phone = linkage["email"], linkage["phone"]
-    identifying = [c for c in linkage.columns if c != "unique_id"]
+    identifying = [c for c in linkage.columns if c not in ("unique_id", *splink_linkage.CONTEXT_COLUMNS)]
     no_identifier = linkage[identifying].isna().all(axis=1)
     metrics = {
         "identity_records": float(len(records)),

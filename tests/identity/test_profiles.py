@@ -71,11 +71,12 @@ def test_person_only_profile_has_names_address_yyyymmdd_dates_and_a_national_id(
     pd.testing.assert_frame_equal(rich["raw_orders"], person_only["raw_orders"])
 
 
-@pytest.mark.parametrize(("drop_ids", "min_f1"), [(False, 0.98), (True, 0.97)])
+# Measured 0.998 with the national id and 0.996 without (1,500 persons).
+@pytest.mark.parametrize(("drop_ids", "min_f1"), [(False, 0.99), (True, 0.985)])
 def test_person_only_records_train_unsupervised(wh, person_only, drop_ids, min_f1):
     _with_truth(wh, person_only, drop_ids)
     out = resolve_identities(wh, AS_OF)
-    expected = ("first_name", "last_name", "postcode", "address", "dob") + (() if drop_ids else ("id_national",))
+    expected = ("first_name", "last_name", "postcode", "address", "region", "dob") + (() if drop_ids else ("id_national",))
     assert out.columns == expected
     assert out.model_trained and out.degraded_reason is None
     assert identity_splink.model_columns(out.model) == expected
@@ -95,11 +96,13 @@ def test_contact_only_records_train_unsupervised(wh):
     assert out.columns == ("first_name", "email", "phone", "device_id")
     assert out.model_trained and out.degraded_reason is None
     ev = out.evaluation.set_index("method")
-    # Measured 0.894 (precision 1.0): a pair sharing one phone and a first name scores just
-    # under 0.95, because the phone's term-frequency adjustment (kept for households sharing
-    # a landline in richer data) counts the person's own repeated number against it.
+    # Without an address the phone has no term-frequency adjustment (it counted a person's own
+    # repeated number against them: F1 0.894 with it). Most pairs still missed share only a
+    # first name.
+    assert not any(lv.get("tf_adjustment_column") for c in out.model["comparisons"]
+                   if c["output_column_name"] == "phone" for lv in c["comparison_levels"])
     assert ev.loc["splink", "pairwise_precision"] >= 0.99
-    assert ev.loc["splink", "pairwise_f1"] >= 0.85
+    assert ev.loc["splink", "pairwise_f1"] >= 0.92
 
 
 def test_rich_records_keep_the_full_model(wh):
@@ -108,6 +111,8 @@ def test_rich_records_keep_the_full_model(wh):
     assert out.columns == identity_splink.BASE_COLUMNS
     names = [c["output_column_name"] for c in out.model["comparisons"]]
     assert names == ["first_name", "last_name", "email", "phone", "address", "dob", "device_id"]
+    phone = next(c for c in out.model["comparisons"] if c["output_column_name"] == "phone")
+    assert any(lv.get("tf_adjustment_column") == "phone" for lv in phone["comparison_levels"])
     assert [r for r in identity_splink.em_sessions(out.columns)][:3] == [("email",), ("phone",), ("postcode", "dob")]
 
 
@@ -150,7 +155,7 @@ def test_a_method_that_links_nothing_while_records_share_name_and_birth_date_fai
     with pytest.raises(IdentityError, match=r"first_name \+ last_name \+ dob: \d+ records") as err:
         resolve_identities(wh, AS_OF, method="exact")
     assert isinstance(err.value, PipelineFinding)
-    assert "Linkage columns with data: first_name, last_name, postcode, address, dob" in str(err.value)
+    assert "Linkage columns with data: first_name, last_name, postcode, address, region, dob" in str(err.value)
     # No values in the message: it names columns and counts only.
     assert not any(v in str(err.value) for v in raw["last_name"].dropna().head(50))
 

@@ -1,0 +1,85 @@
+"""The column-driven Splink design: comparison levels, blocking rules and λ's recall, without training."""
+
+import duckdb
+import pandas as pd
+import pytest
+
+from include.identity import linkage as identity_splink
+
+
+def _levels(name: str, columns: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(label, DuckDB SQL condition) of every level of the comparison ``name`` over ``columns``."""
+    spec = next(s for s in identity_splink.comparison_specs(columns) if s.name == name)
+    comparison = identity_splink._comparison(spec, columns).get_comparison("duckdb")
+    return [(lv.label_for_charts, lv.sql_condition) for lv in comparison.comparison_levels]
+
+
+def _first_level(levels: list[tuple[str, str]], pairs: pd.DataFrame) -> list[str]:
+    """Label of the first level each row of ``pairs`` (``<col>_l``, ``<col>_r`` columns) falls in, as Splink's CASE."""
+    case = " ".join(f"WHEN {sql} THEN '{label}'" if sql != "ELSE" else f"ELSE '{label}'" for label, sql in levels)
+    con = duckdb.connect()
+    con.register("pairs", pairs)
+    return [r[0] for r in con.execute(f"SELECT CASE {case} END FROM pairs").fetchall()]
+
+
+def test_dates_of_birth_with_two_digits_swapped_have_their_own_level():
+    levels = _levels("dob", ("first_name", "dob"))
+    pairs = pd.DataFrame({
+        "dob_l": ["1980-03-12", "1980-03-12", "1980-03-12", "1980-03-12", "1980-03-12", "1980-03-12"],
+        "dob_r": ["1980-03-12", "1980-03-21", "1908-03-12", "1980-12-03", "1980-03-28", "1980-03-13"],
+    })
+    got = _first_level(levels, pairs)
+    assert got[:4] == ["Exact match on dob", "two digits swapped", "two digits swapped", "day and month swapped"]
+    # Two edits that are no transposition (another day of the month) are a disagreement.
+    assert got[4] == "All other comparisons"
+    assert got[5].startswith("Levenshtein")
+
+
+def test_region_is_the_last_address_level_and_only_with_an_address():
+    columns = ("first_name", "last_name", "postcode", "address", "region", "dob")
+    labels = [label for label, _ in _levels("address", columns)]
+    assert labels[-2:] == ["Exact match on region", "All other comparisons"]
+    assert [s.name for s in identity_splink.comparison_specs(columns)].count("address") == 1
+    assert "region" not in {c for s in identity_splink.comparison_specs(columns) if s.name != "address"
+                            for c in s.columns}
+    frame = pd.DataFrame({"first_name": ["a", "b", "c"], "email": ["x@y.z", "u@v.w", None],
+                          "region": ["north", "south", "north"]})
+    assert identity_splink.present_columns(frame) == ("first_name", "email")
+    frame["postcode"] = ["n1", "s2", "n3"]
+    assert identity_splink.present_columns(frame) == ("first_name", "email", "postcode", "region")
+
+
+def test_swapped_names_rules_block_a_pair_in_both_orientations():
+    rules = [r for r in identity_splink._expand(identity_splink.PREDICTION_RULE_CANDIDATES,
+                                                ("first_name", "last_name", "dob")) if any("~" in p for p in r)]
+    assert len(rules) == 2
+    records = pd.DataFrame({"uid": [1, 2, 3], "first_name": ["ann", "lee", "lee"], "last_name": ["lee", "anne", "ann"],
+                            "dob": ["1980-01-02", "1980-01-02", "1990-01-02"]})
+    con = duckdb.connect()
+    con.register("records", records)
+    for left, right in ((1, 2), (2, 1)):
+        hits = sum(con.execute(f"SELECT count(*) FROM records l, records r WHERE l.uid = {left} AND r.uid = {right} "
+                               f"AND {identity_splink._block_on(rule).get_blocking_rule('duckdb').blocking_rule_sql}"
+                               ).fetchone()[0] for rule in rules)
+        assert hits == 1
+    # A different date of birth is not blocked.
+    sql = identity_splink._block_on(rules[0]).get_blocking_rule("duckdb").blocking_rule_sql
+    assert con.execute(f"SELECT count(*) FROM records l, records r WHERE l.uid = 1 AND r.uid = 3 AND {sql}"
+                       ).fetchone()[0] == 0
+
+
+def test_rules_recall_counts_fill_agreement_and_the_union_of_rules():
+    n = 1000
+    frame = pd.DataFrame({"id_national": [f"N{i}" if i % 10 < 7 else None for i in range(n)],
+                          "email": [f"{i}@x.org" if i % 2 else None for i in range(n)]})
+    assert identity_splink.rules_recall(frame, [("id_national",)]) == pytest.approx(0.49)
+    model = {"comparisons": [{"comparison_levels": [
+        {"sql_condition": '"id_national_l" = "id_national_r"', "m_probability": 0.9},
+        {"sql_condition": "ELSE", "m_probability": 0.1}]}]}
+    assert identity_splink.rules_recall(frame, [("id_national",)], model) == pytest.approx(0.49 * 0.9)
+    # Either rule: 1 - (1 - 0.49)(1 - 0.25).
+    assert identity_splink.rules_recall(frame, [("id_national",), ("email",)]) == pytest.approx(0.6175)
+    # Rules sharing columns are not independent: names + dob or names + postcode.
+    both = pd.DataFrame({c: ["v"] * n for c in ("first_name", "last_name", "dob", "postcode")})
+    assert identity_splink.rules_recall(both, [("first_name", "last_name", "dob"),
+                                               ("first_name", "last_name", "postcode")]) == pytest.approx(1.0)
