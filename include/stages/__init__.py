@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "track_migration": "include.stages.migration:track_migration",
     "check_migration": "include.stages.migration:check_migration",
     "build_economics": "include.stages.economics:build_economics",
+    "run_experiment": "include.stages.experiment:run_experiment",
     "render_report": "include.stages.report:render_report",
 }
 
