@@ -4,7 +4,10 @@ For each segment and outcome the lift is the difference of the arm means,
 treated minus holdout, with Welch's standard error
 ``sqrt(var_t / n_t + var_h / n_h)`` and the interval ``lift +- z * se``
 (``z`` = the 97.5% normal quantile from SciPy). For the 0/1 retention outcome
-this is the Wald interval for a difference of proportions. The relative lift
+the interval is Agresti and Caffo's (2000): the Wald interval after adding
+one success and one failure to each arm, which keeps its coverage near 95%
+for small arms and rates near 0 or 1 (where the plain Wald interval collapses
+to zero width); the lift reported is still the raw difference. The relative lift
 ``mean_t / mean_h - 1`` gets a delta-method interval. An arm with fewer than
 two customers, or no variance in either arm, gives no interval (NaN), never
 a zero-width one.
@@ -18,12 +21,17 @@ from scipy import stats
 
 #: Outcomes compared per customer (columns of the ``customer_outcomes`` read), in report order.
 METRICS = ("retention", "revenue", "cost_to_serve", "profit")
+#: Outcomes that are 0/1 per customer.
+BINARY = ("retention",)
 LIFT_COLUMNS = ("segment_id", "segment_name", "metric", "n_treated", "n_holdout", "treated_mean", "holdout_mean",
                 "lift", "ci_low", "ci_high", "relative_lift", "relative_ci_low", "relative_ci_high")
 
 
-def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float = 0.95) -> dict[str, float]:
+def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float = 0.95,
+                        binary: bool = False) -> dict[str, float]:
     """Means, difference and its interval for two independent samples (NaN values dropped).
+
+    ``binary``: the values are 0/1 and the difference gets the Agresti-Caffo interval.
 
     Returns ``n_treated``, ``n_holdout``, ``treated_mean``, ``holdout_mean``,
     ``lift``, ``ci_low``, ``ci_high``, ``relative_lift``, ``relative_ci_low``,
@@ -41,9 +49,13 @@ def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float =
         return out
     z = float(stats.norm.ppf(0.5 + level / 2))
     vt, vh = float(t.var(ddof=1)) / nt, float(h.var(ddof=1)) / nh
-    se = np.sqrt(vt + vh)
+    if binary:
+        pt, ph = (t.sum() + 1) / (nt + 2), (h.sum() + 1) / (nh + 2)
+        centre, se = pt - ph, np.sqrt(pt * (1 - pt) / (nt + 2) + ph * (1 - ph) / (nh + 2))
+    else:
+        centre, se = out["lift"], np.sqrt(vt + vh)
     if se > 0:
-        out["ci_low"], out["ci_high"] = out["lift"] - z * se, out["lift"] + z * se
+        out["ci_low"], out["ci_high"] = centre - z * se, centre + z * se
     mt, mh = out["treated_mean"], out["holdout_mean"]
     if mh != 0:
         out["relative_lift"] = mt / mh - 1.0
@@ -76,5 +88,5 @@ def segment_lift(outcomes: pd.DataFrame, metrics: tuple[str, ...] = METRICS, lev
                 continue
             values = group[metric].to_numpy(dtype=float)
             rows.append({"segment_id": int(segment_id), "segment_name": str(segment_name), "metric": metric,
-                         **difference_interval(values[~arm], values[arm], level)})
+                         **difference_interval(values[~arm], values[arm], level, binary=metric in BINARY)})
     return pd.DataFrame(rows, columns=list(LIFT_COLUMNS))
