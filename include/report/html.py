@@ -154,6 +154,8 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
     data["priority"] = wh.query_df(
         "SELECT segment_name, value_tier, action, priority, COUNT(*) AS customers FROM customer_priority "
         "WHERE as_of_date = :d GROUP BY segment_name, value_tier, action, priority", d)
+    from include.report.lift import load_lift_data  # experiment sections (include/report/lift.py)
+    data["lift"] = load_lift_data(wh, as_of_date)
     return data
 
 
@@ -398,6 +400,10 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
                                             numeric_from=3)
                          + "<p class='note'>Priority layers churn risk (1 − P(alive)) on the segment's value tier: "
                          "high value + high risk = critical; dormant + high risk = low.</p>"))
+    if "lift" in data:
+        from include.report.lift import lift_sections
+
+        sections.extend(lift_sections(data["lift"], currency))
     nav = "".join(f'<a href="#s{i}">{e(t)}</a>' for i, (t, _) in enumerate(sections))
     banner_html = "".join(f'<div class="banner" role="alert">{b}</div>' for b in banners)
     body = "".join(f'<section id="s{i}"><h2>{e(t)}</h2>{c}</section>' for i, (t, c) in enumerate(sections))
