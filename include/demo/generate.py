@@ -158,8 +158,9 @@ class PolicyEffects:
         Added repeat retention of treated ``retention_archetype`` persons, in
         points (0.06: the seeds' "top-segment retention improved 6 points"),
         over ``retention_window_days`` windows ending after the policy date.
-        Planted by keeping a share of them buying: a kept person orders at
-        least once in every 28 days from the policy date on. The share kept is
+        Planted by keeping a share of them buying: from the policy date on, a
+        kept person with no order of their own in a block of
+        ``min(28, retention_window_days // 2)`` days gets one. The share kept is
         ``retention_effect / (1 - baseline retention)`` of the archetype, so
         the effect on the metric is the one asked for, at most ``1 - baseline``
         (``truth_policy.retention_effect_planted`` says what was planted).
@@ -679,17 +680,23 @@ class DemoGenerator:
         treated_top = ~holdout & (archetype == policy.retention_archetype)
         treated_costly = ~holdout & np.isin(archetype, policy.cost_archetypes)
 
-        # Retention: keep a share of treated top persons buying at least once every 28 days.
+        # Retention: keep a share of treated top persons buying at least once a block (<= 28 days).
         baseline = self._retention_after(orders, np.flatnonzero(archetype == policy.retention_archetype), start,
                                          policy.retention_window_days)
         keep_share = min(1.0, policy.retention_effect / max(1e-9, 1.0 - baseline)) if policy.retention_effect else 0.0
         kept = treated_top & (rng.random(self.n) < keep_share)
         added = []
-        block = 28 * 86400
+        # Any retention window holds a whole block, so a kept person is always retained.
+        block = max(1, min(28, policy.retention_window_days // 2)) * 86400
         blocks = max(0, int(np.ceil((self.end - start).astype(np.int64) / block)))
+        order_pid, order_ts = orders["person_id"].to_numpy(), orders["order_ts"].to_numpy()
         for b in range(blocks):
             lo = start + np.timedelta64(b * block, "s")
-            who = np.flatnonzero(kept)
+            hi = lo + np.timedelta64(block, "s")
+            # Only a kept person with no order of their own in the block gets one.
+            bought = np.zeros(self.n, dtype=bool)
+            bought[order_pid[(order_ts >= lo) & (order_ts < hi)]] = True
+            who = np.flatnonzero(kept & ~bought)
             ts = lo + (rng.random(len(who)) * block).astype("timedelta64[s]")
             ok = ts <= self.end
             added.append(pd.DataFrame({"person_id": who[ok], "order_ts": ts[ok]}))
