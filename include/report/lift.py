@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from include.runtime.warehouse import Warehouse
+from include.runtime.warehouse import Warehouse, named_sql
 
 #: How each metric is shown: label, whether it is money, and the scale of a point.
 METRIC_LABELS = {"retention": "Repeat retention", "revenue": "Revenue / customer",
@@ -26,26 +26,21 @@ def load_lift_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any] | None:
     """The lift of ``as_of_date``, its history under the same policy, and a before/after view if the policy changed."""
     if not wh.has_table("segment_lift") or not wh.has_table("policy_runs"):
         return None
-    d = {"d": as_of_date}
-    policy = wh.query_df("SELECT * FROM policy_runs WHERE as_of_date = :d", d)
+    sql = named_sql("experiment.sql")
+    policy = wh.query_df(sql["policy_of_date"], {"as_of_date": as_of_date})
     if policy.empty:
         return None
     row = policy.iloc[0]
-    history = wh.query_df(
-        "SELECT * FROM segment_lift WHERE experiment_name = :e AND policy_hash = :h AND as_of_date >= :s "
-        "AND as_of_date <= :d ORDER BY as_of_date, segment_id, metric",
-        {"e": row["experiment_name"], "h": row["policy_hash"], "s": row["policy_start"], "d": as_of_date})
+    keys = {"experiment_name": row["experiment_name"], "policy_hash": row["policy_hash"],
+            "policy_start": row["policy_start"], "as_of_date": as_of_date}
+    history = wh.query_df(sql["lift_under_policy"], keys)
     data: dict[str, Any] = {"policy": row, "history": history,
                             "latest": history[pd.to_datetime(history["as_of_date"]) == pd.Timestamp(as_of_date)]}
-    before = wh.scalar("SELECT MAX(as_of_date) FROM policy_runs WHERE experiment_name = :e AND as_of_date < :s "
-                       "AND policy_hash <> :h",
-                       {"e": row["experiment_name"], "s": row["policy_start"], "h": row["policy_hash"]})
+    before = wh.scalar(sql["last_date_of_previous_policy"],
+                       {k: keys[k] for k in ("experiment_name", "policy_start", "policy_hash")})
     if before is not None:
         before = pd.Timestamp(before).date()
-        econ = wh.query_df(
-            "SELECT as_of_date, segment_name, customers, profit_per_customer, repeat_retention, "
-            "cost_to_serve / customers AS cost_per_customer FROM segment_economics "
-            "WHERE as_of_date IN (:b, :d) ORDER BY segment_name, as_of_date", {"b": before, "d": as_of_date})
+        econ = wh.query_df(sql["economics_before_after"], {"before_date": before, "as_of_date": as_of_date})
         data["before_after"] = (before, econ)
     return data
 

@@ -161,9 +161,11 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
     """The treated-vs-holdout lift table of ``as_of_date`` (``segment_lift``), if the experiment ran."""
     if not wh.has_table("segment_lift"):
         return
-    lift = wh.query_df("SELECT * FROM segment_lift WHERE as_of_date = :d ORDER BY segment_id, metric",
-                       {"d": as_of_date})
-    policy = wh.query_df("SELECT * FROM policy_runs WHERE as_of_date = :d", {"d": as_of_date})
+    from include.runtime.warehouse import named_sql
+
+    sql = named_sql("experiment.sql")
+    lift = wh.query_df(sql["lift_of_date"], {"as_of_date": as_of_date})
+    policy = wh.query_df(sql["policy_of_date"], {"as_of_date": as_of_date})
     if lift.empty or policy.empty:
         print("\nLift: no treated-vs-holdout comparison for this date yet")
         return

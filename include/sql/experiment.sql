@@ -78,6 +78,26 @@ SELECT as_of_date, policy_hash, holdout_share FROM policy_runs
 WHERE experiment_name = :experiment_name AND as_of_date < :as_of_date
 ORDER BY as_of_date DESC;
 
--- name: lift_history
-SELECT * FROM segment_lift WHERE experiment_name = :experiment_name AND as_of_date <= :as_of_date
+-- name: policy_of_date
+SELECT * FROM policy_runs WHERE as_of_date = :as_of_date;
+
+-- name: lift_of_date
+SELECT * FROM segment_lift WHERE as_of_date = :as_of_date ORDER BY segment_id, metric;
+
+-- name: lift_under_policy
+-- The lift of every date from the policy's start to :as_of_date under the same playbook.
+SELECT * FROM segment_lift
+WHERE experiment_name = :experiment_name AND policy_hash = :policy_hash
+  AND as_of_date >= :policy_start AND as_of_date <= :as_of_date
 ORDER BY as_of_date, segment_id, metric;
+
+-- name: last_date_of_previous_policy
+SELECT MAX(as_of_date) FROM policy_runs
+WHERE experiment_name = :experiment_name AND as_of_date < :policy_start AND policy_hash <> :policy_hash;
+
+-- name: economics_before_after
+-- Segment economics on the last date of the previous policy and now (a before/after view, not randomised).
+SELECT as_of_date, segment_name, customers, profit_per_customer, repeat_retention,
+    cost_to_serve / customers AS cost_per_customer
+FROM segment_economics WHERE as_of_date IN (:before_date, :as_of_date)
+ORDER BY segment_name, as_of_date;

@@ -80,7 +80,7 @@ def load(url: str, tables: dict[str, pd.DataFrame]) -> None:
         wh.replace_table("person_keys", person_keys)
 
 
-def run_week(url: str, day: dt.date, settings: ExperimentSettings) -> pd.DataFrame:
+def run_week(url: str, day: dt.date, settings: ExperimentSettings, playbook_path=None) -> pd.DataFrame:
     """Stage, resolve, publish and run the experiment stage for ``day``; return its lift rows."""
     params = {"d": day, "cutoff": dt.datetime.combine(day + dt.timedelta(days=1), dt.time())}
     with Warehouse(url) as wh:
@@ -90,7 +90,7 @@ def run_week(url: str, day: dt.date, settings: ExperimentSettings) -> pd.DataFra
                 conn.exec_driver_sql(f"DELETE FROM {table} WHERE as_of_date = '{day.isoformat()}'")
             for sql in (STAGE_ORDERS, STAGE_SUPPORT, IDENTITY, PUBLISH, PRIORITY):
                 wh.run_script(sql, params, conn=conn)
-        return run_experiment(wh, day, settings)["lift"]
+        return run_experiment(wh, day, settings, playbook_path)["lift"]
 
 
 def planted_truth(url: str, day: dt.date, start: dt.date, settings: ExperimentSettings) -> pd.DataFrame:

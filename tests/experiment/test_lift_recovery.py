@@ -58,8 +58,9 @@ def test_lift_recovers_planted_effects_and_finds_none_elsewhere(tmp_path):
     assert not null["excludes_zero"].any(), null[null["excludes_zero"]]
 
 
-def test_lift_table_is_replaced_per_date(tmp_path):
-    """A re-run of a date replaces its lift rows (the harness re-stages the date from scratch)."""
+def test_lift_table_is_replaced_per_date_and_a_new_playbook_starts_a_new_comparison(tmp_path):
+    """A re-run of a date replaces its lift rows; a changed playbook starts a new policy, and the report keeps
+    the before/after view apart from the randomised lift, labelled as not randomised."""
     tables = harness.generate(300, 3, FIRST_RUN, 1, holdout_share=0.5, retention_window_days=28)
     url = f"duckdb:///{tmp_path / 'lift.duckdb'}"
     harness.load(url, tables)
@@ -74,3 +75,20 @@ def test_lift_table_is_replaced_per_date(tmp_path):
                              {"d": day})
     assert len(stored) == len(once) == len(twice)
     pd.testing.assert_series_equal(once["lift"].reset_index(drop=True), twice["lift"].reset_index(drop=True))
+
+    from include.economics.build import DEFAULT_PLAYBOOK
+    from include.report.lift import lift_sections, load_lift_data
+
+    changed = tmp_path / "playbook.toml"
+    changed.write_text(DEFAULT_PLAYBOOK.read_text() + "\n# new actions from this week\n")
+    later = day + dt.timedelta(weeks=1)
+    harness.run_week(url, later, SETTINGS, playbook_path=changed)
+    with Warehouse(url) as wh:
+        policies = wh.query_df("SELECT as_of_date, policy_hash, policy_start FROM policy_runs ORDER BY as_of_date")
+        data = load_lift_data(wh, later)
+    assert policies["policy_hash"].nunique() == 2
+    assert pd.Timestamp(policies["policy_start"].iloc[-1]).date() == later
+    assert set(data["latest"]["metric"]) == {"retention"}  # nothing treated under the new playbook yet
+    assert data["before_after"][0] == day
+    titles = [title for title, _ in lift_sections(data)]
+    assert titles == ["Lift: treated vs holdout", "Before/after the policy change (not randomised)"]
