@@ -99,7 +99,10 @@ def outcome_params(as_of_date: dt.date, start: dt.date, settings: ExperimentSett
     # Treatment begins after the policy's first run has pushed its labels: the day after its as-of date.
     money_start = max(cutoff - window, cutoff - dt.timedelta(days=(as_of_date - start).days))
     money_days = (cutoff - money_start).days
+    # The covariate window: as long as the outcome window, ending where the policy started.
+    pre_end = cutoff - dt.timedelta(days=(as_of_date - start).days)
     params.update(experiment_name=settings.experiment_name, policy_start=start, money_start_ts=money_start,
+                  pre_start_ts=pre_end - dt.timedelta(days=money_days), pre_end_ts=pre_end,
                   window_start_ts=cutoff - window, previous_window_start_ts=cutoff - 2 * window,
                   margin=settings.gross_margin,
                   per_customer=settings.servicing_cost_per_customer * money_days / 365.0,

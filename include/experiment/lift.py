@@ -11,6 +11,14 @@ to zero width); the lift reported is still the raw difference. The relative lift
 ``mean_t / mean_h - 1`` gets a delta-method interval. An arm with fewer than
 two customers, or no variance in either arm, gives no interval (NaN), never
 a zero-width one.
+
+Money outcomes are CUPED-adjusted (Deng, Xu, Kohavi & Walker 2013) when the
+customer's same outcome over the equally long window before the policy
+started is given (``<metric>_pre``): ``y - theta * (x - mean x)`` with
+``theta = cov(y, x) / var(x)`` over both arms. Randomisation makes ``x``
+independent of the arm, so the adjusted difference estimates the same lift,
+with the variance ``x`` explains removed and chance pre-existing differences
+between the arms corrected. The means reported are the adjusted ones.
 """
 
 from __future__ import annotations
@@ -66,6 +74,16 @@ def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float =
     return out
 
 
+def cuped(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``y`` adjusted for the pre-period covariate ``x`` (unchanged when ``x`` has no variance)."""
+    y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
+    ok = ~np.isnan(y) & ~np.isnan(x)
+    if ok.sum() < 3 or np.var(x[ok]) == 0:
+        return y
+    theta = np.cov(y[ok], x[ok])[0, 1] / np.var(x[ok], ddof=1)
+    return np.where(ok, y - theta * (x - x[ok].mean()), y)
+
+
 def segment_lift(outcomes: pd.DataFrame, metrics: tuple[str, ...] = METRICS, level: float = 0.95) -> pd.DataFrame:
     """Lift of every metric in every segment.
 
@@ -87,6 +105,8 @@ def segment_lift(outcomes: pd.DataFrame, metrics: tuple[str, ...] = METRICS, lev
             if metric not in group.columns or group[metric].isna().all():
                 continue
             values = group[metric].to_numpy(dtype=float)
+            if f"{metric}_pre" in group.columns and metric not in BINARY:
+                values = cuped(values, group[f"{metric}_pre"].to_numpy(dtype=float))
             rows.append({"segment_id": int(segment_id), "segment_name": str(segment_name), "metric": metric,
                          **difference_interval(values[~arm], values[arm], level, binary=metric in BINARY)})
     return pd.DataFrame(rows, columns=list(LIFT_COLUMNS))

@@ -4,7 +4,9 @@
 -- outcome window for money: the day after the policy start, at most retention_window_days back),
 -- :window_start_ts / :previous_window_start_ts (cutoff - w / cutoff - 2w, w = retention_window_days),
 -- :margin (gross margin), :per_customer (servicing cost per customer over the money window),
--- :per_order (servicing cost per order).
+-- :per_order (servicing cost per order), :pre_start_ts / :pre_end_ts (the window of the same length
+-- before the policy started: each customer's money outcomes there are the covariate of the
+-- CUPED adjustment in include/experiment/lift.py).
 -- Each customer is compared in the segment and arm it had on its first date under the policy
 -- (segment_at_start): the current segment could itself be moved by the treatment.
 
@@ -27,17 +29,25 @@ WITH ids AS (
     SELECT (SELECT COUNT(*) FROM stg_support_contacts WHERE as_of_date = :as_of_date) > 0
         OR :per_customer > 0 OR :per_order > 0 AS known
 ), money AS (
-    SELECT i.customer_key, COUNT(*) AS orders, SUM(o.amount - COALESCE(o.returned_amount, 0)) AS revenue
+    SELECT i.customer_key,
+        SUM(CASE WHEN o.order_ts >= :money_start_ts THEN 1 ELSE 0 END) AS orders,
+        SUM(CASE WHEN o.order_ts >= :money_start_ts THEN o.amount - COALESCE(o.returned_amount, 0) END) AS revenue,
+        SUM(CASE WHEN o.order_ts < :pre_end_ts THEN 1 ELSE 0 END) AS orders_pre,
+        SUM(CASE WHEN o.order_ts < :pre_end_ts THEN o.amount - COALESCE(o.returned_amount, 0) END) AS revenue_pre
     FROM stg_orders o
     JOIN ids i ON i.source_system = o.source_system AND i.source_id = o.source_id
-    WHERE o.as_of_date = :as_of_date AND o.order_ts >= :money_start_ts AND o.order_ts < :cutoff_ts
+    WHERE o.as_of_date = :as_of_date AND o.order_ts < :cutoff_ts
+      AND ((o.order_ts >= :money_start_ts) OR (o.order_ts >= :pre_start_ts AND o.order_ts < :pre_end_ts))
     GROUP BY i.customer_key
 ), support AS (
-    SELECT i.customer_key, SUM(COALESCE(s.cost, c.cost_per_contact, 0)) AS cost
+    SELECT i.customer_key,
+        SUM(CASE WHEN s.contact_ts >= :money_start_ts THEN COALESCE(s.cost, c.cost_per_contact, 0) END) AS cost,
+        SUM(CASE WHEN s.contact_ts < :pre_end_ts THEN COALESCE(s.cost, c.cost_per_contact, 0) END) AS cost_pre
     FROM stg_support_contacts s
     JOIN ids i ON i.source_system = s.source_system AND i.source_id = s.source_id
     LEFT JOIN support_channel_costs c ON c.as_of_date = :as_of_date AND c.channel = s.channel
-    WHERE s.as_of_date = :as_of_date AND s.contact_ts >= :money_start_ts AND s.contact_ts < :cutoff_ts
+    WHERE s.as_of_date = :as_of_date AND s.contact_ts < :cutoff_ts
+      AND ((s.contact_ts >= :money_start_ts) OR (s.contact_ts >= :pre_start_ts AND s.contact_ts < :pre_end_ts))
     GROUP BY i.customer_key
 ), activity AS (
     -- Repeat retention as in economics.sql: ordered in (d-2w, d-w], and again in (d-w, d]?
@@ -56,6 +66,12 @@ SELECT a.customer_key, a.segment_id, a.segment_name, a.holdout,
          END AS DOUBLE) AS cost_to_serve,
     CAST(CASE WHEN k.known THEN COALESCE(m.revenue, 0) * :margin
          - (COALESCE(s.cost, 0) + :per_customer + COALESCE(m.orders, 0) * :per_order) END AS DOUBLE) AS profit,
+    CAST(COALESCE(m.revenue_pre, 0) AS DOUBLE) AS revenue_pre,
+    CAST(CASE WHEN k.known THEN COALESCE(s.cost_pre, 0) + :per_customer + COALESCE(m.orders_pre, 0) * :per_order
+         END AS DOUBLE) AS cost_to_serve_pre,
+    CAST(CASE WHEN k.known THEN COALESCE(m.revenue_pre, 0) * :margin
+         - (COALESCE(s.cost_pre, 0) + :per_customer + COALESCE(m.orders_pre, 0) * :per_order) END AS DOUBLE)
+        AS profit_pre,
     CAST(COALESCE(v.active_before, 0) AS BIGINT) AS retention_base,
     CAST(CASE WHEN v.active_before = 1 THEN v.active_now END AS DOUBLE) AS retained
 FROM arms a

@@ -97,8 +97,10 @@ def planted_truth(url: str, day: dt.date, start: dt.date, settings: ExperimentSe
     """What the generator planted, per segment and metric, as a per-customer difference for ``day``.
 
     Revenue: the added orders' revenue in the money window per treated customer; cost-to-serve: minus the
-    removed contacts' cost per treated customer; profit: margin x revenue - cost; retention: what the
-    generator says it planted (``retention_effect_planted``). Segments without an effect get 0.
+    removed contacts' cost per treated customer; profit: margin x revenue - cost; retention: the treated
+    customers' repeat retention with the added orders minus without them (kept customers who had stopped
+    buying also re-enter the retention base, so this can exceed the generator's
+    ``retention_effect_planted``). Segments without an effect get 0.
     """
     p = outcome_params(day, start, settings)
     with Warehouse(url) as wh:
@@ -112,12 +114,39 @@ def planted_truth(url: str, day: dt.date, start: dt.date, settings: ExperimentSe
             "JOIN customer_holdout h ON h.as_of_date = :d AND h.customer_key = k.customer_key AND NOT h.holdout "
             "GROUP BY ALL", {"d": day})
         archetype = wh.scalar("SELECT MAX(archetype) FROM truth_policy WHERE retention_treated")
+        retention = wh.query_df(
+            """
+            WITH treated AS (
+                SELECT h.customer_key, h.segment_id FROM customer_holdout h
+                WHERE h.as_of_date = :d AND NOT h.holdout
+            ), flags AS (
+                SELECT t.segment_id, t.customer_key, (c.event_id IS NOT NULL) AS added,
+                    MAX(CASE WHEN o.order_ts < :ws THEN 1 ELSE 0 END) AS before_all,
+                    MAX(CASE WHEN o.order_ts >= :ws THEN 1 ELSE 0 END) AS now_all
+                FROM stg_orders o
+                JOIN identity_map i ON i.as_of_date = :d AND i.source_system = o.source_system
+                    AND i.source_id = o.source_id
+                JOIN treated t ON t.customer_key = i.customer_key
+                LEFT JOIN truth_policy_changes c ON c.event_id = o.order_id
+                WHERE o.as_of_date = :d AND o.order_ts >= :pws AND o.order_ts < :hi
+                GROUP BY ALL
+            ), per_customer AS (
+                SELECT segment_id, customer_key,
+                    MAX(before_all) AS b1, MAX(now_all) AS n1,
+                    MAX(CASE WHEN NOT added THEN before_all ELSE 0 END) AS b0,
+                    MAX(CASE WHEN NOT added THEN now_all ELSE 0 END) AS n0
+                FROM flags GROUP BY ALL
+            )
+            SELECT segment_id, SUM(b1 * n1) / NULLIF(SUM(b1), 0) - SUM(b0 * n0) / NULLIF(SUM(b0), 0) AS effect
+            FROM per_customer GROUP BY segment_id
+            """, {"d": day, "ws": p["window_start_ts"], "pws": p["previous_window_start_ts"], "hi": p["cutoff_ts"]})
+        retention_by_segment = dict(zip(retention["segment_id"], retention["effect"].fillna(0.0), strict=True))
     rows = []
     for r in treated.itertuples():
         got = changes[changes["segment_id"] == r.segment_id].set_index("change")["amount"]
         revenue = float(got.get("order_added", 0.0)) / r.n
         cost = -float(got.get("contact_removed", 0.0)) / r.n
-        retention = float(r.retention) if r.archetype == archetype else 0.0
+        retention = float(retention_by_segment.get(r.segment_id, 0.0)) if r.archetype == archetype else 0.0
         for metric, value in (("retention", retention), ("revenue", revenue), ("cost_to_serve", cost),
                               ("profit", settings.gross_margin * revenue - cost)):
             rows.append({"segment_id": r.segment_id, "segment_name": r.archetype, "metric": metric, "planted": value})
