@@ -16,6 +16,7 @@ and what do we spend serving the unprofitable ones?**
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
 | `build_economics` | `customer_economics`, `segment_economics` (revenue, margin, cost-to-serve or *unknown*, profit, CLV, repeat retention, alive share, label stability), `profit_concentration`, `customer_priority` (playbook action + churn-risk priority) |
 | `compare_schemes` | `customer_legacy_labels`, `legacy_crosstab`, `scheme_variance`, `legacy_label_summary`: the business's own labels (optional `raw_legacy_labels`) against the segments and the RFM map |
+| `run_experiment` | `customer_holdout` (stable holdout per customer and date; no action for it), `policy_runs` (playbook hash + actions in force), `segment_lift` (treated vs holdout per segment, 95% intervals) |
 | `render_report` | `<data>/reports/segment_report_<date>.html` (self-contained), also an MLflow artifact |
 | `push_<target>` | `crm_push_log`, `crm_push_state` (+ `crm_outbox`): changed labels to the targets in `crm_targets` |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
@@ -148,6 +149,7 @@ def customer_segmentation():
     migration = _stage("track_migration")
     economics = _stage("build_economics")
     comparison = _stage("compare_schemes")
+    experiment = _stage("run_experiment")
     report = _stage("render_report")
     check = _stage("check_migration")
 
@@ -165,7 +167,8 @@ def customer_segmentation():
     features >> clv  # segmentation and CLV run side by side
     # Names and the gate are final before labels go out: the CLV cross-check renames or blocks first.
     [segments, clv] >> crosscheck
-    chain(crosscheck, published, migration, economics, comparison, report)
+    # The holdout is recorded before the report and before any push: holdouts never get the action.
+    chain(crosscheck, published, migration, economics, [experiment, comparison], report)
     report >> [check, *pushes]
     [check, *pushes] >> close_mlflow_run()
 

@@ -20,7 +20,9 @@ echo "== 2/3 demo data: $CUSTOMERS persons into a fresh warehouse"
 # A fresh warehouse each time: outputs of an earlier demo would otherwise sit beside
 # the new data (MLflow keeps its history, so runs can be compared across demos).
 rm -f "$SEGMENTATION_DATA_DIR/warehouse.duckdb" "$SEGMENTATION_DATA_DIR/warehouse.duckdb.wal"
-python -m include.demo.generate --customers "$CUSTOMERS" --seed 7
+# The playbook takes effect after the first run (as-of 2026-10-24): the generator plants its effects on the
+# treated from the day after, so the lift table has a truth to recover (--policy-date; see README, Holdouts).
+python -m include.demo.generate --customers "$CUSTOMERS" --seed 7 --policy-date "${DEMO_POLICY_DATE:-2026-10-25}"
 
 echo "== 3/3 customer_segmentation DAG runs: $RUN_DATES"
 # A local webhook receiver (started and stopped here) gets the changed labels

@@ -105,12 +105,22 @@ def _json(status: int, obj) -> tuple[int, dict, bytes]:
     return status, {"Content-Type": "application/json"}, json.dumps(obj).encode()
 
 
-class HubSpotServer(_Server):
-    """``POST /crm/v3/objects/{type}/batch/upsert``: <= 100 inputs, unique ``idProperty``, 207 on partial failure."""
+#: Contact properties the test portal defines (HubSpot answers 400 PROPERTY_DOESNT_EXIST to any other).
+HUBSPOT_PROPERTIES = frozenset({"segment_id", "segment_name", "clv_tier", "priority", "segment_action", "holdout"})
+#: Custom fields of the test org's Contact (Bulk API rejects a CSV header naming any other).
+SALESFORCE_FIELDS = frozenset({"Customer_Key__c", "Segment_Id__c", "Segment_Name__c", "CLV_Tier__c",
+                               "Segment_Priority__c", "Segment_Action__c", "Segment_Holdout__c"})
 
-    def __init__(self, id_property: str = "customer_key", reject: set[str] | None = None) -> None:
+
+class HubSpotServer(_Server):
+    """``POST /crm/v3/objects/{type}/batch/upsert``: <= 100 inputs, unique ``idProperty``, 207 on partial failure,
+    only the portal's properties (:data:`HUBSPOT_PROPERTIES`)."""
+
+    def __init__(self, id_property: str = "customer_key", reject: set[str] | None = None,
+                 properties: frozenset[str] = HUBSPOT_PROPERTIES) -> None:
         super().__init__()
         self.id_property = id_property
+        self.properties = properties
         self.reject = set(reject or ())
         self.contacts: dict[str, dict] = {}
         self.inputs_received: Counter = Counter()
@@ -130,6 +140,10 @@ class HubSpotServer(_Server):
         for item in inputs:
             if item.get("idProperty") != self.id_property or not item.get("id"):
                 return _json(400, {"status": "error", "category": "VALIDATION_ERROR", "message": "bad idProperty"})
+            unknown = sorted(set(item.get("properties", {})) - self.properties)
+            if unknown:
+                return _json(400, {"status": "error", "category": "VALIDATION_ERROR",
+                                   "message": f"Property values were not valid: PROPERTY_DOESNT_EXIST {unknown}"})
             self.inputs_received[item["id"]] += 1
             if item["id"] in self.reject:
                 errors.append({"status": "error", "category": "VALIDATION_ERROR",
@@ -153,9 +167,11 @@ class SalesforceServer(_Server):
 
     version = "v62.0"
 
-    def __init__(self, external_id: str = "Customer_Key__c", reject: set[str] | None = None) -> None:
+    def __init__(self, external_id: str = "Customer_Key__c", reject: set[str] | None = None,
+                 fields: frozenset[str] = SALESFORCE_FIELDS) -> None:
         super().__init__()
         self.external_id = external_id
+        self.fields = fields
         self.reject = set(reject or ())
         self.jobs: dict[str, dict] = {}
         self.records: dict[str, dict] = {}
@@ -184,7 +200,11 @@ class SalesforceServer(_Server):
         if method == "PUT" and rest[1:] == ["batches"]:
             if job["state"] != "Open" or headers.get("Content-Type") != "text/csv":
                 return _json(400, [{"errorCode": "INVALIDJOBSTATE"}])
-            job["rows"].extend(csv.DictReader(io.StringIO(body.decode())))
+            reader = csv.DictReader(io.StringIO(body.decode()))
+            unknown = sorted(set(reader.fieldnames or ()) - self.fields - {self.external_id})
+            if unknown:
+                return _json(400, [{"errorCode": "INVALIDBATCH", "message": f"Field name not found : {unknown}"}])
+            job["rows"].extend(reader)
             return 201, {}, b""
         if method == "PATCH" and len(rest) == 1:
             if json.loads(body).get("state") != "UploadComplete" or job["state"] != "Open":

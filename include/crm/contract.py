@@ -23,6 +23,11 @@ acknowledged, which includes every record the target rejected last time.
   Python over the whole customer base.
 - Only the id property and the segment fields leave the warehouse: no names,
   emails, phones or addresses (:data:`PUSH_FIELDS`).
+- Holdouts (``customer_holdout``, written by the experiment stage) are sent
+  with ``holdout = true`` and an empty ``segment_action``: the playbook action
+  goes only to the treated. Once the experiment has run on a warehouse, a
+  date counts as complete only when its holdout is recorded, so no push can
+  send actions to customers whose holdout flag is not yet known.
 - Batches are cut in customer-key order. After each batch the acknowledged
   keys go into ``crm_push_state`` and the batch into ``crm_push_log`` in one
   transaction, so a push killed mid-way resumes with the first
@@ -60,7 +65,7 @@ from include.runtime.warehouse import Warehouse, load_sql, parse_create_tables, 
 log = logging.getLogger(__name__)
 
 #: The fields that leave the warehouse, besides the id property.
-PUSH_FIELDS = ("segment_id", "segment_name", "clv_tier", "priority", "segment_action")
+PUSH_FIELDS = ("segment_id", "segment_name", "clv_tier", "priority", "segment_action", "holdout")
 TARGETS = ("outbox", "webhook", "hubspot", "salesforce")
 
 LABELS_SQL = """
@@ -68,10 +73,13 @@ SELECT s.customer_key, s.segment_id, s.segment_name,
     CASE NTILE(4) OVER (ORDER BY c.clv_365d DESC, s.customer_key)
         WHEN 1 THEN 'A' WHEN 2 THEN 'B' WHEN 3 THEN 'C' ELSE 'D' END AS clv_tier,
     COALESCE(p.priority, 'unknown') AS priority,
-    COALESCE(p.action, '') AS segment_action
+    -- The playbook action goes to the treated only: a holdout customer is sent none.
+    CASE WHEN h.holdout THEN '' ELSE COALESCE(p.action, '') END AS segment_action,
+    COALESCE(h.holdout, FALSE) AS holdout
 FROM customer_segments s
 LEFT JOIN customer_clv c ON c.as_of_date = s.as_of_date AND c.customer_key = s.customer_key
 LEFT JOIN customer_priority p ON p.as_of_date = s.as_of_date AND p.customer_key = s.customer_key
+LEFT JOIN customer_holdout h ON h.as_of_date = s.as_of_date AND h.customer_key = s.customer_key
 WHERE s.as_of_date = :label_date
 """
 
@@ -102,6 +110,8 @@ WHERE st.target = :target AND st.as_of_date > :label_date
 
 
 CRM_TABLES = ("crm_push_state", "crm_push_log", "crm_outbox", "crm_push_pending")
+#: Tables the label SQL reads that a push may have to create itself (an older warehouse).
+LABEL_TABLES = ("customer_holdout",)
 
 
 def ensure_crm_tables(wh: Warehouse) -> None:
@@ -114,7 +124,7 @@ def ensure_crm_tables(wh: Warehouse) -> None:
     script = load_sql("schema.sql")
     wanted = {t: cols for t, cols in parse_create_tables(script).items() if t in CRM_TABLES}
     creates = [stmt for stmt in split_statements(script)
-               if any(stmt.startswith(f"CREATE TABLE IF NOT EXISTS {t} ") for t in wanted)]
+               if any(stmt.startswith(f"CREATE TABLE IF NOT EXISTS {t} ") for t in (*wanted, *LABEL_TABLES))]
     wh.run_script(";\n".join(creates))
     have = wh.query_df("SELECT LOWER(table_name) AS t, LOWER(column_name) AS c FROM information_schema.columns "
                        "WHERE LOWER(table_name) LIKE 'crm_%'")
@@ -136,18 +146,23 @@ def newest_label_date(wh: Warehouse, as_of_date: dt.date) -> dt.date:
         any later date (nothing complete to push).
     """
     tables = set(wh.query_df("SELECT LOWER(table_name) AS t FROM information_schema.tables WHERE LOWER(table_name) "
-                             "IN ('customer_segments', 'customer_priority', 'customer_clv')")["t"])
-    for table in ("customer_segments", "customer_priority", "customer_clv"):
+                             "IN ('customer_segments', 'customer_priority', 'customer_clv', 'customer_holdout')")["t"])
+    for table in ("customer_segments", "customer_priority", "customer_clv", "customer_holdout"):
         if table not in tables:
             raise ValueError(f"table {table} does not exist: run the pipeline's publish and economics stages "
                              "before pushing")
     newest = wh.scalar(
         "SELECT MAX(s.as_of_date) FROM (SELECT DISTINCT as_of_date FROM customer_segments) s "
         "JOIN (SELECT DISTINCT as_of_date FROM customer_priority) p ON p.as_of_date = s.as_of_date "
-        "WHERE s.as_of_date >= :d", {"d": as_of_date})
+        "WHERE s.as_of_date >= :d AND (NOT EXISTS (SELECT 1 FROM customer_holdout) "
+        "OR s.as_of_date IN (SELECT DISTINCT as_of_date FROM customer_holdout))", {"d": as_of_date})
     if newest is None:
         if not wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d", {"d": as_of_date}):
             raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}")
+        if wh.scalar("SELECT COUNT(*) FROM customer_priority WHERE as_of_date >= :d", {"d": as_of_date}):
+            raise ValueError(f"customer_holdout has no rows for as_of_date={as_of_date} or later although the "
+                             "experiment has run on this warehouse: run run_experiment before pushing, so no "
+                             "holdout customer is sent an action")
         raise ValueError(f"customer_priority has no rows for as_of_date={as_of_date} or later: "
                          "run the economics stage before pushing")
     return pd.Timestamp(newest).date()
@@ -227,6 +242,7 @@ def payload(records: pd.DataFrame) -> list[dict]:
     """The records as they leave the warehouse: the key and the segment fields only."""
     out = records[["customer_key", *PUSH_FIELDS]].copy()
     out["segment_id"] = out["segment_id"].astype(int)
+    out["holdout"] = out["holdout"].astype(bool)
     return out.to_dict(orient="records")
 
 
@@ -284,14 +300,14 @@ def _upsert_log_row(wh: Warehouse, conn: sa.Connection, row: dict) -> None:
 #: The outbox payload as JSON text, built by the warehouse (keys in sorted order), per SQLAlchemy dialect.
 PAYLOAD_SQL = {
     "duckdb": "CAST(to_json(struct_pack(clv_tier := p.clv_tier, customer_key := p.customer_key, "
-              "priority := p.priority, segment_action := p.segment_action, segment_id := p.segment_id, "
-              "segment_name := p.segment_name)) AS VARCHAR)",
+              "holdout := p.holdout, priority := p.priority, segment_action := p.segment_action, "
+              "segment_id := p.segment_id, segment_name := p.segment_name)) AS VARCHAR)",
     "snowflake": "TO_JSON(OBJECT_CONSTRUCT_KEEP_NULL('clv_tier', p.clv_tier, 'customer_key', p.customer_key, "
-                 "'priority', p.priority, 'segment_action', p.segment_action, 'segment_id', p.segment_id, "
-                 "'segment_name', p.segment_name))",
+                 "'holdout', p.holdout, 'priority', p.priority, 'segment_action', p.segment_action, "
+                 "'segment_id', p.segment_id, 'segment_name', p.segment_name))",
     "postgresql": "CAST(json_build_object('clv_tier', p.clv_tier, 'customer_key', p.customer_key, "
-                  "'priority', p.priority, 'segment_action', p.segment_action, 'segment_id', p.segment_id, "
-                  "'segment_name', p.segment_name) AS VARCHAR)",
+                  "'holdout', p.holdout, 'priority', p.priority, 'segment_action', p.segment_action, "
+                  "'segment_id', p.segment_id, 'segment_name', p.segment_name) AS VARCHAR)",
 }
 
 _PENDING_COLUMNS = ("customer_key", *PUSH_FIELDS, "checksum", "deliveries_acked", "record_key")

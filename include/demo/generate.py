@@ -16,7 +16,12 @@ What it plants (the ``truth_*`` tables; the pipeline never reads them):
   ids per person);
 - orders after the observation end (``truth_future_orders``), for CLV holdouts;
 - the bad rows planted in the raw tables and the reason each should be
-  quarantined with (``truth_planted_errors``).
+  quarantined with (``truth_planted_errors``);
+- with a ``policy_date`` (off by default), the effects of the segment playbook
+  on the treated, so the lift measurement has a truth to recover (see
+  :meth:`DemoGenerator.plant_policy_effects`): ``truth_policy`` per person
+  (expected customer key, holdout, effect) and ``truth_policy_changes`` (the
+  orders added and the support contacts removed).
 
 Purchases follow a buy-till-you-die process (Fader, Hardie & Lee 2005): a
 person buys at their own Poisson rate and, after each purchase, drops out with
@@ -137,6 +142,70 @@ def _fmt_ts(values: np.ndarray) -> np.ndarray:
     return pd.Series(values).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(dtype=object)
 
 
+@dataclass(frozen=True)
+class PolicyEffects:
+    """Effects the playbook has on treated persons from ``policy_date`` on (holdouts get none).
+
+    Who is treated: the generator computes each person's expected customer key
+    as the identity stage does (:func:`include.identity.resolve.customer_key_for`
+    of the person's earliest record by creation time, ties by ``system:id``)
+    and the holdout of :func:`include.experiment.holdout.holdout_draw` under
+    ``experiment_name`` and ``holdout_share``.
+
+    Attributes
+    ----------
+    policy_date
+        First day the treatment acts (the day after the policy's first run).
+    retention_effect
+        Added repeat retention of treated ``retention_archetype`` persons, in
+        points (0.06: the seeds' "top-segment retention improved 6 points"),
+        over ``retention_window_days`` windows ending after the policy date.
+        Planted by keeping a share of them buying: from the policy date on, a
+        kept person with no order of their own in a block of
+        ``min(28, retention_window_days // 2)`` days gets one. The share kept is
+        ``retention_effect / (1 - baseline retention)`` of the archetype, so
+        the effect on the metric is the one asked for, at most ``1 - baseline``
+        (``truth_policy.retention_effect_planted`` says what was planted).
+    cost_effect
+        Relative cut of support contacts (and so of support cost-to-serve) of
+        treated ``cost_archetypes`` persons from the policy date (0.18: the
+        seeds' "service costs fell 18%"): each later contact is removed with
+        this probability.
+    """
+
+    policy_date: dt.date
+    retention_effect: float = 0.06
+    cost_effect: float = 0.18
+    retention_archetype: str = "high_value_core"
+    cost_archetypes: tuple[str, ...] = ("costly_tail",)
+    experiment_name: str = "segment-playbook"
+    holdout_share: float = 0.10
+    retention_window_days: int = 90
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.retention_effect < 1.0:
+            raise ValueError(f"retention_effect must be in [0, 1), got {self.retention_effect}")
+        if not 0.0 <= self.cost_effect <= 1.0:
+            raise ValueError(f"cost_effect must be in [0, 1], got {self.cost_effect}")
+        if not 0.0 <= self.holdout_share < 1.0:
+            raise ValueError(f"holdout_share must be in [0, 1), got {self.holdout_share}")
+
+
+def expected_customer_keys(records: pd.DataFrame) -> pd.Series:
+    """Person id -> the customer key the identity stage gives a perfectly resolved person.
+
+    The key of a cluster is :func:`~include.identity.resolve.customer_key_for`
+    its earliest record (creation time, ties by ``system:id``). ``records``
+    needs ``person_id``, ``source_system``, ``source_id`` and ``_created``.
+    """
+    from include.identity.resolve import customer_key_for
+
+    member = records["source_system"].astype(str) + ":" + records["source_id"].astype(str)
+    first = (records.assign(_member=member).sort_values(["_created", "_member"], kind="stable")
+             .drop_duplicates("person_id"))
+    return pd.Series([customer_key_for(m) for m in first["_member"]], index=first["person_id"].to_numpy())
+
+
 class DemoGenerator:
     """Generate the raw CDP tables and the ground truth as DataFrames.
 
@@ -156,11 +225,16 @@ class DemoGenerator:
     archetypes
         The behavioural archetypes and their shares (default :data:`ARCHETYPES`);
         benchmarks pass variants (another core share, one archetype left out).
+    policy
+        Planted effects of the segment playbook from a date on
+        (:class:`PolicyEffects`); ``None`` (default) plants nothing and the
+        output is exactly what it was before this option existed.
     """
 
     def __init__(self, customers: int, seed: int = 7, end_date: dt.date = dt.date(2026, 11, 14),
                  years: float = 3.0, future_days: int = 365, chunk_size: int = 50_000,
-                 identity_profile: str = "rich", archetypes: tuple[Archetype, ...] = ARCHETYPES) -> None:
+                 identity_profile: str = "rich", archetypes: tuple[Archetype, ...] = ARCHETYPES,
+                 policy: PolicyEffects | None = None) -> None:
         if customers < 10:
             raise ValueError("customers must be at least 10")
         if identity_profile not in IDENTITY_PROFILES:
@@ -170,6 +244,12 @@ class DemoGenerator:
             raise ValueError("archetypes must name at least one archetype")
         self.identity_profile = identity_profile
         self.archetypes = tuple(archetypes)
+        self.policy = policy
+        if policy is not None:
+            known = {a.name for a in self.archetypes}
+            unknown = sorted({policy.retention_archetype, *policy.cost_archetypes} - known)
+            if unknown:
+                raise ValueError(f"policy names unknown archetype(s) {unknown}; known: {sorted(known)}")
         self.n = customers
         self.seed = seed
         self.end = np.datetime64(end_date, "s") + np.timedelta64(86399, "s")
@@ -582,6 +662,108 @@ class DemoGenerator:
         return {"raw_support_contacts": support, "raw_product_usage": usage,
                 "raw_email_activity": email, "raw_subscriptions": subs}
 
+    # -- planted policy effects -------------------------------------------------
+    def plant_policy_effects(self, persons: pd.DataFrame, records: pd.DataFrame, orders: pd.DataFrame,
+                             support: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+        """Add the retention effect's orders and remove the cost effect's contacts (treated persons only).
+
+        Draws from its own random stream, so every other table is what it is
+        without the policy. Returns the orders, the support contacts and the
+        truth tables ``truth_policy`` and ``truth_policy_changes``.
+        """
+        from include.experiment.holdout import holdout_draw
+
+        policy = self.policy
+        rng = np.random.default_rng([self.seed, 19])
+        start = np.datetime64(policy.policy_date, "s")
+        keys = expected_customer_keys(records).reindex(persons["person_id"].to_numpy())
+        holdout = np.array([holdout_draw(policy.experiment_name, k) < policy.holdout_share for k in keys])
+        archetype = persons["archetype"].to_numpy()
+        treated_top = ~holdout & (archetype == policy.retention_archetype)
+        treated_costly = ~holdout & np.isin(archetype, policy.cost_archetypes)
+
+        # Retention: keep a share of treated top persons buying at least once a block (<= 28 days).
+        baseline = self._retention_after(orders, np.flatnonzero(archetype == policy.retention_archetype), start,
+                                         policy.retention_window_days)
+        keep_share = min(1.0, policy.retention_effect / max(1e-9, 1.0 - baseline)) if policy.retention_effect else 0.0
+        kept = treated_top & (rng.random(self.n) < keep_share)
+        added = []
+        # Any retention window holds a whole block, so a kept person is always retained.
+        block = max(1, min(28, policy.retention_window_days // 2)) * 86400
+        blocks = max(0, int(np.ceil((self.end - start).astype(np.int64) / block)))
+        order_pid, order_ts = orders["person_id"].to_numpy(), orders["order_ts"].to_numpy()
+        for b in range(blocks):
+            lo = start + np.timedelta64(b * block, "s")
+            hi = lo + np.timedelta64(block, "s")
+            # Only a kept person with no order of their own in the block gets one.
+            bought = np.zeros(self.n, dtype=bool)
+            bought[order_pid[(order_ts >= lo) & (order_ts < hi)]] = True
+            who = np.flatnonzero(kept & ~bought)
+            ts = lo + (rng.random(len(who)) * block).astype("timedelta64[s]")
+            ok = ts <= self.end
+            added.append(pd.DataFrame({"person_id": who[ok], "order_ts": ts[ok]}))
+        extra = pd.concat(added, ignore_index=True) if added else pd.DataFrame({"person_id": [], "order_ts": []})
+        extra = extra.sort_values(["order_ts", "person_id"], kind="stable").reset_index(drop=True)
+        primary = self._records_by_channel(records)
+        pid = extra["person_id"].to_numpy(dtype=np.int64)
+        aov = persons["mean_order_value"].to_numpy()[pid]
+        amount = np.round(rng.gamma(6.0, aov / 6.0), 2)
+        ts = extra["order_ts"].to_numpy().astype("datetime64[s]")
+        src_sys, src_id = self._source_for(pid, np.full(len(pid), "web"), primary, ts)
+        extra_orders = pd.DataFrame({
+            "order_id": [f"P{i:09d}" for i in range(len(pid))], "person_id": pid, "order_ts": ts,
+            "amount": amount, "discount": 0.0, "returned_amount": 0.0, "channel": "web",
+            "category": np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), len(pid))],
+            "source_system": src_sys, "source_id": src_id,
+            "loaded_at": ts + (rng.exponential(6, len(pid)) * 3600).astype("timedelta64[s]")})
+        orders = pd.concat([orders, extra_orders[orders.columns]], ignore_index=True)
+
+        # Cost-to-serve: remove each later support contact of treated costly persons with cost_effect.
+        person_of = pd.Series(records["person_id"].to_numpy(),
+                              index=records["source_system"].astype(str) + ":" + records["source_id"].astype(str))
+        contact_person = person_of.reindex(support["source_system"].astype(str) + ":"
+                                           + support["source_id"].astype(str)).to_numpy()
+        after = pd.to_datetime(support["contact_ts"]).to_numpy() >= start
+        eligible = after & treated_costly[contact_person.astype(np.int64)]
+        removed = eligible & (rng.random(len(support)) < policy.cost_effect)
+        changes = pd.concat([
+            pd.DataFrame({"change": "order_added", "person_id": pid, "event_id": extra_orders["order_id"],
+                          "event_ts": ts, "amount": amount}),
+            pd.DataFrame({"change": "contact_removed", "person_id": contact_person[removed].astype(np.int64),
+                          "event_id": support["contact_id"].to_numpy()[removed],
+                          "event_ts": pd.to_datetime(support["contact_ts"]).to_numpy()[removed],
+                          "amount": support["cost"].to_numpy()[removed]}),
+        ], ignore_index=True)
+        truth = pd.DataFrame({"person_id": persons["person_id"].to_numpy(), "archetype": archetype,
+                              "expected_customer_key": keys.to_numpy(), "holdout": holdout,
+                              "retention_treated": treated_top, "kept": kept, "cost_treated": treated_costly,
+                              "policy_date": policy.policy_date, "retention_effect": policy.retention_effect,
+                              "retention_baseline": baseline, "keep_share": keep_share,
+                              # What can be planted: a retention of 97% leaves room for 3 points, not 6.
+                              "retention_effect_planted": keep_share * (1.0 - baseline),
+                              "cost_effect": policy.cost_effect})
+        log.info("policy effects from %s: %d of %d treated %s persons kept buying (baseline retention %.3f); "
+                 "%d support contacts removed", policy.policy_date, int(kept.sum()), int(treated_top.sum()),
+                 policy.retention_archetype, baseline, int(removed.sum()))
+        return orders, support[~removed].reset_index(drop=True), {"truth_policy": truth,
+                                                                  "truth_policy_changes": changes}
+
+    def _retention_after(self, orders: pd.DataFrame, people: np.ndarray, start: np.datetime64,
+                         window_days: int) -> float:
+        """Repeat retention of ``people`` averaged over weekly dates from ``start`` to the end (no policy)."""
+        sub = orders[orders["person_id"].isin(people)]
+        ts, pid = sub["order_ts"].to_numpy(), sub["person_id"].to_numpy()
+        w = np.timedelta64(window_days * 86400, "s")
+        rates = []
+        d = start + np.timedelta64(7 * 86400, "s")
+        while d <= self.end:
+            before = set(pid[(ts >= d - 2 * w) & (ts < d - w)])
+            now = set(pid[(ts >= d - w) & (ts < d)])
+            if before:
+                rates.append(len(before & now) / len(before))
+            d += np.timedelta64(7 * 86400, "s")
+        return float(np.mean(rates)) if rates else 0.0
+
     # -- planted errors ------------------------------------------------------
     def plant_order_errors(self, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Turn ``orders`` into raw text rows and append bad rows of every kind."""
@@ -636,6 +818,10 @@ class DemoGenerator:
             bar.update(self.n // 2)
             orders, future = self.orders(persons, records, bar)
             activity = self.activity(persons, records, orders)
+            policy_tables = {}
+            if self.policy is not None:
+                orders, activity["raw_support_contacts"], policy_tables = self.plant_policy_effects(
+                    persons, records, orders, activity["raw_support_contacts"])
             raw_orders, planted = self.plant_order_errors(orders)
             bar.update(self.n - self.n // 2)
         truth_identity = records[["source_system", "source_id", "person_id"]].copy()
@@ -647,18 +833,20 @@ class DemoGenerator:
             "truth_identity": truth_identity,
             "truth_future_orders": future,
             "truth_planted_errors": planted,
+            **policy_tables,
         }
         tables.update(legacy_label_tables(persons, records, orders, planted, self.end, self.seed))
         return tables
 
 
 def write_demo_data(url: str, customers: int, seed: int = 7, end_date: dt.date = dt.date(2026, 11, 14),
-                    show_progress: bool = True, identity_profile: str = "rich") -> dict[str, int]:
+                    show_progress: bool = True, identity_profile: str = "rich",
+                    policy: PolicyEffects | None = None) -> dict[str, int]:
     """Generate the demo dataset into the warehouse at ``url``; return row counts."""
     from include.runtime.warehouse import Warehouse
 
     tables = DemoGenerator(customers, seed=seed, end_date=end_date,
-                           identity_profile=identity_profile).generate(show_progress)
+                           identity_profile=identity_profile, policy=policy).generate(show_progress)
     counts = {}
     with Warehouse(url) as wh:
         for name, frame in tqdm(tables.items(), desc="writing", unit="table", disable=not show_progress):
@@ -680,9 +868,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="identifiers of the identity records: rich (default: names, email, phone, address, "
                              "date of birth, device), person_only (names, address, YYYYMMDD date of birth, "
                              "national id as id_national), contact_only (first name, email, phone, device)")
+    parser.add_argument("--policy-date", type=dt.date.fromisoformat, default=None,
+                        help="plant the playbook's effects on treated persons from this date (default: none)")
+    parser.add_argument("--retention-effect", type=float, default=0.06,
+                        help="added repeat retention of treated high-value-core persons (default 0.06)")
+    parser.add_argument("--cost-effect", type=float, default=0.18,
+                        help="relative cut of support contacts of treated costly persons (default 0.18)")
+    parser.add_argument("--experiment-name", default="segment-playbook", help="holdout experiment name")
+    parser.add_argument("--holdout-share", type=float, default=0.10, help="holdout share (default 0.10)")
     args = parser.parse_args(argv)
     url = args.warehouse_url or default_warehouse_url()
-    counts = write_demo_data(url, args.customers, args.seed, args.end_date, not args.quiet, args.identity_profile)
+    policy = None if args.policy_date is None else PolicyEffects(
+        args.policy_date, retention_effect=args.retention_effect, cost_effect=args.cost_effect,
+        experiment_name=args.experiment_name, holdout_share=args.holdout_share)
+    counts = write_demo_data(url, args.customers, args.seed, args.end_date, not args.quiet, args.identity_profile,
+                             policy)
     for name, rows in counts.items():
         print(f"{name:24s} {rows:>12,d} rows")
 

@@ -156,6 +156,8 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
         "SELECT segment_name, value_tier, action, priority, COUNT(*) AS customers FROM customer_priority "
         "WHERE as_of_date = :d GROUP BY segment_name, value_tier, action, priority", d)
     data["personas"] = load_personas_data(wh, as_of_date)  # legacy labels vs segments (include/report/personas.py)
+    from include.report.lift import load_lift_data  # experiment sections (include/report/lift.py)
+    data["lift"] = load_lift_data(wh, as_of_date)
     return data
 
 
@@ -401,6 +403,10 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
                          + "<p class='note'>Priority layers churn risk (1 − P(alive)) on the segment's value tier: "
                          "high value + high risk = critical; dormant + high risk = low.</p>"))
     sections += personas_sections(data.get("personas"))
+    if "lift" in data:
+        from include.report.lift import lift_sections
+
+        sections.extend(lift_sections(data["lift"], currency))
     nav = "".join(f'<a href="#s{i}">{e(t)}</a>' for i, (t, _) in enumerate(sections))
     banner_html = "".join(f'<div class="banner" role="alert">{b}</div>' for b in banners)
     body = "".join(f'<section id="s{i}"><h2>{e(t)}</h2>{c}</section>' for i, (t, c) in enumerate(sections))

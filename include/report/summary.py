@@ -104,6 +104,8 @@ def main() -> None:
         for r in pushes.itertuples(index=False):
             print(f"  {r.target:10s} {str(r.as_of_date)[:10]}  {int(r.batches):>3} batches  "
                   f"{int(r.acknowledged):>7,d} acknowledged  {int(r.failed):>4,d} rejected")
+    with Warehouse(url) as wh:
+        _print_lift(wh, dt.date.fromisoformat(str(latest)[:10]), symbol)
     print("\nQuarantined rows by reason:")
     for r in reasons.itertuples(index=False):
         print(f"  {r.source_table:22s} {r.reason:24s} {r.n:>6,d}")
@@ -153,3 +155,38 @@ def _print_economics(econ, symbol: str, code: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
+    """The treated-vs-holdout lift table of ``as_of_date`` (``segment_lift``), if the experiment ran."""
+    if not wh.has_table("segment_lift"):
+        return
+    from include.runtime.warehouse import named_sql
+
+    sql = named_sql("experiment.sql")
+    lift = wh.query_df(sql["lift_of_date"], {"as_of_date": as_of_date})
+    policy = wh.query_df(sql["policy_of_date"], {"as_of_date": as_of_date})
+    if lift.empty or policy.empty:
+        print("\nLift: no treated-vs-holdout comparison for this date yet")
+        return
+    p = policy.iloc[0]
+    print(f"\nLift, treated vs holdout (experiment {p['experiment_name']}, {p['holdout_share']:.0%} holdout, "
+          f"playbook {p['policy_hash']} since {str(p['policy_start'])[:10]}; 95% intervals):")
+    print(f"  {'segment':42s} {'outcome':14s} {'treated':>10} {'holdout':>10} {'lift':>10} "
+          f"{'95% interval':>24} {'n treated/holdout':>18}")
+
+    def fmt(metric: str, value: float, signed: bool = False) -> str:
+        if value is None or value != value:
+            return "-"
+        if metric == "retention":
+            return f"{100 * value:+.1f}pt" if signed else f"{100 * value:.1f}%"
+        return f"{value:+,.2f}" if signed else f"{symbol}{value:,.2f}"
+
+    for r in lift.itertuples(index=False):
+        interval = f"[{fmt(r.metric, r.ci_low, True)}, {fmt(r.metric, r.ci_high, True)}]" \
+            if r.ci_low == r.ci_low else "-"
+        print(f"  {r.segment_name[:42]:42s} {r.metric:14s} {fmt(r.metric, r.treated_mean):>10} "
+              f"{fmt(r.metric, r.holdout_mean):>10} {fmt(r.metric, r.lift, True):>10} {interval:>24} "
+              f"{int(r.n_treated):>8,d}/{int(r.n_holdout):<8,d}")
+    print("  money outcomes: per customer since the policy started (at most retention_window_days); "
+          "retention: repeat retention as in segment economics")

@@ -196,6 +196,12 @@ SETTINGS: tuple[Setting, ...] = (
        additionalProperties={"type": "number", "minimum": 0}),
     _s("playbook_path", None, "string", "Playbook file",
        "Segment playbook TOML; empty uses include/economics/playbook.toml.", "Economics", nullable=True),
+    _s("holdout_share", 0.10, "number", "Holdout share",
+       "Share of every segment kept out of the playbook (no action sent) to measure its lift; stable per "
+       "customer and experiment name. 0 measures nothing.", "Economics", minimum=0, maximum=0.5),
+    _s("experiment_name", "segment-playbook", "string", "Experiment name",
+       "Name of the holdout experiment: a customer's holdout draw hashes it with the customer key, so a new "
+       "name reshuffles the holdout.", "Economics", minLength=1, maxLength=80),
     # -- Migration ----------------------------------------------------------
     _s("hysteresis_runs", 2, "integer", "Runs before a label moves",
        "Consecutive runs a customer must spend in a new segment before the published label moves.",

@@ -185,7 +185,7 @@ CREATE TABLE IF NOT EXISTS crm_outbox (
 CREATE TABLE IF NOT EXISTS crm_push_pending (
     target VARCHAR, label_date DATE, customer_key VARCHAR, segment_id BIGINT, segment_name VARCHAR,
     clv_tier VARCHAR, priority VARCHAR, segment_action VARCHAR, checksum VARCHAR, deliveries_acked BIGINT,
-    record_key VARCHAR
+    record_key VARCHAR, holdout BOOLEAN
 );
 
 -- Extract and loading (issue #13). field_issues: an invalid optional value
@@ -247,4 +247,25 @@ CREATE TABLE IF NOT EXISTS scheme_variance (
 CREATE TABLE IF NOT EXISTS legacy_label_summary (
     as_of_date DATE, scheme VARCHAR, labels BIGINT, customers_labelled BIGINT, customers_total BIGINT,
     coverage DOUBLE, conflicts BIGINT, records_staged BIGINT
+);
+
+-- Experiment (include/experiment): the holdout of every published customer per
+-- date (stable by experiment name and customer key; holdouts get no playbook
+-- action), the policy in force each run, and treated-vs-holdout lift per segment.
+CREATE TABLE IF NOT EXISTS customer_holdout (
+    as_of_date DATE, experiment_name VARCHAR, customer_key VARCHAR, segment_id BIGINT,
+    segment_name VARCHAR, holdout BOOLEAN, holdout_draw DOUBLE, action VARCHAR, policy_hash VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS policy_runs (
+    as_of_date DATE, experiment_name VARCHAR, policy_hash VARCHAR, playbook_path VARCHAR,
+    holdout_share DOUBLE, policy_start DATE, actions VARCHAR, customers BIGINT, holdout_customers BIGINT,
+    recorded_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS segment_lift (
+    as_of_date DATE, experiment_name VARCHAR, policy_hash VARCHAR, policy_start DATE, window_start DATE,
+    segment_id BIGINT, segment_name VARCHAR, metric VARCHAR, n_treated BIGINT, n_holdout BIGINT,
+    treated_mean DOUBLE, holdout_mean DOUBLE, lift DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
+    relative_lift DOUBLE, relative_ci_low DOUBLE, relative_ci_high DOUBLE
 );

@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "check_migration": "include.stages.migration:check_migration",
     "build_economics": "include.stages.economics:build_economics",
     "compare_schemes": "include.stages.comparison:compare_schemes",
+    "run_experiment": "include.stages.experiment:run_experiment",
     "render_report": "include.stages.report:render_report",
 }
 

@@ -18,7 +18,9 @@ EDGES = [
     ("segment_customers", "crosscheck_clv"), ("fit_clv", "crosscheck_clv"),
     ("crosscheck_clv", "publish_segments"), ("publish_segments", "track_migration"),
     ("track_migration", "build_economics"),
-    ("build_economics", "compare_schemes"), ("compare_schemes", "render_report"), ("render_report", "check_migration"),
+    ("build_economics", "compare_schemes"), ("compare_schemes", "render_report"),
+    ("build_economics", "run_experiment"), ("run_experiment", "render_report"),
+    ("render_report", "check_migration"),
     *[("render_report", f"push_{t}") for t in ("outbox", "webhook", "hubspot", "salesforce")],
     # the teardown closing the MLflow run comes after every other task
     ("check_migration", "close_mlflow_run"),

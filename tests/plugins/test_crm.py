@@ -146,7 +146,7 @@ def test_salesforce_bulk_upsert_job(url, monkeypatch, airflow_db):
         assert set(sf.records) == set(keys) - {keys[3]}
         row = sf.records[keys[0]]
         assert set(row) == {"Customer_Key__c", "Segment_Id__c", "Segment_Name__c", "CLV_Tier__c",
-                            "Segment_Priority__c", "Segment_Action__c"}
+                            "Segment_Priority__c", "Segment_Action__c", "Segment_Holdout__c"}
         log = push_log(url, "salesforce")
         assert log["status"].tolist() == ["partial"] and log["failed"].tolist() == [1]
 

@@ -198,7 +198,7 @@ class HubSpotHook(_HttpCrmHook):
         if len(records) > self.max_batch_size:
             raise ValueError(f"HubSpot batch upsert takes at most {self.max_batch_size} inputs, got {len(records)}")
         inputs = [{"id": r["customer_key"], "idProperty": id_property, "objectWriteTraceId": r["customer_key"],
-                   "properties": {k: str(v) for k, v in r.items() if k != "customer_key"}} for r in records]
+                   "properties": {k: _text(v) for k, v in r.items() if k != "customer_key"}} for r in records]
         response, attempts = self.request("POST", f"/crm/v3/objects/{object_type}/batch/upsert",
                                           json={"inputs": inputs}, expect=(200, 201, 207))
         body = response.json()
@@ -213,6 +213,11 @@ class HubSpotHook(_HttpCrmHook):
     def probe(self) -> None:
         object_type = self.connection.extra_dejson.get("object_type", "contacts")
         self.request("GET", f"/crm/v3/objects/{object_type}?limit=1")
+
+
+def _text(value: Any) -> str:
+    """A property value as text; booleans as ``true``/``false`` (HubSpot and Salesforce boolean fields)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class SalesforceBulkHook(_HttpCrmHook):
@@ -240,7 +245,8 @@ class SalesforceBulkHook(_HttpCrmHook):
         field_map = {"customer_key": extra.get("external_id_field", "Customer_Key__c"),
                      "segment_id": "Segment_Id__c", "segment_name": "Segment_Name__c",
                      "clv_tier": "CLV_Tier__c", "priority": "Segment_Priority__c",
-                     "segment_action": "Segment_Action__c", **extra.get("field_map", {})}
+                     "segment_action": "Segment_Action__c", "holdout": "Segment_Holdout__c",
+                     **extra.get("field_map", {})}
         return (extra.get("object", "Contact"), field_map["customer_key"], extra.get("api_version", "v62.0"),
                 field_map)
 
@@ -252,7 +258,7 @@ class SalesforceBulkHook(_HttpCrmHook):
         writer = csv.DictWriter(buf, fieldnames=[field_map[k] for k in records[0]], lineterminator="\n")
         writer.writeheader()
         for r in records:
-            writer.writerow({field_map[k]: v for k, v in r.items()})
+            writer.writerow({field_map[k]: _text(v) for k, v in r.items()})
         job, attempts = self.request("POST", base, expect=(200, 201), json={
             "object": obj, "operation": "upsert", "externalIdFieldName": external_id,
             "contentType": "CSV", "lineEnding": "LF"})

@@ -1,0 +1,1 @@
+"""Holdout groups, policy records and treated-vs-holdout lift per segment."""

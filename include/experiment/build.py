@@ -1,0 +1,174 @@
+"""Record the holdout and the policy of a run, and measure treated-vs-holdout lift per segment.
+
+One call per as-of date (the ``run_experiment`` DAG task, after the economics
+stage has chosen every customer's playbook action and before anything is
+pushed):
+
+1. every published customer gets the holdout flag of
+   :func:`include.experiment.holdout.holdout_draw` under the run's
+   ``experiment_name`` and ``holdout_share``; ``customer_holdout`` keeps it per
+   customer and date with the action the customer is sent (none for the
+   holdout: the CRM label SQL sends the action only to the treated);
+2. ``policy_runs`` records the policy in force: the playbook's content hash,
+   the action per segment (JSON) and the holdout share. The policy started on
+   the earliest date of the unbroken run of earlier dates with the same hash
+   and share (``policy_start``): a new playbook starts a new comparison;
+3. ``segment_lift`` gets, per segment (the customer's segment on its first
+   date under the policy) and outcome, treated and holdout means, the lift
+   with a 95% interval and the sample sizes (:mod:`include.experiment.lift`).
+   Money outcomes (revenue, cost-to-serve, profit per customer) cover the days
+   since the policy started, at most ``retention_window_days``; retention is
+   the economics stage's repeat retention over the same window length.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from include.experiment.holdout import holdout_draw
+from include.experiment.lift import LIFT_COLUMNS, segment_lift
+from include.features.build import feature_params
+from include.runtime.warehouse import Warehouse, named_sql
+
+log = logging.getLogger(__name__)
+
+SQL = named_sql("experiment.sql")
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """Settings of the experiment stage (see ``include/runtime/settings.py``)."""
+
+    experiment_name: str = "segment-playbook"
+    holdout_share: float = 0.10
+    retention_window_days: int = 90
+    gross_margin: float = 0.35
+    servicing_cost_per_customer: float = 0.0
+    servicing_cost_per_order: float = 0.0
+
+
+def playbook_hash(playbook_path: str | Path | None = None) -> str:
+    """Content hash (SHA-256, first 16 hex digits) of the playbook file in force."""
+    from include.economics.build import DEFAULT_PLAYBOOK
+
+    path = Path(playbook_path) if playbook_path else DEFAULT_PLAYBOOK
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def assign_holdout(published: pd.DataFrame, experiment_name: str, share: float) -> pd.DataFrame:
+    """Holdout draw and flag of every published customer; the action only for the treated.
+
+    ``published``: ``customer_key``, ``segment_id``, ``segment_name``, ``action``.
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"holdout_share must be in [0, 1), got {share}")
+    out = published[["customer_key", "segment_id", "segment_name", "action"]].copy()
+    out["holdout_draw"] = [holdout_draw(experiment_name, str(k)) for k in out["customer_key"]]
+    out["holdout"] = out["holdout_draw"] < share
+    out["action"] = out["action"].where(~out["holdout"], None)
+    return out
+
+
+def policy_start(history: pd.DataFrame, as_of_date: dt.date, policy: str, share: float) -> dt.date:
+    """First date of the unbroken run of dates up to ``as_of_date`` under ``policy`` and ``share``.
+
+    ``history``: earlier ``policy_runs`` of the experiment, newest first.
+    """
+    start = as_of_date
+    for row in history.itertuples():
+        if row.policy_hash != policy or not np.isclose(row.holdout_share, share):
+            break
+        start = pd.Timestamp(row.as_of_date).date()
+    return start
+
+
+def outcome_params(as_of_date: dt.date, start: dt.date, settings: ExperimentSettings) -> dict[str, Any]:
+    """Bind parameters of ``customer_outcomes`` (see ``experiment.sql``)."""
+    params = feature_params(as_of_date)
+    cutoff = params["cutoff_ts"]
+    window = dt.timedelta(days=settings.retention_window_days)
+    # Treatment begins after the policy's first run has pushed its labels: the day after its as-of date.
+    money_start = max(cutoff - window, cutoff - dt.timedelta(days=(as_of_date - start).days))
+    money_days = (cutoff - money_start).days
+    # The covariate window: as long as the outcome window, ending where the policy started.
+    pre_end = cutoff - dt.timedelta(days=(as_of_date - start).days)
+    params.update(experiment_name=settings.experiment_name, policy_start=start, money_start_ts=money_start,
+                  pre_start_ts=pre_end - dt.timedelta(days=money_days), pre_end_ts=pre_end,
+                  window_start_ts=cutoff - window, previous_window_start_ts=cutoff - 2 * window,
+                  margin=settings.gross_margin,
+                  per_customer=settings.servicing_cost_per_customer * money_days / 365.0,
+                  per_order=settings.servicing_cost_per_order)
+    return params
+
+
+def run_experiment(wh: Warehouse, as_of_date: dt.date, settings: ExperimentSettings,
+                   playbook_path: str | Path | None = None) -> dict[str, Any]:
+    """Write ``customer_holdout``, ``policy_runs`` and ``segment_lift`` for ``as_of_date``; return figures.
+
+    Raises
+    ------
+    ValueError
+        When ``customer_segments`` has no published labels for the date, or
+        ``customer_priority`` has no action for them (run build_economics first).
+    """
+    if settings.retention_window_days < 1:
+        raise ValueError(f"retention_window_days must be at least 1, got {settings.retention_window_days}")
+    published = wh.query_df(SQL["published_actions"], {"as_of_date": as_of_date})
+    if published.empty:
+        raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
+                         "run publish_segments first")
+    if published["action"].isna().all():
+        raise ValueError(f"customer_priority has no actions for as_of_date={as_of_date}; run build_economics first")
+    policy = playbook_hash(playbook_path)
+    assigned = assign_holdout(published, settings.experiment_name, settings.holdout_share)
+    history = wh.query_df(SQL["policy_history"], {"experiment_name": settings.experiment_name,
+                                                  "as_of_date": as_of_date})
+    start = policy_start(history, as_of_date, policy, settings.holdout_share)
+    actions = (published.dropna(subset=["action"]).groupby("segment_id")
+               .agg(segment_name=("segment_name", "first"), action=("action", "first")))
+    actions_json = json.dumps({str(int(k)): {"segment_name": r.segment_name, "action": r.action}
+                               for k, r in actions.iterrows()}, sort_keys=True)
+    holdout_rows = assigned.assign(as_of_date=as_of_date, experiment_name=settings.experiment_name,
+                                   policy_hash=policy)
+    holdout_rows = holdout_rows[["as_of_date", "experiment_name", "customer_key", "segment_id", "segment_name",
+                                 "holdout", "holdout_draw", "action", "policy_hash"]]
+    policy_row = pd.DataFrame([{
+        "as_of_date": as_of_date, "experiment_name": settings.experiment_name, "policy_hash": policy,
+        "playbook_path": str(playbook_path or "include/economics/playbook.toml"),
+        "holdout_share": settings.holdout_share, "policy_start": start, "actions": actions_json,
+        "customers": len(assigned), "holdout_customers": int(assigned["holdout"].sum()),
+        "recorded_at": pd.Timestamp.now(tz="UTC").tz_localize(None)}])
+    with wh.begin() as conn:
+        wh.replace_partition("customer_holdout", holdout_rows, {"as_of_date": as_of_date}, conn=conn)
+        wh.replace_partition("policy_runs", policy_row, {"as_of_date": as_of_date}, conn=conn)
+
+    params = outcome_params(as_of_date, start, settings)
+    outcomes = wh.query_df(SQL["customer_outcomes"], params).rename(columns={"retained": "retention"})
+    if params["money_start_ts"] >= params["cutoff_ts"]:
+        # The policy's first run: nothing has been treated yet, so there are no money outcomes to compare.
+        outcomes[["revenue", "cost_to_serve", "profit"]] = np.nan
+    lift = segment_lift(outcomes)
+    lift.insert(0, "as_of_date", as_of_date)
+    lift.insert(1, "experiment_name", settings.experiment_name)
+    lift.insert(2, "policy_hash", policy)
+    lift.insert(3, "policy_start", start)
+    lift.insert(4, "window_start", params["money_start_ts"].date())
+    wh.replace_partition("segment_lift", lift[["as_of_date", "experiment_name", "policy_hash", "policy_start",
+                                               "window_start", *LIFT_COLUMNS]], {"as_of_date": as_of_date})
+    figures = {"customers": len(assigned), "holdout_customers": int(assigned["holdout"].sum()),
+               "holdout_share_observed": float(assigned["holdout"].mean()), "policy_hash": policy,
+               "policy_start": start.isoformat(), "weeks_under_policy": (as_of_date - start).days // 7,
+               "segments_measured": int(lift["segment_id"].nunique()) if len(lift) else 0}
+    log.info("experiment %s %s: %d customers, %d in the holdout (%.1f%%); policy %s in force since %s",
+             settings.experiment_name, as_of_date, figures["customers"], figures["holdout_customers"],
+             100 * figures["holdout_share_observed"], policy, start)
+    return {"figures": figures, "lift": lift}
