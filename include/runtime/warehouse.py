@@ -197,19 +197,33 @@ class Warehouse:
             yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator[Warehouse]:
+    def transaction(self, *, discard: bool = False) -> Iterator[Warehouse]:
         """This warehouse bound to one connection and one transaction: a stage's writes become visible together.
 
         Yields a view of this warehouse whose every operation runs on the
         same connection inside one transaction, committed when the block ends
         and rolled back when it raises; a killed process leaves the old state.
         Nested calls join the outer transaction.
+
+        ``discard=True`` always rolls back: the pipeline's own SQL can compute
+        a table for a read (say, model inputs) while the write that publishes
+        it waits for the stage's final transaction.
         """
         if self._conn is not None:
+            if discard:
+                raise ValueError("a discarded transaction cannot be nested in another transaction")
             yield self
             return
-        with self.engine.begin() as conn:
-            yield self._bound(conn)
+        if not discard:
+            with self.engine.begin() as conn:
+                yield self._bound(conn)
+            return
+        with self.engine.connect() as conn:
+            conn.begin()
+            try:
+                yield self._bound(conn)
+            finally:
+                conn.rollback()
 
     def _bound(self, conn: sa.Connection) -> Warehouse:
         view = object.__new__(type(self))  # not copy.copy: __new__ needs the URL
@@ -431,6 +445,15 @@ class DuckDBWarehouse(Warehouse, backend="duckdb"):
                 raw.unregister("_table_frame")
 
 
+def _bindable(value: Any) -> Any:
+    """A DataFrame cell as a value the Snowflake connector binds (it rejects pandas and NumPy scalars)."""
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        return value.item()
+    return value
+
+
 class SnowflakeWarehouse(Warehouse, backend="snowflake"):
     """Snowflake: bulk paths through ``write_pandas`` (staged Parquet + COPY INTO), kept out of transactions.
 
@@ -483,7 +506,8 @@ class SnowflakeWarehouse(Warehouse, backend="snowflake"):
         sql = sa.text(f"INSERT INTO {table} ({', '.join(str(c) for c in df.columns)}) "
                       f"VALUES ({', '.join(':' + n for n in names)})")
         values = df.astype(object).where(df.notna(), None)
-        rows = [dict(zip(names, row, strict=True)) for row in values.itertuples(index=False, name=None)]
+        rows = [dict(zip(names, map(_bindable, row), strict=True))
+                for row in values.itertuples(index=False, name=None)]
         for start in range(0, len(rows), 1000):
             conn.execute(sql, rows[start:start + 1000])
 
