@@ -214,3 +214,17 @@ def test_a_process_killed_inside_a_duckdb_transaction_leaves_the_old_state(tmp_p
     assert proc.returncode == -9, proc.stderr[-2000:]
     with Warehouse(url) as wh:
         assert _counts(wh) == (3, 3)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_a_discarded_transaction_computes_with_sql_and_leaves_nothing(tmp_path, kind):
+    from tests.warehouses import warehouse
+
+    with warehouse(kind, tmp_path) as wh:
+        _two_tables(wh)
+        with wh.transaction(discard=True) as preview:
+            preview.run_script("INSERT INTO a SELECT as_of_date, v * 10 FROM b")
+            assert preview.scalar("SELECT SUM(v) FROM a") == 66
+        assert wh.scalar("SELECT SUM(v) FROM a") == 6
+        with wh.transaction() as tx, pytest.raises(ValueError, match="cannot be nested"), tx.transaction(discard=True):
+            pass
