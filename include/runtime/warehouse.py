@@ -43,13 +43,18 @@ What each dialect guarantees:
 - Snowflake: a DDL statement commits the open transaction before it runs
   (docs.snowflake.com/en/sql-reference/transactions, "DDL"), and
   ``write_pandas`` issues DDL (``CREATE TEMPORARY STAGE``, ``CREATE FILE
-  FORMAT``). :meth:`SnowflakeWarehouse.insert_df` therefore loads the
-  DataFrame into a transient scratch table through a *second* session, then
-  copies it with ``INSERT ... SELECT`` inside the caller's transaction, and
-  drops the scratch table. Statements a stage runs itself must follow the
-  same rule: DDL (work tables) before the first write, DML only after it.
-  ``replace_table`` and ``ensure_schema`` are DDL and never part of a stage's
-  transaction.
+  FORMAT``). :meth:`SnowflakeWarehouse.insert_df` therefore never runs
+  ``write_pandas`` on the caller's connection: a frame of up to
+  ``inline_rows`` rows goes in as multi-row ``INSERT ... VALUES``; a larger
+  one is loaded into a transient scratch table through a *second* session,
+  copied with ``INSERT ... SELECT`` inside the caller's transaction, and the
+  scratch table dropped. Statements a stage runs itself must follow the same
+  rule: DDL (work tables) before the first write, DML only after it; and no
+  metadata reflection (``table_columns``, ``has_table``: ``SHOW``/``DESCRIBE``)
+  inside the transaction. ``replace_table`` and ``ensure_schema`` are DDL and
+  never part of a stage's transaction. fakesnow (the tests' Snowflake) models
+  the DDL rule but isolates by snapshot, not READ COMMITTED, so only the
+  inline path can be tested there with several tables in one transaction.
 - Other SQLAlchemy databases: as transactional as the database is.
 """
 
