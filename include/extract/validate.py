@@ -594,37 +594,44 @@ def extract_and_validate(
     present = check_contract(wh)
     params = run_boundaries(as_of_date)
     reports: list[TableReport] = []
-    for spec in TABLE_SPECS:
-        if spec.raw not in present:
-            with wh.begin() as conn:
+    # One transaction for every table of the date (staging, quarantine, field issues, the log, the pruning):
+    # a reader sees the old date or the new one, never one table re-extracted and the next not.
+    # On Snowflake a DDL statement commits the open transaction, so the work tables are created (empty)
+    # before the first write, filled with INSERT (DML) inside the transaction, and dropped after the last.
+    work = {spec.raw: _WorkTables(build_validation_sql(spec, present[spec.raw], dialect=wh.dialect,
+                                                       date_order=date_order))
+            for spec in TABLE_SPECS if spec.raw in present}
+    with wh.transaction() as tx, tx.begin() as conn:
+        for w in work.values():
+            w.create_empty(conn, params)
+        for spec in TABLE_SPECS:
+            if spec.raw not in work:
                 conn.execute(sa.text(f"DELETE FROM {spec.staged} WHERE as_of_date = :as_of_date"), params)
                 conn.execute(sa.text("DELETE FROM field_issues WHERE as_of_date = :as_of_date "
                                      "AND source_table = :t"), {**params, "t": spec.raw})
-            reports.append(TableReport(spec.raw, 0, 0, 0, 0, present=False))
-            log.info("optional table %s is absent; its features will be empty", spec.raw)
-            continue
-        sql = build_validation_sql(spec, present[spec.raw], dialect=wh.dialect, date_order=date_order)
-        with wh.begin() as conn:
-            conn.execute(sa.text(sql["drop"]))
-            conn.execute(sa.text(sql["create"]), params)
-            for step in ("dup_drop", "dup_rank", "dup_delete", "dup_insert", "dup_drop"):
-                conn.execute(sa.text(sql[step]))
+                reports.append(TableReport(spec.raw, 0, 0, 0, 0, present=False))
+                log.info("optional table %s is absent; its features will be empty", spec.raw)
+                continue
+            w = work[spec.raw]
+            w.fill(conn, params)
             for step in _WRITE_STEPS:
-                if step in sql:
-                    conn.execute(sa.text(sql[step]), params)
-            in_scope, staged, raw_total = conn.execute(sa.text(sql["counts"])).one()
+                if step in w.sql:
+                    conn.execute(sa.text(w.sql[step]), params)
+            in_scope, staged, raw_total = conn.execute(sa.text(w.sql["counts"])).one()
             nulled = conn.execute(
                 sa.text("SELECT COUNT(*) FROM field_issues WHERE as_of_date = :as_of_date AND source_table = :t"),
                 {**params, "t": spec.raw},
             ).scalar()
-            conn.execute(sa.text(sql["drop"]))
-        in_scope, staged, raw_total = int(in_scope or 0), int(staged or 0), int(raw_total or 0)
-        reports.append(
-            TableReport(spec.raw, in_scope, staged, in_scope - staged, raw_total - in_scope,
-                        fields_nulled=int(nulled or 0))
-        )
-    _write_extract_log(wh, as_of_date, reports)
-    _prune_staging(wh, as_of_date, retention_runs)
+            w.empty(conn)
+            in_scope, staged, raw_total = int(in_scope or 0), int(staged or 0), int(raw_total or 0)
+            reports.append(
+                TableReport(spec.raw, in_scope, staged, in_scope - staged, raw_total - in_scope,
+                            fields_nulled=int(nulled or 0))
+            )
+        _write_extract_log(tx, as_of_date, reports)
+        _prune_staging(tx, as_of_date, retention_runs)
+        for w in work.values():  # the last statements (on Snowflake the first DROP commits the writes)
+            w.drop(conn)
     for r in reports:
         log.info(
             "%s: %d in scope, %d staged, %d quarantined (%.2f%%), %d after the as-of date, "
@@ -647,6 +654,48 @@ def extract_and_validate(
             + ", ".join(f"{t}.{reason}={n}" for t, reason, n in reasons.itertuples(index=False))
         )
     return reports
+
+
+_CTAS = re.compile(r"\s*CREATE TEMPORARY TABLE (\w+) AS\s+(.*)$", re.S)
+
+
+class _WorkTables:
+    """The checked and the duplicate-ranked work tables of one raw table, as DDL and DML kept apart.
+
+    ``build_validation_sql`` gives them as ``CREATE TEMPORARY TABLE ... AS
+    SELECT``; here each becomes an empty table created before the stage's
+    first write and an ``INSERT ... SELECT`` inside its transaction.
+    """
+
+    def __init__(self, sql: dict[str, str]) -> None:
+        self.sql = sql
+        self.tables = []
+        for step in ("create", "dup_rank"):
+            m = _CTAS.match(sql[step])
+            if not m:
+                raise ValueError(f"validation SQL step {step!r} is not a CREATE TEMPORARY TABLE ... AS query")
+            self.tables.append((m.group(1), m.group(2)))
+
+    def create_empty(self, conn: sa.Connection, params: dict[str, object]) -> None:
+        for name, query in self.tables:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+            conn.execute(sa.text(f"CREATE TEMPORARY TABLE {name} AS SELECT * FROM ({query}) q WHERE 1 = 0"),
+                         params)
+
+    def fill(self, conn: sa.Connection, params: dict[str, object]) -> None:
+        (checked, check_query), (ranked, rank_query) = self.tables
+        conn.execute(sa.text(f"INSERT INTO {checked} SELECT * FROM ({check_query}) q"), params)
+        conn.execute(sa.text(f"INSERT INTO {ranked} SELECT * FROM ({rank_query}) q"))
+        conn.execute(sa.text(self.sql["dup_delete"]))
+        conn.execute(sa.text(self.sql["dup_insert"]))
+
+    def empty(self, conn: sa.Connection) -> None:
+        for name, _ in self.tables:
+            conn.execute(sa.text(f"DELETE FROM {name}"))
+
+    def drop(self, conn: sa.Connection) -> None:
+        for name, _ in self.tables:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
 
 
 def _write_extract_log(wh: Warehouse, as_of_date: dt.date, reports: list[TableReport]) -> None:

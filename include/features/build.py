@@ -47,20 +47,26 @@ def feature_params(as_of_date: dt.date) -> dict[str, object]:
 def build_customer_features(
     wh: Warehouse, as_of_date: dt.date, support_cost_by_channel: dict[str, float]
 ) -> dict[str, float]:
-    """Replace ``customer_features`` (and the channel costs it used) for ``as_of_date``."""
+    """Replace ``customer_features``, ``customer_rfm`` and the channel costs they used for ``as_of_date``.
+
+    The three tables are written in one transaction: a reader never sees
+    this date's features without its RFM map, or costs that differ from the
+    ones the features used.
+    """
     costs = pd.DataFrame(
         {"as_of_date": as_of_date, "channel": list(support_cost_by_channel),
          "cost_per_contact": [float(v) for v in support_cost_by_channel.values()]}
     )
-    wh.replace_partition("support_channel_costs", costs, {"as_of_date": as_of_date})
-    wh.run_sql_file("features.sql", feature_params(as_of_date))
-    wh.run_sql_file("rfm.sql", {"as_of_date": as_of_date})
-    stats = wh.query_df(
-        "SELECT COUNT(*) AS customers, AVG(frequency) AS mean_frequency, "
-        "AVG(monetary) AS mean_monetary, AVG(recency_days) AS mean_recency_days "
-        "FROM customer_features WHERE as_of_date = :as_of_date",
-        {"as_of_date": as_of_date},
-    ).iloc[0]
+    with wh.transaction() as tx:
+        tx.replace_partition("support_channel_costs", costs, {"as_of_date": as_of_date})
+        tx.run_sql_file("features.sql", feature_params(as_of_date))
+        tx.run_sql_file("rfm.sql", {"as_of_date": as_of_date})
+        stats = tx.query_df(
+            "SELECT COUNT(*) AS customers, AVG(frequency) AS mean_frequency, "
+            "AVG(monetary) AS mean_monetary, AVG(recency_days) AS mean_recency_days "
+            "FROM customer_features WHERE as_of_date = :as_of_date",
+            {"as_of_date": as_of_date},
+        ).iloc[0]
     metrics = {f"features_{k}": float(v or 0) for k, v in stats.items()}
     log.info("features: %d customers as of %s", int(metrics["features_customers"]), as_of_date)
     if metrics["features_customers"] == 0:

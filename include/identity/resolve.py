@@ -507,13 +507,14 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
             for k, v in row._asdict().items():
                 if k != "method":
                     metrics[f"eval.{row.method}.{k}"] = float(v)
-    wh.replace_partition("identity_map", identity_map, {"as_of_date": as_of_date})
-    wh.replace_partition("customers", customers, {"as_of_date": as_of_date})
-    wh.replace_partition("identity_runs", pd.DataFrame([{
-        "as_of_date": as_of_date, "method": match_method, "degraded": degraded_reason is not None,
-        "reason": degraded_reason or refused or "", "records": len(records), "customers": len(customers),
-        "linkage_columns": ",".join(columns), "model_trained": trained,
-    }]), {"as_of_date": as_of_date})
+    with wh.transaction() as tx:  # the map, the golden records and the run's row become visible together
+        tx.replace_partition("identity_map", identity_map, {"as_of_date": as_of_date})
+        tx.replace_partition("customers", customers, {"as_of_date": as_of_date})
+        tx.replace_partition("identity_runs", pd.DataFrame([{
+            "as_of_date": as_of_date, "method": match_method, "degraded": degraded_reason is not None,
+            "reason": degraded_reason or refused or "", "records": len(records), "customers": len(customers),
+            "linkage_columns": ",".join(columns), "model_trained": trained,
+        }]), {"as_of_date": as_of_date})
     log.info("identity (%s): %d records -> %d customers (%d with several records, %d without identifiers); "
              "linkage columns: %s", match_method, len(records), len(customers),
              int(metrics["multi_record_customers"]), int(metrics["records_without_identifiers"]), ", ".join(columns))

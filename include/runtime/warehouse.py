@@ -15,6 +15,47 @@ The embedded DuckDB file admits one read-write process at a time, and Airflow
 runs tasks in parallel processes; :class:`DuckDBWarehouse` therefore opens the
 file per operation (no pooled connection holds the lock) and, when another
 process holds it, waits and retries for up to ``lock_timeout`` seconds.
+
+All-or-nothing stages
+---------------------
+A stage writes all its tables for a date in one transaction, so a reader (or
+the next task) sees either the complete old state or the complete new one,
+and a stage killed mid-way (SIGKILL, OOM, a lost worker) leaves nothing
+behind but the old state::
+
+    with wh.transaction() as tx:          # a Warehouse bound to one connection and transaction
+        tx.replace_partition("a", frame_a, {"as_of_date": d})
+        tx.run_sql_file("b.sql", {"as_of_date": d})
+        rows = tx.scalar("SELECT COUNT(*) FROM b WHERE as_of_date = :as_of_date", {"as_of_date": d})
+    # committed here; an exception (or a killed process) rolls every statement back
+
+Every operation of the bound warehouse (``query_df``, ``scalar``,
+``run_script``, ``replace_partition``, ``begin``, library functions that take
+a ``Warehouse``) joins that one transaction and reads its own uncommitted
+writes. ``begin()`` gives the same guarantee with a bare connection (pass it
+as ``conn=``).
+
+What each dialect guarantees:
+
+- DuckDB: DML and DDL are transactional; a killed process's open transaction
+  is discarded when the file is next opened (write-ahead log replay stops at
+  the last commit).
+- Snowflake: a DDL statement commits the open transaction before it runs
+  (docs.snowflake.com/en/sql-reference/transactions, "DDL"), and
+  ``write_pandas`` issues DDL (``CREATE TEMPORARY STAGE``, ``CREATE FILE
+  FORMAT``). :meth:`SnowflakeWarehouse.insert_df` therefore never runs
+  ``write_pandas`` on the caller's connection: a frame of up to
+  ``inline_rows`` rows goes in as multi-row ``INSERT ... VALUES``; a larger
+  one is loaded into a transient scratch table through a *second* session,
+  copied with ``INSERT ... SELECT`` inside the caller's transaction, and the
+  scratch table dropped. Statements a stage runs itself must follow the same
+  rule: DDL (work tables) before the first write, DML only after it; and no
+  metadata reflection (``table_columns``, ``has_table``: ``SHOW``/``DESCRIBE``)
+  inside the transaction. ``replace_table`` and ``ensure_schema`` are DDL and
+  never part of a stage's transaction. fakesnow (the tests' Snowflake) models
+  the DDL rule but isolates by snapshot, not READ COMMITTED, so only the
+  inline path can be tested there with several tables in one transaction.
+- Other SQLAlchemy databases: as transactional as the database is.
 """
 
 from __future__ import annotations
@@ -22,6 +63,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import resources
@@ -139,18 +181,73 @@ class Warehouse:
         self.close()
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._conn is None:  # a bound view shares its parent's engine
+            self.engine.dispose()
+
+    #: the connection of :meth:`transaction`'s bound view; ``None`` on an unbound warehouse
+    _conn: sa.Connection | None = None
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
-        """A connection inside one transaction (committed on success)."""
+        """A connection inside one transaction (committed on success, rolled back on an exception).
+
+        On a warehouse bound by :meth:`transaction` this is the bound
+        connection: the caller's statements join that transaction, which
+        commits only when :meth:`transaction` ends.
+        """
+        if self._conn is not None:
+            yield self._conn
+            return
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self, *, discard: bool = False) -> Iterator[Warehouse]:
+        """This warehouse bound to one connection and one transaction: a stage's writes become visible together.
+
+        Yields a view of this warehouse whose every operation runs on the
+        same connection inside one transaction, committed when the block ends
+        and rolled back when it raises; a killed process leaves the old state.
+        Nested calls join the outer transaction.
+
+        ``discard=True`` always rolls back: the pipeline's own SQL can compute
+        a table for a read (say, model inputs) while the write that publishes
+        it waits for the stage's final transaction.
+        """
+        if self._conn is not None:
+            if discard:
+                raise ValueError("a discarded transaction cannot be nested in another transaction")
+            yield self
+            return
+        if not discard:
+            with self.engine.begin() as conn:
+                yield self._bound(conn)
+            return
+        with self.engine.connect() as conn:
+            conn.begin()
+            try:
+                yield self._bound(conn)
+            finally:
+                conn.rollback()
+
+    def _bound(self, conn: sa.Connection) -> Warehouse:
+        view = object.__new__(type(self))  # not copy.copy: __new__ needs the URL
+        view.__dict__.update(self.__dict__, _conn=conn)
+        return view
+
+    @contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        """A connection for a read: the bound one inside :meth:`transaction`, else a fresh one."""
+        if self._conn is not None:
+            yield self._conn
+            return
+        with self.engine.connect() as conn:
             yield conn
 
     # -- metadata ---------------------------------------------------------
     def table_columns(self, table: str) -> list[str] | None:
         """Lower-case column names of ``table``, or ``None`` when it does not exist."""
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             inspector = sa.inspect(conn)
             if not inspector.has_table(table) and not inspector.has_table(table.upper()):
                 return None
@@ -185,16 +282,19 @@ class Warehouse:
             for stmt in statements:
                 c.execute(sa.text(stmt), dict(params or {}))
 
-    def run_sql_file(self, name: str, params: Mapping[str, Any] | None = None) -> None:
-        self.run_script(load_sql(name), params)
+    def run_sql_file(
+        self, name: str, params: Mapping[str, Any] | None = None, conn: sa.Connection | None = None
+    ) -> None:
+        """Run ``include/sql/<name>`` in one transaction (``conn``'s, when given)."""
+        self.run_script(load_sql(name), params, conn=conn)
 
     def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        with self.engine.connect() as c:
+        with self._connection() as c:
             return c.execute(sa.text(sql), dict(params or {})).scalar()
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run a query and return a DataFrame with lower-case column names."""
-        with self.engine.connect() as c:
+        with self._connection() as c:
             df = pd.read_sql(sa.text(sql), c, params=dict(params or {}))
         df.columns = [str(col).lower() for col in df.columns]
         return df
@@ -257,7 +357,7 @@ class SqlAlchemyWarehouse(Warehouse):
 
     def schema_columns(self) -> dict[str, set[str]]:
         # Not every database has information_schema (SQLite has none): reflect instead.
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             inspector = sa.inspect(conn)
             return {t.lower(): {c["name"].lower() for c in inspector.get_columns(t)}
                     for t in inspector.get_table_names()}
@@ -322,7 +422,7 @@ class DuckDBWarehouse(Warehouse, backend="duckdb"):
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         params = dict(params or {})
-        with self.engine.connect() as c:
+        with self._connection() as c:
             raw = c.connection.driver_connection
             used = set(_BIND.findall(sql))  # DuckDB rejects unused named parameters
             df = raw.execute(_BIND.sub(r"$\1", sql), {k: v for k, v in params.items() if k in used}).df()
@@ -350,18 +450,98 @@ class DuckDBWarehouse(Warehouse, backend="duckdb"):
                 raw.unregister("_table_frame")
 
 
+def _bindable(value: Any) -> Any:
+    """A DataFrame cell as a value the Snowflake connector binds (it rejects pandas and NumPy scalars)."""
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        return value.item()
+    return value
+
+
 class SnowflakeWarehouse(Warehouse, backend="snowflake"):
-    """Snowflake: bulk paths through ``write_pandas`` (staged Parquet + COPY INTO)."""
+    """Snowflake: bulk paths through ``write_pandas`` (staged Parquet + COPY INTO), kept out of transactions.
+
+    ``write_pandas`` creates a temporary stage and file format, and in
+    Snowflake a DDL statement commits the session's open transaction. A bulk
+    insert inside a stage's transaction would publish that stage's earlier
+    writes half-way; so the DataFrame is loaded into a transient scratch table
+    through a second session and copied into the target with one ``INSERT ...
+    SELECT`` (DML, in the caller's transaction; Snowflake's READ COMMITTED
+    statements see the scratch table once its session committed it). A
+    killed process can leave a ``SEGMENTATION_SCRATCH_*`` table behind, never
+    a half-written partition.
+    """
+
+    SCRATCH_PREFIX: ClassVar[str] = "SEGMENTATION_SCRATCH_"
+    #: Frames up to this many rows go in as multi-row ``INSERT ... VALUES`` on the caller's connection (DML,
+    #: no second session or scratch table to pay for); larger ones through a scratch table.
+    inline_rows: ClassVar[int] = 10_000
 
     def insert_df(self, table: str, df: pd.DataFrame, conn: sa.Connection) -> None:
         if df.empty:
             return
-        ok, *_ = self._write_pandas(conn, df, table)
-        if not ok:
-            raise WarehouseError(f"write_pandas into {table} failed")
+        if len(df) <= self.inline_rows:
+            self._insert_values(conn, table, df)
+            return
+        with self._scratch(df) as scratch:
+            self._insert_from(conn, table, scratch, df.columns)
+
+    def replace_partition(
+        self, table: str, df: pd.DataFrame, where: Mapping[str, Any], conn: sa.Connection | None = None
+    ) -> int:
+        if conn is None and self._conn is None:
+            with self.begin() as c:
+                return self.replace_partition(table, df, where, conn=c)
+        conn = conn if conn is not None else self._conn
+        clause = " AND ".join(f"{col} = :{col}" for col in where)
+        # The scratch table first, so the transaction's first statement is already the DELETE.
+        with self._scratch(df if len(df) > self.inline_rows else df.iloc[:0]) as scratch:
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE {clause}"), dict(where))
+            if scratch is not None:
+                self._insert_from(conn, table, scratch, df.columns)
+            elif len(df):
+                self._insert_values(conn, table, df)
+        return len(df)
+
+    @staticmethod
+    def _insert_values(conn: sa.Connection, table: str, df: pd.DataFrame) -> None:
+        # Not DataFrame.to_sql: its SHOW TABLES check is a DDL-class statement in Snowflake.
+        names = [f"c{i}" for i in range(len(df.columns))]
+        sql = sa.text(f"INSERT INTO {table} ({', '.join(str(c) for c in df.columns)}) "
+                      f"VALUES ({', '.join(':' + n for n in names)})")
+        values = df.astype(object).where(df.notna(), None)
+        rows = [dict(zip(names, map(_bindable, row), strict=True))
+                for row in values.itertuples(index=False, name=None)]
+        for start in range(0, len(rows), 1000):
+            conn.execute(sql, rows[start:start + 1000])
+
+    @contextmanager
+    def _scratch(self, df: pd.DataFrame) -> Iterator[str | None]:
+        """``df`` in a transient table written and committed by a second session; dropped afterwards."""
+        if df.empty:
+            yield None
+            return
+        scratch = f"{self.SCRATCH_PREFIX}{uuid.uuid4().hex[:16].upper()}"
+        with self.engine.connect() as side:
+            try:
+                ok, *_ = self._write_pandas(side, df, scratch, auto_create_table=True, table_type="transient")
+                if not ok:
+                    raise WarehouseError(f"write_pandas into the scratch table {scratch} failed")
+                side.commit()
+                yield scratch
+            finally:
+                side.rollback()
+                side.execute(sa.text(f"DROP TABLE IF EXISTS {scratch}"))
+
+    @staticmethod
+    def _insert_from(conn: sa.Connection, table: str, scratch: str, columns: Any) -> None:
+        cols = ", ".join(str(c).upper() for c in columns)
+        conn.execute(sa.text(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {scratch}"))
 
     def replace_table(self, table: str, df: pd.DataFrame) -> None:
-        with self.begin() as conn:
+        # DDL (CREATE OR REPLACE): its own transaction on Snowflake whatever the caller holds.
+        with self.engine.begin() as conn:
             self._write_pandas(conn, df, table, auto_create_table=True, overwrite=True)
 
     @staticmethod

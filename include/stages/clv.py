@@ -43,9 +43,12 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
-        build_clv_summary(wh, run.as_of_date, settings)
-        full = wh.query_df(SQL["summary_full"], d)
-        calibration = wh.query_df(SQL["summary_calibration"], d)
+        # The summaries are computed for the fit and discarded: they are written again, by the same SQL on
+        # the same inputs, with the scores, so no reader sees a date's clv_summary without its customer_clv.
+        with wh.transaction(discard=True) as preview:
+            build_clv_summary(preview, run.as_of_date, settings)
+            full = preview.query_df(SQL["summary_full"], d)
+            calibration = preview.query_df(SQL["summary_calibration"], d)
         truth = _true_future_purchases(wh, run.as_of_date)
     if full.empty:
         raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
@@ -85,8 +88,9 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         actual = joined["true_purchases_365d"].sum()
         metrics["truth_365d_actual_purchases"] = float(actual)
         metrics["truth_365d_error_pct"] = float(100 * (joined["expected_purchases_365d"].sum() - actual) / max(actual, 1))
-    with Warehouse(run.warehouse_url) as wh:
-        wh.replace_partition("customer_clv", scores, d)
+    with Warehouse(run.warehouse_url) as wh, wh.transaction() as tx:  # clv_summary and customer_clv together
+        build_clv_summary(tx, run.as_of_date, settings)
+        tx.replace_partition("customer_clv", scores, d)
     tracking.log_metrics(mlflow_run, metrics, prefix="clv.")
     tracking.log_params(mlflow_run, {**{f"clv.{bg.KEY}.{k}": round(v, 6) for k, v in bg.params().items()},
                                      **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()},
@@ -149,7 +153,9 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
     query = SQL["segment_value_claims"]
-    with Warehouse(run.warehouse_url) as wh:
+    # One transaction: the check table, the renames (profiles, assignments, published labels) and a failed
+    # gate become visible together.
+    with Warehouse(run.warehouse_url) as warehouse, warehouse.transaction() as wh:
         profiles = wh.query_df(query, d)
         clv = wh.query_df(SQL["segment_clv"], d)
         if profiles.empty or clv.empty:

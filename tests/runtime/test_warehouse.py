@@ -119,3 +119,112 @@ def test_the_wait_for_a_locked_file_is_bounded(tmp_path, caplog):
         assert "giving up" in " ".join(r.getMessage() for r in caplog.records)
     finally:
         holder.wait(timeout=30)
+
+
+# -- one transaction per stage -------------------------------------------------------------------------------------
+D = dt.date(2026, 1, 4)
+
+
+def _two_tables(wh: Warehouse) -> pd.DataFrame:
+    wh.run_script("CREATE TABLE a (as_of_date DATE, v INTEGER);\nCREATE TABLE b (as_of_date DATE, v INTEGER)")
+    frame = pd.DataFrame({"as_of_date": [D] * 3, "v": [1, 2, 3]})
+    wh.replace_partition("a", frame, {"as_of_date": D})
+    wh.replace_partition("b", frame, {"as_of_date": D})
+    return frame
+
+
+def _counts(wh: Warehouse) -> tuple[int, int]:
+    return wh.scalar("SELECT COUNT(*) FROM a"), wh.scalar("SELECT COUNT(*) FROM b")
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_a_transaction_commits_every_table_together_or_none(tmp_path, kind):
+    from tests.warehouses import warehouse
+
+    with warehouse(kind, tmp_path) as wh:
+        frame = _two_tables(wh)
+        with pytest.raises(RuntimeError, match="stage failed"), wh.transaction() as tx:
+            tx.replace_partition("a", frame.iloc[:1], {"as_of_date": D})
+            tx.run_script("DELETE FROM b WHERE v = 3")
+            # The bound warehouse reads its own uncommitted writes.
+            assert (tx.scalar("SELECT COUNT(*) FROM a"), len(tx.query_df("SELECT * FROM b"))) == (1, 2)
+            raise RuntimeError("stage failed")
+        assert _counts(wh) == (3, 3)  # both rolled back
+        with wh.transaction() as tx:
+            tx.replace_partition("a", frame.iloc[:1], {"as_of_date": D})
+            with tx.begin() as conn:  # joins, does not commit early
+                tx.replace_partition("b", frame.iloc[:2], {"as_of_date": D}, conn=conn)
+            with tx.transaction() as inner:  # nested transaction() joins as well
+                assert inner.scalar("SELECT COUNT(*) FROM b") == 2
+        assert _counts(wh) == (1, 2)
+
+
+def test_ddl_inside_a_snowflake_transaction_commits_it(tmp_path):
+    """Why the Snowflake bulk path keeps DDL out of the caller's transaction (fakesnow models Snowflake's rule)."""
+    import sqlalchemy as sa
+
+    from tests.warehouses import warehouse
+
+    with warehouse("snowflake", tmp_path) as wh:
+        _two_tables(wh)
+        with pytest.raises(RuntimeError), wh.begin() as conn:
+            conn.execute(sa.text("DELETE FROM a"))
+            conn.execute(sa.text("CREATE TABLE c (x INTEGER)"))  # what write_pandas's CREATE STAGE does
+            raise RuntimeError
+        assert _counts(wh) == (0, 3)  # the DELETE was committed by the DDL, not rolled back
+
+
+def test_the_snowflake_scratch_table_path_stays_in_the_transaction(tmp_path, monkeypatch):
+    from include.runtime.warehouse import SnowflakeWarehouse
+    from tests.warehouses import warehouse
+
+    monkeypatch.setattr(SnowflakeWarehouse, "inline_rows", 0)  # every frame through a scratch table
+    with warehouse("snowflake", tmp_path) as wh:
+        frame = _two_tables(wh)
+        with pytest.raises(RuntimeError), wh.transaction() as tx:
+            tx.replace_partition("a", frame.assign(v=9), {"as_of_date": D})
+            assert tx.scalar("SELECT SUM(v) FROM a") == 27
+            raise RuntimeError
+        assert wh.scalar("SELECT SUM(v) FROM a") == 6
+        wh.replace_partition("a", frame.assign(v=9).iloc[:2], {"as_of_date": D})
+        assert wh.query_df("SELECT v FROM a")["v"].tolist() == [9, 9]
+        tables = wh.query_df("SHOW TABLES")["name"].str.upper().tolist()
+        assert not [t for t in tables if t.startswith(SnowflakeWarehouse.SCRATCH_PREFIX)], tables
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, signal, sys, datetime as dt
+    import pandas as pd
+    from include.runtime.warehouse import Warehouse
+
+    with Warehouse(sys.argv[1]) as wh, wh.transaction() as tx:
+        frame = pd.DataFrame({"as_of_date": [dt.date(2026, 1, 4)] * 5, "v": range(5)})
+        tx.replace_partition("a", frame, {"as_of_date": dt.date(2026, 1, 4)})
+        tx.replace_partition("b", frame.iloc[:0], {"as_of_date": dt.date(2026, 1, 4)})
+        os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_process_killed_inside_a_duckdb_transaction_leaves_the_old_state(tmp_path):
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    with Warehouse(url) as wh:
+        _two_tables(wh)
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, url], capture_output=True, text=True, env=_env(),
+                          timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    with Warehouse(url) as wh:
+        assert _counts(wh) == (3, 3)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_a_discarded_transaction_computes_with_sql_and_leaves_nothing(tmp_path, kind):
+    from tests.warehouses import warehouse
+
+    with warehouse(kind, tmp_path) as wh:
+        _two_tables(wh)
+        with wh.transaction(discard=True) as preview:
+            preview.run_script("INSERT INTO a SELECT as_of_date, v * 10 FROM b")
+            assert preview.scalar("SELECT SUM(v) FROM a") == 66
+        assert wh.scalar("SELECT SUM(v) FROM a") == 6
+        with wh.transaction() as tx, pytest.raises(ValueError, match="cannot be nested"), tx.transaction(discard=True):
+            pass
