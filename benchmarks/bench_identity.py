@@ -75,7 +75,7 @@ def run_stage(path: Path, u_max_pairs: float, threshold: float) -> dict:
     t = time.perf_counter()
     members = linkage["unique_id"]
     cluster = members.map(linked.clusters.set_index("unique_id")["cluster_id"])
-    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": cluster}), None, dt.date(2026, 11, 14))
+    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": cluster}), dt.date(2026, 11, 14))
     rec = records.copy()
     rec["email_norm"], rec["phone_norm"], rec["customer_key"] = linkage["email"], linkage["phone"], keyed["customer_key"]
     customers = golden_records(rec, dt.date(2026, 11, 14))
