@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from include.features.build import feature_params
-from include.runtime.warehouse import Warehouse
+from include.runtime.warehouse import Warehouse, load_sql
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,17 @@ class EconomicsSettings:
     currency_symbol: str = "£"
 
 
-def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings) -> pd.DataFrame:
-    """Replace ``customer_economics`` and ``segment_economics`` for ``as_of_date``; return the latter."""
-    if not wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d", {"d": as_of_date}):
+def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings,
+                            conn: sa.Connection | None = None) -> pd.DataFrame:
+    """Replace ``customer_economics`` and ``segment_economics`` for ``as_of_date``; return the latter.
+
+    With ``conn`` (from :meth:`Warehouse.begin`) the writes join that transaction.
+    """
+    if conn is None:
+        with wh.begin() as c:
+            return build_segment_economics(wh, as_of_date, settings, c)
+    if not _read(conn, "SELECT COUNT(*) AS n FROM customer_segments WHERE as_of_date = :d",
+                 {"d": as_of_date})["n"].iloc[0]:
         raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
                          "run publish_segments first")
     if settings.retention_window_days < 1:
@@ -71,9 +80,16 @@ def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: Econom
                   per_order=settings.servicing_cost_per_order, window_start_ts=params["cutoff_ts"] - window,
                   previous_window_start_ts=params["cutoff_ts"] - 2 * window,
                   currency_code=settings.currency_code, currency_symbol=settings.currency_symbol)
-    wh.run_sql_file("economics.sql", params)
-    return wh.query_df("SELECT * FROM segment_economics WHERE as_of_date = :d "
-                       "ORDER BY profit DESC NULLS LAST, revenue DESC", {"d": as_of_date})
+    wh.run_script(load_sql("economics.sql"), params, conn=conn)
+    return _read(conn, "SELECT * FROM segment_economics WHERE as_of_date = :d "
+                 "ORDER BY profit DESC NULLS LAST, revenue DESC", {"d": as_of_date})
+
+
+def _read(conn: sa.Connection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    """A query on ``conn``, so it sees the transaction's own uncommitted writes."""
+    frame = pd.read_sql(sa.text(sql), conn, params=params)
+    frame.columns = [str(c).lower() for c in frame.columns]
+    return frame
 
 
 def model_and_published_moves(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
@@ -254,30 +270,51 @@ def segment_standings(wh: Warehouse, as_of_date: dt.date) -> dict[int, dict[str,
     return {int(r.segment_id): json.loads(r.standing) for r in rows.itertuples()}
 
 
-def build_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings,
-                    playbook_path: str | Path | None = None) -> dict[str, Any]:
-    """Economics, concentration curve and priorities for ``as_of_date``; return headline figures.
-
-    Figures that need costs (profit, cost-to-serve, loss-making segments, the
-    share of customers paying for all) are ``None`` when cost is unknown.
-    """
-    wh.ensure_schema()
-    seg = build_segment_economics(wh, as_of_date, settings)
+def _concentration_and_priority(wh: Warehouse, conn: sa.Connection, as_of_date: dt.date, seg: pd.DataFrame,
+                                book: dict[str, Any]) -> tuple[bool, float | None, pd.DataFrame]:
+    """Write ``profit_concentration`` and ``customer_priority`` of one date inside ``conn``'s transaction."""
     cost_known = bool(seg["cost_known"].all())
-    per_customer = wh.query_df(
-        "SELECT customer_key, segment_id, segment_name, profit, p_alive FROM customer_economics "
-        "WHERE as_of_date = :d ORDER BY customer_key", {"d": as_of_date})
+    per_customer = _read(conn,
+                         "SELECT customer_key, segment_id, segment_name, profit, p_alive FROM customer_economics "
+                         "WHERE as_of_date = :d ORDER BY customer_key", {"d": as_of_date})
     if cost_known:
         curve, payers_share = profit_concentration(per_customer["profit"])
         curve.insert(0, "as_of_date", as_of_date)
     else:
         # Without costs there is no profit to concentrate: the date's curve is emptied, not guessed.
         curve, payers_share = pd.DataFrame({"as_of_date": [], "customer_share": [], "profit_share": []}), None
-    wh.replace_partition("profit_concentration", curve, {"as_of_date": as_of_date})
-    book = load_playbook(playbook_path)
+    wh.replace_partition("profit_concentration", curve, {"as_of_date": as_of_date}, conn=conn)
     priority = intervention_priority(per_customer, book, segment_standings(wh, as_of_date))
     priority.insert(0, "as_of_date", as_of_date)
-    wh.replace_partition("customer_priority", priority, {"as_of_date": as_of_date})
+    wh.replace_partition("customer_priority", priority, {"as_of_date": as_of_date}, conn=conn)
+    return cost_known, payers_share, priority
+
+
+def build_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings,
+                    playbook_path: str | Path | None = None) -> dict[str, Any]:
+    """Economics, concentration curve and priorities for ``as_of_date`` and every later published date.
+
+    Publishing a date republishes the later ones, so their economics are
+    recomputed too: all dates are written in one transaction and no
+    ``customer_economics`` or ``customer_priority`` row disagrees with its
+    date's published labels. Returns the headline figures of ``as_of_date``.
+
+    Figures that need costs (profit, cost-to-serve, loss-making segments, the
+    share of customers paying for all) are ``None`` when cost is unknown.
+    """
+    wh.ensure_schema()
+    # Publishing this date republished every later one: their economics follow in the same transaction.
+    dates = [pd.Timestamp(d).date() for d in wh.query_df(
+        "SELECT DISTINCT as_of_date FROM customer_segments WHERE as_of_date > :d ORDER BY as_of_date",
+        {"d": as_of_date})["as_of_date"]]
+    book = load_playbook(playbook_path)
+    with wh.begin() as conn:
+        for date in reversed([as_of_date, *dates]):  # as_of_date last: its frames are the ones reported
+            seg = build_segment_economics(wh, date, settings, conn)
+            cost_known, payers_share, priority = _concentration_and_priority(wh, conn, date, seg, book)
+    if dates:
+        log.info("economics recomputed for the later dates publishing rewrote: %s",
+                 ", ".join(d.isoformat() for d in dates))
     top = seg.iloc[0]  # highest profit, or highest revenue when cost is unknown
     loss = seg[seg["profit"] < 0] if cost_known else None
     base = seg["retention_base"].sum()

@@ -18,20 +18,11 @@ links no two records although some share strong identifiers (equal email,
 phone, ``id_*``, or full name + date of birth or postcode), it fails with
 :class:`IdentityError`.
 
-Stable customer keys (:func:`assign_stable_keys`), against the latest earlier
-as-of date's identity map:
-
-- a cluster whose records had no key gets ``C`` + hash of its smallest
-  ``system:id``;
-- an old key goes to the new cluster holding most of its records (ties: the
-  cluster with the smaller smallest member);
-- a cluster that wins several old keys (a merge) keeps the oldest one (earliest
-  ``key_since``, then the smaller key); the others are retired;
-- a cluster that wins no key although some of its records had one (the
-  smaller part of a split) gets a new key, hashed with the as-of date so it
-  cannot reuse a live key.
-
-Re-running a date reads the same earlier map and so gives the same keys.
+Stable customer keys (:func:`assign_stable_keys`) are a pure function of a
+cluster's members: the key is a hash of its earliest record (first seen, ties
+by ``system:id``), so a merge keeps the oldest key, the part of a split
+without that record takes its own earliest record's key, and resolving dates
+in any order, or re-running one, gives the same keys.
 
 Survivorship rules for the golden record (table ``customers``):
 
@@ -85,9 +76,13 @@ def _edges_on(key: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return idx, first
 
 
-def customer_key_for(smallest_member: str) -> str:
-    """Deterministic customer key from the smallest ``system:id`` of a cluster."""
-    return "C" + hashlib.md5(smallest_member.encode()).hexdigest()[:15]
+def customer_key_for(earliest_member: str) -> str:
+    """The customer key of a cluster: a hash of its earliest record's ``system:id``.
+
+    The earliest record is the one first seen (``created_at``; ties and unknown
+    times by ``system:id``): see :func:`assign_stable_keys`.
+    """
+    return "C" + hashlib.md5(earliest_member.encode()).hexdigest()[:15]
 
 
 @dataclass
@@ -119,8 +114,8 @@ def resolve_exact(records: pd.DataFrame, as_of_date: dt.date) -> IdentityResult:
     }
     members = rec["source_system"] + ":" + rec["source_id"]
     clusters = exact_clusters(pd.DataFrame({"email": email, "phone": phone}))
-    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": clusters}),
-                               None, as_of_date)
+    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": clusters,
+                                             "first_seen": rec["created_at"]}), as_of_date)
     rec["email_norm"], rec["phone_norm"], rec["customer_key"] = email, phone, keyed["customer_key"]
     identity_map = pd.DataFrame({
         "as_of_date": as_of_date,
@@ -168,64 +163,43 @@ def golden_records(rec: pd.DataFrame, as_of_date: dt.date) -> pd.DataFrame:
                 "phone", "postcode", "region", "first_seen_at"]]
 
 
-def assign_stable_keys(clusters: pd.DataFrame, previous: pd.DataFrame | None,
-                       as_of_date: dt.date) -> pd.DataFrame:
-    """Customer key and ``key_since`` of every record by the rules in the module docstring.
+def assign_stable_keys(clusters: pd.DataFrame, as_of_date: dt.date | None = None) -> pd.DataFrame:
+    """Customer key and ``key_since`` of every record: a pure function of each cluster's members.
+
+    A cluster's key is :func:`customer_key_for` its earliest record (earliest
+    ``first_seen``, unknown last; ties by ``system:id``), and ``key_since`` is
+    that record's first-seen date (``None`` when unknown). No earlier run is
+    read, so dates can be resolved in any order and a re-run gives the same keys.
 
     Parameters
     ----------
     clusters
-        ``member`` (``system:id``) and ``cluster`` (any label) of every record.
-    previous
-        ``member``, ``customer_key``, ``key_since`` of the previous identity map,
-        or ``None`` for the first run.
+        ``member`` (``system:id``), ``cluster`` (any label) and, optionally,
+        ``first_seen`` (the record's ``created_at``) of every record.
+    as_of_date
+        Not used for the keys; kept so callers read the same as before.
     """
     members = clusters["member"].astype(str).to_numpy()
     cluster_code, _ = pd.factorize(clusters["cluster"].astype(str), sort=False)
     n_clusters = int(cluster_code.max()) + 1 if len(cluster_code) else 0
-    # Smallest member of each cluster: order members once, take the first per cluster.
+    first_seen = (pd.to_datetime(clusters["first_seen"], errors="coerce", utc=True).dt.tz_localize(None)
+                  if "first_seen" in clusters else pd.Series(pd.NaT, index=clusters.index, dtype="datetime64[ns]"))
+    seen = first_seen.to_numpy(dtype="datetime64[ns]")
+    # Unknown first-seen sorts after every known one.
+    seen_key = np.where(np.isnat(seen), np.iinfo(np.int64).max, seen.astype("int64"))
     member_rank = pd.Series(members).rank(method="first").to_numpy()
-    order = np.lexsort((member_rank, cluster_code))
+    order = np.lexsort((member_rank, seen_key, cluster_code))
     first = np.ones(len(order), dtype=bool)
     first[1:] = cluster_code[order][1:] != cluster_code[order][:-1]
-    smallest = np.empty(n_clusters, dtype=object)
-    smallest[cluster_code[order][first]] = members[order][first]
-    smallest_rank = np.empty(n_clusters)
-    smallest_rank[cluster_code[order][first]] = member_rank[order][first]
-    key = np.full(n_clusters, None, dtype=object)
-    since = np.full(n_clusters, None, dtype=object)
-    had_key = np.zeros(n_clusters, dtype=bool)
-    live_keys: set[str] = set()
-    if previous is not None and len(previous):
-        live_keys = set(previous["customer_key"])
-        prev = previous.set_index("member")
-        hit = pd.Index(prev.index).get_indexer(members)
-        rows = np.flatnonzero(hit >= 0)
-        old_key = prev["customer_key"].to_numpy()[hit[rows]]
-        old_code, old_keys = pd.factorize(old_key, sort=True)
-        overlap = pd.DataFrame({"key": old_code, "cluster": cluster_code[rows]})
-        overlap = overlap.groupby(["key", "cluster"], as_index=False).size()
-        had_key[overlap["cluster"].to_numpy()] = True
-        # datetime64, not date objects: pandas' min over objects runs in Python per group.
-        key_since = pd.Series(pd.to_datetime(prev["key_since"]).to_numpy()[hit[rows]]).groupby(old_code).min()
-        overlap["since"] = key_since.reindex(overlap["key"]).to_numpy()
-        overlap["smallest_rank"] = smallest_rank[overlap["cluster"].to_numpy()]
-        # An old key follows most of its records (ties: the cluster with the smaller smallest member).
-        winners = overlap.sort_values(["key", "size", "smallest_rank"], ascending=[True, False, True])
-        winners = winners.drop_duplicates("key")
-        # A merge keeps the oldest key (ties: the smaller key).
-        kept = winners.sort_values(["cluster", "since", "key"]).drop_duplicates("cluster")
-        key[kept["cluster"].to_numpy()] = old_keys[kept["key"].to_numpy()]
-        since[kept["cluster"].to_numpy()] = kept["since"].to_numpy()
-    new = np.flatnonzero(pd.isna(key))
-    fresh = np.array([customer_key_for(m) for m in smallest[new]], dtype=object)
-    clash = had_key[new] | np.isin(fresh, list(live_keys))
-    fresh[clash] = [customer_key_for(f"{m}|{as_of_date.isoformat()}") for m in smallest[new][clash]]
-    key[new], since[new] = fresh, pd.Timestamp(as_of_date)
+    earliest = np.empty(n_clusters, dtype=object)
+    earliest[cluster_code[order][first]] = members[order][first]
+    since = np.empty(n_clusters, dtype="datetime64[ns]")
+    since[cluster_code[order][first]] = seen[order][first]
+    key = np.array([customer_key_for(m) for m in earliest], dtype=object)
     result = pd.DataFrame({"member": members, "cluster": clusters["cluster"].to_numpy(),
                            "customer_key": key[cluster_code], "key_since": since[cluster_code]},
                           index=clusters.index)
-    result["key_since"] = pd.to_datetime(result["key_since"]).dt.date
+    result["key_since"] = result["key_since"].dt.date.where(result["key_since"].notna(), None)
     if len(set(key)) != n_clusters:
         raise AssertionError("stable keys: one customer_key was given to two clusters")
     return result
@@ -329,21 +303,6 @@ def load_identity_identifiers(wh: Warehouse, as_of_date: dt.date) -> pd.DataFram
         f"SELECT source_system, source_id, id_type, id_value FROM {IDENTIFIERS_TABLE} "
         "WHERE as_of_date = :as_of_date ORDER BY source_system, source_id, id_type, id_value",
         {"as_of_date": as_of_date})
-
-
-def previous_identity_map(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame | None:
-    """The identity map of the latest as-of date before ``as_of_date`` (``None`` if none)."""
-    if not wh.has_table("identity_map"):
-        return None
-    prev = wh.query_df(
-        "SELECT source_system || ':' || source_id AS member, customer_key, key_since FROM identity_map "
-        "WHERE as_of_date = (SELECT MAX(as_of_date) FROM identity_map WHERE as_of_date < :d)",
-        {"d": as_of_date})
-    if prev.empty:
-        return None
-    prev["key_since"] = pd.to_datetime(prev["key_since"]).dt.date
-    prev.loc[prev["key_since"].isna(), "key_since"] = dt.date(1970, 1, 1)
-    return prev
 
 
 def truth_persons_of(wh: Warehouse, records: pd.DataFrame) -> pd.Series | None:
@@ -475,8 +434,8 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
     # Records with nothing to match on stay alone, whatever the method did.
     cluster = cluster.astype(str).where(~no_identifier, "solo:" + members)
     _check_linked(cluster, linkage, match_method, columns, degraded_reason)
-    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": cluster}),
-                               previous_identity_map(wh, as_of_date), as_of_date)
+    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": cluster,
+                                             "first_seen": records["created_at"].to_numpy()}), as_of_date)
     identity_map = pd.DataFrame({
         "as_of_date": as_of_date,
         "source_system": records["source_system"].to_numpy(),

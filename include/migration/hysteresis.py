@@ -9,10 +9,12 @@ alone. Runs whose quality gate failed carry the previous published labels
 forward and do not count towards a pending move.
 
 **Order independence**: published labels are a fold over the raw labels in
-as-of order, so publishing (or re-running) a date recomputes that date and
-every later one; transitions are recomputed for every pair of consecutive
-snapshots touched. Backfills, out-of-order runs and re-runs therefore give the
-same tables as live weekly runs.
+as-of order (after the segment-id fold of
+:func:`include.segmentation.history.fold_segment_ids`), so publishing (or
+re-running) a date recomputes that date and every later one; transitions and
+economics are recomputed for every later date too. Backfills, out-of-order
+runs and re-runs therefore give the same tables as live weekly runs
+(``tests/pipeline/test_order_independence.py``).
 """
 
 from __future__ import annotations

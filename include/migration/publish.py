@@ -1,8 +1,11 @@
 """Publishing labels: the quality gate and the hysteresis fold over every run from a date on.
 
-Published labels are a fold over the raw labels in as-of order
-(:func:`include.migration.hysteresis.apply_hysteresis`), so publishing a date
-recomputes it and every later date. A date whose quality gate failed carries
+Two folds in as-of order make publishing independent of the order dates
+were run in: the segment-id fold (stable ids and their names for every
+fitted date, :func:`include.segmentation.history.fold_segment_ids`) and the
+hysteresis fold over the raw labels
+(:func:`include.migration.hysteresis.apply_hysteresis`); publishing a date
+recomputes it and every later date, in one transaction. A date whose quality gate failed carries
 the previous published labels forward (with its own RFM columns); when there
 is nothing to carry forward, :func:`publish_from` raises
 :class:`~include.runtime.errors.QualityGateError` after writing the fold.
@@ -46,8 +49,16 @@ class PublishedDate:
         return self.step.held_back / self.step.raw_moves if self.step and self.step.raw_moves else 0.0
 
 
-def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int) -> list[PublishedDate]:
+def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int,
+                 max_distance: float = 1.5) -> list[PublishedDate]:
     """Publish ``as_of_date`` and republish every later date; return one entry per date, in order.
+
+    First the segment-id fold (:func:`include.segmentation.history.fold_segment_ids`)
+    runs over every fitted date, and each date whose rows carry other ids than
+    the fold gives is relabelled (assignments, profiles with their names,
+    centroids, the CLV check), so names stay with the segments they describe.
+    Then the hysteresis fold runs from the earliest date touched. Everything
+    is written in one transaction.
 
     Raises
     ------
@@ -55,16 +66,28 @@ def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int) -> list
         When ``as_of_date``'s gate failed and no earlier labels exist to carry
         forward (the fold is written first, so later dates stay consistent).
     """
+    from include.segmentation.history import fitted_dates, fold_segment_ids
+
     dates = run_dates(wh)
     if as_of_date not in dates:
         raise ValueError(f"segmentation_runs has no row for as_of_date={as_of_date}; run segmentation first")
-    start = dates.index(as_of_date)
+    aligned = fold_segment_ids(fitted_dates(wh), max_distance)
+    relabelled = [d for d in dates if d in aligned and aligned[d].changed]
+    start = dates.index(min([as_of_date, *relabelled]))
     previous = published_labels(wh, dates[start - 1]) if start > 0 else None
     results = []
     for date in dates[start:]:
-        result = _publish_one(wh, date, previous, runs_required)
+        result = _publish_one(wh, date, previous, runs_required, aligned.get(date))
         results.append(result)
         previous = result.labels
+    with wh.begin() as conn:
+        for date in relabelled:
+            _relabel_date(wh, conn, aligned[date])
+        for result in results:
+            d = {"as_of_date": result.as_of_date}
+            wh.replace_partition("customer_segments", result.labels, d, conn=conn)
+            wh.run_script(SQL["mark_published"], {**d, "published": result.gate_passed}, conn=conn)
+    results = [r for r in results if r.as_of_date >= as_of_date]
     first = results[0]
     if not first.gate_passed and first.labels.empty:
         raise QualityGateError(f"no labels published for {as_of_date}: {first.gate_reason} "
@@ -72,12 +95,36 @@ def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int) -> list
     return results
 
 
-def _publish_one(wh: Warehouse, date: dt.date, previous: pd.DataFrame | None, runs_required: int) -> PublishedDate:
+#: Per-date tables whose ``segment_id`` the id fold may relabel (``customer_segments`` is rewritten whole).
+RELABELLED_TABLES = ("segment_assignments", "segment_profiles", "segment_centroids", "segment_clv_check")
+
+
+def _relabel_date(wh: Warehouse, conn, aligned) -> None:
+    """Give one date's rows the fold's stable ids (and match distances); names stay on their rows."""
+    d = {"as_of_date": aligned.as_of_date}
+    relabel = aligned.relabel
+    distance = {aligned.stable[loc]: v for loc, v in aligned.distance.items()}
+    for table in RELABELLED_TABLES:
+        if not wh.has_table(table):
+            continue
+        frame = wh.query_df(f"SELECT * FROM {table} WHERE as_of_date = :as_of_date", d)
+        frame["segment_id"] = frame["segment_id"].map(relabel).astype("int64")
+        if table == "segment_profiles":
+            frame["match_distance"] = frame["segment_id"].map(distance)
+        wh.replace_partition(table, frame, d, conn=conn)
+
+
+def _publish_one(wh: Warehouse, date: dt.date, previous: pd.DataFrame | None, runs_required: int,
+                 aligned=None) -> PublishedDate:
+    """The published labels of one date (not written): its raw labels under the fold's ids, after hysteresis."""
     d = {"as_of_date": date}
+    relabel = aligned.relabel if aligned is not None else {}
     status = wh.query_df(SQL["gate_status"], d).iloc[0]
     raw = wh.query_df(SQL["raw_labels"], d)
+    raw["raw_segment_id"] = raw["raw_segment_id"].map(lambda i: relabel.get(int(i), int(i))).astype("int64")
     rfm = wh.query_df(SQL["rfm"], d)
-    names = wh.query_df(SQL["segment_names"], d).set_index("segment_id")["segment_name"].to_dict()
+    names = {relabel.get(int(i), int(i)): n for i, n in
+             wh.query_df(SQL["segment_names"], d).set_index("segment_id")["segment_name"].items()}
     gate_passed = bool(status["gate_passed"])
     if gate_passed:
         step = apply_hysteresis(raw, previous, runs_required)
@@ -95,12 +142,18 @@ def _publish_one(wh: Warehouse, date: dt.date, previous: pd.DataFrame | None, ru
     first, second = (names, old_names) if gate_passed else (old_names, names)
     labels = labels.assign(
         as_of_date=date, model_run_id=model_run_id,
-        segment_name=[first.get(i, second.get(i)) for i in labels["segment_id"]],
+        segment_name=_names_of(labels["segment_id"], first, second),
     ).merge(rfm, on="customer_key", how="left")[COLUMNS]
-    wh.replace_partition("customer_segments", labels, d)
-    wh.run_script(SQL["mark_published"], {**d, "published": gate_passed})
     reason = None if gate_passed else str(status["gate_reason"])
     return PublishedDate(date, gate_passed, reason, labels, step)
+
+
+def _names_of(ids: pd.Series, first: dict, second: dict) -> list:
+    """Name of each id from ``first``, else ``second``; a ``second`` name that ``first`` gives another
+    id is marked with its id, so one published name never stands for two segments."""
+    taken = set(first.values())
+    fallback = {i: (n if n not in taken else f"{n} (segment {i})") for i, n in second.items()}
+    return [first.get(i, fallback.get(i)) for i in ids]
 
 
 def published_labels(wh: Warehouse, date: dt.date) -> pd.DataFrame | None:

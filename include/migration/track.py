@@ -61,15 +61,23 @@ def track(wh: Warehouse, as_of_date: dt.date, window_runs: int, periods: int) ->
     if as_of_date not in dates:
         return None
     i = dates.index(as_of_date)
-    current = None
+    current, frames = None, {}
+    snapshots = {}
     for k in range(max(i, 1), len(dates)):
-        before, after = _snapshot(wh, dates[k - 1]), _snapshot(wh, dates[k])
+        for date in (dates[k - 1], dates[k]):
+            if date not in snapshots:
+                snapshots[date] = _snapshot(wh, date)
+        before, after = snapshots.pop(dates[k - 1]), snapshots[dates[k]]
         frame = transitions(before[0], after[0], before[1], after[1], before[2], after[2])
         frame.insert(0, "to_date", dates[k])
         frame.insert(0, "from_date", dates[k - 1])
-        wh.replace_partition("segment_transitions", frame, {"to_date": dates[k]})
+        frames[dates[k]] = frame
         if k == i:
             current = frame
+    with wh.begin() as conn:
+        # One transaction: every pair this run recomputed becomes visible together.
+        for to_date, frame in frames.items():
+            wh.replace_partition("segment_transitions", frame, {"to_date": to_date}, conn=conn)
     window = (wh.query_df(SQL["transitions_window"],
                           {"as_of_date": as_of_date, "window_start": dates[max(0, i - window_runs)]})
               if i > 0 else pd.DataFrame())

@@ -171,8 +171,8 @@ def log_identity_model(parent_id: str, model: dict, accepted: bool, as_of_date: 
                        reason: str) -> str:
     """Log a trained Splink model (settings JSON with m/u) in a child run; return its run id.
 
-    The child run is tagged ``identity_model_accepted`` so later runs can find
-    the last accepted model with :func:`latest_identity_model`.
+    The child run is tagged ``identity_model_accepted`` and ``as_of_date`` so a
+    re-run of the date finds it with :func:`identity_model_for`.
     """
     import json
 
@@ -191,6 +191,26 @@ def latest_identity_model() -> tuple[str, dict] | None:
     c = client()
     found = c.search_runs([experiment_id()], filter_string="tags.identity_model_accepted = 'true'",
                           order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        return None
+    run_id = found[0].info.run_id
+    text = _mlflow().artifacts.load_text(f"runs:/{run_id}/{IDENTITY_MODEL_ARTIFACT}")
+    return run_id, json.loads(text)
+
+
+def identity_model_for(as_of_date: dt.date) -> tuple[str, dict] | None:
+    """The accepted Splink model trained for ``as_of_date`` itself: ``(run_id, model)``, or ``None``.
+
+    A date's model depends only on that date's records and the seed, so a
+    re-run reuses it and the order in which dates run does not matter (the
+    latest model of any date would make one date's keys depend on which date ran last).
+    """
+    import json
+
+    c = client()
+    found = c.search_runs([experiment_id()], filter_string=(
+        f"tags.identity_model_accepted = 'true' and tags.as_of_date = '{as_of_date.isoformat()}' "
+        "and tags.identity_model = 'splink'"), order_by=["attributes.start_time DESC"], max_results=1)
     if not found:
         return None
     run_id = found[0].info.run_id

@@ -1,13 +1,14 @@
 """What the segmentation stage reads from and writes back to earlier runs in the warehouse.
 
-Previous centroids (stable ids), the demo's planted archetypes (evaluation
-only) and the rename after the CLV cross-check. SQL: ``include/sql/segmentation.sql``.
+The fold that gives every fitted date stable segment ids, the demo's planted
+archetypes (evaluation only) and the rename after the CLV cross-check. SQL: ``include/sql/segmentation.sql``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
 import pandas as pd
 import sqlalchemy as sa
@@ -19,19 +20,107 @@ log = logging.getLogger(__name__)
 SQL = named_sql("segmentation.sql")
 
 
-def previous_centroids(wh: Warehouse, as_of_date: dt.date) -> tuple[pd.DataFrame | None, int | None]:
-    """Centroids of the latest earlier published run, and the next unused segment id."""
-    d = {"as_of_date": as_of_date}
-    prev_date = wh.scalar(SQL["previous_published_date"], d)
-    largest = wh.scalar(SQL["largest_other_segment_id"], d)
-    next_id = int(largest) + 1 if largest is not None else None
-    if prev_date is None:
-        return None, next_id
-    frame = wh.query_df(SQL["centroids"], {"as_of_date": prev_date})
-    if frame.empty:
-        return None, next_id
-    previous = frame.pivot(index="segment_id", columns="feature", values="z_value")
-    return previous.astype(float).rename_axis(None, axis=1), next_id
+@dataclass(frozen=True)
+class FittedDate:
+    """One date's fitted segments in model-local form, the input of :func:`fold_segment_ids`.
+
+    ``centroids`` is indexed by the model-local segment (1 = highest mean
+    365-day revenue, as :func:`include.segmentation.model.order_by_value`
+    numbers them), so it depends only on that date's fit; ``stored`` maps the
+    model-local segment to the id the date's rows carry now.
+    """
+
+    as_of_date: dt.date
+    centroids: pd.DataFrame
+    stored: dict[int, int]
+    gate_passed: bool
+
+
+@dataclass(frozen=True)
+class AlignedDate:
+    """The fold's result for one date: stable id and match distance of each model-local segment."""
+
+    as_of_date: dt.date
+    stable: dict[int, int]
+    distance: dict[int, float]
+    stored: dict[int, int]
+
+    @property
+    def relabel(self) -> dict[int, int]:
+        """Stored id -> stable id (identity when the date's rows already carry the stable ids)."""
+        return {self.stored[local]: stable for local, stable in self.stable.items()}
+
+    @property
+    def changed(self) -> bool:
+        return any(old != new for old, new in self.relabel.items())
+
+
+def fold_segment_ids(fitted: list[FittedDate], max_distance: float) -> dict[dt.date, AlignedDate]:
+    """Stable segment ids of every fitted date: a fold over the dates in as-of order.
+
+    Each date's model-local segments are matched (Hungarian, at most
+    ``max_distance`` apart in z units) to the aligned centroids of the latest
+    earlier date whose quality gate passed; unmatched segments take new ids
+    from a counter carried by the fold (the first date's segments get
+    1..k). The result depends only on the dates' own fits, never on the order
+    in which they were run.
+    """
+    from include.segmentation.model import match_segment_ids
+
+    out: dict[dt.date, AlignedDate] = {}
+    reference: pd.DataFrame | None = None
+    counter = 1
+    for fit in sorted(fitted, key=lambda f: f.as_of_date):
+        local = fit.centroids.sort_index()
+        if reference is None:
+            stable = {int(seg): counter + i for i, seg in enumerate(local.index)}
+            distance: dict[int, float] = {}
+        else:
+            stable, distance = match_segment_ids(local, reference, max_distance=max_distance, next_id=counter)
+        counter = max(counter, max(stable.values(), default=0) + 1)
+        out[fit.as_of_date] = AlignedDate(fit.as_of_date, stable, distance, dict(fit.stored))
+        if fit.gate_passed:
+            reference = local.rename(index=stable)
+    return out
+
+
+def model_local_order(monetary: pd.Series) -> dict[int, int]:
+    """Segment id -> model-local segment (1 = highest mean revenue; ties by id), from per-segment means."""
+    ranked = monetary.reset_index().set_axis(["segment_id", "monetary"], axis=1)
+    ranked = ranked.sort_values(["monetary", "segment_id"], ascending=[False, True])
+    return {int(seg): i for i, seg in enumerate(ranked["segment_id"], start=1)}
+
+
+def fitted_dates(wh: Warehouse, exclude: dt.date | None = None) -> list[FittedDate]:
+    """Every date with stored centroids (except ``exclude``), in model-local form."""
+    centroids = wh.query_df(SQL["all_centroids"])
+    profiles = wh.query_df(SQL["all_profile_values"])
+    gates = wh.query_df(SQL["all_gates"])
+    gate = {pd.Timestamp(d).date(): bool(g) for d, g in zip(gates["as_of_date"], gates["gate_passed"], strict=True)}
+    out = []
+    for date, frame in centroids.groupby("as_of_date"):
+        date = pd.Timestamp(date).date()
+        if date == exclude:
+            continue
+        values = profiles[pd.to_datetime(profiles["as_of_date"]).dt.date == date].set_index("segment_id")["monetary"]
+        local_of = model_local_order(values)
+        wide = frame.pivot(index="segment_id", columns="feature", values="z_value").astype(float)
+        wide = wide.rename_axis(None, axis=1)
+        wide.index = [local_of[int(s)] for s in wide.index]
+        out.append(FittedDate(date, wide, {loc: seg for seg, loc in local_of.items()}, gate.get(date, False)))
+    return out
+
+
+def align_new_fit(wh: Warehouse, as_of_date: dt.date, local_centroids: pd.DataFrame,
+                  max_distance: float) -> AlignedDate:
+    """Stable ids of a new fit of ``as_of_date``: the fold over the earlier fitted dates and this one.
+
+    Later dates do not take part (the fold runs in as-of order); publishing
+    re-folds them (:func:`include.migration.publish.publish_from`).
+    """
+    earlier = [f for f in fitted_dates(wh, exclude=as_of_date) if f.as_of_date < as_of_date]
+    this = FittedDate(as_of_date, local_centroids, {int(s): int(s) for s in local_centroids.index}, True)
+    return fold_segment_ids([*earlier, this], max_distance)[as_of_date]
 
 
 def planted_archetypes(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame | None:
@@ -61,7 +150,7 @@ def rename_with_clv(wh: Warehouse, as_of_date: dt.date, clv_by_segment) -> dict[
     Returns ``{segment id: (old name, new name)}`` for the names that changed.
     """
     from include.features.build import load_features
-    from include.segmentation.model import available_features
+    from include.segmentation.model import available_features, order_by_value
     from include.segmentation.naming import name_segments, segment_stats
 
     d = {"as_of_date": as_of_date}
@@ -72,7 +161,12 @@ def rename_with_clv(wh: Warehouse, as_of_date: dt.date, clv_by_segment) -> dict[
         raise ValueError(f"segment_assignments has no rows matching customer_features for as_of_date={as_of_date}")
     columns, _ = available_features(features)
     labels = features["segment_id"].to_numpy()
-    named = name_segments(segment_stats(features, labels, columns), clv=pd.Series(clv_by_segment))
+    # Named on the model-local segments, as segment_customers names them, so a name never depends on ids.
+    local = order_by_value(features, labels)
+    stable_of = dict(zip(local, labels, strict=True))
+    clv_local = pd.Series({loc: clv_by_segment.get(seg) for loc, seg in stable_of.items()}, dtype=float)
+    named = name_segments(segment_stats(features, local, columns), clv=clv_local.dropna())
+    named.index = [int(stable_of[loc]) for loc in named.index]
     old = wh.query_df(SQL["profile_names"], d)
     before = old.set_index("segment_id")["segment_name"].to_dict()
     changed = {int(s): (before.get(s), r.segment_name) for s, r in named.iterrows()

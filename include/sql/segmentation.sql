@@ -5,16 +5,17 @@
 --   :segment_id, :segment_name, :name_rule, :value_standing, :standing, :model_run_id
 --                one segment's new name and naming record (rename statements)
 
--- name: previous_published_date
--- The latest earlier date whose labels were published: its centroids keep segment ids stable.
-SELECT MAX(as_of_date) FROM segmentation_runs WHERE as_of_date < :as_of_date AND published;
+-- name: all_centroids
+-- Every fitted date's centroids: the fold over them gives stable segment ids (history.fold_segment_ids).
+SELECT as_of_date, segment_id, feature, z_value FROM segment_centroids ORDER BY as_of_date, segment_id, feature;
 
--- name: largest_other_segment_id
--- New segments get ids above every id used on another date.
-SELECT MAX(segment_id) FROM segment_centroids WHERE as_of_date <> :as_of_date;
+-- name: all_profile_values
+-- Mean 365-day revenue per segment: orders each date's segments model-locally (1 = most valuable).
+SELECT as_of_date, segment_id, monetary FROM segment_profiles ORDER BY as_of_date, segment_id;
 
--- name: centroids
-SELECT segment_id, feature, z_value FROM segment_centroids WHERE as_of_date = :as_of_date;
+-- name: all_gates
+-- Only dates whose gate passed are matched against by later dates.
+SELECT as_of_date, gate_passed FROM segmentation_runs ORDER BY as_of_date;
 
 -- name: planted_archetypes
 -- Demo ground truth (evaluation only): the planted archetype of each customer's records.

@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 def resolve_identity(run: RunInfo) -> dict[str, Any]:
     """Link identity records into customers; reuse or train and log the Splink model.
 
-    The last accepted model is reused only when it compares the same linkage
-    columns as this run has data in (else a new one is trained). A degraded
+    The model is the one trained for this as-of date (trained on its first
+    run, reused by a re-run while it compares the same linkage columns as the
+    run has data in), so no date's customers depend on which date ran last. A degraded
     run (Splink untrainable, exact rule used) is logged at WARNING and tagged
     ``identity_degraded`` with the reason; ``identity_runs`` holds the same.
     """
@@ -27,9 +28,9 @@ def resolve_identity(run: RunInfo) -> dict[str, Any]:
     mlflow_run = run.mlflow_run()
     model, source = None, "exact rule"
     if settings.identity_method == "splink" and not settings.identity_retrain:
-        found = tracking.latest_identity_model()
+        found = tracking.identity_model_for(run.as_of_date)
         if found is not None:
-            source, model = f"reused from MLflow run {found[0]}", found[1]
+            source, model = f"reused from MLflow run {found[0]} (trained for this as-of date)", found[1]
     with Warehouse(run.warehouse_url) as wh:
         wh.ensure_schema()
         out = resolve_identities(wh, run.as_of_date, method=settings.identity_method,

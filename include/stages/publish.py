@@ -26,7 +26,8 @@ def publish_segments(run: RunInfo) -> dict[str, Any]:
     mlflow_run = run.mlflow_run()
     with Warehouse(run.warehouse_url) as wh:
         try:
-            results = publish_from(wh, run.as_of_date, run.settings.hysteresis_runs)
+            results = publish_from(wh, run.as_of_date, run.settings.hysteresis_runs,
+                                   run.settings.max_match_distance)
         except QualityGateError as exc:
             tracking.client().set_tag(mlflow_run, "gate_failure", str(exc)[:5000])
             raise

@@ -14,6 +14,12 @@ log = logging.getLogger(__name__)
 def segment_customers(run: RunInfo) -> dict[str, Any]:
     """Fit segments on the date's features, check their stability, name them, keep ids stable.
 
+    The fit depends only on this date's features and the seed. Segments are
+    numbered and named model-locally (1 = most valuable), then given stable
+    ids by the fold over the earlier fitted dates
+    (:func:`include.segmentation.history.align_new_fit`); names travel with
+    the ids. Later dates are re-aligned when this date is published.
+
     Features with no data this run (the same value for every customer, e.g.
     no support or email table) are left out of the fit and recorded as not
     available in ``segmentation_runs.features_unavailable`` and MLflow.
@@ -27,13 +33,12 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
 
     from include.features.build import load_features
     from include.runtime import tracking
-    from include.segmentation.history import archetype_ari, planted_archetypes, previous_centroids
+    from include.segmentation.history import align_new_fit, archetype_ari, planted_archetypes
     from include.segmentation.model import (
         ORDER_RATE,
         available_features,
         bootstrap_stability,
         fit_segments,
-        match_segment_ids,
         order_by_value,
         segment_profiles,
         z_profiles,
@@ -46,7 +51,6 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
         features = load_features(wh, run.as_of_date)
         if features.empty:
             raise ValueError(f"customer_features has no rows for as_of_date={run.as_of_date}")
-        previous, next_id = previous_centroids(wh, run.as_of_date)
         truth = planted_archetypes(wh, run.as_of_date)
     columns, unavailable = available_features(features)
     for feature, reason in unavailable.items():
@@ -57,7 +61,6 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
                          context="segmentation", table="customer_features", as_of_date=run.as_of_date)
     result = fit_segments(features, k_min=s.k_min, k_max=s.k_max, k=s.k, seed=s.seed,
                           silhouette_sample=s.silhouette_sample, algorithm=s.algorithm, n_init=s.n_init,
-                          previous_k=None if previous is None else len(previous),
                           numeric_columns=(*columns, ORDER_RATE), min_jaccard=s.min_jaccard)
     for row in result.candidates.to_dict("records"):
         child = tracking.child_run(mlflow_run, f"k={int(row['k'])}", {"as_of_date": run.as_of_date.isoformat()})
@@ -69,14 +72,18 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     jaccard_by_model, bootstrap_ari = bootstrap_stability(
         features, result.labels, result.k, algorithm=result.algorithm, n_boot=s.n_bootstrap, seed=s.seed,
         numeric_columns=result.numeric_columns, categorical_columns=result.categorical_columns)
-    ordered = order_by_value(features, result.labels)
-    mapping, distance = match_segment_ids(z_profiles(features, ordered, columns), previous,
-                                          max_distance=s.max_match_distance, next_id=next_id)
-    labels = np.array([mapping[v] for v in ordered])
+    local = order_by_value(features, result.labels)
+    with Warehouse(run.warehouse_url) as wh:
+        aligned = align_new_fit(wh, run.as_of_date, z_profiles(features, local, columns), s.max_match_distance)
+    mapping, distance = aligned.stable, {aligned.stable[loc]: v for loc, v in aligned.distance.items()}
+    labels = np.array([mapping[v] for v in local])
     jaccard = pd.Series(jaccard_by_model[result.labels]).groupby(labels).first()
     # CLV is fitted beside this task; crosscheck_clv checks the value names against it before publishing
-    # (reading it here would make names depend on which task finished first).
-    profiles = segment_profiles(features, labels, run.as_of_date, columns)
+    # (reading it here would make names depend on which task finished first). Names are given to the
+    # model-local segments, so they do not depend on the ids the fold hands out.
+    profiles = segment_profiles(features, local, run.as_of_date, columns)
+    profiles["segment_id"] = profiles["segment_id"].map(mapping).astype("int64")
+    profiles = profiles.sort_values("segment_id", ignore_index=True)
     profiles["jaccard"] = profiles["segment_id"].map(jaccard)
     profiles["match_distance"] = profiles["segment_id"].map(distance)
     profiles["model_run_id"] = mlflow_run
@@ -102,11 +109,12 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
         "archetype_ari": archetype_ari,
         "features_unavailable": json.dumps(unavailable, sort_keys=True),
     }])
-    with Warehouse(run.warehouse_url) as wh:
-        wh.replace_partition("segment_assignments", assignments, d)
-        wh.replace_partition("segment_profiles", profiles, d)
-        wh.replace_partition("segment_centroids", centroids, d)
-        wh.replace_partition("segmentation_runs", summary_row, d)
+    with Warehouse(run.warehouse_url) as wh, wh.begin() as conn:
+        # One transaction: the date's four tables become visible together.
+        wh.replace_partition("segment_assignments", assignments, d, conn=conn)
+        wh.replace_partition("segment_profiles", profiles, d, conn=conn)
+        wh.replace_partition("segment_centroids", centroids, d, conn=conn)
+        wh.replace_partition("segmentation_runs", summary_row, d, conn=conn)
 
     metrics = {**result.metrics, "bootstrap_mean_ari": bootstrap_ari, "bootstrap_min_jaccard": profiles["jaccard"].min(),
                "segments_matched_to_previous": float(len(distance)),

@@ -8,6 +8,7 @@ from include.extract.validate import extract_and_validate
 from include.identity import linkage as identity_splink
 from include.identity.resolve import (
     assign_stable_keys,
+    customer_key_for,
     evaluate_clusters,
     normalise_email,
     normalise_phone,
@@ -117,54 +118,42 @@ def test_records_without_identifiers_become_their_own_customers(wh, demo_tables)
     assert (keys == keys["WBLANK1"]).sum() == 1 and (keys == keys["ABLANK2"]).sum() == 1
 
 
-def _keys(clusters, previous=None, date=dt.date(2026, 1, 8)):
+SEEN = {"web:1": "2020-03-01", "app:1": "2021-05-01", "cc:1": "2024-01-01", "web:2": "2019-07-01",
+        "web:3": "2022-01-01", "app:3": "2021-02-01", "cc:3": "2023-01-01", "web:9": None, "app:9": None}
+
+
+def _keys(clusters, date=dt.date(2026, 1, 8)):
     frame = pd.DataFrame(clusters, columns=["member", "cluster"])
-    return assign_stable_keys(frame, previous, date).set_index("member")
+    frame["first_seen"] = pd.to_datetime(frame["member"].map(SEEN))
+    return assign_stable_keys(frame, date).set_index("member")
 
 
-def _prev(keyed, since=dt.date(2026, 1, 1)):
-    out = keyed.reset_index()[["member", "customer_key"]]
-    out["key_since"] = since
-    return out
-
-
-def test_stable_keys_add_merge_split():
+def test_stable_keys_follow_each_clusters_earliest_record():
     week1 = _keys([("web:1", "a"), ("app:1", "a"), ("web:2", "b"), ("web:3", "c"), ("app:3", "c"), ("cc:3", "c")])
-    prev = _prev(week1)
-    # Add: a new record joins customer a, a new person appears; labels are arbitrary.
+    assert week1.loc["app:1", "customer_key"] == customer_key_for("web:1")  # web:1 was seen first
+    assert week1.loc["cc:3", "customer_key"] == customer_key_for("app:3")
+    assert week1.loc["web:3", "key_since"] == dt.date(2021, 2, 1)
+    # Add: a later record joins customer a, a new person appears (first-seen unknown: sorts by id).
     week2 = _keys([("web:1", "x"), ("app:1", "x"), ("cc:1", "x"), ("web:2", "y"), ("web:3", "z"), ("app:3", "z"),
-                   ("cc:3", "z"), ("web:9", "n")], prev)
+                   ("cc:3", "z"), ("web:9", "n"), ("app:9", "n")])
     assert week2.loc["cc:1", "customer_key"] == week1.loc["web:1", "customer_key"]
-    assert week2.loc["web:2", "customer_key"] == week1.loc["web:2", "customer_key"]
-    assert week2.loc["web:9", "customer_key"] not in set(week1["customer_key"])
-    assert week2.loc["web:9", "key_since"] == dt.date(2026, 1, 8)
-    # Merge: a and b become one; the older key survives.
-    prev_mixed = prev.copy()
-    prev_mixed.loc[prev_mixed["member"] == "web:2", "key_since"] = dt.date(2025, 6, 1)
-    merged = _keys([("web:1", "m"), ("app:1", "m"), ("web:2", "m"), ("web:3", "c"), ("app:3", "c"),
-                    ("cc:3", "c")], prev_mixed)
+    assert week2.loc["web:9", "customer_key"] == customer_key_for("app:9") and week2.loc["web:9", "key_since"] is None
+    # Merge: a and b become one; the older customer's key survives.
+    merged = _keys([("web:1", "m"), ("app:1", "m"), ("web:2", "m"), ("web:3", "c"), ("app:3", "c"), ("cc:3", "c")])
     assert merged.loc[["web:1", "app:1", "web:2"], "customer_key"].nunique() == 1
     assert merged.loc["web:1", "customer_key"] == week1.loc["web:2", "customer_key"]
-    assert merged.loc["web:1", "key_since"] == dt.date(2025, 6, 1)
-    # Split: c breaks into {web:3, app:3} and {cc:3}; the larger part keeps the key.
-    split = _keys([("web:1", "a"), ("app:1", "a"), ("web:2", "b"), ("web:3", "c1"), ("app:3", "c1"),
-                   ("cc:3", "c2")], prev)
-    assert split.loc["web:3", "customer_key"] == week1.loc["web:3", "customer_key"]
-    assert split.loc["cc:3", "customer_key"] not in set(week1["customer_key"])
+    assert merged.loc["web:1", "key_since"] == dt.date(2019, 7, 1)
+    # Split: c breaks into {web:3, cc:3} and {app:3}; the part with the earliest record keeps the key,
+    # the other takes its own earliest record's key (never a key another cluster holds).
+    split = _keys([("web:1", "a"), ("app:1", "a"), ("web:2", "b"), ("web:3", "c1"), ("cc:3", "c1"),
+                   ("app:3", "c2")])
+    assert split.loc["app:3", "customer_key"] == week1.loc["app:3", "customer_key"]
+    assert split.loc["cc:3", "customer_key"] == customer_key_for("web:3")
     assert split["customer_key"].nunique() == 4
-    # Re-run: same inputs, same keys.
-    relabelled = _keys([("cc:3", "q"), ("web:3", "p"), ("app:3", "p"), ("web:2", "r"), ("web:1", "s"),
-                        ("app:1", "s")], prev).loc[split.index]
+    # Any order, any labels, any date: the same keys.
+    relabelled = _keys([("app:3", "q"), ("cc:3", "p"), ("web:3", "p"), ("web:2", "r"), ("app:1", "s"),
+                        ("web:1", "s")], dt.date(2025, 1, 1)).loc[split.index]
     pd.testing.assert_frame_equal(split[["customer_key", "key_since"]], relabelled[["customer_key", "key_since"]])
-
-
-def test_stable_keys_split_part_never_takes_a_live_key():
-    # The old key of {web:1, app:1} was derived from app:1 (the smallest member);
-    # if app:1 splits off alone, hashing it again would reissue that live key.
-    week1 = _keys([("app:1", "a"), ("web:1", "a"), ("web:2", "a")])
-    split = _keys([("app:1", "p"), ("web:1", "q"), ("web:2", "q")], _prev(week1))
-    assert split.loc["web:1", "customer_key"] == week1.loc["app:1", "customer_key"]
-    assert split.loc["app:1", "customer_key"] != week1.loc["app:1", "customer_key"]
 
 
 def test_evaluation_counts_pairs_and_clusters():
