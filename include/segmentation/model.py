@@ -67,6 +67,8 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "promotion": ("discount_share", "return_rate"),
     "service": ("support_contacts", "cost_to_serve"),
 }
+#: Mean bootstrap Jaccard from which Hennig (2007) calls a cluster stable; the k screening's least.
+STABLE_JACCARD = 0.75
 #: Customers the spectral clusterboot is run on at most (:func:`bootstrap_stability`).
 SPECTRAL_BOOTSTRAP_ROWS = 20_000
 #: Algorithms :func:`fit_segments` accepts.
@@ -492,7 +494,8 @@ def fit_segments(
         k screening: the ``stability_candidates`` best k by silhouette get a
         clusterboot of ``stability_boot`` refits on at most ``stability_sample``
         rows; :func:`choose_k` then keeps only k whose every segment reaches
-        ``min_jaccard`` (``None`` or ``stability_candidates=0``: silhouette only).
+        ``min_jaccard``, or :data:`STABLE_JACCARD` if that is higher (``None`` or
+        ``stability_candidates=0``: silhouette only). Spectral screens every k.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
@@ -553,7 +556,9 @@ def fit_segments(
                                   n_boot=stability_boot, seed=seed, n_init=max(1, n_init // 2))
             candidates.loc[candidates["k"] == kk, "min_jaccard"] = float(jac.mean(axis=0).min())
             log.info("k=%d screening bootstrap: smallest segment Jaccard %.2f", kk, jac.mean(axis=0).min())
-    best_k = choose_k(candidates, previous_k=previous_k, min_jaccard=min_jaccard,
+    # k is chosen among solutions stable by Hennig's standard even when the gate is laxer.
+    screen_jaccard = None if min_jaccard is None else max(min_jaccard, STABLE_JACCARD)
+    best_k = choose_k(candidates, previous_k=previous_k, min_jaccard=screen_jaccard,
                       largest_stable=algorithm == "spectral")
     model, labels = fits[best_k]
     model.design_ = design  # how new rows are prepared for this model (prepare / assign)
