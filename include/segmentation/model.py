@@ -1,4 +1,4 @@
-"""Behavioural segmentation: k-prototypes (or KMeans) on grouped, weighted features and traits.
+"""Behavioural segmentation: spectral segments (or k-prototypes, KMeans) on grouped, weighted features.
 
 - Only features with data this run enter (:func:`available_features`): a
   feature every customer has the same value of (its source table absent or
@@ -13,12 +13,16 @@
   analysis weighs variable groups (Escofier & Pages), so a redundant pair
   counts once and no behaviour dominates by being measured twice
   (:func:`design_matrix`). Features absent from a run are simply not passed.
-- Categorical traits (channel, plan, region) enter through k-prototypes'
+- ``algorithm="spectral"`` (the stage's default): spectral clustering of a
+  sample's neighbour graph, everyone assigned by the vote of their nearest
+  sampled customers (:mod:`include.segmentation.spectral`); numeric features only.
+  Categorical traits (channel, plan, region) enter through k-prototypes'
   mismatch term (:mod:`include.segmentation.kprototypes`). KMeans serves all-numeric sets.
-- k is chosen over ``[k_min, k_max]`` by :func:`choose_k`: the best few
-  candidates by sampled silhouette are bootstrapped (Hennig's clusterboot on a
-  subsample) and the best-silhouette k whose every segment reaches
-  ``min_jaccard`` wins, so the chosen solution is one the quality gate passes.
+- k is chosen over ``[k_min, k_max]`` by :func:`choose_k` among candidates whose
+  every segment a clusterboot on a subsample finds stable: spectral screens every
+  k and takes the largest stable one (as prediction strength does); k-prototypes
+  and KMeans screen the best few by silhouette and take the best-silhouette stable one.
+- :func:`prepare` and :func:`assign` score new customers as the fitted ones were.
 - :func:`bootstrap_stability` (Hennig's clusterboot) scores every segment.
 - Names come from each segment's standing relative to the other segments
   (:mod:`include.segmentation.naming`), with the rule stored beside each name.
