@@ -1,9 +1,10 @@
 """Benchmark the segmentation stage and the k-prototypes engine against kmodes.
 
     .venv/bin/python benchmarks/bench_segmentation.py --rows 480000 --compare 20000 50000
+    .venv/bin/python benchmarks/bench_segmentation.py --rows 480000 --boot 20 --compare   # the stage only
 
 Reports wall time and peak memory (max RSS) of the whole stage at ``--rows``
-(k selection over k=2..10, final fit, ``--boot`` bootstrap refits), and, for
+(k selection over k=2..10, final fit, ``--boot`` bootstrap refits; ``--algorithm``, default spectral), and, for
 each ``--compare`` size, one fit of our engine and of kmodes' KPrototypes from
 the same settings (Cao init, one init, same gamma) with their final costs.
 """
@@ -48,17 +49,26 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
 
-def bench_stage(rows: int, boot: int) -> None:
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_stage(rows: int, boot: int, algorithm: str) -> None:
     from include.segmentation.model import bootstrap_stability, fit_segments
 
     features = synthetic_features(rows)
-    t0 = time.perf_counter()
-    result = fit_segments(features, k_min=2, k_max=10, seed=42, silhouette_sample=5000, n_init=4)
-    t1 = time.perf_counter()
-    jaccard, ari = bootstrap_stability(features, result.labels, result.k, n_boot=boot, seed=42)
-    t2 = time.perf_counter()
-    print(f"stage @ {rows:,} rows: k selection 2..10 (3 screened by bootstrap) + final fit {t1 - t0:.1f} s, "
-          f"{boot} bootstrap refits {t2 - t1:.1f} s, total {t2 - t0:.1f} s; chosen k={result.k}; "
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    result = fit_segments(features, k_min=2, k_max=10, seed=42, silhouette_sample=5000, n_init=4,
+                          algorithm=algorithm)
+    t1, c1 = time.perf_counter(), cpu_seconds()
+    jaccard, ari = bootstrap_stability(features, result.labels, result.k, algorithm=result.algorithm, n_boot=boot,
+                                       seed=42, numeric_columns=result.numeric_columns,
+                                       categorical_columns=result.categorical_columns)
+    t2, c2 = time.perf_counter(), cpu_seconds()
+    print(f"stage @ {rows:,} rows, {result.algorithm}: k selection 2..10 (screened by bootstrap) + final fit "
+          f"{t1 - t0:.1f} s wall / {c1 - c0:.1f} s CPU, {boot} bootstrap refits {t2 - t1:.1f} s / {c2 - c1:.1f} s CPU, "
+          f"total {t2 - t0:.1f} s wall / {c2 - c0:.1f} s CPU; chosen k={result.k}; "
           f"min Jaccard {jaccard.min():.2f}, bootstrap ARI {ari:.3f}; peak RSS {peak_rss_gb():.2f} GB")
 
 
@@ -89,11 +99,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=480_000)
     parser.add_argument("--boot", type=int, default=30)
     parser.add_argument("--compare", type=int, nargs="*", default=[20_000, 50_000])
+    parser.add_argument("--algorithm", default="spectral", choices=("spectral", "kprototypes", "kmeans"))
     args = parser.parse_args()
     for n in args.compare:
         bench_vs_kmodes(n)
     if args.rows:
-        bench_stage(args.rows, args.boot)
+        bench_stage(args.rows, args.boot, args.algorithm)
 
 
 if __name__ == "__main__":

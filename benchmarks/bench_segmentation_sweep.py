@@ -16,7 +16,7 @@ Feature frames (with each customer's planted archetype) are cached under
 For every frame it reports, beside each other:
 
 - the unsupervised segmentation (:func:`include.segmentation.model.fit_segments`,
-  the stage's defaults) scored by ARI against the planted archetypes;
+  the stage's defaults, per design in :data:`DESIGNS`) scored by ARI against the planted archetypes;
 - the planted high-value core: the segment holding most of it, its precision
   (core share of that segment) and recall (share of the core in it);
 - the bootstrap Jaccard of every segment (Hennig's clusterboot, as the stage's gate);
@@ -152,11 +152,17 @@ def supervised_bound(features: pd.DataFrame, truth: pd.Series, numeric_columns, 
     return float((pred == truth.to_numpy()).mean()), float(adjusted_rand_score(truth, pred))
 
 
-#: Designs compared: the current one and the one it replaced (equal weights, silhouette-only k).
+#: Designs compared: spectral segments (the default), k-prototypes on the same grouped features,
+#: the design of two sessions ago (equal weights, silhouette-only k), and both on RFM features only.
 DESIGNS: dict[str, dict] = {
-    "grouped+stable-k": {},
-    "previous": {"numeric_columns": None, "feature_groups": None, "min_jaccard": None, "previous_design": True},
-    "rfm-only": {"numeric_columns": (*RFM_FEATURES, "order_rate"), "categorical_columns": ()},
+    "spectral": {"algorithm": "spectral"},
+    "kprototypes": {"algorithm": "kprototypes"},
+    "previous": {"algorithm": "kprototypes", "numeric_columns": None, "feature_groups": None, "min_jaccard": None,
+                 "previous_design": True},
+    "rfm-only": {"algorithm": "spectral", "numeric_columns": (*RFM_FEATURES, "order_rate"),
+                 "categorical_columns": ()},
+    "rfm-only-kmeans": {"algorithm": "kmeans", "numeric_columns": (*RFM_FEATURES, "order_rate"),
+                        "categorical_columns": ()},
 }
 
 
@@ -164,7 +170,7 @@ def score(frame: pd.DataFrame, design: str, n_boot: int, seed: int = 42) -> dict
     """Fit one design as the stage does (k 3..8, k-prototypes) and score it against the planted archetypes."""
     from sklearn.metrics import adjusted_rand_score
 
-    from include.features.build import NUMERIC_FEATURES
+    from include.features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES
     from include.segmentation.model import bootstrap_stability, fit_segments
 
     options = dict(DESIGNS[design])
@@ -176,13 +182,15 @@ def score(frame: pd.DataFrame, design: str, n_boot: int, seed: int = 42) -> dict
     result = fit_segments(frame, k_min=3, k_max=8, seed=seed, n_init=4, **options)
     boot_options = {k: v for k, v in options.items() if k in ("numeric_columns", "categorical_columns",
                                                                "feature_groups")}
+    boot_options.update(numeric_columns=result.numeric_columns, categorical_columns=result.categorical_columns)
     jaccard, _ = bootstrap_stability(frame, result.labels, result.k, algorithm=result.algorithm, n_boot=n_boot,
                                      seed=seed, **boot_options)
     seconds = time.perf_counter() - t0
     labels = result.labels[frame["archetype"].notna().to_numpy()]
     precision, recall = core_precision_recall(truth.reset_index(drop=True), labels)
-    acc, sup_ari = supervised_bound(known, truth.reset_index(drop=True), result.numeric_columns,
-                                    result.categorical_columns, seed)
+    # The bound sees the traits too, whether or not the design uses them (RFM-only: none exist).
+    traits = () if design.startswith("rfm-only") else CATEGORICAL_FEATURES
+    acc, sup_ari = supervised_bound(known, truth.reset_index(drop=True), result.numeric_columns, traits, seed)
     return {"k": result.k, "algorithm": result.algorithm, "ari": adjusted_rand_score(truth, labels),
             "core_precision": precision, "core_recall": recall, "min_jaccard": float(jaccard.min()),
             "supervised_acc": acc, "supervised_ari": sup_ari, "seconds": seconds}

@@ -150,9 +150,10 @@ SETTINGS: tuple[Setting, ...] = (
        "Segmentation", minimum=2, maximum=20),
     _s("k_max", 8, "integer", "Largest k tried", "Largest number of segments the k selection tries.",
        "Segmentation", minimum=2, maximum=20),
-    _s("algorithm", "kprototypes", "string", "Algorithm",
-       "k-prototypes on numeric features + categorical traits, or KMeans on numeric features only.",
-       "Segmentation", enum=["kprototypes", "kmeans"]),
+    _s("algorithm", "spectral", "string", "Algorithm",
+       "Spectral segments on a sample's neighbour graph (numeric features), k-prototypes on numeric features + "
+       "categorical traits, or KMeans on numeric features only.",
+       "Segmentation", enum=["spectral", "kprototypes", "kmeans"]),
     _s("n_init", 4, "integer", "Initialisations per fit", "Initialisations per candidate fit (best cost kept).",
        "Segmentation", minimum=1, maximum=50),
     _s("n_bootstrap", 20, "integer", "Bootstrap refits",

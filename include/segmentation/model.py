@@ -1,4 +1,4 @@
-"""Behavioural segmentation: k-prototypes (or KMeans) on grouped, weighted features and traits.
+"""Behavioural segmentation: spectral segments (or k-prototypes, KMeans) on grouped, weighted features.
 
 - Only features with data this run enter (:func:`available_features`): a
   feature every customer has the same value of (its source table absent or
@@ -13,12 +13,16 @@
   analysis weighs variable groups (Escofier & Pages), so a redundant pair
   counts once and no behaviour dominates by being measured twice
   (:func:`design_matrix`). Features absent from a run are simply not passed.
-- Categorical traits (channel, plan, region) enter through k-prototypes'
+- ``algorithm="spectral"`` (the stage's default): spectral clustering of a
+  sample's neighbour graph, everyone assigned by the vote of their nearest
+  sampled customers (:mod:`include.segmentation.spectral`); numeric features only.
+  Categorical traits (channel, plan, region) enter through k-prototypes'
   mismatch term (:mod:`include.segmentation.kprototypes`). KMeans serves all-numeric sets.
-- k is chosen over ``[k_min, k_max]`` by :func:`choose_k`: the best few
-  candidates by sampled silhouette are bootstrapped (Hennig's clusterboot on a
-  subsample) and the best-silhouette k whose every segment reaches
-  ``min_jaccard`` wins, so the chosen solution is one the quality gate passes.
+- k is chosen over ``[k_min, k_max]`` by :func:`choose_k` among candidates whose
+  every segment a clusterboot on a subsample finds stable: spectral screens every
+  k and takes the largest stable one (as prediction strength does); k-prototypes
+  and KMeans screen the best few by silhouette and take the best-silhouette stable one.
+- :func:`prepare` and :func:`assign` score new customers as the fitted ones were.
 - :func:`bootstrap_stability` (Hennig's clusterboot) scores every segment.
 - Names come from each segment's standing relative to the other segments
   (:mod:`include.segmentation.naming`), with the rule stored beside each name.
@@ -58,13 +62,21 @@ ORDER_RATE_PRIOR_YEARS = 0.25
 
 #: Numeric features that measure one behaviour; each group weighs as much as one feature
 #: (see :func:`design_matrix`). A feature in no group is a group of its own.
+#: ``activity``: every feature that says whether a customer is engaged *now* (last order, orders,
+#: revenue, sessions and email engagement in the recent window; pairwise correlations 0.5-0.9
+#: on the demo) counts as one behaviour, so a lapsed customer is not "different" six times over
+#: and the lifetime traits (basket size, buying rate while active, discounts, service) keep a say.
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
-    "value": ("frequency", "monetary", "order_rate"),
-    "lifecycle": ("recency_days", "usage_sessions"),
+    "activity": ("recency_days", "frequency", "monetary", "usage_sessions", "email_open_rate", "email_click_rate"),
     "promotion": ("discount_share", "return_rate"),
     "service": ("support_contacts", "cost_to_serve"),
-    "email": ("email_open_rate", "email_click_rate"),
 }
+#: Mean bootstrap Jaccard from which Hennig (2007) calls a cluster stable; the k screening's least.
+STABLE_JACCARD = 0.75
+#: Customers the spectral clusterboot is run on at most (:func:`bootstrap_stability`).
+SPECTRAL_BOOTSTRAP_ROWS = 20_000
+#: Algorithms :func:`fit_segments` accepts.
+ALGORITHMS: tuple[str, ...] = ("kprototypes", "kmeans", "spectral")
 #: Numeric columns used by default: the feature table's numeric features and ``order_rate``.
 DEFAULT_SEGMENTATION_FEATURES: tuple[str, ...] = (*NUMERIC_FEATURES, ORDER_RATE)
 
@@ -77,18 +89,7 @@ def numeric_matrix(features: pd.DataFrame, columns: tuple[str, ...] = NUMERIC_FE
     ValueError
         A column is missing, or holds NaN or negative values where log1p needs them non-negative.
     """
-    missing = [c for c in columns if c not in features.columns]
-    if missing:
-        raise ValueError(f"customer_features lacks column(s): {', '.join(missing)}")
-    x = features[list(columns)].to_numpy(dtype=float, copy=True)
-    if np.isnan(x).any():
-        bad = [c for c, n in zip(columns, np.isnan(x).sum(axis=0), strict=True) if n]
-        raise ValueError(f"customer_features has NaN in column(s): {', '.join(bad)}")
-    for j, col in enumerate(columns):
-        if col in SKEWED_FEATURES:
-            if (x[:, j] < 0).any():
-                raise ValueError(f"customer_features.{col} has negative values; cannot log-transform")
-            x[:, j] = np.log1p(x[:, j])
+    x = _logged(features, columns)
     mean, std = x.mean(axis=0), x.std(axis=0)
     std[std == 0] = 1.0
     return (x - mean) / std
@@ -178,7 +179,13 @@ def mixed_distance_matrix(x_num: np.ndarray, codes: np.ndarray, gamma: float) ->
     return dissimilarity(x_num, codes, x_num, codes, gamma)
 
 
-def _fit_one(algorithm: str, x_num, x_cat, k: int, seed: int, n_init: int, gamma: float | None = None):
+def _fit_one(algorithm: str, x_num, x_cat, k: int, seed: int, n_init: int, gamma: float | None = None,
+             basis=None):
+    if algorithm == "spectral":
+        from include.segmentation.spectral import SpectralSegments
+
+        model = SpectralSegments(k, random_state=seed).fit(x_num, basis=basis)
+        return model, model.labels_, model.cost_
     if algorithm == "kmeans":
         from sklearn.cluster import KMeans
 
@@ -191,7 +198,7 @@ def _fit_one(algorithm: str, x_num, x_cat, k: int, seed: int, n_init: int, gamma
 
 
 def evaluate_k(x_num, x_cat, k: int, *, algorithm: str, seed: int, n_init: int, sample_idx: np.ndarray,
-               sample_distance: np.ndarray) -> tuple[object, np.ndarray, dict[str, float]]:
+               sample_distance: np.ndarray, basis=None) -> tuple[object, np.ndarray, dict[str, float]]:
     """Fit with ``k`` clusters; return the model, labels and quality metrics.
 
     Silhouette uses the model's own dissimilarity on a fixed sample (mixed-type
@@ -200,7 +207,7 @@ def evaluate_k(x_num, x_cat, k: int, *, algorithm: str, seed: int, n_init: int, 
     """
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
-    model, labels, cost = _fit_one(algorithm, x_num, x_cat, k, seed, n_init)
+    model, labels, cost = _fit_one(algorithm, x_num, x_cat, k, seed, n_init, basis=basis)
     sample_labels = labels[sample_idx]
     silhouette = (float(silhouette_score(sample_distance, sample_labels, metric="precomputed"))
                   if len(set(sample_labels)) > 1 else -1.0)
@@ -216,7 +223,7 @@ def evaluate_k(x_num, x_cat, k: int, *, algorithm: str, seed: int, n_init: int, 
 
 
 def choose_k(candidates: pd.DataFrame, min_share: float = 0.02, previous_k: int | None = None,
-             tolerance: float = 0.02, min_jaccard: float | None = None) -> int:
+             tolerance: float = 0.02, min_jaccard: float | None = None, largest_stable: bool = False) -> int:
     """The documented k rule.
 
     Candidates whose smallest segment holds less than ``min_share`` of customers
@@ -228,6 +235,13 @@ def choose_k(candidates: pd.DataFrame, min_share: float = 0.02, previous_k: int 
     the stage's gate will then judge. Among the rest, the highest sampled
     silhouette wins; ties go to the smaller k.
 
+    ``largest_stable`` (spectral segments): the largest k whose every segment reached
+    ``min_jaccard`` wins instead, as prediction strength picks the largest k whose
+    clusters a refit reproduces (Tibshirani & Walther 2005): silhouette rewards compact,
+    convex segments, which is what a graph-based segmentation does not assume, and a
+    solution that splits a real group in two is not reproduced by refits, so it is not
+    stable. Last run's k is kept while it is stable too.
+
     With ``previous_k`` (last published run's k), that k is kept while it is in
     the pool and its silhouette is within ``tolerance`` of the best, so segments
     do not split and merge from week to week over noise-level differences.
@@ -237,6 +251,10 @@ def choose_k(candidates: pd.DataFrame, min_share: float = 0.02, previous_k: int 
     if min_jaccard is not None and "min_jaccard" in pool.columns:
         screened = pool[pool["min_jaccard"].notna()]
         stable = screened[screened["min_jaccard"] >= min_jaccard]
+        if len(stable) and largest_stable:
+            if previous_k is not None and previous_k in set(stable["k"].astype(int)):
+                return int(previous_k)
+            return int(stable["k"].max())
         if len(stable):
             pool = stable
         elif len(screened):
@@ -312,6 +330,128 @@ def segmentation_matrices(features: pd.DataFrame, numeric_columns: tuple[str, ..
     return x_num, x_cat, numeric, categorical
 
 
+@dataclass(frozen=True)
+class Design:
+    """How customer features become the rows a fitted model assigns (see :func:`prepare`).
+
+    The log1p flags, the means and standard deviations, the group weights and the
+    category levels are those of the customers the model was fitted on, so rows
+    scored later (in chunks, or another day) land in the same space.
+    """
+
+    numeric_columns: tuple[str, ...]
+    categorical_columns: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    weights: np.ndarray
+    levels: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def fit(cls, features: pd.DataFrame, numeric_columns: tuple[str, ...], categorical_columns: tuple[str, ...],
+            feature_groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS) -> Design:
+        raw = _logged(add_derived_features(features, numeric_columns), numeric_columns)
+        mean, std = raw.mean(axis=0), raw.std(axis=0)
+        std[std == 0] = 1.0
+        weights = group_weights((raw - mean) / std, numeric_columns, feature_groups)
+        levels = tuple(tuple(sorted(features[c].fillna("unknown").astype(str).unique())) for c in categorical_columns)
+        return cls(tuple(numeric_columns), tuple(categorical_columns), mean, std, weights, levels)
+
+    def numeric(self, features: pd.DataFrame) -> np.ndarray:
+        raw = _logged(add_derived_features(features, self.numeric_columns), self.numeric_columns)
+        return (raw - self.mean) / self.std * self.weights
+
+    def categorical(self, features: pd.DataFrame) -> np.ndarray:
+        """Codes in the fitted levels' order; a value not seen in fitting gets a code no prototype has."""
+        missing = [c for c in self.categorical_columns if c not in features.columns]
+        if missing:
+            raise ValueError(f"customer_features lacks categorical column(s): {', '.join(missing)}")
+        codes = np.zeros((len(features), len(self.categorical_columns)), np.int64)
+        for j, (col, levels) in enumerate(zip(self.categorical_columns, self.levels, strict=True)):
+            values = features[col].fillna("unknown").astype(str).to_numpy()
+            pos = np.searchsorted(levels, values)
+            known = (pos < len(levels)) & (np.asarray(levels, dtype=object)[np.minimum(pos, len(levels) - 1)] == values)
+            codes[:, j] = np.where(known, pos, len(levels))
+        return codes
+
+
+def _logged(features: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """The columns as floats with the skewed ones log1p-transformed; NaN and negatives named."""
+    missing = [c for c in columns if c not in features.columns]
+    if missing:
+        raise ValueError(f"customer_features lacks column(s): {', '.join(missing)}")
+    x = features[list(columns)].to_numpy(dtype=float, copy=True)
+    if np.isnan(x).any():
+        bad = [c for c, n in zip(columns, np.isnan(x).sum(axis=0), strict=True) if n]
+        raise ValueError(f"customer_features has NaN in column(s): {', '.join(bad)}")
+    for j, col in enumerate(columns):
+        if col in SKEWED_FEATURES:
+            if (x[:, j] < 0).any():
+                raise ValueError(f"customer_features.{col} has negative values; cannot log-transform")
+            x[:, j] = np.log1p(x[:, j])
+    return x
+
+
+def prepare(features: pd.DataFrame, model) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``model`` (``SegmentationResult.model``) assigns: numeric matrix and category codes.
+
+    Uses the model's :class:`Design` (``model.design_``, set by :func:`fit_segments`), so
+    any batch of customers is transformed as the fitted ones were.
+    """
+    design = getattr(model, "design_", None)
+    if design is None:
+        raise ValueError("model has no design_: fit it with fit_segments")
+    return design.numeric(features), design.categorical(features)
+
+
+def assign(model, prepared_rows: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Segment (model label order) of each prepared row, as the fitted customers were assigned.
+
+    k-prototypes: nearest prototype under its mixed cost; KMeans: nearest centroid;
+    spectral: majority segment of the nearest sampled customers.
+    """
+    x_num, x_cat = prepared_rows
+    from include.segmentation.kprototypes import KPrototypes
+
+    if isinstance(model, KPrototypes):
+        return model.predict(x_num, x_cat)
+    return np.asarray(model.predict(x_num))
+
+
+def _best_jaccard(orig: np.ndarray, boot: np.ndarray, k: int, k_boot: int) -> np.ndarray:
+    """(k,) Jaccard of every original cluster with its most similar bootstrap cluster."""
+    overlap = np.zeros((k, k_boot))
+    np.add.at(overlap, (orig, boot), 1)
+    union = overlap.sum(axis=1)[:, None] + overlap.sum(axis=0)[None, :] - overlap
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, overlap / union, 0.0).max(axis=1)
+
+
+def _spectral_screen(x_num: np.ndarray, labels_by_k: dict[int, np.ndarray], *, n_boot: int,
+                     seed: int) -> dict[int, np.ndarray]:
+    """Clusterboot of spectral segmentations for several k at once: ``{k: (n_boot, k) Jaccard}``.
+
+    Each resample gets one sample, graph, embedding and neighbour search
+    (:class:`~include.segmentation.spectral.SpectralBasis`), and every k is refitted from them.
+    """
+    from include.segmentation.spectral import SpectralBasis, SpectralSegments
+
+    n = len(x_num)
+    rng = np.random.default_rng(seed)
+    out = {k: np.zeros((n_boot, k)) for k in labels_by_k}
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        basis = SpectralBasis.build(x_num[idx], max(labels_by_k), seed=seed + b + 1)
+        uniq = np.unique(idx)
+        # Refit labels of the distinct resampled rows: the vote of their nearest sampled rows.
+        first = np.searchsorted(np.sort(idx), uniq)
+        order = np.argsort(idx, kind="stable")
+        basis_rows = order[first]
+        for k, labels in labels_by_k.items():
+            refit = SpectralSegments(k, random_state=seed + b + 1).fit(x_num[idx], basis=basis)
+            out[k][b] = _best_jaccard(labels[uniq], refit.labels_[basis_rows], k, k)
+    return out
+
+
 def _clusterboot(x_num: np.ndarray, x_cat: np.ndarray, labels: np.ndarray, k: int, *, algorithm: str,
                  n_boot: int, seed: int, n_init: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-resample Jaccard of every cluster (n_boot, k) and per-resample ARI (n_boot,)."""
@@ -327,15 +467,7 @@ def _clusterboot(x_num: np.ndarray, x_cat: np.ndarray, labels: np.ndarray, k: in
         pred = model.predict(x_num, x_cat) if algorithm == "kprototypes" else model.predict(x_num)
         aris[b] = adjusted_rand_score(labels, pred)
         uniq = np.unique(idx)
-        orig, boot = labels[uniq], pred[uniq]
-        overlap = np.zeros((k, k))
-        np.add.at(overlap, (orig, boot), 1)
-        sizes_o = overlap.sum(axis=1)[:, None]
-        sizes_b = overlap.sum(axis=0)[None, :]
-        union = sizes_o + sizes_b - overlap
-        with np.errstate(invalid="ignore", divide="ignore"):
-            jac = np.where(union > 0, overlap / union, 0.0)
-        jaccard[b] = jac.max(axis=1)
+        jaccard[b] = _best_jaccard(labels[uniq], pred[uniq], k, k)
     return jaccard, aris
 
 
@@ -366,20 +498,23 @@ def fit_segments(
         k screening: the ``stability_candidates`` best k by silhouette get a
         clusterboot of ``stability_boot`` refits on at most ``stability_sample``
         rows; :func:`choose_k` then keeps only k whose every segment reaches
-        ``min_jaccard`` (``None`` or ``stability_candidates=0``: silhouette only).
+        ``min_jaccard``, or :data:`STABLE_JACCARD` if that is higher (``None`` or
+        ``stability_candidates=0``: silhouette only). Spectral screens every k.
     """
-    if algorithm not in ("kprototypes", "kmeans"):
-        raise ValueError(f"algorithm must be 'kprototypes' or 'kmeans', got {algorithm!r}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
     n = len(features)
     if n < 3:
         raise ValueError(f"segmentation needs at least 3 customers, got {n}")
     x_num, x_cat, numeric, categorical = segmentation_matrices(features, numeric_columns, categorical_columns,
                                                                feature_groups)
+    design = Design.fit(features, numeric, categorical, feature_groups)
     if algorithm == "kprototypes" and all(col.max(initial=0) == 0 for col in x_cat.T):
         log.info("no categorical trait varies: using KMeans on the numeric features")
         algorithm = "kmeans"
-    if algorithm == "kmeans":
+    if algorithm in ("kmeans", "spectral"):
         categorical, x_cat = (), np.zeros((n, 0), np.int64)
+        design = Design.fit(features, numeric, (), feature_groups)
     rng = np.random.default_rng(seed)
     sample_idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
     if algorithm == "kprototypes":
@@ -391,17 +526,31 @@ def fit_segments(
         sample_distance = pairwise_distances(x_num[sample_idx])
     np.fill_diagonal(sample_distance, 0.0)
     ks = [k] if k else list(range(k_min, min(k_max, n - 1) + 1))
+    basis = None
+    if algorithm == "spectral":
+        from include.segmentation.spectral import SpectralBasis
+
+        # One sample, graph and embedding for every k: only the k-means in the eigenvectors differs.
+        basis = SpectralBasis.build(x_num, max(ks), seed=seed)
     fits, rows = {}, []
     for kk in ks:
         model, labels, metrics = evaluate_k(x_num, x_cat, kk, algorithm=algorithm, seed=seed, n_init=n_init,
-                                            sample_idx=sample_idx, sample_distance=sample_distance)
+                                            sample_idx=sample_idx, sample_distance=sample_distance, basis=basis)
         fits[kk] = (model, labels)
         rows.append(metrics)
         log.info("k=%d cost=%.1f silhouette=%.3f davies_bouldin=%.3f smallest=%.1f%%", kk, metrics["cost"],
                  metrics["silhouette"], metrics["davies_bouldin"], 100 * metrics["smallest_segment_share"])
     candidates = pd.DataFrame(rows)
     candidates["min_jaccard"] = np.nan
-    if len(ks) > 1 and min_jaccard is not None and stability_candidates > 0:
+    if len(ks) > 1 and min_jaccard is not None and algorithm == "spectral":
+        # Every candidate is screened: one graph per resample serves all k.
+        screen = np.sort(rng.choice(n, size=min(stability_sample, n), replace=False))
+        screened = _spectral_screen(x_num[screen], {kk: fits[kk][1][screen] for kk in ks}, n_boot=stability_boot,
+                                    seed=seed)
+        for kk, jac in screened.items():
+            candidates.loc[candidates["k"] == kk, "min_jaccard"] = float(jac.mean(axis=0).min())
+            log.info("k=%d screening bootstrap: smallest segment Jaccard %.2f", kk, jac.mean(axis=0).min())
+    elif len(ks) > 1 and min_jaccard is not None and stability_candidates > 0:
         eligible = candidates[candidates["smallest_segment_share"] >= 0.02]
         pool = eligible if len(eligible) else candidates
         top = pool.sort_values(["silhouette", "k"], ascending=[False, True])["k"].astype(int)[:stability_candidates]
@@ -411,8 +560,12 @@ def fit_segments(
                                   n_boot=stability_boot, seed=seed, n_init=max(1, n_init // 2))
             candidates.loc[candidates["k"] == kk, "min_jaccard"] = float(jac.mean(axis=0).min())
             log.info("k=%d screening bootstrap: smallest segment Jaccard %.2f", kk, jac.mean(axis=0).min())
-    best_k = choose_k(candidates, previous_k=previous_k, min_jaccard=min_jaccard)
+    # k is chosen among solutions stable by Hennig's standard even when the gate is laxer.
+    screen_jaccard = None if min_jaccard is None else max(min_jaccard, STABLE_JACCARD)
+    best_k = choose_k(candidates, previous_k=previous_k, min_jaccard=screen_jaccard,
+                      largest_stable=algorithm == "spectral")
     model, labels = fits[best_k]
+    model.design_ = design  # how new rows are prepared for this model (prepare / assign)
     chosen = candidates[candidates["k"] == best_k].iloc[0].to_dict()
     return SegmentationResult(np.asarray(labels), best_k, model, candidates,
                               {f"chosen_{m}": float(v) for m, v in chosen.items() if pd.notna(v)}, algorithm,
@@ -423,7 +576,7 @@ def bootstrap_stability(
     features: pd.DataFrame, labels: np.ndarray, k: int, *, algorithm: str = "kprototypes",
     n_boot: int = 30, seed: int = 42, n_init: int = 2, numeric_columns: tuple[str, ...] | None = None,
     categorical_columns: tuple[str, ...] | None = None,
-    feature_groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS,
+    feature_groups: dict[str, tuple[str, ...]] | None = FEATURE_GROUPS, max_rows: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Hennig's clusterboot: per-cluster mean Jaccard over ``n_boot`` bootstrap refits, and mean ARI.
 
@@ -436,15 +589,26 @@ def bootstrap_stability(
     dissolved; Hennig 2007). The adjusted Rand index compares the full
     solution with the refit's assignment of every customer.
 
+    ``max_rows``: the clusterboot runs on a seeded subsample of at most this many
+    customers (default: all for k-prototypes and KMeans, :data:`SPECTRAL_BOOTSTRAP_ROWS` for
+    spectral, whose every refit assigns all rows by a neighbour search); each
+    segment's Jaccard is then estimated on its sampled members.
+
     Returns
     -------
     jaccard : (k,) mean Jaccard per cluster (model label order)
     mean_ari : float
     """
-    if algorithm == "kmeans":
+    if algorithm in ("kmeans", "spectral"):
         categorical_columns = ()
     x_num, x_cat, _, _ = segmentation_matrices(features, numeric_columns, categorical_columns, feature_groups)
-    jaccard, aris = _clusterboot(x_num, x_cat, np.asarray(labels), k, algorithm=algorithm, n_boot=n_boot,
+    labels = np.asarray(labels)
+    if max_rows is None and algorithm == "spectral":
+        max_rows = SPECTRAL_BOOTSTRAP_ROWS
+    if max_rows is not None and len(labels) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(labels), size=max_rows, replace=False))
+        x_num, x_cat, labels = x_num[keep], x_cat[keep], labels[keep]
+    jaccard, aris = _clusterboot(x_num, x_cat, labels, k, algorithm=algorithm, n_boot=n_boot,
                                  seed=seed, n_init=n_init)
     return jaccard.mean(axis=0), float(aris.mean())
 

@@ -36,7 +36,6 @@ import signal
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 import pandas as pd
@@ -51,8 +50,6 @@ SETTINGS = dict(identity_method="exact", n_bootstrap=4, k_min=3, k_max=5, n_init
 #: The DAG's writing tasks, in an order the DAG runs them.
 STAGES = ("extract_validate", "resolve_identity", "build_features", "segment_customers", "fit_clv",
           "crosscheck_clv", "publish_segments", "track_migration", "build_economics", "push_outbox")
-#: Converted to one transaction on engineer "order"'s branch; expected to pass once it is merged.
-ORDER_OWNED = ("segment_customers", "publish_segments", "track_migration", "build_economics")
 #: Columns that differ between two correct runs: run ids (another DAG run id is another MLflow run) and clocks.
 VOLATILE = re.compile(r"(run_id|_at)$")
 _WRITE = re.compile(r"^\s*(?:DELETE\s+FROM|INSERT\s+INTO|UPDATE|MERGE\s+INTO|CREATE\s+OR\s+REPLACE\s+TABLE)\s+"
@@ -210,13 +207,7 @@ def _killed_child(path: Path, name: str, before: str, tables: list[str], report:
         os._exit(3)  # not reached when the kill fired: 3 says the stage finished or failed without it
 
 
-def _cases() -> list[Any]:
-    return [pytest.param(name, marks=pytest.mark.xfail(
-        strict=False, reason=f"{name} writes its tables in one transaction only on engineer order's branch"))
-        if name in ORDER_OWNED else name for name in STAGES]
-
-
-@pytest.mark.parametrize("name", _cases())
+@pytest.mark.parametrize("name", STAGES)
 def test_a_stage_killed_inside_its_writes_leaves_the_old_state_and_a_rerun_equals_an_uninterrupted_run(
         prepared, name, tmp_path):
     case = prepared[name]

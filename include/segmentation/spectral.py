@@ -1,0 +1,159 @@
+"""Spectral segmentation on a sample's k-nearest-neighbour graph; everyone assigned by neighbour vote.
+
+Why: k-means and k-prototypes cut the feature space into convex cells around
+centroids, so a large diffuse group (many cheap, costly-to-serve customers) is
+split in two while a small dense group (the few valuable regulars) is merged
+with its nearest neighbour. Spectral clustering (Shi & Malik 2000; Ng, Jordan &
+Weiss 2002) groups rows that are connected through chains of near neighbours,
+whatever the shape and size of the group, so it follows where the customers
+actually are.
+
+How, at any scale:
+
+1. a seeded sample of at most ``sample`` rows (spectral embedding is
+   quadratic-ish in rows; a few thousand rows describe a dozen features well);
+2. the symmetrised ``n_neighbors``-nearest-neighbour graph of the sample
+   (connectivity weights), its normalised-Laplacian embedding (scikit-learn's
+   ``spectral_embedding``), rows scaled to unit length, then k-means in the
+   first ``k`` eigenvectors (Ng-Jordan-Weiss);
+3. every row (sampled or not) takes the majority segment of its
+   ``vote_neighbors`` nearest sampled rows (ties to the nearest), so
+   :meth:`SpectralSegments.predict` and the fitted labels agree.
+
+:class:`SpectralBasis` holds steps 1-2 up to the embedding and the neighbours of every row, so
+the k selection computes them once and tries every k from it.
+
+Numeric features only: categorical traits do not enter the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Neighbours per sampled row in the similarity graph.
+GRAPH_NEIGHBORS = 30
+#: Sampled rows whose majority segment a row takes.
+VOTE_NEIGHBORS = 15
+#: Largest sample the graph is built on.
+SPECTRAL_SAMPLE = 5000
+
+
+@dataclass
+class SpectralBasis:
+    """Sample, spectral embedding and every row's nearest sampled rows, shared by all k."""
+
+    sample_idx: np.ndarray  # (m,) rows of the fitted matrix in the sample
+    sample_rows: np.ndarray  # (m, p) their numeric features
+    embedding: np.ndarray  # (m, max_k) first eigenvectors of the normalised Laplacian
+    neighbours: np.ndarray  # (n, vote) indices into the sample of each row's nearest sampled rows
+
+    @classmethod
+    def build(cls, x_num: np.ndarray, max_k: int, *, seed: int = 0, sample: int = SPECTRAL_SAMPLE,
+              n_neighbors: int = GRAPH_NEIGHBORS, vote_neighbors: int = VOTE_NEIGHBORS) -> SpectralBasis:
+        from sklearn.neighbors import kneighbors_graph
+
+        x_num = np.asarray(x_num, dtype=np.float64)
+        if not np.isfinite(x_num).all():
+            raise ValueError("x_num has NaN or infinite values")
+        n = len(x_num)
+        if n <= max_k:
+            raise ValueError(f"spectral segmentation needs more rows ({n}) than segments ({max_k})")
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+        rows = x_num[idx]
+        graph = kneighbors_graph(rows, min(n_neighbors, len(rows) - 1), include_self=False)
+        graph = 0.5 * (graph + graph.T)
+        embedding = leading_eigenvectors(graph, max_k, rng)
+        return cls(idx, rows, embedding, nearest_sampled(rows, x_num, vote_neighbors))
+
+
+def leading_eigenvectors(graph, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(m, k) eigenvectors of D^-1/2 A D^-1/2 with the largest eigenvalues (Ng, Jordan & Weiss 2002).
+
+    They are the normalised Laplacian's smallest. LOBPCG (a block method) on the
+    normalised adjacency needs only sparse products and finds an eigenvalue
+    that several components share (a graph of c separate groups has eigenvalue 1
+    c times; single-vector Lanczos, ``eigsh``, returned it twice for three
+    groups). scikit-learn's ``spectral_embedding`` factorises the Laplacian for
+    shift-invert instead: 14 s at 5,000 rows here, against 1.7 s this way. The
+    start block comes from ``rng``, so the result is deterministic given the seed.
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import lobpcg
+
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    scale = sp.diags(1.0 / np.sqrt(np.maximum(degree, 1e-12)))
+    normalised = (scale @ graph @ scale).tocsr()
+    m = normalised.shape[0]
+    start = rng.uniform(-1, 1, (m, k))
+    if m <= 5 * k + 1:  # too small for LOBPCG: dense
+        values, vectors = np.linalg.eigh(normalised.toarray())
+    else:
+        values, vectors = lobpcg(normalised, start, largest=True, tol=1e-6, maxiter=500)
+    order = np.argsort(values)[::-1][:k]
+    return vectors[:, order]
+
+
+def nearest_sampled(sample_rows: np.ndarray, x_num: np.ndarray, vote_neighbors: int = VOTE_NEIGHBORS,
+                    chunk: int = 50_000) -> np.ndarray:
+    """(n, vote) indices of each row's nearest sampled rows, nearest first, in chunks to bound memory."""
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(n_neighbors=min(vote_neighbors, len(sample_rows))).fit(sample_rows)
+    parts = [index.kneighbors(x_num[i:i + chunk], return_distance=False) for i in range(0, len(x_num), chunk)]
+    return np.vstack(parts) if parts else np.zeros((0, 0), np.int64)
+
+
+def vote(sample_labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:
+    """Majority segment among each row's nearest sampled rows; ties go to the nearest one's segment."""
+    votes = sample_labels[neighbours]  # (n, vote)
+    counts = np.zeros((len(votes), k), np.int32)
+    rows = np.repeat(np.arange(len(votes)), votes.shape[1])
+    np.add.at(counts, (rows, votes.ravel()), 1)
+    best = counts.max(axis=1, keepdims=True)
+    nearest = votes[:, 0]
+    return np.where(counts[np.arange(len(votes)), nearest] == best[:, 0], nearest, counts.argmax(axis=1))
+
+
+class SpectralSegments:
+    """Spectral clustering of a sample with neighbour-vote assignment; a fitted segmentation model.
+
+    Attributes after :meth:`fit`: ``labels_`` (every row), ``cost_`` (within-segment sum of
+    squares, as k-means reports it), ``sample_rows_``, ``sample_labels_``.
+    """
+
+    def __init__(self, n_clusters: int, *, random_state: int = 0, n_init: int = 10,
+                 sample: int = SPECTRAL_SAMPLE, n_neighbors: int = GRAPH_NEIGHBORS,
+                 vote_neighbors: int = VOTE_NEIGHBORS):
+        if n_clusters < 2:
+            raise ValueError(f"n_clusters must be at least 2, got {n_clusters}")
+        self.n_clusters, self.random_state, self.n_init = n_clusters, random_state, n_init
+        self.sample, self.n_neighbors, self.vote_neighbors = sample, n_neighbors, vote_neighbors
+
+    def fit(self, x_num: np.ndarray, x_cat: np.ndarray | None = None,
+            basis: SpectralBasis | None = None) -> SpectralSegments:
+        """Fit on ``x_num`` (``x_cat`` is ignored); ``basis`` reuses a sample and embedding built for ``x_num``."""
+        from sklearn.cluster import KMeans
+
+        x_num = np.asarray(x_num, dtype=np.float64)
+        k = self.n_clusters
+        if basis is None:
+            basis = SpectralBasis.build(x_num, k, seed=self.random_state, sample=self.sample,
+                                        n_neighbors=self.n_neighbors, vote_neighbors=self.vote_neighbors)
+        if basis.embedding.shape[1] < k:
+            raise ValueError(f"the spectral basis has {basis.embedding.shape[1]} eigenvectors, k={k} needs {k}")
+        emb = basis.embedding[:, :k]
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        self.sample_labels_ = KMeans(k, n_init=self.n_init, random_state=self.random_state).fit_predict(emb)
+        self.sample_rows_ = basis.sample_rows
+        self.labels_ = vote(self.sample_labels_, basis.neighbours, k)
+        self.cost_ = float(sum(((x_num[self.labels_ == c] - x_num[self.labels_ == c].mean(axis=0)) ** 2).sum()
+                               for c in range(k) if (self.labels_ == c).any()))
+        return self
+
+    def predict(self, x_num: np.ndarray, x_cat: np.ndarray | None = None) -> np.ndarray:
+        """Segment of each row: the majority among its nearest sampled rows."""
+        neighbours = nearest_sampled(self.sample_rows_, np.asarray(x_num, dtype=np.float64), self.vote_neighbors)
+        return vote(self.sample_labels_, neighbours, self.n_clusters)
