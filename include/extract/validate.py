@@ -624,8 +624,11 @@ def run_boundaries(as_of_date: dt.date) -> dict[str, object]:
     return {"as_of_date": as_of_date, "cutoff_ts": cutoff}
 
 
-def check_contract(wh: Warehouse) -> dict[str, set[str]]:
+def check_contract(wh: Warehouse, types: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, set[str]]:
     """Check every raw table against the contract; return the columns each one has.
+
+    ``types`` is :func:`raw_column_types` when the caller already has it (one
+    catalogue query instead of reflecting the tables one by one).
 
     Raises
     ------
@@ -633,8 +636,9 @@ def check_contract(wh: Warehouse) -> dict[str, set[str]]:
         A required table, or a required column of a present table, is missing.
     """
     present: dict[str, set[str]] = {}
+    types = raw_column_types(wh) if types is None else types
     for spec in TABLE_SPECS:
-        cols = wh.table_columns(spec.raw)
+        cols = list(types[spec.raw]) if spec.raw in types else None
         if cols is None:
             if spec.required:
                 raise WarehouseError(
@@ -673,8 +677,8 @@ def extract_and_validate(
     bad rows. ``date_order`` is passed to :func:`build_validation_sql`.
     """
     wh.ensure_schema()
-    present = check_contract(wh)
     types = raw_column_types(wh)
+    present = check_contract(wh, types)
     params = run_boundaries(as_of_date)
     reports: list[TableReport] = []
     for spec in TABLE_SPECS:
