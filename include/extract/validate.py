@@ -7,7 +7,8 @@ The input contract (README, "Input contract") is declared here as
 1. types every column (raw CDP exports are often text): dates and times in
    ISO 8601 with a UTC offset converted to UTC, YYYYMMDD or the configured
    day/month order (:func:`build_validation_sql`), numbers with ``TRY_CAST``
-   where only finite values count;
+   where only finite values count; a column the warehouse already types as a
+   date, time or number (:func:`raw_column_types`) is used as it is;
 2. keeps the rows *in scope* for the run: loaded on or before the as-of date
    when the table has ``loaded_at``, else with an event time on or before it;
 3. gives every in-scope row at most one reason, first failing rule on a
