@@ -15,6 +15,8 @@ The second week reuses the models (the identity model always unless retrained;
 CLV with ``clv_use_champion``) and pushes only changed labels. For each run it
 prints every task's wall time and peak memory (resident set of the task's process
 tree sampled every 0.25 s; under ``dags test`` the one process's peak while the task ran),
+its CPU seconds (user + system of the task's process tree, its threads included: on a
+shared machine a steadier figure than wall time), the load average when the run ended,
 the run's wall time and the peak of the resident memory summed over all the Airflow
 processes (api-server, scheduler, dag-processor, workers: pages they share are counted
 once per process, so the sum overstates the machine's use).
@@ -58,12 +60,15 @@ class MemorySampler(threading.Thread):
         self.roots = roots  # a callable returning the root processes
         self.interval = interval
         self.per_ti: dict[str, int] = {}
+        self.per_ti_cpu: dict[str, float] = {}  # CPU seconds (user + system) of the task's process tree
         self.series: list[tuple[float, int]] = []
+        self.cpu_series: list[tuple[float, float]] = []  # CPU seconds of everything under ``roots``
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
             total = 0
+            cpu_total = 0.0
             for root in self.roots():
                 try:
                     tree = [root, *root.children(recursive=True)]
@@ -73,14 +78,20 @@ class MemorySampler(threading.Thread):
                     try:
                         rss = proc.memory_info().rss
                         total += rss
+                        cpu_total += _cpu_seconds(proc)
                         match = _WORKER_TITLE.match(" ".join(proc.cmdline()).strip())
                         if match:
                             ti = match.group(1).replace("-", "")
-                            tree_rss = rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+                            children = proc.children(recursive=True)
+                            tree_rss = rss + sum(c.memory_info().rss for c in children)
                             self.per_ti[ti] = max(self.per_ti.get(ti, 0), tree_rss)
+                            tree_cpu = _cpu_seconds(proc) + sum(_cpu_seconds(c) for c in children)
+                            self.per_ti_cpu[ti] = max(self.per_ti_cpu.get(ti, 0.0), tree_cpu)
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         continue
-            self.series.append((time.time(), total))
+            now = time.time()
+            self.series.append((now, total))
+            self.cpu_series.append((now, cpu_total))
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -92,6 +103,21 @@ class MemorySampler(threading.Thread):
 
     def peak(self) -> int:
         return max((rss for _, rss in self.series), default=0)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds used under ``roots`` from ``start`` to ``end`` (one process: ``dags test``)."""
+        inside = [cpu for t, cpu in self.cpu_series if start <= t <= end]
+        before = [cpu for t, cpu in self.cpu_series if t < start]
+        return (max(inside) - (before[-1] if before else min(inside))) if inside else 0.0
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of one process (its threads included, exited children not)."""
+    try:
+        times = proc.cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0
+    return times.user + times.system
 
 
 def raw_warehouse(data_dir: Path, persons: int, seed: int) -> Path:
@@ -139,10 +165,12 @@ def report(label: str, airflow_db: Path, run_id: str, sampler: MemorySampler, mo
         seconds = (end - start) if start and end else None
         if mode == "scheduler":
             peak = sampler.per_ti.get(str(ti["id"]).replace("-", ""), 0)
+            cpu = sampler.per_ti_cpu.get(str(ti["id"]).replace("-", ""), 0.0)
         else:
             peak = sampler.peak_between(start, end) if start and end else 0
+            cpu = sampler.cpu_between(start, end) if start and end else 0.0
         rows.append({"task": ti["task_id"], "state": ti["state"], "try": ti["try_number"],
-                     "seconds": seconds, "peak_mb": peak / 2**20})
+                     "seconds": seconds, "cpu_s": cpu, "peak_mb": peak / 2**20})
     # From the first task's start to the last task's end: ``dags test`` stamps its run's
     # start_date with the logical date, so the run's own timestamps do not measure it.
     starts = [_epoch(ti["start_date"]) for ti in tis if ti["start_date"]]
@@ -153,12 +181,15 @@ def report(label: str, airflow_db: Path, run_id: str, sampler: MemorySampler, mo
     stack_peak = sampler.peak_between(min(starts), max(ends)) / 2**20 if wall else 0
     print(f"\n== {label}: run {run_id} {run['state']}, wall {wall or float('nan'):.0f} s, "
           f"peak RSS summed over all Airflow processes {stack_peak:,.0f} MB (shared pages counted per process)")
-    print(f"{'task':22s} {'state':10s} {'try':>3s} {'seconds':>8s} {'peak MB':>8s}")
+    load = psutil.getloadavg()
+    print(f"load average now (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+          f"{psutil.cpu_count()} cores")
+    print(f"{'task':22s} {'state':10s} {'try':>3s} {'seconds':>8s} {'CPU s':>8s} {'peak MB':>8s}")
     for row in sorted(rows, key=lambda r: -(r["seconds"] or 0)):
         print(f"{row['task']:22s} {row['state'] or '-':10s} {row['try']:>3d} "
-              f"{row['seconds'] or float('nan'):>8.1f} {row['peak_mb']:>8,.0f}")
+              f"{row['seconds'] or float('nan'):>8.1f} {row['cpu_s']:>8.1f} {row['peak_mb']:>8,.0f}")
     return {"label": label, "run_id": run_id, "state": run["state"], "wall_s": wall,
-            "stack_peak_mb": stack_peak, "tasks": rows}
+            "stack_peak_mb": stack_peak, "load_average": load, "tasks": rows}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from include.extract.validate import TABLE_SPECS, BadDataError, build_validation_sql, extract_and_validate
 from include.runtime.warehouse import WarehouseError
@@ -230,3 +231,55 @@ def test_badly_named_id_column_is_named(tmp_path):
         wh.replace_table("raw_orders", orders(["P1"]))
         with pytest.raises(WarehouseError, match="(?i)id_national id"):
             extract_and_validate(wh, AS_OF)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_natively_typed_columns_follow_the_same_rules_as_text(kind, tmp_path):
+    # Typed columns skip the text parsing; the rules, reasons and details stay those of text.
+    frame = orders(["P1"] * 5)
+    frame["order_ts"] = pd.to_datetime(["2025-06-01 10:00", "2025-06-02 11:30", None, "2025-06-04 00:00", "2025-06-05 00:00"])
+    frame["amount"] = [12.5, float("nan"), 3.0, -1.0, float("inf")]
+    frame["discount"] = pd.array([1, -2, None, 0, 0], dtype="Int64")
+    frame["loaded_at"] = pd.to_datetime(["2025-06-01 11:00", "2025-06-03 00:00", "2025-06-03 00:00", "2025-06-03 00:00",
+                                         "2027-01-01 00:00"])
+    with warehouse(kind, tmp_path) as wh:
+        wh.replace_table("raw_identity_records", identity())
+        wh.replace_table("raw_orders", frame)
+        with wh.begin() as conn:  # pandas writes NaN as NULL: a stored NaN takes a statement
+            conn.execute(sa.text("UPDATE raw_orders SET amount = CAST('NaN' AS DOUBLE) WHERE order_id = 'o2'"))
+        reports = {r.table: r for r in extract_and_validate(wh, AS_OF, max_bad_share=1.0)}
+        staged = staged_orders(wh).set_index("order_id")
+        q = wh.query_df("SELECT source_key, reason, detail FROM quarantine WHERE as_of_date = :d", {"d": AS_OF})
+        issues = wh.query_df("SELECT source_key, column_name, reason, detail FROM field_issues "
+                             "WHERE as_of_date = :d", {"d": AS_OF})
+    assert staged.index.tolist() == ["o1"]
+    assert pd.Timestamp(staged.loc["o1", "order_ts"]) == pd.Timestamp(2025, 6, 1, 10)
+    assert staged.loc["o1", "amount"] == 12.5 and staged.loc["o1", "discount"] == 1.0
+    got = {row.source_key: (row.reason, row.detail.split("=")[0]) for row in q.itertuples()}
+    assert got == {"o2": ("non_numeric_value", "amount"), "o3": ("missing_required_value", "order_ts"),
+                   "o4": ("negative_value", "amount")}
+    assert q.set_index("source_key").loc["o4", "detail"] in ("amount=-1.0", "amount=-1")
+    # o5 was loaded after the as-of date: out of scope, not quarantined.
+    assert reports["raw_orders"].rows_after_as_of == 1
+    # o2's negative optional discount is not recorded: the row was quarantined for its amount.
+    assert issues.empty
+
+
+@pytest.mark.parametrize("kind", ["duckdb"])
+def test_native_and_text_columns_give_the_same_staged_rows(kind, tmp_path):
+    text = orders(["P1", "P1", "P2"], order_ts=["2025-06-01 10:00:00", "2025-06-02 00:00:00", "2025-06-03 08:15:00"],
+                  amount=["1.5", "20", "0.25"], returned_amount=["0", "-4", "1"])
+    typed = text.assign(order_ts=pd.to_datetime(text["order_ts"]), amount=text["amount"].astype(float),
+                        returned_amount=text["returned_amount"].astype(float))
+    results = []
+    for i, frame in enumerate([text, typed]):
+        (tmp_path / str(i)).mkdir()
+        with warehouse(kind, tmp_path / str(i)) as wh:
+            run(wh, identity(email=["a@x.com", "b@x.com"]), frame)
+            staged = staged_orders(wh).drop(columns=["as_of_date"])
+            issues = wh.query_df("SELECT source_key, column_name, reason FROM field_issues WHERE as_of_date = :d",
+                                 {"d": AS_OF})
+        results.append((staged, issues))
+    pd.testing.assert_frame_equal(results[0][0], results[1][0], check_dtype=False)
+    assert results[0][1].to_dict("records") == results[1][1].to_dict("records") == [
+        {"source_key": "o2", "column_name": "returned_amount", "reason": "negative_value"}]
