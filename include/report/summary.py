@@ -153,9 +153,6 @@ def _print_economics(econ, symbol: str, code: str) -> None:
           "share of last run's members published in the segment again (label stability, not customer retention).")
 
 
-if __name__ == "__main__":
-    main()
-
 
 def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
     """The treated-vs-holdout lift table of ``as_of_date`` (``segment_lift``), if the experiment ran."""
@@ -190,3 +187,7 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
               f"{int(r.n_treated):>8,d}/{int(r.n_holdout):<8,d}")
     print("  money outcomes: per customer since the policy started (at most retention_window_days); "
           "retention: repeat retention as in segment economics")
+
+
+if __name__ == "__main__":
+    main()
