@@ -192,6 +192,11 @@ def prepared(tmp_path_factory):
 
 def _killed_child(path: Path, name: str, before: str, tables: list[str], report: Path) -> None:
     """Run ``name`` on ``path``; just before its first write to ``before``, record a second connection's view, die."""
+    from threadpoolctl import threadpool_limits
+
+    # GNU OpenMP is not fork-safe: a forked child that enters a parallel region sized for the parent's thread
+    # team (scikit-learn's neighbour search in the spectral fit) spins forever. One thread per pool here.
+    threadpool_limits(1)
     url = f"duckdb:///{path}"
 
     def read_then_die() -> None:
