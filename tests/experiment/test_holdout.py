@@ -15,6 +15,7 @@ from include.experiment.build import ExperimentSettings, run_experiment
 from include.experiment.holdout import holdout_draw, holdout_flags, is_holdout
 from include.runtime.warehouse import Warehouse
 from tests.crm_servers import HubSpotServer, SalesforceServer, WebhookReceiver
+from tests.published import write_published
 
 WEEKS = [dt.date(2026, 10, 3) + dt.timedelta(weeks=i) for i in range(3)]
 NAMES = {1: "High-value core", 2: "Loyal potential", 3: "Costly tail"}
@@ -22,20 +23,7 @@ NAMES = {1: "High-value core", 2: "Loyal potential", 3: "Costly tail"}
 
 def publish(url: str, date: dt.date, keys: list[str], shift: int = 0) -> None:
     """Published labels, CLV and priorities (with a playbook action) of ``keys``; ``shift`` moves segments."""
-    seg = np.array([1 + (i + shift) % 3 for i in range(len(keys))])
-    names = [NAMES[s] for s in seg]
-    with Warehouse(url) as wh:
-        wh.ensure_schema()
-        wh.replace_partition("customer_segments", pd.DataFrame({
-            "as_of_date": date, "customer_key": keys, "segment_id": seg, "segment_name": names,
-            "model_run_id": "m"}), {"as_of_date": date})
-        wh.replace_partition("customer_clv", pd.DataFrame({
-            "as_of_date": date, "customer_key": keys, "p_alive": 0.8,
-            "clv_365d": np.arange(len(keys), dtype=float)}), {"as_of_date": date})
-        wh.replace_partition("customer_priority", pd.DataFrame({
-            "as_of_date": date, "customer_key": keys, "segment_id": seg, "segment_name": names,
-            "priority": "medium", "priority_rank": 3, "action": [f"Journey for {n}" for n in names]}),
-            {"as_of_date": date})
+    write_published(url, date, keys, np.array([1 + (i + shift) % 3 for i in range(len(keys))]), NAMES)
 
 
 def holdouts(url: str, date: dt.date) -> dict[str, bool]:

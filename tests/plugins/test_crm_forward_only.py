@@ -33,6 +33,7 @@ from include.crm.contract import (
 from include.runtime.warehouse import Warehouse
 from tests.crm_servers import HoldingProxy, ReceiverProcess
 from tests.plugins.test_crm import NAMES, operator, set_conn
+from tests.published import write_published
 
 D1, D2, D3 = dt.date(2026, 10, 31), dt.date(2026, 11, 7), dt.date(2026, 11, 14)
 N = 200
@@ -51,19 +52,7 @@ def segments_by_date() -> dict[dt.date, np.ndarray]:
 
 def publish(url: str, date: dt.date, seg: np.ndarray) -> None:
     """Published labels, CLV and priorities of ``date`` (what the publish and economics stages write)."""
-    names = [NAMES[int(s)] for s in seg]
-    with Warehouse(url) as wh:
-        wh.ensure_schema()
-        wh.replace_partition("customer_segments", pd.DataFrame({
-            "as_of_date": date, "customer_key": KEYS, "segment_id": seg, "segment_name": names,
-            "model_run_id": "m"}), {"as_of_date": date})
-        wh.replace_partition("customer_clv", pd.DataFrame({
-            "as_of_date": date, "customer_key": KEYS, "p_alive": 0.8, "clv_365d": np.arange(N, dtype=float)}),
-            {"as_of_date": date})
-        wh.replace_partition("customer_priority", pd.DataFrame({
-            "as_of_date": date, "customer_key": KEYS, "segment_id": seg, "segment_name": names,
-            "priority": "medium", "priority_rank": 3, "action": [f"Journey {s}" for s in seg]}),
-            {"as_of_date": date})
+    write_published(url, date, KEYS, seg, NAMES)
 
 
 def expected(url: str, date: dt.date) -> dict[str, dict]:
