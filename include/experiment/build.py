@@ -13,12 +13,20 @@ pushed):
    the action per segment (JSON) and the holdout share. The policy started on
    the earliest date of the unbroken run of earlier dates with the same hash
    and share (``policy_start``): a new playbook starts a new comparison;
-3. ``segment_lift`` gets, per segment (the customer's segment on its first
-   date under the policy) and outcome, treated and holdout means, the lift
-   with a 95% interval and the sample sizes (:mod:`include.experiment.lift`).
-   Money outcomes (revenue, cost-to-serve, profit per customer) cover the days
-   since the policy started, at most ``retention_window_days``; retention is
-   the economics stage's repeat retention over the same window length.
+3. ``segment_lift`` gets, per segment and outcome, treated and holdout
+   means, the lift with a 95% interval, the minimum detectable effect and
+   the sample sizes (:mod:`include.experiment.lift`). Intention to treat:
+   every customer assigned under the policy counts in the segment and arm of
+   its first date under it. Outcomes are measured only after the policy
+   started (from the day after its first run to the as-of date, one
+   cumulative window, so each customer is one observation): revenue,
+   cost-to-serve and profit per customer over the whole window, and repeat
+   retention of the customers who ordered in the ``retention_window_days``
+   before the policy (ordered again in the window, its last
+   ``retention_window_days`` once longer). The policy's first run has no
+   post-policy days and writes no lift.
+
+All three tables are written in one transaction.
 """
 
 from __future__ import annotations
@@ -92,27 +100,32 @@ def policy_start(history: pd.DataFrame, as_of_date: dt.date, policy: str, share:
 
 
 def outcome_params(as_of_date: dt.date, start: dt.date, settings: ExperimentSettings) -> dict[str, Any]:
-    """Bind parameters of ``customer_outcomes`` (see ``experiment.sql``)."""
+    """Bind parameters of ``customer_outcomes`` (see ``experiment.sql``): the windows of the comparison.
+
+    The post-policy window runs from the day after the policy's first run
+    (its labels and actions are pushed after its as-of date) to the end of
+    ``as_of_date``; the covariate window is as long and ends where it starts;
+    the retention base is the ``retention_window_days`` before it.
+    """
     params = feature_params(as_of_date)
     cutoff = params["cutoff_ts"]
     window = dt.timedelta(days=settings.retention_window_days)
-    # Treatment begins after the policy's first run has pushed its labels: the day after its as-of date.
-    money_start = max(cutoff - window, cutoff - dt.timedelta(days=(as_of_date - start).days))
-    money_days = (cutoff - money_start).days
-    # The covariate window: as long as the outcome window, ending where the policy started.
-    pre_end = cutoff - dt.timedelta(days=(as_of_date - start).days)
-    params.update(experiment_name=settings.experiment_name, policy_start=start, money_start_ts=money_start,
-                  pre_start_ts=pre_end - dt.timedelta(days=money_days), pre_end_ts=pre_end,
-                  window_start_ts=cutoff - window, previous_window_start_ts=cutoff - 2 * window,
-                  margin=settings.gross_margin,
-                  per_customer=settings.servicing_cost_per_customer * money_days / 365.0,
-                  per_order=settings.servicing_cost_per_order)
+    post_start = feature_params(start)["cutoff_ts"]
+    post_days = max(0, (cutoff - post_start).days)
+    params.update(experiment_name=settings.experiment_name, policy_start=start, post_start_ts=post_start,
+                  pre_start_ts=post_start - dt.timedelta(days=post_days), base_start_ts=post_start - window,
+                  retention_start_ts=max(post_start, cutoff - window), margin=settings.gross_margin,
+                  per_customer=settings.servicing_cost_per_customer * post_days / 365.0,
+                  per_order=settings.servicing_cost_per_order, post_days=post_days)
     return params
 
 
 def run_experiment(wh: Warehouse, as_of_date: dt.date, settings: ExperimentSettings,
                    playbook_path: str | Path | None = None) -> dict[str, Any]:
-    """Write ``customer_holdout``, ``policy_runs`` and ``segment_lift`` for ``as_of_date``; return figures.
+    """Write ``customer_holdout``, ``policy_runs`` and ``segment_lift`` for ``as_of_date`` (one transaction).
+
+    On the policy's first date nothing has been treated yet: no lift rows are
+    written (a comparison there would be pre-policy noise), and the figures say so.
 
     Raises
     ------
@@ -122,6 +135,12 @@ def run_experiment(wh: Warehouse, as_of_date: dt.date, settings: ExperimentSetti
     """
     if settings.retention_window_days < 1:
         raise ValueError(f"retention_window_days must be at least 1, got {settings.retention_window_days}")
+    with wh.transaction() as tx:
+        return _run_experiment(tx, as_of_date, settings, playbook_path)
+
+
+def _run_experiment(wh: Warehouse, as_of_date: dt.date, settings: ExperimentSettings,
+                    playbook_path: str | Path | None) -> dict[str, Any]:
     published = wh.query_df(SQL["published_actions"], {"as_of_date": as_of_date})
     if published.empty:
         raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
@@ -147,28 +166,31 @@ def run_experiment(wh: Warehouse, as_of_date: dt.date, settings: ExperimentSetti
         "holdout_share": settings.holdout_share, "policy_start": start, "actions": actions_json,
         "customers": len(assigned), "holdout_customers": int(assigned["holdout"].sum()),
         "recorded_at": pd.Timestamp.now(tz="UTC").tz_localize(None)}])
-    with wh.begin() as conn:
-        wh.replace_partition("customer_holdout", holdout_rows, {"as_of_date": as_of_date}, conn=conn)
-        wh.replace_partition("policy_runs", policy_row, {"as_of_date": as_of_date}, conn=conn)
+    wh.replace_partition("customer_holdout", holdout_rows, {"as_of_date": as_of_date})
+    wh.replace_partition("policy_runs", policy_row, {"as_of_date": as_of_date})
 
     params = outcome_params(as_of_date, start, settings)
-    outcomes = wh.query_df(SQL["customer_outcomes"], params).rename(columns={"retained": "retention"})
-    if params["money_start_ts"] >= params["cutoff_ts"]:
-        # The policy's first run: nothing has been treated yet, so there are no money outcomes to compare.
-        outcomes[["revenue", "cost_to_serve", "profit"]] = np.nan
-    lift = segment_lift(outcomes)
+    if params["post_days"] > 0:
+        outcomes = wh.query_df(SQL["customer_outcomes"], params)
+        lift = segment_lift(outcomes)
+    else:
+        # The policy's first run: nothing has been treated yet, so there is nothing to compare.
+        lift = pd.DataFrame(columns=list(LIFT_COLUMNS))
     lift.insert(0, "as_of_date", as_of_date)
     lift.insert(1, "experiment_name", settings.experiment_name)
     lift.insert(2, "policy_hash", policy)
     lift.insert(3, "policy_start", start)
-    lift.insert(4, "window_start", params["money_start_ts"].date())
+    lift.insert(4, "window_start", params["post_start_ts"].date())
     wh.replace_partition("segment_lift", lift[["as_of_date", "experiment_name", "policy_hash", "policy_start",
                                                "window_start", *LIFT_COLUMNS]], {"as_of_date": as_of_date})
     figures = {"customers": len(assigned), "holdout_customers": int(assigned["holdout"].sum()),
                "holdout_share_observed": float(assigned["holdout"].mean()), "policy_hash": policy,
-               "policy_start": start.isoformat(), "weeks_under_policy": (as_of_date - start).days // 7,
+               "policy_start": start.isoformat(), "days_under_policy": params["post_days"],
                "segments_measured": int(lift["segment_id"].nunique()) if len(lift) else 0}
     log.info("experiment %s %s: %d customers, %d in the holdout (%.1f%%); policy %s in force since %s",
              settings.experiment_name, as_of_date, figures["customers"], figures["holdout_customers"],
              100 * figures["holdout_share_observed"], policy, start)
+    if not len(lift):
+        log.warning("experiment %s %s: the policy's first run, nothing treated yet: no lift measured",
+                    settings.experiment_name, as_of_date)
     return {"figures": figures, "lift": lift}

@@ -1,62 +1,55 @@
 -- Experiment reads: per-customer outcomes of one as-of date for the treated-vs-holdout lift.
--- Binds: :as_of_date (DATE), :experiment_name, :policy_start (first date of the policy in force),
--- :cutoff_ts (start of the day after the as-of date, exclusive), :money_start_ts (start of the
--- outcome window for money: the day after the policy start, at most retention_window_days back),
--- :window_start_ts / :previous_window_start_ts (cutoff - w / cutoff - 2w, w = retention_window_days),
--- :margin (gross margin), :per_customer (servicing cost per customer over the money window),
--- :per_order (servicing cost per order), :pre_start_ts / :pre_end_ts (the window of the same length
--- before the policy started: each customer's money outcomes there are the covariate of the
--- CUPED adjustment in include/experiment/lift.py).
--- Each customer is compared in the segment and arm it had on its first date under the policy
--- (segment_at_start): the current segment could itself be moved by the treatment.
+-- Binds: :as_of_date (DATE), :experiment_name, :policy_start (first as-of date of the policy in force),
+-- :cutoff_ts (start of the day after the as-of date, exclusive), :post_start_ts (start of the day after
+-- the policy start: the first day the playbook could act), :pre_start_ts (post_start_ts minus the
+-- length of the post-policy window: the CUPED covariate window of the money outcomes), :base_start_ts
+-- (post_start_ts - w, w = retention_window_days: the retention base window, before any treatment),
+-- :retention_start_ts (the later of post_start_ts and cutoff_ts - w), :margin (gross margin),
+-- :per_customer (servicing cost per customer over the post-policy window; the covariate window is as
+-- long), :per_order (servicing cost per order).
+-- Intention to treat: every customer assigned under the policy (a customer_holdout row from the policy
+-- start to the as-of date) counts, in the segment and arm of its FIRST date under the policy (the
+-- current segment could itself be moved by the treatment), also when it is no longer published.
+-- One row per customer: money outcomes are cumulative over the whole post-policy window, so weekly
+-- runs re-estimate one growing comparison and no customer is counted twice in one estimate.
+-- Retention: of the customers who ordered in the w days before the policy (the base, fixed before any
+-- treatment), whether they ordered in the post-policy window (its last w days once it is longer).
 
 -- name: customer_outcomes
 WITH ids AS (
     SELECT source_system, source_id, customer_key FROM identity_map WHERE as_of_date = :as_of_date
-), first_rows AS (
-    SELECT customer_key, segment_id, segment_name, holdout,
-        ROW_NUMBER() OVER (PARTITION BY customer_key ORDER BY as_of_date) AS rn
+), arms AS (
+    -- MIN_BY (DuckDB and Snowflake): the row of each customer's first date, in one pass without a sort.
+    SELECT customer_key, MIN_BY(segment_id, as_of_date) AS segment_id,
+        MIN_BY(segment_name, as_of_date) AS segment_name, MIN_BY(holdout, as_of_date) AS holdout
     FROM customer_holdout
     WHERE experiment_name = :experiment_name AND as_of_date >= :policy_start AND as_of_date <= :as_of_date
-), arms AS (
-    -- Customers published today, in their segment and arm on their first date under the policy.
-    SELECT f.customer_key, f.segment_id, f.segment_name, f.holdout
-    FROM first_rows f
-    JOIN customer_holdout t ON t.as_of_date = :as_of_date AND t.experiment_name = :experiment_name
-        AND t.customer_key = f.customer_key
-    WHERE f.rn = 1
+    GROUP BY customer_key
 ), cost_data AS (
     SELECT (SELECT COUNT(*) FROM stg_support_contacts WHERE as_of_date = :as_of_date) > 0
         OR :per_customer > 0 OR :per_order > 0 AS known
 ), money AS (
     SELECT i.customer_key,
-        SUM(CASE WHEN o.order_ts >= :money_start_ts THEN 1 ELSE 0 END) AS orders,
-        SUM(CASE WHEN o.order_ts >= :money_start_ts THEN o.amount - COALESCE(o.returned_amount, 0) END) AS revenue,
-        SUM(CASE WHEN o.order_ts < :pre_end_ts THEN 1 ELSE 0 END) AS orders_pre,
-        SUM(CASE WHEN o.order_ts < :pre_end_ts THEN o.amount - COALESCE(o.returned_amount, 0) END) AS revenue_pre
+        SUM(CASE WHEN o.order_ts >= :post_start_ts THEN 1 ELSE 0 END) AS orders,
+        SUM(CASE WHEN o.order_ts >= :post_start_ts THEN o.amount - COALESCE(o.returned_amount, 0) END) AS revenue,
+        SUM(CASE WHEN o.order_ts >= :pre_start_ts AND o.order_ts < :post_start_ts THEN 1 ELSE 0 END) AS orders_pre,
+        SUM(CASE WHEN o.order_ts >= :pre_start_ts AND o.order_ts < :post_start_ts
+            THEN o.amount - COALESCE(o.returned_amount, 0) END) AS revenue_pre,
+        SUM(CASE WHEN o.order_ts >= :base_start_ts AND o.order_ts < :post_start_ts THEN 1 ELSE 0 END) AS orders_base,
+        MAX(CASE WHEN o.order_ts >= :retention_start_ts THEN 1 ELSE 0 END) AS ordered_recently
     FROM stg_orders o
     JOIN ids i ON i.source_system = o.source_system AND i.source_id = o.source_id
     WHERE o.as_of_date = :as_of_date AND o.order_ts < :cutoff_ts
-      AND ((o.order_ts >= :money_start_ts) OR (o.order_ts >= :pre_start_ts AND o.order_ts < :pre_end_ts))
+      AND o.order_ts >= LEAST(CAST(:pre_start_ts AS TIMESTAMP), CAST(:base_start_ts AS TIMESTAMP))
     GROUP BY i.customer_key
 ), support AS (
     SELECT i.customer_key,
-        SUM(CASE WHEN s.contact_ts >= :money_start_ts THEN COALESCE(s.cost, c.cost_per_contact, 0) END) AS cost,
-        SUM(CASE WHEN s.contact_ts < :pre_end_ts THEN COALESCE(s.cost, c.cost_per_contact, 0) END) AS cost_pre
+        SUM(CASE WHEN s.contact_ts >= :post_start_ts THEN COALESCE(s.cost, c.cost_per_contact, 0) END) AS cost,
+        SUM(CASE WHEN s.contact_ts < :post_start_ts THEN COALESCE(s.cost, c.cost_per_contact, 0) END) AS cost_pre
     FROM stg_support_contacts s
     JOIN ids i ON i.source_system = s.source_system AND i.source_id = s.source_id
     LEFT JOIN support_channel_costs c ON c.as_of_date = :as_of_date AND c.channel = s.channel
-    WHERE s.as_of_date = :as_of_date AND s.contact_ts < :cutoff_ts
-      AND ((s.contact_ts >= :money_start_ts) OR (s.contact_ts >= :pre_start_ts AND s.contact_ts < :pre_end_ts))
-    GROUP BY i.customer_key
-), activity AS (
-    -- Repeat retention as in economics.sql: ordered in (d-2w, d-w], and again in (d-w, d]?
-    SELECT i.customer_key,
-        MAX(CASE WHEN o.order_ts < :window_start_ts THEN 1 ELSE 0 END) AS active_before,
-        MAX(CASE WHEN o.order_ts >= :window_start_ts THEN 1 ELSE 0 END) AS active_now
-    FROM stg_orders o
-    JOIN ids i ON i.source_system = o.source_system AND i.source_id = o.source_id
-    WHERE o.as_of_date = :as_of_date AND o.order_ts >= :previous_window_start_ts AND o.order_ts < :cutoff_ts
+    WHERE s.as_of_date = :as_of_date AND s.contact_ts < :cutoff_ts AND s.contact_ts >= :pre_start_ts
     GROUP BY i.customer_key
 )
 SELECT a.customer_key, a.segment_id, a.segment_name, a.holdout,
@@ -72,13 +65,12 @@ SELECT a.customer_key, a.segment_id, a.segment_name, a.holdout,
     CAST(CASE WHEN k.known THEN COALESCE(m.revenue_pre, 0) * :margin
          - (COALESCE(s.cost_pre, 0) + :per_customer + COALESCE(m.orders_pre, 0) * :per_order) END AS DOUBLE)
         AS profit_pre,
-    CAST(COALESCE(v.active_before, 0) AS BIGINT) AS retention_base,
-    CAST(CASE WHEN v.active_before = 1 THEN v.active_now END AS DOUBLE) AS retained
+    CAST(CASE WHEN m.orders_base > 0 THEN m.ordered_recently END AS DOUBLE) AS retention,
+    CAST(CASE WHEN m.orders_base > 0 THEN m.orders_base END AS DOUBLE) AS retention_pre
 FROM arms a
 CROSS JOIN cost_data k
 LEFT JOIN money m ON m.customer_key = a.customer_key
 LEFT JOIN support s ON s.customer_key = a.customer_key
-LEFT JOIN activity v ON v.customer_key = a.customer_key
 ORDER BY a.customer_key;
 
 -- name: published_actions

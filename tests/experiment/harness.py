@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from include.demo.generate import DemoGenerator, PolicyEffects, expected_customer_keys
-from include.experiment.build import ExperimentSettings, outcome_params, run_experiment
+from include.experiment.build import SQL, ExperimentSettings, outcome_params, run_experiment
+from include.experiment.lift import METRICS, segment_lift
 from include.runtime.warehouse import Warehouse
 
 STAGE_ORDERS = """
@@ -75,7 +76,7 @@ def load(url: str, tables: dict[str, pd.DataFrame]) -> None:
     with Warehouse(url) as wh:
         wh.ensure_schema()
         for name in ("raw_identity_records", "raw_orders", "raw_support_contacts", "truth_identity",
-                     "truth_policy", "truth_policy_changes"):
+                     "truth_persons", "truth_policy", "truth_policy_changes"):
             wh.replace_table(name, tables[name])
         wh.replace_table("person_keys", person_keys)
 
@@ -93,76 +94,116 @@ def run_week(url: str, day: dt.date, settings: ExperimentSettings, playbook_path
         return run_experiment(wh, day, settings, playbook_path)["lift"]
 
 
-def planted_truth(url: str, day: dt.date, start: dt.date, settings: ExperimentSettings) -> pd.DataFrame:
-    """What the generator planted, per segment and metric, as a per-customer difference for ``day``.
+PERSON_KEYS = """
+-- Each person's customer key on the date: the key holding most of the person's source records.
+SELECT person_id, customer_key FROM (
+    SELECT t.person_id, i.customer_key, COUNT(*) AS n,
+        ROW_NUMBER() OVER (PARTITION BY t.person_id ORDER BY COUNT(*) DESC, i.customer_key) AS rn
+    FROM identity_map i
+    JOIN truth_identity t ON t.source_system = i.source_system AND t.source_id = i.source_id
+    WHERE i.as_of_date = :d GROUP BY t.person_id, i.customer_key)
+WHERE rn = 1
+"""
+ADDED_ORDERS = """
+SELECT i.customer_key, o.order_id, o.order_ts, o.amount - COALESCE(o.returned_amount, 0) AS net
+FROM stg_orders o
+JOIN identity_map i ON i.as_of_date = :d AND i.source_system = o.source_system AND i.source_id = o.source_id
+JOIN truth_policy_changes c ON c.change = 'order_added' AND c.event_id = o.order_id
+WHERE o.as_of_date = :d AND o.order_ts >= :post AND o.order_ts < :cutoff
+"""
+OWN_RECENT = """
+-- Customers with an order of their own (not one the generator added) in the retention window.
+SELECT DISTINCT i.customer_key
+FROM stg_orders o
+JOIN identity_map i ON i.as_of_date = :d AND i.source_system = o.source_system AND i.source_id = o.source_id
+LEFT JOIN truth_policy_changes c ON c.change = 'order_added' AND c.event_id = o.order_id
+WHERE o.as_of_date = :d AND o.order_ts >= :recent AND o.order_ts < :cutoff AND c.event_id IS NULL
+"""
+REMOVED_CONTACTS = """
+SELECT person_id, SUM(amount) AS cost FROM truth_policy_changes
+WHERE change = 'contact_removed' AND event_ts >= :post AND event_ts < :cutoff GROUP BY person_id
+"""
 
-    Revenue: the added orders' revenue in the money window per treated customer; cost-to-serve: minus the
-    removed contacts' cost per treated customer; profit: margin x revenue - cost; retention: the treated
-    customers' repeat retention with the added orders minus without them (kept customers who had stopped
-    buying also re-enter the retention base, so this can exceed the generator's
-    ``retention_effect_planted``). Segments without an effect get 0.
+
+def planted_per_customer(wh, day: dt.date, settings) -> pd.DataFrame:
+    """Per customer of the comparison: measured outcomes, the outcomes without the planted changes, archetype.
+
+    Benchmark side only (the pipeline never reads ``truth_*``). Returns the
+    outcome frame of the experiment stage's own SQL with ``<metric>_effect``
+    columns (with minus without the planted changes) and the customer's archetype.
     """
+
+    start = pd.Timestamp(wh.scalar("SELECT policy_start FROM policy_runs WHERE as_of_date = :d", {"d": day})).date()
     p = outcome_params(day, start, settings)
-    with Warehouse(url) as wh:
-        changes = wh.query_df(
-            "SELECT k.segment_id, k.archetype, c.change, SUM(c.amount) AS amount FROM truth_policy_changes c "
-            "JOIN person_keys k ON k.person_id = c.person_id "
-            "WHERE c.event_ts >= :lo AND c.event_ts < :hi GROUP BY ALL", {"lo": p["money_start_ts"], "hi": p["cutoff_ts"]})
-        treated = wh.query_df(
-            "SELECT k.segment_id, k.archetype, COUNT(*) AS n, MAX(t.retention_effect_planted) AS retention "
-            "FROM truth_policy t JOIN person_keys k ON k.person_id = t.person_id "
-            "JOIN customer_holdout h ON h.as_of_date = :d AND h.customer_key = k.customer_key AND NOT h.holdout "
-            "GROUP BY ALL", {"d": day})
-        archetype = wh.scalar("SELECT MAX(archetype) FROM truth_policy WHERE retention_treated")
-        retention = wh.query_df(
-            """
-            WITH treated AS (
-                SELECT h.customer_key, h.segment_id FROM customer_holdout h
-                WHERE h.as_of_date = :d AND NOT h.holdout
-            ), flags AS (
-                SELECT t.segment_id, t.customer_key, (c.event_id IS NOT NULL) AS added,
-                    MAX(CASE WHEN o.order_ts < :ws THEN 1 ELSE 0 END) AS before_all,
-                    MAX(CASE WHEN o.order_ts >= :ws THEN 1 ELSE 0 END) AS now_all
-                FROM stg_orders o
-                JOIN identity_map i ON i.as_of_date = :d AND i.source_system = o.source_system
-                    AND i.source_id = o.source_id
-                JOIN treated t ON t.customer_key = i.customer_key
-                LEFT JOIN truth_policy_changes c ON c.event_id = o.order_id
-                WHERE o.as_of_date = :d AND o.order_ts >= :pws AND o.order_ts < :hi
-                GROUP BY ALL
-            ), per_customer AS (
-                SELECT segment_id, customer_key,
-                    MAX(before_all) AS b1, MAX(now_all) AS n1,
-                    MAX(CASE WHEN NOT added THEN before_all ELSE 0 END) AS b0,
-                    MAX(CASE WHEN NOT added THEN now_all ELSE 0 END) AS n0
-                FROM flags GROUP BY ALL
-            )
-            SELECT segment_id, SUM(b1 * n1) / NULLIF(SUM(b1), 0) - SUM(b0 * n0) / NULLIF(SUM(b0), 0) AS effect
-            FROM per_customer GROUP BY segment_id
-            """, {"d": day, "ws": p["window_start_ts"], "pws": p["previous_window_start_ts"], "hi": p["cutoff_ts"]})
-        retention_by_segment = dict(zip(retention["segment_id"], retention["effect"].fillna(0.0), strict=True))
+    frame = wh.query_df(SQL["customer_outcomes"], p).set_index("customer_key")
+    q = {"d": day, "post": p["post_start_ts"], "cutoff": p["cutoff_ts"], "recent": p["retention_start_ts"]}
+    added = wh.query_df(ADDED_ORDERS, q).groupby("customer_key")["net"].sum()
+    own_recent = set(wh.query_df(OWN_RECENT, q)["customer_key"])
+    person = wh.query_df(PERSON_KEYS, q)
+    archetype = wh.query_df("SELECT person_id, archetype FROM truth_persons")
+    person = person.merge(archetype, on="person_id")
+    removed = wh.query_df(REMOVED_CONTACTS, q).merge(person, on="person_id").groupby("customer_key")["cost"].sum()
+    # A customer's archetype: that of its person with the most records (a false merge is rare).
+    frame["archetype"] = person.drop_duplicates("customer_key").set_index("customer_key")["archetype"] \
+        .reindex(frame.index).fillna("(no person)")
+    revenue_effect = added.reindex(frame.index).fillna(0.0)
+    cost_effect = -removed.reindex(frame.index).fillna(0.0)
+    frame["revenue_effect"] = revenue_effect
+    frame["cost_to_serve_effect"] = cost_effect
+    frame["profit_effect"] = settings.gross_margin * revenue_effect - cost_effect
+    without = pd.Series(frame.index.isin(list(own_recent)).astype(float), index=frame.index)
+    frame["retention_effect"] = (frame["retention"] - without).where(frame["retention"].notna())
+    return frame.reset_index()
+
+
+def expected_lift(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per segment and metric: treated-arm mean of the planted effect minus the holdout arm's (the truth)."""
     rows = []
-    for r in treated.itertuples():
-        got = changes[changes["segment_id"] == r.segment_id].set_index("change")["amount"]
-        revenue = float(got.get("order_added", 0.0)) / r.n
-        cost = -float(got.get("contact_removed", 0.0)) / r.n
-        retention = float(retention_by_segment.get(r.segment_id, 0.0)) if r.archetype == archetype else 0.0
-        for metric, value in (("retention", retention), ("revenue", revenue), ("cost_to_serve", cost),
-                              ("profit", settings.gross_margin * revenue - cost)):
-            rows.append({"segment_id": r.segment_id, "segment_name": r.archetype, "metric": metric, "planted": value})
+    for sid, g in frame.groupby("segment_id"):
+        arm = g["holdout"].astype(bool)
+        for metric in METRICS:
+            e = g[f"{metric}_effect"]
+            if metric == "retention":
+                e = e[g["retention"].notna()]
+                a = arm[g["retention"].notna()]
+            else:
+                a = arm
+            rows.append({"segment_id": sid, "metric": metric,
+                         "expected": float(e[~a].mean() - e[a].mean()) if a.any() and (~a).any() else np.nan})
     return pd.DataFrame(rows)
 
 
-def recovery(lift: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Measured lift beside the planted effect, with whether the 95% interval covers it."""
-    out = lift.merge(truth, on=["segment_id", "segment_name", "metric"], how="left")
-    out["covered"] = (out["ci_low"] <= out["planted"]) & (out["planted"] <= out["ci_high"])
+def archetype_mix(frame: pd.DataFrame) -> pd.DataFrame:
+    """Share of each archetype in each pipeline segment (customers of the comparison)."""
+    return pd.crosstab(frame["segment_name"], frame["archetype"], normalize="index")
+
+
+def recovery_table(lift: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    out = lift.merge(expected, on=["segment_id", "metric"], how="left")
+    out["covered"] = (out["ci_low"] <= out["expected"]) & (out["expected"] <= out["ci_high"])
     out["excludes_zero"] = (out["ci_low"] > 0) | (out["ci_high"] < 0)
+    out["no_effect"] = out["expected"].abs() < 1e-12
     return out
+
+
+def calibration(frame: pd.DataFrame, share: float, redraws: int, seed: int) -> pd.DataFrame:
+    """Share of 95% intervals excluding 0 when the arms are redrawn at random (no effect by construction)."""
+    rng = np.random.default_rng(seed)
+    cols = ["segment_id", "segment_name", *METRICS, *[f"{m}_pre" for m in METRICS if f"{m}_pre" in frame]]
+    base = frame[cols].copy()
+    rows = []
+    for _ in range(redraws):
+        base["holdout"] = rng.random(len(base)) < share
+        lift = segment_lift(base)
+        rows.append(lift.assign(excludes_zero=(lift["ci_low"] > 0) | (lift["ci_high"] < 0))
+                    [["segment_id", "metric", "excludes_zero", "ci_low"]])
+    out = pd.concat(rows, ignore_index=True)
+    return out[out["ci_low"].notna()]
 
 
 def weekly_dates(first_run: dt.date, weeks: int) -> list[dt.date]:
     return [first_run + dt.timedelta(weeks=w) for w in range(weeks + 1)]
 
 
-__all__ = ["generate", "load", "planted_truth", "recovery", "run_week", "weekly_dates", "np"]
+__all__ = ["archetype_mix", "calibration", "expected_lift", "generate", "load", "planted_per_customer", "recovery_table", "run_week",
+           "weekly_dates", "np"]
