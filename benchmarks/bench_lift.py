@@ -144,6 +144,53 @@ def report(args, url: str, dates: list[dt.date]) -> None:
           f"calibration {time.perf_counter() - t1:.0f} s wall, {cpu_seconds() - c1:.0f} CPU-s")
 
 
+def holdout_table_reads(customers: int, weeks: int, folder: Path) -> None:
+    """Time the reads of ``customer_holdout`` when it holds ``customers`` x ``weeks`` rows (one per customer and run).
+
+    Rows are written a date at a time through the stage's own ``replace_partition`` (as the DAG does),
+    the last date twice (a re-run), then: the point read of one date (what a push checks), the
+    experiment's assignment read over every date (``arms`` of ``customer_outcomes``), and the write.
+    """
+    from include.experiment.build import SQL
+    from include.runtime.warehouse import Warehouse
+
+    url = f"duckdb:///{folder / 'holdout-scale.duckdb'}"
+    keys = np.array([f"C{i:015x}" for i in range(customers)], dtype=object)
+    rng = np.random.default_rng(0)
+    first = dt.date(2025, 11, 1)
+    arms_sql = SQL["customer_outcomes"].split("), cost_data AS")[0].split("), arms AS (")[1]
+    with Warehouse(url) as wh:
+        wh.ensure_schema()
+        write_s = []
+        for w in range(weeks + 1):
+            day = first + dt.timedelta(weeks=min(w, weeks - 1))
+            frame = pd.DataFrame({"as_of_date": day, "experiment_name": "segment-playbook", "customer_key": keys,
+                                  "segment_id": rng.integers(1, 8, customers), "segment_name": "segment",
+                                  "holdout": rng.random(customers) < 0.1, "holdout_draw": rng.random(customers),
+                                  "action": "act", "policy_hash": "h"})
+            t = time.perf_counter()
+            wh.replace_partition("customer_holdout", frame, {"as_of_date": day})
+            write_s.append(time.perf_counter() - t)
+        last = first + dt.timedelta(weeks=weeks - 1)
+        rows = wh.scalar("SELECT COUNT(*) FROM customer_holdout")
+        timings = {}
+        for name, sql, params in (
+                ("point read of one date", "SELECT COUNT(*), SUM(CAST(holdout AS INT)) FROM customer_holdout "
+                 "WHERE as_of_date = :d AND experiment_name = 'segment-playbook'", {"d": last}),
+                ("assignment read over every date", f"SELECT COUNT(*) FROM ({arms_sql.strip()})",
+                 {"experiment_name": "segment-playbook", "policy_start": first, "as_of_date": last})):
+            best = []
+            for _ in range(3):
+                t, c = time.perf_counter(), cpu_seconds()
+                wh.scalar(sql, params)
+                best.append((time.perf_counter() - t, cpu_seconds() - c))
+            timings[name] = min(best)
+    size = (folder / "holdout-scale.duckdb").stat().st_size / 2**20
+    print(f"customer_holdout with {rows:,} rows ({customers:,} customers x {weeks} runs, file {size:,.0f} MB): "
+          f"write of one date {np.median(write_s):.2f} s (median), re-run of the last {write_s[-1]:.2f} s; "
+          + "; ".join(f"{k} {w:.3f} s wall / {c:.2f} CPU-s" for k, (w, c) in timings.items()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=10_000)
@@ -158,11 +205,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="warehouse and MLflow store (kept)")
     parser.add_argument("--redraws", type=int, default=400, help="holdout redraws of the calibration check")
     parser.add_argument("--pipeline-only", action="store_true")
+    parser.add_argument("--holdout-table", type=int, nargs=2, metavar=("CUSTOMERS", "WEEKS"),
+                        help="only time customer_holdout reads at this size (one row per customer and run)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args.data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SEGMENTATION_DATA_DIR", str(args.data_dir / "data"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.data_dir / 'mlflow.db'}")
+    if args.holdout_table:
+        holdout_table_reads(*args.holdout_table, args.data_dir)
+        return
     url = f"duckdb:///{args.data_dir / 'lift.duckdb'}"
     dates = [args.first_run + dt.timedelta(weeks=w) for w in range(args.weeks + 1)]
     started, cpu0 = time.perf_counter(), cpu_seconds()

@@ -54,11 +54,19 @@ def _value(metric: str, value: float, currency: str, signed: bool = False) -> st
     return f"{sign}{currency}{abs(value):,.2f}"
 
 
+def _mde(metric: str, value: float, currency: str) -> str:
+    if metric == "retention" and pd.notna(value):
+        return f"{100 * value:.1f} pts"
+    return _value(metric, value, currency)
+
+
 def _lift_table(latest: pd.DataFrame, currency: str) -> str:
     from include.report.html import _table
 
     e = html.escape
     rows = []
+    if "mde" not in latest.columns:  # rows written before the MDE was stored
+        latest = latest.assign(mde=float("nan"))
     for r in latest.sort_values(["segment_id", "metric"], key=lambda c: c.map(
             {m: i for i, m in enumerate(METRIC_LABELS)}) if c.name == "metric" else c).itertuples():
         ci = (f"[{_value(r.metric, r.ci_low, currency, True)}, {_value(r.metric, r.ci_high, currency, True)}]"
@@ -67,9 +75,9 @@ def _lift_table(latest: pd.DataFrame, currency: str) -> str:
         rows.append([e(str(r.segment_name)), e(METRIC_LABELS.get(r.metric, r.metric)),
                      _value(r.metric, r.treated_mean, currency), _value(r.metric, r.holdout_mean, currency),
                      ("<b>" if excludes else "") + _value(r.metric, r.lift, currency, True) + ("</b>" if excludes else ""),
-                     ci, f"{int(r.n_treated):,} / {int(r.n_holdout):,}"])
-    return _table(["segment", "outcome", "treated", "holdout", "lift", "95% interval", "n treated / holdout"],
-                  rows, numeric_from=2)
+                     ci, _mde(r.metric, r.mde, currency), f"{int(r.n_treated):,} / {int(r.n_holdout):,}"])
+    return _table(["segment", "outcome", "treated", "holdout", "lift", "95% interval", "MDE (80% power)",
+                   "n treated / holdout"], rows, numeric_from=2)
 
 
 def _lift_chart(history: pd.DataFrame, segment_id: int, currency: str) -> str:
@@ -104,14 +112,25 @@ def lift_sections(data: dict[str, Any] | None, currency: str = "£") -> list[tup
     if not data:
         return [("Lift: treated vs holdout", _not_available("lift", "the experiment stage has not run for this date"))]
     policy, latest, history = data["policy"], data["latest"], data["history"]
+    window = ""
+    if not latest.empty:
+        start = pd.Timestamp(latest["window_start"].iloc[0]).date()
+        days = (as_of := pd.Timestamp(latest["as_of_date"].iloc[0]).date()) - start + dt.timedelta(days=1)
+        window = (f"Outcomes are measured only after the policy started: from {start} to {as_of} ({days.days} "
+                  "days), one cumulative window, each customer once. ")
     head = (f"<p>Experiment <code>{e(str(policy['experiment_name']))}</code>: {float(policy['holdout_share']):.0%} "
             f"of every segment is held out of the playbook at random (stable per customer). Playbook "
             f"<code>{e(str(policy['policy_hash']))}</code> in force since {str(policy['policy_start'])[:10]}; "
             f"{int(policy['holdout_customers']):,} of {int(policy['customers']):,} customers in the holdout. "
-            "Each customer counts in the segment it had when the policy started. Money outcomes cover the days "
-            "since then (at most one retention window); bold lifts have an interval that excludes 0.</p>")
+            f"{window}Intention to treat: each customer counts in the segment and arm it had on its first date "
+            "under the policy. Money outcomes are per customer over the whole window; repeat retention is the "
+            "share of the customers who ordered in the retention window before the policy who ordered again "
+            "in it (its last retention window once longer). Lifts are adjusted for each customer's same "
+            "outcome before the policy (CUPED); bold lifts have an interval that excludes 0. MDE: the "
+            "smallest true lift this comparison detects with 80% power; an interval that includes 0 does not "
+            "show there is no effect smaller than the MDE.</p>")
     if latest.empty:
-        body = head + _not_available("lift", "no customers to compare yet")
+        body = head + _not_available("lift", "the policy's first run: nothing treated yet, so no comparison")
     else:
         body = head + _lift_table(latest, currency)
         charts = "".join(f"<h3>{e(str(name))}</h3>{_lift_chart(history, int(sid), currency)}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 
+import pandas as pd
+
 from include.runtime.paths import data_dir, default_warehouse_url, mlflow_tracking_uri
 from include.runtime.warehouse import Warehouse
 
@@ -163,30 +165,41 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
     sql = named_sql("experiment.sql")
     lift = wh.query_df(sql["lift_of_date"], {"as_of_date": as_of_date})
     policy = wh.query_df(sql["policy_of_date"], {"as_of_date": as_of_date})
-    if lift.empty or policy.empty:
-        print("\nLift: no treated-vs-holdout comparison for this date yet")
+    if policy.empty:
+        print("\nLift: the experiment stage has not run for this date")
+        return
+    if lift.empty:
+        print("\nLift: the policy's first run (nothing treated yet): no treated-vs-holdout comparison")
         return
     p = policy.iloc[0]
+    start = pd.Timestamp(lift["window_start"].iloc[0]).date()
+    days = (as_of_date - start).days + 1
     print(f"\nLift, treated vs holdout (experiment {p['experiment_name']}, {p['holdout_share']:.0%} holdout, "
-          f"playbook {p['policy_hash']} since {str(p['policy_start'])[:10]}; 95% intervals):")
+          f"playbook {p['policy_hash']} since {str(p['policy_start'])[:10]}; outcomes after the policy only: "
+          f"{start} to {as_of_date}, {days} days; 95% intervals):")
     print(f"  {'segment':42s} {'outcome':14s} {'treated':>10} {'holdout':>10} {'lift':>10} "
-          f"{'95% interval':>24} {'n treated/holdout':>18}")
+          f"{'95% interval':>24} {'MDE':>10} {'n treated/holdout':>18}")
 
     def fmt(metric: str, value: float, signed: bool = False) -> str:
         if value is None or value != value:
             return "-"
         if metric == "retention":
             return f"{100 * value:+.1f}pt" if signed else f"{100 * value:.1f}%"
-        return f"{value:+,.2f}" if signed else f"{symbol}{value:,.2f}"
+        return f"{value:+,.2f}" if signed else f"{'-' if value < 0 else ''}{symbol}{abs(value):,.2f}"
 
-    for r in lift.itertuples(index=False):
+    mde = lift["mde"] if "mde" in lift.columns else pd.Series(float("nan"), index=lift.index)
+    for r, m in zip(lift.itertuples(index=False), mde, strict=True):
         interval = f"[{fmt(r.metric, r.ci_low, True)}, {fmt(r.metric, r.ci_high, True)}]" \
             if r.ci_low == r.ci_low else "-"
+        mde_text = f"{100 * m:.1f}pt" if r.metric == "retention" and m == m else fmt(r.metric, m)
         print(f"  {r.segment_name[:42]:42s} {r.metric:14s} {fmt(r.metric, r.treated_mean):>10} "
               f"{fmt(r.metric, r.holdout_mean):>10} {fmt(r.metric, r.lift, True):>10} {interval:>24} "
-              f"{int(r.n_treated):>8,d}/{int(r.n_holdout):<8,d}")
-    print("  money outcomes: per customer since the policy started (at most retention_window_days); "
-          "retention: repeat retention as in segment economics")
+              f"{mde_text:>10} {int(r.n_treated):>8,d}/{int(r.n_holdout):<8,d}")
+    print("  intention to treat: each customer in the segment and arm of its first date under the policy. Money: "
+          "per customer over the whole window; retention: of those who ordered in the retention window before "
+          "the policy, the share who ordered again in it. Lift CUPED-adjusted for the same outcome before the "
+          "policy. MDE: smallest true lift detected with 80% power (an interval including 0 cannot rule out "
+          "an effect below it). Before/after views around a policy change are not randomised: see the report.")
 
 
 if __name__ == "__main__":
