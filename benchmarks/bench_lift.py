@@ -158,7 +158,7 @@ def holdout_table_reads(customers: int, weeks: int, folder: Path) -> None:
     keys = np.array([f"C{i:015x}" for i in range(customers)], dtype=object)
     rng = np.random.default_rng(0)
     first = dt.date(2025, 11, 1)
-    arms_sql = SQL["customer_outcomes"].split("), cost_data AS")[0].split("), arms AS (")[1]
+    arms_sql = SQL["customer_outcomes"].split("), arms AS (")[0].split("), assigned AS (")[1]
     with Warehouse(url) as wh:
         wh.ensure_schema()
         write_s = []

@@ -18,13 +18,19 @@
 -- name: customer_outcomes
 WITH ids AS (
     SELECT source_system, source_id, customer_key FROM identity_map WHERE as_of_date = :as_of_date
-), arms AS (
+), assigned AS (
     -- MIN_BY (DuckDB and Snowflake): the row of each customer's first date, in one pass without a sort.
-    SELECT customer_key, MIN_BY(segment_id, as_of_date) AS segment_id,
+    SELECT customer_key, MIN(as_of_date) AS first_date, MIN_BY(segment_id, as_of_date) AS segment_id,
         MIN_BY(segment_name, as_of_date) AS segment_name, MIN_BY(holdout, as_of_date) AS holdout
     FROM customer_holdout
     WHERE experiment_name = :experiment_name AND as_of_date >= :policy_start AND as_of_date <= :as_of_date
     GROUP BY customer_key
+), arms AS (
+    -- The segment as published for that date now: a later run's id fold may have relabelled the date.
+    SELECT a.customer_key, COALESCE(s.segment_id, a.segment_id) AS segment_id,
+        COALESCE(s.segment_name, a.segment_name) AS segment_name, a.holdout
+    FROM assigned a
+    LEFT JOIN customer_segments s ON s.as_of_date = a.first_date AND s.customer_key = a.customer_key
 ), cost_data AS (
     SELECT (SELECT COUNT(*) FROM stg_support_contacts WHERE as_of_date = :as_of_date) > 0
         OR :per_customer > 0 OR :per_order > 0 AS known

@@ -147,3 +147,28 @@ def test_push_waits_for_the_holdout_once_the_experiment_runs(tmp_path, airflow_d
     with Warehouse(url) as wh:
         run_experiment(wh, WEEKS[1], ExperimentSettings(experiment_name="exp-a"))
     assert push()["label_date"] == WEEKS[1].isoformat()
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "snowflake"])
+def test_customers_count_in_the_segment_of_their_first_date_under_the_policy(tmp_path, kind):
+    """Intention to treat, in both dialects: the segment of the first date under the policy (as published
+    now, after any relabelling), the arm, and customers no longer published still counted."""
+    from include.experiment.build import SQL, outcome_params
+    from tests.warehouses import warehouse
+
+    rows = [("2026-09-05", "k0", 9, "before the policy", False), ("2026-09-12", "k1", 1, "a", False),
+            ("2026-09-19", "k1", 2, "b", False), ("2026-09-19", "k2", 2, "b", True),
+            ("2026-09-12", "k3", 3, "c", True)]  # k3 is not published on the 19th
+    with warehouse(kind, tmp_path) as wh:
+        wh.ensure_schema()
+        for day, key, segment_id, name, holdout in rows:
+            wh.run_script("INSERT INTO customer_holdout (as_of_date, experiment_name, customer_key, segment_id, "
+                          "segment_name, holdout) VALUES (:d, 'e', :k, :s, :n, :h)",
+                          {"d": day, "k": key, "s": segment_id, "n": name, "h": holdout})
+        # A later run's id fold relabelled the 12th: k1's segment there is now published as id 5.
+        wh.run_script("INSERT INTO customer_segments (as_of_date, customer_key, segment_id, segment_name) "
+                      "VALUES ('2026-09-12', 'k1', 5, 'a (relabelled)')")
+        params = outcome_params(dt.date(2026, 9, 19), dt.date(2026, 9, 12), ExperimentSettings(experiment_name="e"))
+        frame = wh.query_df(SQL["customer_outcomes"], params)
+    got = {r.customer_key: (int(r.segment_id), r.segment_name, bool(r.holdout)) for r in frame.itertuples()}
+    assert got == {"k1": (5, "a (relabelled)", False), "k2": (2, "b", True), "k3": (3, "c", True)}
