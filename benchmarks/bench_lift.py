@@ -71,7 +71,7 @@ def run_pipeline(args, url: str, dates: list[dt.date]) -> None:
     print(f"generated {args.customers:,} persons in {time.perf_counter() - t0:.0f} s wall, "
           f"{cpu_seconds() - c0:.0f} CPU-s", flush=True)
     # Staged rows of every date are kept so that the experiment stage can be re-run for each of them.
-    settings = PipelineSettings(seed=args.seed, holdout_share=args.holdout_share,
+    settings = PipelineSettings(seed=args.seed, holdout_share=args.holdout_share, n_bootstrap=args.n_bootstrap,
                                 retention_window_days=args.retention_window_days,
                                 staging_retention_runs=len(dates) + 1)
     for day in dates:
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="as-of date of the policy's first run (effects from the day after)")
     parser.add_argument("--data-dir", type=Path, required=True, help="warehouse and MLflow store (kept)")
     parser.add_argument("--redraws", type=int, default=400, help="holdout redraws of the calibration check")
+    parser.add_argument("--n-bootstrap", type=int, default=8, help="segmentation bootstrap refits per run")
     parser.add_argument("--pipeline-only", action="store_true")
     parser.add_argument("--holdout-table", type=int, nargs=2, metavar=("CUSTOMERS", "WEEKS"),
                         help="only time customer_holdout reads at this size (one row per customer and run)")
