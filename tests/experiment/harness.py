@@ -19,7 +19,7 @@ import pandas as pd
 
 from include.demo.generate import DemoGenerator, PolicyEffects, expected_customer_keys
 from include.experiment.build import SQL, ExperimentSettings, outcome_params, run_experiment
-from include.experiment.lift import METRICS, segment_lift
+from include.experiment.lift import BINARY, METRICS, cuped, difference_interval
 from include.runtime.warehouse import Warehouse
 
 STAGE_ORDERS = """
@@ -187,18 +187,33 @@ def recovery_table(lift: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
 
 
 def calibration(frame: pd.DataFrame, share: float, redraws: int, seed: int) -> pd.DataFrame:
-    """Share of 95% intervals excluding 0 when the arms are redrawn at random (no effect by construction)."""
+    """Share of 95% intervals excluding 0 when the arms are redrawn at random (no effect by construction).
+
+    ``frame``: one row per customer with ``segment_id``, the metrics and their ``<metric>_pre``
+    covariates (the outcome frame of the experiment stage). The CUPED adjustment does not depend on
+    the arms, so it is computed once per segment and metric; each redraw then runs the stage's
+    :func:`~include.experiment.lift.difference_interval` on the new arms (what ``segment_lift`` does).
+    """
     rng = np.random.default_rng(seed)
-    cols = ["segment_id", "segment_name", *METRICS, *[f"{m}_pre" for m in METRICS if f"{m}_pre" in frame]]
-    base = frame[cols].copy()
+    cells = []
+    for segment_id, group in frame.groupby("segment_id"):
+        for metric in METRICS:
+            if metric not in group or group[metric].isna().all():
+                continue
+            values = group[metric].to_numpy(dtype=float)
+            pre = f"{metric}_pre"
+            adjusted = cuped(values, group[pre].to_numpy(dtype=float)) if pre in group else values
+            keep = ~np.isnan(values)
+            cells.append((segment_id, metric, values[keep], adjusted[keep]))
     rows = []
     for _ in range(redraws):
-        base["holdout"] = rng.random(len(base)) < share
-        lift = segment_lift(base)
-        rows.append(lift.assign(excludes_zero=(lift["ci_low"] > 0) | (lift["ci_high"] < 0))
-                    [["segment_id", "metric", "excludes_zero", "ci_low"]])
-    out = pd.concat(rows, ignore_index=True)
-    return out[out["ci_low"].notna()]
+        for segment_id, metric, values, adjusted in cells:
+            arm = rng.random(len(values)) < share
+            got = difference_interval(values[~arm], values[arm], binary=metric in BINARY,
+                                      treated_adjusted=adjusted[~arm], holdout_adjusted=adjusted[arm])
+            if got["ci_low"] == got["ci_low"]:
+                rows.append((segment_id, metric, got["ci_low"] > 0 or got["ci_high"] < 0))
+    return pd.DataFrame(rows, columns=["segment_id", "metric", "excludes_zero"])
 
 
 def weekly_dates(first_run: dt.date, weeks: int) -> list[dt.date]:
