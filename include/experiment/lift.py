@@ -9,8 +9,9 @@ holdout, with the two-sample Student t interval on the pooled variance:
 variance: a 10% holdout of a small segment has a few dozen customers, and
 the variance of a skewed money outcome estimated from so few is often far
 too small (no big spender drew into the arm), which made Welch intervals
-exclude 0 in 12.8% of no-effect redraws against 5.9% pooled
-(``benchmarks/bench_lift.py`` calibration; under no effect both arms have
+exclude 0 in 12.8% of no-effect holdout redraws against 5.9% pooled (shop-like
+synthetic outcomes with 10-40 holdout customers per segment,
+``tests/experiment/test_lift_recovery.py``; under no effect both arms have
 one distribution, which is what the pooled variance assumes). Where the
 playbook changes the treated arm's spread a lot, the interval is
 approximate.
