@@ -118,7 +118,9 @@ def report(args, url: str, dates: list[dt.date]) -> None:
           f"{dates[0] + dt.timedelta(days=1)}, {len(weekly)} weekly runs after it; last run {day} "
           f"({(day - dates[0]).days} days under the policy)")
     print("\narchetype mix of the pipeline's segments (customers of the comparison):")
-    print(archetype_mix(frame).round(2).to_string())
+    names = last.drop_duplicates("segment_id").set_index("segment_id")["segment_name"]
+    mix = archetype_mix(frame)
+    print(mix.set_axis([names.get(i, f"segment {i}") for i in mix.index]).round(2).to_string())
     show = last[["segment_name", "metric", "n_treated", "n_holdout", "expected", "lift", "ci_low", "ci_high", "mde",
                  "covered"]].copy()
     print("\nlast run: expected (from the truth) vs measured lift [95% interval], MDE at 80% power")
@@ -131,8 +133,25 @@ def report(args, url: str, dates: list[dt.date]) -> None:
           f"{null['excludes_zero'].mean():.1%} of {len(null)} intervals exclude 0")
     for metric, g in every.groupby("metric"):
         print(f"  {metric:14s} covered {g['covered'].mean():.0%} of {len(g)}")
+    for (sid, metric), g in every.groupby(["segment_id", "metric"]):
+        if not g["covered"].all():
+            print(f"  segment {sid} {metric}: " + "; ".join(
+                f"{str(d)[5:10]} {r.expected:+.3f} vs {r.lift:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+                for d, r in zip(g["as_of_date"], g.itertuples(), strict=True)))
+    print("cells missed in some run (runs covered / runs with an interval; no-effect cells: runs excluding 0):")
+    for (name, metric), g in every.groupby(["segment_name", "metric"]):
+        if not g["covered"].all():
+            zero = f", excludes 0 in {int(g['excludes_zero'].sum())}" if g["no_effect"].all() else ""
+            print(f"  {name[:40]:40s} {metric:14s} expected now {g['expected'].iloc[-1]:+.3f}: covered "
+                  f"{int(g['covered'].sum())}/{len(g)}{zero}")
     powered = last[last["expected"].abs() >= last["mde"]]
     print(f"last run: {len(powered)} of {len(last)} cells have an expected effect at least their MDE")
+    # The MDE shrinks with the square root of the arms' sizes (se ~ sqrt(1/n_t + 1/n_h)): how large a
+    # segment (same holdout share) the larger effects would need to be detected with 80% power.
+    for r in last[last["expected"].abs() > 0.25 * last["mde"]].itertuples():
+        factor = (r.mde / abs(r.expected)) ** 2
+        print(f"  {r.segment_name[:40]:40s} {r.metric:14s} expected {r.expected:+.3f}, MDE {r.mde:.3f}: "
+              f"needs about {factor:.1f}x the customers ({factor * (r.n_treated + r.n_holdout):,.0f})")
     t1, c1 = time.perf_counter(), cpu_seconds()
     for label, (d, f, _) in (("first post-policy run", weekly[0]), ("last run", weekly[-1])):
         cal = calibration(f, args.holdout_share, args.redraws, args.seed)

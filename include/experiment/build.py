@@ -172,6 +172,11 @@ def _run_experiment(wh: Warehouse, as_of_date: dt.date, settings: ExperimentSett
     params = outcome_params(as_of_date, start, settings)
     if params["post_days"] > 0:
         outcomes = wh.query_df(SQL["customer_outcomes"], params)
+        # One row per segment id: customers first assigned on different dates can carry different names of
+        # the same id (names follow each week's fit). The comparison is of the customers as assigned, so an
+        # id is shown with the name most of them were assigned under, not the name it has today.
+        assigned_name = outcomes.groupby("segment_id")["segment_name"].agg(lambda names: names.value_counts().index[0])
+        outcomes["segment_name"] = outcomes["segment_id"].map(assigned_name)
         lift = segment_lift(outcomes)
     else:
         # The policy's first run: nothing has been treated yet, so there is nothing to compare.

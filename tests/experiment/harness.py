@@ -175,7 +175,7 @@ def expected_lift(frame: pd.DataFrame) -> pd.DataFrame:
 
 def archetype_mix(frame: pd.DataFrame) -> pd.DataFrame:
     """Share of each archetype in each pipeline segment (customers of the comparison)."""
-    return pd.crosstab(frame["segment_name"], frame["archetype"], normalize="index")
+    return pd.crosstab(frame["segment_id"], frame["archetype"], normalize="index")
 
 
 def recovery_table(lift: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
