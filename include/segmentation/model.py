@@ -1,5 +1,9 @@
 """Behavioural segmentation: spectral segments (or k-prototypes, KMeans) on grouped, weighted features.
 
+- The default features (:data:`DEFAULT_SEGMENTATION_FEATURES`, :func:`segmentation_features`)
+  describe how a customer buys *while active* (rates per order or per active month, shares,
+  basket size), plus tenure and recency; whether they still buy is shown beside the segments
+  by the RFM map and CLV's P(alive).
 - Only features with data this run enter (:func:`available_features`): a
   feature every customer has the same value of (its source table absent or
   empty, or no variance) is left out and reported as not available.
