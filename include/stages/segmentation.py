@@ -53,8 +53,11 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
             raise ValueError(f"customer_features has no rows for as_of_date={run.as_of_date}")
         truth = planted_archetypes(wh, run.as_of_date)
     columns, unavailable = available_features(features)
+    # The clustering's rates while active are derived from the same sources, so a source with no data
+    # leaves them out too; features_unavailable (report, MLflow) keeps naming the table's features.
     fit_columns, fit_unavailable = segmentation_features(features)
-    unavailable = {**unavailable, **fit_unavailable}
+    if fit_unavailable:
+        log.info("rates while active left out of the clustering (no data): %s", ", ".join(fit_unavailable))
     for feature, reason in unavailable.items():
         log.warning("feature %s not available this run (%s): left out of clustering, plots and tables",
                     feature, reason)
