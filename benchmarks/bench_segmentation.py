@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from include.features.build import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
+from include.features.build import ACTIVE_FEATURES, CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
 
 
 def synthetic_features(n: int, seed: int = 0) -> pd.DataFrame:
@@ -30,8 +30,10 @@ def synthetic_features(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     k = 6
     arche = rng.choice(k, n, p=[0.08, 0.2, 0.08, 0.14, 0.15, 0.35])
-    means = rng.lognormal(1.0, 1.0, (k, len(NUMERIC_FEATURES)))
-    data = {f: means[arche, j] * rng.lognormal(0, 0.5, n) for j, f in enumerate(NUMERIC_FEATURES)}
+    # The rates while active too, so the stage fits its default feature set (12 columns).
+    columns = (*NUMERIC_FEATURES, *ACTIVE_FEATURES)
+    means = rng.lognormal(1.0, 1.0, (k, len(columns)))
+    data = {f: means[arche, j] * rng.lognormal(0, 0.5, n) for j, f in enumerate(columns)}
     frame = pd.DataFrame(data)
     # Lifetime orders (for the derived order_rate): at least the last year's, plus earlier ones.
     frame["orders_lifetime"] = np.ceil(frame["frequency"] * rng.uniform(1.0, 3.0, n))
@@ -69,7 +71,7 @@ def bench_stage(rows: int, boot: int, algorithm: str) -> None:
     print(f"stage @ {rows:,} rows, {result.algorithm}: k selection 2..10 (screened by bootstrap) + final fit "
           f"{t1 - t0:.1f} s wall / {c1 - c0:.1f} s CPU, {boot} bootstrap refits {t2 - t1:.1f} s / {c2 - c1:.1f} s CPU, "
           f"total {t2 - t0:.1f} s wall / {c2 - c0:.1f} s CPU; chosen k={result.k}; "
-          f"min Jaccard {jaccard.min():.2f}, bootstrap ARI {ari:.3f}; peak RSS {peak_rss_gb():.2f} GB")
+          f"{len(result.numeric_columns)} features; min Jaccard {jaccard.min():.2f}, bootstrap ARI {ari:.3f}; peak RSS {peak_rss_gb():.2f} GB")
 
 
 def bench_vs_kmodes(rows: int) -> None:

@@ -11,7 +11,8 @@ Each variant's data go through the real pipeline functions on a DuckDB file:
 ``extract_and_validate``, ``resolve_identities`` (``--identity``; ``exact`` by
 default for speed, the demo's own runs use Splink) and ``build_customer_features``.
 Feature frames (with each customer's planted archetype) are cached under
-``--cache`` (default ``/tmp/seg-bench``), so a second run only re-segments.
+``--cache`` (default ``/tmp/seg-bench-active``; frames built before the rates while active
+were added to ``features.sql`` lack those columns), so a second run only re-segments.
 
 For every frame it reports, beside each other:
 
@@ -152,10 +153,12 @@ def supervised_bound(features: pd.DataFrame, truth: pd.Series, numeric_columns, 
     return float((pred == truth.to_numpy()).mean()), float(adjusted_rand_score(truth, pred))
 
 
-#: Designs compared: spectral segments (the default), k-prototypes on the same grouped features,
+#: Designs compared: spectral segments (the default), the same on last session's features (365-day
+#: and 90-day activity instead of the rates while active), k-prototypes on the default features,
 #: the design of two sessions ago (equal weights, silhouette-only k), and both on RFM features only.
 DESIGNS: dict[str, dict] = {
     "spectral": {"algorithm": "spectral"},
+    "spectral-365d": {"algorithm": "spectral", "legacy_features": True},
     "kprototypes": {"algorithm": "kprototypes"},
     "previous": {"algorithm": "kprototypes", "numeric_columns": None, "feature_groups": None, "min_jaccard": None,
                  "previous_design": True},
@@ -176,6 +179,10 @@ def score(frame: pd.DataFrame, design: str, n_boot: int, seed: int = 42) -> dict
     options = dict(DESIGNS[design])
     if options.pop("previous_design", False):
         options["numeric_columns"] = NUMERIC_FEATURES
+    if options.pop("legacy_features", False):
+        from include.segmentation.model import LEGACY_SEGMENTATION_FEATURES, available_features
+
+        options["numeric_columns"] = available_features(frame, NUMERIC_FEATURES)[0] + LEGACY_SEGMENTATION_FEATURES[-1:]
     known = frame[frame["archetype"].notna()]
     truth = known["archetype"]
     t0 = time.perf_counter()
@@ -200,7 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--persons", type=int, default=5000)
     parser.add_argument("--identity", choices=("exact", "splink"), default="exact")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/seg-bench"))
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/seg-bench-active"))
     parser.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
     parser.add_argument("--dates", nargs="*", type=dt.date.fromisoformat, default=None,
                         help="score only these as-of dates (default: every date of the variant)")

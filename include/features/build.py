@@ -11,6 +11,15 @@ Numeric features (all as of the end of the as-of date):
 - ``usage_sessions`` in the last 90 days;
 - ``email_open_rate`` / ``email_click_rate`` per send in the last 365 days (0 without sends).
 
+Behaviour while active (lifetime, normalised by the customer's own orders or active span, so a
+customer who has gone quiet keeps the profile of how they bought; recency says that they stopped):
+
+- ``discount_depth``: discount / value of the discounted orders; ``support_per_order``: support
+  contacts per order; ``cost_per_contact``: support cost per contact (0 without contacts);
+- ``sessions_per_active_month``: sessions per month from the first to the last month with usage;
+- ``email_open_rate_active``: opens per send in email months that began up to 31 days after an
+  order (the lifetime rate when there is none); ``email_click_per_open``: clicks per open.
+
 Categorical traits: ``preferred_channel`` (most frequent order channel),
 ``plan_tier`` (latest plan on or before the date), ``region`` (golden record).
 """
@@ -31,6 +40,11 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "recency_days", "frequency", "monetary", "avg_order_value", "tenure_days",
     "discount_share", "return_rate", "support_contacts", "cost_to_serve",
     "usage_sessions", "email_open_rate", "email_click_rate",
+)
+#: Rates while active (see the module docstring): segmentation features, not profile columns.
+ACTIVE_FEATURES: tuple[str, ...] = (
+    "discount_depth", "support_per_order", "cost_per_contact", "sessions_per_active_month",
+    "email_open_rate_active", "email_click_per_open",
 )
 CATEGORICAL_FEATURES: tuple[str, ...] = ("preferred_channel", "plan_tier", "region")
 

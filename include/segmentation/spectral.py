@@ -13,8 +13,8 @@ How, at any scale:
 1. a seeded sample of at most ``sample`` rows (spectral embedding is
    quadratic-ish in rows; a few thousand rows describe a dozen features well);
 2. the symmetrised ``n_neighbors``-nearest-neighbour graph of the sample
-   (connectivity weights), its normalised-Laplacian embedding (scikit-learn's
-   ``spectral_embedding``), rows scaled to unit length, then k-means in the
+   (connectivity weights), the leading eigenvectors of its normalised adjacency
+   (:func:`leading_eigenvectors`), rows scaled to unit length, then k-means in the
    first ``k`` eigenvectors (Ng-Jordan-Weiss);
 3. every row (sampled or not) takes the majority segment of its
    ``vote_neighbors`` nearest sampled rows (ties to the nearest), so
@@ -38,6 +38,8 @@ GRAPH_NEIGHBORS = 30
 VOTE_NEIGHBORS = 15
 #: Largest sample the graph is built on.
 SPECTRAL_SAMPLE = 5000
+#: LOBPCG's residual tolerance for the eigenvectors (see :func:`leading_eigenvectors`).
+EIGEN_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -52,7 +54,7 @@ class SpectralBasis:
     @classmethod
     def build(cls, x_num: np.ndarray, max_k: int, *, seed: int = 0, sample: int = SPECTRAL_SAMPLE,
               n_neighbors: int = GRAPH_NEIGHBORS, vote_neighbors: int = VOTE_NEIGHBORS) -> SpectralBasis:
-        from sklearn.neighbors import kneighbors_graph
+        import scipy.sparse as sp
 
         x_num = np.asarray(x_num, dtype=np.float64)
         if not np.isfinite(x_num).all():
@@ -63,10 +65,35 @@ class SpectralBasis:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(n, size=min(sample, n), replace=False))
         rows = x_num[idx]
-        graph = kneighbors_graph(rows, min(n_neighbors, len(rows) - 1), include_self=False)
+        m = len(rows)
+        # One neighbour search of the sample serves the graph and the sampled rows' vote: a sampled
+        # row's nearest sampled rows are itself and its graph neighbours.
+        near = _search(rows, None, min(max(n_neighbors, vote_neighbors - 1), m - 1))
+        graph_near = near[:, :min(n_neighbors, m - 1)]
+        graph = sp.csr_matrix((np.ones(graph_near.size), graph_near.ravel(),
+                               np.arange(0, graph_near.size + 1, graph_near.shape[1])), shape=(m, m))
         graph = 0.5 * (graph + graph.T)
         embedding = leading_eigenvectors(graph, max_k, rng)
-        return cls(idx, rows, embedding, nearest_sampled(rows, x_num, vote_neighbors))
+        vote_k = min(vote_neighbors, m)
+        neighbours = np.empty((n, vote_k), np.int64)
+        neighbours[idx] = np.hstack([np.arange(m)[:, None], near[:, :vote_k - 1]])
+        rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
+        if len(rest):
+            neighbours[rest] = nearest_sampled(rows, x_num[rest], vote_neighbors)
+        return cls(idx, rows, embedding, neighbours)
+
+
+def _search(index_rows: np.ndarray, query: np.ndarray | None, k: int) -> np.ndarray:
+    """Indices of each query row's ``k`` nearest index rows (``query=None``: the index rows, self excluded).
+
+    Brute force (one BLAS distance product per chunk): on 12 standardised features it took 0.11 s
+    for 5,000 x 5,000 rows against 0.41 s for scikit-learn's default tree, and 0.78 s against 3.6 s
+    for 50,000 rows against 5,000 (measured here, one thread).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(index_rows)
+    return index.kneighbors(query, return_distance=False)
 
 
 def leading_eigenvectors(graph, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -91,7 +118,7 @@ def leading_eigenvectors(graph, k: int, rng: np.random.Generator) -> np.ndarray:
     if m <= 5 * k + 1:  # too small for LOBPCG: dense
         values, vectors = np.linalg.eigh(normalised.toarray())
     else:
-        values, vectors = lobpcg(normalised, start, largest=True, tol=1e-6, maxiter=500)
+        values, vectors = lobpcg(normalised, start, largest=True, tol=EIGEN_TOLERANCE, maxiter=500)
     order = np.argsort(values)[::-1][:k]
     return vectors[:, order]
 
@@ -99,19 +126,17 @@ def leading_eigenvectors(graph, k: int, rng: np.random.Generator) -> np.ndarray:
 def nearest_sampled(sample_rows: np.ndarray, x_num: np.ndarray, vote_neighbors: int = VOTE_NEIGHBORS,
                     chunk: int = 50_000) -> np.ndarray:
     """(n, vote) indices of each row's nearest sampled rows, nearest first, in chunks to bound memory."""
-    from sklearn.neighbors import NearestNeighbors
-
-    index = NearestNeighbors(n_neighbors=min(vote_neighbors, len(sample_rows))).fit(sample_rows)
-    parts = [index.kneighbors(x_num[i:i + chunk], return_distance=False) for i in range(0, len(x_num), chunk)]
-    return np.vstack(parts) if parts else np.zeros((0, 0), np.int64)
+    k = min(vote_neighbors, len(sample_rows))
+    parts = [_search(sample_rows, x_num[i:i + chunk], k) for i in range(0, len(x_num), chunk)]
+    return np.vstack(parts) if parts else np.zeros((0, k), np.int64)
 
 
 def vote(sample_labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:
     """Majority segment among each row's nearest sampled rows; ties go to the nearest one's segment."""
     votes = sample_labels[neighbours]  # (n, vote)
-    counts = np.zeros((len(votes), k), np.int32)
-    rows = np.repeat(np.arange(len(votes)), votes.shape[1])
-    np.add.at(counts, (rows, votes.ravel()), 1)
+    # bincount of row * k + label: np.add.at took 13 ms per 5,000 rows here, this well under 1 ms.
+    flat = (np.arange(len(votes))[:, None] * k + votes).ravel()
+    counts = np.bincount(flat, minlength=len(votes) * k).reshape(len(votes), k)
     best = counts.max(axis=1, keepdims=True)
     nearest = votes[:, 0]
     return np.where(counts[np.arange(len(votes)), nearest] == best[:, 0], nearest, counts.argmax(axis=1))

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS customer_features (
     discount_share DOUBLE, return_rate DOUBLE, support_contacts DOUBLE,
     cost_to_serve DOUBLE, usage_sessions DOUBLE, email_open_rate DOUBLE,
     email_click_rate DOUBLE, preferred_channel VARCHAR, plan_tier VARCHAR,
-    region VARCHAR
+    region VARCHAR, discount_depth DOUBLE, support_per_order DOUBLE, cost_per_contact DOUBLE,
+    sessions_per_active_month DOUBLE, email_open_rate_active DOUBLE, email_click_per_open DOUBLE
 );
 
 CREATE TABLE IF NOT EXISTS segment_assignments (

@@ -35,12 +35,12 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     from include.runtime import tracking
     from include.segmentation.history import align_new_fit, archetype_ari, planted_archetypes
     from include.segmentation.model import (
-        ORDER_RATE,
         available_features,
         bootstrap_stability,
         fit_segments,
         order_by_value,
         segment_profiles,
+        segmentation_features,
         z_profiles,
     )
 
@@ -53,6 +53,11 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
             raise ValueError(f"customer_features has no rows for as_of_date={run.as_of_date}")
         truth = planted_archetypes(wh, run.as_of_date)
     columns, unavailable = available_features(features)
+    # The clustering's rates while active are derived from the same sources, so a source with no data
+    # leaves them out too; features_unavailable (report, MLflow) keeps naming the table's features.
+    fit_columns, fit_unavailable = segmentation_features(features)
+    if fit_unavailable:
+        log.info("rates while active left out of the clustering (no data): %s", ", ".join(fit_unavailable))
     for feature, reason in unavailable.items():
         log.warning("feature %s not available this run (%s): left out of clustering, plots and tables",
                     feature, reason)
@@ -61,7 +66,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
                          context="segmentation", table="customer_features", as_of_date=run.as_of_date)
     result = fit_segments(features, k_min=s.k_min, k_max=s.k_max, k=s.k, seed=s.seed,
                           silhouette_sample=s.silhouette_sample, algorithm=s.algorithm, n_init=s.n_init,
-                          numeric_columns=(*columns, ORDER_RATE), min_jaccard=s.min_jaccard)
+                          numeric_columns=fit_columns, min_jaccard=s.min_jaccard)
     for row in result.candidates.to_dict("records"):
         child = tracking.child_run(mlflow_run, f"k={int(row['k'])}", {"as_of_date": run.as_of_date.isoformat()})
         tracking.log_params(child, {"k": int(row["k"]), "algorithm": result.algorithm, "seed": s.seed,

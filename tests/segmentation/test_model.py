@@ -10,6 +10,7 @@ from include.features.build import NUMERIC_FEATURES
 from include.segmentation.model import (
     DEFAULT_SEGMENTATION_FEATURES,
     FEATURE_GROUPS,
+    LEGACY_SEGMENTATION_FEATURES,
     add_derived_features,
     available_features,
     bootstrap_stability,
@@ -21,6 +22,7 @@ from include.segmentation.model import (
     numeric_matrix,
     order_by_value,
     segment_profiles,
+    segmentation_features,
     z_profiles,
 )
 
@@ -189,10 +191,10 @@ def test_a_redundant_group_weighs_as_one_feature():
 
 def test_design_matrix_uses_the_default_groups_and_the_derived_rate():
     df, _ = blobs()
-    x = design_matrix(df)
-    assert x.shape == (len(df), len(DEFAULT_SEGMENTATION_FEATURES))
+    x = design_matrix(df, LEGACY_SEGMENTATION_FEATURES)
+    assert x.shape == (len(df), len(LEGACY_SEGMENTATION_FEATURES))
     # The six activity features move together in the blobs: each weighs about 1/sqrt(6).
-    sd = dict(zip(DEFAULT_SEGMENTATION_FEATURES, x.std(axis=0), strict=True))
+    sd = dict(zip(LEGACY_SEGMENTATION_FEATURES, x.std(axis=0), strict=True))
     assert sd["monetary"] < 0.5 and sd["recency_days"] < 0.5
     assert sd["avg_order_value"] == pytest.approx(1.0)  # a group of its own
     assert sd["order_rate"] == pytest.approx(1.0)
@@ -216,7 +218,7 @@ def test_fit_segments_screens_k_by_bootstrap_and_reports_its_columns():
     screened = result.candidates.dropna(subset=["min_jaccard"])
     assert len(screened) == 3 and result.k in set(screened["k"])
     assert result.candidates.set_index("k").loc[result.k, "min_jaccard"] >= 0.75
-    assert result.numeric_columns == DEFAULT_SEGMENTATION_FEATURES
+    assert result.numeric_columns == LEGACY_SEGMENTATION_FEATURES  # the blobs have no rates while active
 
 
 def test_transactions_only_features_segment_with_kmeans_or_spectral():
@@ -238,3 +240,41 @@ def test_transactions_only_features_segment_with_kmeans_or_spectral():
     assert (jaccard > 0.75).all()
     with pytest.raises(ValueError, match="usage_sessions"):
         fit_segments(shop, k=2, categorical_columns=())
+
+
+def test_a_customer_gone_quiet_stays_with_those_who_buy_as_they_did():
+    """The default features describe how customers buy while active, not whether they still do."""
+    rng = np.random.default_rng(5)
+    n = 120
+    habits = {  # regulars: frequent, engaged; bargain hunters: discounted, costly to serve
+        "regular": dict(avg_order_value=60, discount_share=0.1, discount_depth=0.1, return_rate=0.03,
+                        support_per_order=0.05, cost_per_contact=3.0, sessions_per_active_month=12,
+                        email_open_rate_active=0.4, email_click_per_open=0.25, rate=0.25),
+        "hunter": dict(avg_order_value=30, discount_share=0.8, discount_depth=0.35, return_rate=0.2,
+                       support_per_order=0.6, cost_per_contact=7.0, sessions_per_active_month=3,
+                       email_open_rate_active=0.15, email_click_per_open=0.1, rate=0.08),
+    }
+    frames = []
+    for name, h in habits.items():
+        for quiet in (False, True):
+            f = pd.DataFrame({c: v * rng.lognormal(0, 0.1, n) for c, v in h.items() if c != "rate"})
+            span = rng.uniform(200, 500, n)
+            recency = rng.uniform(300, 600, n) if quiet else rng.uniform(1, 30, n)
+            f["tenure_days"], f["recency_days"] = span + recency, recency
+            f["orders_lifetime"] = np.maximum(1, np.round(h["rate"] * span / 7))
+            # The 365-day totals say only whether they buy now.
+            active = 0.0 if quiet else 1.0
+            f["frequency"] = active * f["orders_lifetime"] * 365 / np.maximum(span, 365)
+            f["monetary"] = f["frequency"] * f["avg_order_value"]
+            for c in ("support_contacts", "cost_to_serve", "usage_sessions", "email_open_rate", "email_click_rate"):
+                f[c] = active * rng.lognormal(0, 0.1, n)
+            f["truth"] = name
+            frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    df.insert(0, "customer_key", [f"Q{i:05d}" for i in range(len(df))])
+    columns, _ = segmentation_features(df)
+    assert columns == DEFAULT_SEGMENTATION_FEATURES
+    result = fit_segments(df, k=2, seed=3, algorithm="spectral", numeric_columns=columns, categorical_columns=())
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(df["truth"], result.labels) > 0.9  # habits, whether quiet or not

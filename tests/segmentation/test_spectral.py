@@ -62,7 +62,11 @@ def test_spectral_is_deterministic_and_names_bad_input():
 def test_choose_k_largest_stable_rule():
     candidates = pd.DataFrame({"k": [3, 4, 5, 6], "silhouette": [0.5, 0.4, 0.3, 0.6],
                                "smallest_segment_share": [0.2] * 4, "min_jaccard": [0.9, 0.8, 0.6, 0.7]})
-    assert choose_k(candidates, min_jaccard=0.75, largest_stable=True) == 4
+    assert choose_k(candidates, min_jaccard=0.75, largest_stable=True) == 3  # the only highly stable k
+    barely = candidates.assign(min_jaccard=[0.8, 0.78, 0.6, 0.7])
+    assert choose_k(barely, min_jaccard=0.75, largest_stable=True) == 4  # none highly stable: largest stable
+    split = candidates.assign(min_jaccard=[0.9, 0.86, 0.6, 0.78])
+    assert choose_k(split, min_jaccard=0.75, largest_stable=True) == 4  # 6 is barely stable: a split
     assert choose_k(candidates, min_jaccard=0.75) == 3  # silhouette among the stable
     assert choose_k(candidates, min_jaccard=0.75, largest_stable=True, previous_k=3) == 3
     assert choose_k(candidates, min_jaccard=0.95, largest_stable=True) == 3  # none stable: the most stable
