@@ -1,11 +1,13 @@
 """Customer lifetime value: BG/NBD purchases x Gamma-Gamma spend, validated on a holdout.
 
-Fitting runs on pymc-marketing's ``clv`` models (the maintained successor of
-lifetimes) with flat priors (``HalfFlat`` on every parameter) and
-``method="map"``, which gives the maximum-likelihood estimates of the papers.
-Predictions use the closed forms below from the fitted parameters: the same
-code scores a fresh fit and a registered champion model, without PyMC at
-scoring time. ``tests/test_clv.py`` checks parameters and predictions against
+Fitting maximises the papers' likelihoods (those of pymc-marketing's ``clv``
+models, the maintained successor of lifetimes) with SciPy
+(``include/clv/likelihood.py``, which says why not through pymc-marketing: its
+PyTensor compilation cost 100 times the optimisation, measured). With flat
+priors these are the maximum-likelihood estimates pymc-marketing's
+``fit(method="map")`` finds. Predictions use the closed forms below from the
+fitted parameters: the same code scores a fresh fit and a registered champion
+model. ``tests/clv`` checks parameters and predictions against pymc-marketing,
 lifetimes (the reference) and the published CDNOW estimates.
 
 References
@@ -19,14 +21,14 @@ http://www.brucehardie.com/notes/025/gamma_gamma.pdf
 from __future__ import annotations
 
 import logging
-import os
-import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 from scipy import special, stats
+
+from include.clv.likelihood import bgnbd_loglik, compress, gamma_gamma_loglik, maximise
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +49,6 @@ def _check_columns(data: pd.DataFrame, required: list[str], where: str) -> None:
         raise ClvInputError(f"{where}: NaN in {', '.join(bad.columns[bad.isna().any()])}")
     if (bad < 0).any().any():
         raise ClvInputError(f"{where}: negative values in {', '.join(bad.columns[(bad < 0).any()])}")
-
-
-def _configure_pytensor() -> None:
-    # Keep PyTensor's compile cache inside the project's data folder.
-    if "PYTENSOR_FLAGS" not in os.environ:
-        from include.runtime.paths import data_dir
-
-        os.environ["PYTENSOR_FLAGS"] = f"compiledir={data_dir() / 'pytensor'}"
-
-
-def _flat_map_fit(model_cls, data: pd.DataFrame, names: tuple[str, ...]) -> dict[str, float]:
-    _configure_pytensor()
-    with warnings.catch_warnings():  # pymc/arviz notices, silenced for this fit only (not the whole worker)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        from pymc_extras.prior import Prior
-
-        model = model_cls(data=data, model_config={k: Prior("HalfFlat") for k in names})
-        model.fit(method="map", progressbar=False)
-    posterior = model.idata.posterior  # MAP: one chain, one draw; fit_summary() would round to 3 decimals
-    params = {k: float(posterior[k].values.mean()) for k in names}
-    if not all(np.isfinite(v) and v > 1e-6 for v in params.values()):
-        raise RuntimeError(f"{model_cls.__name__} did not converge: parameters {params}")
-    return params
 
 
 class PurchaseModel(Protocol):
@@ -110,27 +88,33 @@ class BetaGeoNBD:
     LABEL = "BG/NBD"
 
     @classmethod
-    def model_input(cls, summary: pd.DataFrame, where: str) -> pd.DataFrame:
-        """Check a frequency/recency/t summary and shape it as pymc-marketing's ``clv`` models take it."""
+    def model_input(cls, summary: pd.DataFrame, where: str) -> list[np.ndarray]:
+        """Check a frequency/recency/t summary; return ``[x, t_x, T]`` as float arrays."""
         _check_columns(summary, cls.REQUIRED, where)
-        if (summary["recency"] > summary["t"] + 1e-9).any():
-            raise ClvInputError(f"{where}: recency greater than t for some customers")
+        late = summary["recency"] > summary["t"] + 1e-9
+        if late.any():
+            key = f", e.g. customer_key={summary.loc[late, 'customer_key'].iloc[0]!r}" if "customer_key" in summary else ""
+            raise ClvInputError(f"{where}: recency greater than t for {int(late.sum())} customer(s){key}")
         if len(summary) < 10 or (summary["frequency"] > 0).sum() < 2:
             raise ClvInputError(f"{where}: needs at least 10 customers, 2 of them with repeat purchases")
-        return pd.DataFrame({"customer_id": np.arange(len(summary)), "frequency": summary["frequency"].to_numpy(),
-                             "recency": summary["recency"].to_numpy(), "T": summary["t"].to_numpy()})
+        return [summary[c].to_numpy(dtype=float) for c in ("frequency", "recency", "t")]
 
     @classmethod
     def fit(cls, summary: pd.DataFrame) -> BetaGeoNBD:
-        """Maximum-likelihood fit (pymc-marketing ``BetaGeoModel``, flat priors, MAP).
+        """Maximum-likelihood fit (flat priors: what pymc-marketing's ``BetaGeoModel`` MAP finds).
 
         ``summary`` has ``frequency``, ``recency`` and ``t`` per customer, with
         ``recency <= t``.
-        """
-        from pymc_marketing.clv import BetaGeoModel
 
-        data = cls.model_input(summary, "BG/NBD summary")
-        return cls(**_flat_map_fit(BetaGeoModel, data, ("r", "alpha", "a", "b")))
+        Raises
+        ------
+        ClvInputError
+            When the summary cannot be fitted (columns, values, too few repeat buyers).
+        RuntimeError
+            When the likelihood has no interior maximum (see :func:`include.clv.likelihood.maximise`).
+        """
+        data, weights = compress(cls.model_input(summary, "BG/NBD summary"))
+        return cls(**maximise(bgnbd_loglik, ("r", "alpha", "a", "b"), data, weights, cls.LABEL).params)
 
     def params(self) -> dict[str, float]:
         return {"r": self.r, "alpha": self.alpha, "a": self.a, "b": self.b}
@@ -176,10 +160,10 @@ class GammaGammaSpend:
         """Fit on repeat customers with positive spend; return the model and input counts.
 
         Customers without repeat purchases or with zero mean spend are left out
-        (the model is defined for positive spends only) and counted.
+        (the model is defined for positive spends only) and counted. The
+        estimates maximise the likelihood of pymc-marketing's ``GammaGammaModel``
+        (flat priors).
         """
-        from pymc_marketing.clv import GammaGammaModel
-
         _check_columns(summary, ["frequency", "monetary_value"], "Gamma-Gamma summary")
         usable = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
         counts = {
@@ -189,9 +173,8 @@ class GammaGammaSpend:
         }
         if len(usable) < 10:
             raise ClvInputError(f"Gamma-Gamma needs at least 10 repeat customers with positive spend, got {len(usable)}")
-        data = pd.DataFrame({"customer_id": np.arange(len(usable)), "frequency": usable["frequency"].to_numpy(),
-                             "monetary_value": usable["monetary_value"].to_numpy()})
-        params = _flat_map_fit(GammaGammaModel, data, ("p", "q", "v"))
+        data = [usable["frequency"].to_numpy(dtype=float), usable["monetary_value"].to_numpy(dtype=float)]
+        params = maximise(gamma_gamma_loglik, ("p", "q", "v"), data, np.ones(len(usable)), "Gamma-Gamma").params
         if params["q"] <= 1:
             raise RuntimeError(f"Gamma-Gamma q={params['q']:.3f} <= 1: mean spend undefined; model rejected")
         return cls(**params), counts

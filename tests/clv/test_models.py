@@ -1,4 +1,4 @@
-"""CLV: SQL summaries, pymc-marketing fits against lifetimes and the published CDNOW estimates."""
+"""CLV: SQL summaries, maximum-likelihood fits against pymc-marketing, lifetimes and the published CDNOW estimates."""
 
 
 import datetime as dt
@@ -22,6 +22,7 @@ from include.clv.models import (
 from include.extract.validate import extract_and_validate
 from include.identity.resolve import resolve_identities
 from include.runtime.warehouse import Warehouse
+from tests.clv.reference import map_params, purchase_frame, pymc_marketing_map
 from tests.handbuilt import AS_OF, raw_tables
 
 
@@ -107,6 +108,25 @@ def test_fits_and_predictions_match_lifetimes(cdnow):
     np.testing.assert_allclose(gg.expected_spend(rep["frequency"], rep["monetary_value"]),
                                gref.conditional_expected_average_profit(rep["frequency"], rep["monetary_value"]),
                                rtol=1e-9)
+
+
+def test_fits_match_pymc_marketing(cdnow):
+    from pymc_marketing.clv import BetaGeoModel, GammaGammaModel
+
+    _, calibration = cdnow
+    cal = calibration.head(400)
+    theirs = map_params(pymc_marketing_map(BetaGeoModel, purchase_frame(cal), ("r", "alpha", "a", "b")),
+                        ("r", "alpha", "a", "b"))
+    bg = BetaGeoNBD.fit(cal)
+    for name, value in theirs.items():
+        assert getattr(bg, name) == pytest.approx(value, rel=1e-3), name
+    rep = cal[(cal["frequency"] > 0) & (cal["monetary_value"] > 0)]
+    spend = pd.DataFrame({"customer_id": np.arange(len(rep)), "frequency": rep["frequency"].to_numpy(),
+                          "monetary_value": rep["monetary_value"].to_numpy()})
+    theirs = map_params(pymc_marketing_map(GammaGammaModel, spend, ("p", "q", "v")), ("p", "q", "v"))
+    gg, _ = GammaGammaSpend.fit(cal)
+    for name, value in theirs.items():
+        assert getattr(gg, name) == pytest.approx(value, rel=1e-3), name
 
 
 def test_clv_matches_lifetimes_monthly_sum(cdnow):
