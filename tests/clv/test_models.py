@@ -231,3 +231,16 @@ def test_registered_champion_scores_like_the_fit(cdnow):
     loaded, _, _ = load_champions()
     assert isinstance(loaded, ModifiedBetaGeoNBD) and loaded.params() == mbg.params()
     assert loaded.p_alive(0, 0, 52) < 0.5
+
+
+def test_poisson_band_is_scipys_poisson_quantile():
+    from scipy import stats
+
+    from include.clv.models import poisson_band
+
+    expected = np.concatenate([[0.0, 1e-9, 0.1053605, 1.0, 2.302585], np.random.default_rng(3).gamma(0.5, 8.0, 5000)])
+    value = np.random.default_rng(4).gamma(2.0, 30.0, len(expected))
+    low, high = poisson_band(expected, value)
+    mean = np.maximum(expected, 1e-12)
+    np.testing.assert_array_equal(low, stats.poisson.ppf(0.1, mean) * value)
+    np.testing.assert_array_equal(high, stats.poisson.ppf(0.9, mean) * value)
