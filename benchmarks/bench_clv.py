@@ -8,8 +8,9 @@
 Copies what ``fit_clv`` reads (the date's ``stg_orders`` and ``identity_map``, and
 the demo's ``truth_*`` tables when present) from ``--source`` (opened read-only)
 into a scratch DuckDB file, or simulates a buy-till-you-die order history
-(``--customers``), then runs :func:`include.stages.clv.fit_clv` in a child
-process with a fresh MLflow store, and prints the child's wall time, CPU
+(``--customers``), creates an MLflow store with the DAG run's parent run (as
+the earlier tasks of a run do), then runs :func:`include.stages.clv.fit_clv` in
+a child process, and prints the child's wall time, CPU
 seconds (``/usr/bin/time``-style, children included), peak RSS and the stage's
 own phase timings (``clv.seconds.*``: summary SQL, fits, scoring, write, MLflow).
 ``--compare-full-fit`` also fits the chosen model on every customer and
@@ -151,6 +152,11 @@ def main() -> None:
         prepare(scratch / "warehouse.duckdb", args.source, args.as_of, args.customers)
         env = {**os.environ, "SEGMENTATION_DATA_DIR": str(scratch), "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db",
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        # The DAG run's MLflow store and parent run exist before fit_clv runs (earlier tasks made them).
+        os.environ.update(env)
+        from include.runtime import tracking
+
+        tracking.parent_run_id("bench_clv", f"bench-{args.as_of}", args.as_of)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         child = subprocess.run([sys.executable, __file__, "--child", str(scratch), "--as-of", str(args.as_of),

@@ -47,6 +47,7 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
     holdout_units = settings.holdout_days / settings.unit_days
     clock = _PhaseClock()
     mlflow_run = run.mlflow_run()
+    clock.lap("mlflow_setup")
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
         truth = _true_future_purchases(wh, run.as_of_date)  # before the transaction: it reflects on tables
