@@ -3,7 +3,7 @@
 Fitting maximises the papers' likelihoods (those of pymc-marketing's ``clv``
 models, the maintained successor of lifetimes) with SciPy
 (``include/clv/likelihood.py``, which says why not through pymc-marketing: its
-PyTensor compilation cost 100 times the optimisation, measured). With flat
+PyTensor compilation, not the optimisation, was the stage's time, measured). With flat
 priors these are the maximum-likelihood estimates pymc-marketing's
 ``fit(method="map")`` finds. Predictions use the closed forms below from the
 fitted parameters: the same code scores a fresh fit and a registered champion
