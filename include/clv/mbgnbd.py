@@ -8,10 +8,12 @@ ago they were seen: on shops where half the customers buy once, churn risk is
 makes a long-silent one-time buyer likely inactive. The pipeline fits both and
 keeps the one with the lower holdout error each run (``include/clv/selection.py``).
 
-Fitting runs on pymc-marketing's ``ModifiedBetaGeoModel`` (flat priors, MAP =
-maximum likelihood); predictions use the closed forms below, in log space so
-that frequent buyers do not overflow. ``tests/clv/test_mbgnbd.py`` checks them
-against pymc-marketing's predictions and lifetimes' ``ModifiedBetaGeoFitter``.
+Fitting maximises the likelihood of pymc-marketing's ``ModifiedBetaGeoNBD``
+distribution with SciPy (``include/clv/likelihood.py``; flat priors, so the
+MAP of pymc-marketing's ``ModifiedBetaGeoModel`` = maximum likelihood);
+predictions use the closed forms below, in log space so that frequent buyers
+do not overflow. ``tests/clv/test_mbgnbd.py`` checks fits and predictions
+against pymc-marketing and lifetimes' ``ModifiedBetaGeoFitter``.
 
 References
 ----------
@@ -30,7 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from include.clv.models import BetaGeoNBD, _flat_map_fit
+from include.clv.likelihood import compress, maximise, mbgnbd_loglik
+from include.clv.models import BetaGeoNBD
 
 
 @dataclass
@@ -58,7 +61,7 @@ class ModifiedBetaGeoNBD:
 
     @classmethod
     def fit(cls, summary: pd.DataFrame) -> ModifiedBetaGeoNBD:
-        """Maximum-likelihood fit (pymc-marketing ``ModifiedBetaGeoModel``, flat priors, MAP).
+        """Maximum-likelihood fit (flat priors: what pymc-marketing's ``ModifiedBetaGeoModel`` MAP finds).
 
         Parameters
         ----------
@@ -66,10 +69,8 @@ class ModifiedBetaGeoNBD:
             ``frequency``, ``recency`` and ``t`` per customer (``recency <= t``),
             as ``sql/clv_summary.sql`` writes them; checked as for BG/NBD.
         """
-        from pymc_marketing.clv import ModifiedBetaGeoModel
-
-        data = BetaGeoNBD.model_input(summary, "MBG/NBD summary")
-        return cls(**_flat_map_fit(ModifiedBetaGeoModel, data, ("r", "alpha", "a", "b")))
+        data, weights = compress(BetaGeoNBD.model_input(summary, "MBG/NBD summary"))
+        return cls(**maximise(mbgnbd_loglik, ("r", "alpha", "a", "b"), data, weights, cls.LABEL).params)
 
     def params(self) -> dict[str, float]:
         return {"r": self.r, "alpha": self.alpha, "a": self.a, "b": self.b}

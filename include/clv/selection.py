@@ -55,7 +55,8 @@ class ModelChoice:
 
 
 def choose_purchase_model(calibration: pd.DataFrame, holdout_units: float,
-                          candidates: tuple[type, ...] = PURCHASE_MODELS) -> ModelChoice:
+                          candidates: tuple[type, ...] = PURCHASE_MODELS,
+                          fit_on: pd.DataFrame | None = None) -> ModelChoice:
     """Fit every candidate on ``calibration``, validate on its holdout, choose the lowest ``holdout_mae``.
 
     Parameters
@@ -67,6 +68,10 @@ def choose_purchase_model(calibration: pd.DataFrame, holdout_units: float,
         Holdout length in the summary's time unit.
     candidates
         Purchase model classes, in tie-break order.
+    fit_on
+        The customers to fit on (a sample of ``calibration``, see
+        :func:`include.clv.models.fit_sample`); every customer of
+        ``calibration`` is validated. Default: all of ``calibration``.
 
     Raises
     ------
@@ -78,7 +83,7 @@ def choose_purchase_model(calibration: pd.DataFrame, holdout_units: float,
     fits, validations, failures = {}, {}, {}
     for cls in candidates:
         try:
-            fits[cls.KEY] = cls.fit(calibration)
+            fits[cls.KEY] = cls.fit(calibration if fit_on is None else fit_on)
         except RuntimeError as exc:  # a non-converged fit; the other model may still do
             failures[cls.KEY] = str(exc)
             log.warning("CLV: %s could not be fitted on the calibration period: %s", cls.LABEL, exc)

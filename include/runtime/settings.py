@@ -173,6 +173,9 @@ SETTINGS: tuple[Setting, ...] = (
        "Holdout length used to validate the CLV model every run.", "CLV", minimum=7, maximum=365),
     _s("clv_use_champion", False, "boolean", "Score with the champion models",
        "Score CLV with the registry's champion models instead of refitting.", "CLV"),
+    _s("clv_fit_sample_size", 50000, "integer", "CLV fit sample (customers)",
+       "Above this many customers the CLV models are fitted on a sample drawn with the seed; every customer is "
+       "validated and scored.", "CLV", minimum=1000),
     _s("clv_max_holdout_error_pct", 25.0, "number", "Largest holdout error for a champion (%)",
        "A refit becomes the champion only if its holdout aggregate error is within this.", "CLV", minimum=0),
     _s("annual_discount_rate", 0.10, "number", "Annual discount rate", "Discount rate of CLV.", "CLV",

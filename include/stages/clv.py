@@ -19,7 +19,11 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
 
     Both purchase models' calibration fits and holdout metrics are logged
     (``clv.bgnbd.*``, ``clv.mbgnbd.*``); the chosen one's name is the tag
-    ``clv_model`` and the ``clv_model`` column of ``customer_clv``.
+    ``clv_model`` and the ``clv_model`` column of ``customer_clv``. Above
+    ``clv_fit_sample_size`` customers the models are fitted on a seeded sample
+    (:func:`include.clv.models.fit_sample`); the holdout validation, the model
+    choice and the scores cover every customer. The phases' wall and CPU
+    seconds are logged (``clv.seconds.*``) and in the task log.
     """
     import tempfile
 
@@ -28,6 +32,7 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         GammaGammaSpend,
         build_clv_summary,
         calibration_plot,
+        fit_sample,
         independence_check,
         score_customers,
         validate_holdout,
@@ -40,42 +45,53 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
     settings = ClvSettings(unit_days=s.clv_unit_days, holdout_days=s.clv_holdout_days,
                            gross_margin=s.gross_margin, annual_discount_rate=s.annual_discount_rate)
     holdout_units = settings.holdout_days / settings.unit_days
+    clock = _PhaseClock()
     mlflow_run = run.mlflow_run()
+    clock.lap("mlflow_setup")
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
-        # The summaries are computed for the fit and discarded: they are written again, by the same SQL on
-        # the same inputs, with the scores, so no reader sees a date's clv_summary without its customer_clv.
-        with wh.transaction(discard=True) as preview:
-            build_clv_summary(preview, run.as_of_date, settings)
-            full = preview.query_df(SQL["summary_full"], d)
-            calibration = preview.query_df(SQL["summary_calibration"], d)
-        truth = _true_future_purchases(wh, run.as_of_date)
-    if full.empty:
-        raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
+        truth = _true_future_purchases(wh, run.as_of_date)  # before the transaction: it reflects on tables
+    clock.lap("truth")
     candidates: dict[str, dict[str, float]] = {}
-    if s.clv_use_champion:
-        # Score with the registered champion instead of refitting.
-        bg, gg, champion_unit = load_champions()
-        if champion_unit != settings.unit_days:
-            raise ValueError(f"champion models use clv_unit_days={champion_unit}, this run {settings.unit_days}")
-        validation, table = validate_holdout(bg, calibration, holdout_units)
-        counts = {}
-        log.info("CLV: scoring with the champion models %s %s / %s", bg.LABEL, bg.params(), gg.params())
-    else:
-        choice = choose_purchase_model(calibration, holdout_units)
-        for key, (metrics, _) in choice.validations.items():
-            candidates[key] = {**metrics, **{f"calibration_{k}": v for k, v in choice.fits[key].params().items()},
-                               "chosen": float(key == choice.chosen)}
-        validation, table = choice.validations[choice.chosen]
-        bg = choice.model_class.fit(full)
-        gg, counts = GammaGammaSpend.fit(full)
-        if choice.failures:
-            tracking.client().set_tag(mlflow_run, "clv_model_failures", "; ".join(
-                f"{k}: {v}" for k, v in choice.failures.items())[:5000])
-    corr = independence_check(full, settings.independence_warn)
-    scores = score_customers(bg, gg, full, settings)
-    scores.insert(0, "as_of_date", run.as_of_date)
-    scores["model_run_id"] = mlflow_run
+    # One transaction: the summaries are built once, read for the fit and written with the scores, so no
+    # reader sees a date's clv_summary without its customer_clv. The fits inside it take about a second.
+    with Warehouse(run.warehouse_url) as warehouse, warehouse.transaction() as tx:
+        build_clv_summary(tx, run.as_of_date, settings)
+        full = tx.query_df(SQL["summary_full"], d)
+        calibration = tx.query_df(SQL["summary_calibration"], d)
+        clock.lap("summary")
+        if full.empty:
+            raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
+        if s.clv_use_champion:
+            # Score with the registered champion instead of refitting.
+            bg, gg, champion_unit = load_champions()
+            if champion_unit != settings.unit_days:
+                raise ValueError(f"champion models use clv_unit_days={champion_unit}, this run {settings.unit_days}")
+            validation, table = validate_holdout(bg, calibration, holdout_units)
+            counts = {}
+            log.info("CLV: scoring with the champion models %s %s / %s", bg.LABEL, bg.params(), gg.params())
+        else:
+            full_sample = fit_sample(full, s.clv_fit_sample_size, s.seed)
+            choice = choose_purchase_model(calibration, holdout_units,
+                                           fit_on=fit_sample(calibration, s.clv_fit_sample_size, s.seed))
+            for key, (metrics, _) in choice.validations.items():
+                candidates[key] = {**metrics, **{f"calibration_{k}": v for k, v in choice.fits[key].params().items()},
+                                   "chosen": float(key == choice.chosen)}
+            validation, table = choice.validations[choice.chosen]
+            bg = choice.model_class.fit(full_sample)
+            gg, counts = GammaGammaSpend.fit(full_sample)
+            counts["fit_customers"] = float(len(full_sample))
+            if choice.failures:
+                tracking.client().set_tag(mlflow_run, "clv_model_failures", "; ".join(
+                    f"{k}: {v}" for k, v in choice.failures.items())[:5000])
+        clock.lap("fit")
+        corr = independence_check(full, settings.independence_warn)
+        scores = score_customers(bg, gg, full, settings)
+        scores.insert(0, "as_of_date", run.as_of_date)
+        scores["model_run_id"] = mlflow_run
+        clock.lap("score")
+        tx.replace_partition("customer_clv", scores, d)
+    clock.lap("write")
     one_time = full["frequency"].to_numpy() == 0
     metrics = {**validation, **counts, "gg_frequency_spend_corr": corr, "clv_customers": float(len(scores)),
                "clv_365d_total": float(scores["clv_365d"].sum()), "clv_mean_p_alive": float(scores["p_alive"].mean()),
@@ -88,14 +104,11 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         actual = joined["true_purchases_365d"].sum()
         metrics["truth_365d_actual_purchases"] = float(actual)
         metrics["truth_365d_error_pct"] = float(100 * (joined["expected_purchases_365d"].sum() - actual) / max(actual, 1))
-    with Warehouse(run.warehouse_url) as wh, wh.transaction() as tx:  # clv_summary and customer_clv together
-        build_clv_summary(tx, run.as_of_date, settings)
-        tx.replace_partition("customer_clv", scores, d)
-    tracking.log_metrics(mlflow_run, metrics, prefix="clv.")
     tracking.log_params(mlflow_run, {**{f"clv.{bg.KEY}.{k}": round(v, 6) for k, v in bg.params().items()},
                                      **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()},
                                      "clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days,
-                                     "clv.selection_metric": SELECTION_METRIC})
+                                     "clv.selection_metric": SELECTION_METRIC,
+                                     "clv.fit_sample_size": s.clv_fit_sample_size})
     # A tag, not a param: a re-run of the date may choose the other model.
     tracking.client().set_tag(mlflow_run, "clv_model", bg.LABEL)
     tracking.log_table(mlflow_run, table, "clv/holdout_calibration.csv")
@@ -112,13 +125,38 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         path = f"{tmp}/holdout_calibration.png"
         calibration_plot(table, path, bg.LABEL)
         tracking.client().log_artifact(mlflow_run, path, "clv")
+    clock.lap("mlflow")
+    tracking.log_metrics(mlflow_run, {**metrics, **clock.metrics()}, prefix="clv.")
     log.info("CLV: %s %s, Gamma-Gamma %s; holdout aggregate error %.1f%%, MAE %.2f, corr %.2f; "
              "one-time buyers %.0f%% of customers, mean P(alive) %.2f", bg.LABEL,
              {k: round(v, 3) for k, v in bg.params().items()}, {k: round(v, 3) for k, v in gg.params().items()},
              validation["holdout_aggregate_error_pct"], validation["holdout_mae"], validation["holdout_correlation"],
              100 * metrics["one_time_buyer_share"], metrics["one_time_buyer_mean_p_alive"])
+    log.info("CLV timings (wall s / CPU s): %s", clock)
     return {"customers": len(scores), "clv_model": bg.LABEL,
             "holdout_aggregate_error_pct": round(validation["holdout_aggregate_error_pct"], 2)}
+
+
+class _PhaseClock:
+    """Wall and CPU seconds of a stage's phases, for the task log and MLflow (``seconds.<phase>``)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self.phases: dict[str, tuple[float, float]] = {}
+
+    def lap(self, phase: str) -> None:
+        wall, cpu = self._time.perf_counter(), self._time.process_time()
+        self.phases[phase] = (wall - self._wall, cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
+
+    def metrics(self) -> dict[str, float]:
+        return {f"seconds.{phase}": round(wall, 3) for phase, (wall, _) in self.phases.items()}
+
+    def __str__(self) -> str:
+        return ", ".join(f"{phase} {wall:.2f}/{cpu:.2f}" for phase, (wall, cpu) in self.phases.items())
 
 
 def _true_future_purchases(wh: Warehouse, as_of_date: dt.date):

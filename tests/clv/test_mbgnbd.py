@@ -12,6 +12,7 @@ from include.clv.mbgnbd import ModifiedBetaGeoNBD
 from include.clv.models import BetaGeoNBD, ClvInputError, ClvSettings, build_clv_summary, validate_holdout
 from include.clv.selection import SELECTION_METRIC, choose_purchase_model
 from include.runtime.warehouse import Warehouse
+from tests.clv.reference import map_params, purchase_frame, pymc_marketing_map
 from tests.clv.simulate import stage_shop, transactions_only_shop
 
 AS_OF = dt.date(2026, 10, 31)
@@ -50,16 +51,17 @@ def test_mbgnbd_fit_and_predictions_match_lifetimes(cdnow_choice, cdnow_calibrat
                                ref.conditional_expected_number_of_purchases_up_to_time(39, x, tx, t), rtol=1e-7)
 
 
-def test_mbgnbd_closed_forms_match_pymc_marketing(cdnow_calibration):
-    from pymc_extras.prior import Prior
+def test_mbgnbd_fit_and_closed_forms_match_pymc_marketing(cdnow_calibration):
     from pymc_marketing.clv import ModifiedBetaGeoModel
 
     cal = cdnow_calibration.head(400)
-    data = pd.DataFrame({"customer_id": np.arange(len(cal)), "frequency": cal["frequency"].to_numpy(),
-                         "recency": cal["recency"].to_numpy(), "T": cal["t"].to_numpy()})
-    model = ModifiedBetaGeoModel(data=data, model_config={k: Prior("HalfFlat") for k in ("r", "alpha", "a", "b")})
-    model.fit(method="map", progressbar=False)
-    ours = ModifiedBetaGeoNBD(**{k: float(model.idata.posterior[k].values.mean()) for k in ("r", "alpha", "a", "b")})
+    data = purchase_frame(cal)
+    model = pymc_marketing_map(ModifiedBetaGeoModel, data, ("r", "alpha", "a", "b"))
+    theirs = map_params(model, ("r", "alpha", "a", "b"))
+    fitted = ModifiedBetaGeoNBD.fit(cal)  # the pipeline's SciPy fit of the same likelihood
+    for name, value in theirs.items():
+        assert getattr(fitted, name) == pytest.approx(value, rel=1e-3), name
+    ours = ModifiedBetaGeoNBD(**theirs)
     theirs_alive = model.expected_probability_alive().values.ravel()
     theirs_purchases = model.expected_purchases(future_t=39).values.ravel()
     np.testing.assert_allclose(ours.p_alive(data["frequency"], data["recency"], data["T"]), theirs_alive, rtol=1e-9)

@@ -37,7 +37,8 @@ def shop_run(tmp_path_factory):
     url = f"duckdb:///{tmp_path_factory.mktemp('shop') / 'warehouse.duckdb'}"
     tables = transactions_only_shop(2000, seed=7, end=DATES[-1])
     orders = tables["raw_orders"].assign(order_ts=lambda f: pd.to_datetime(f["order_ts"]))
-    settings = PipelineSettings(currency_code="USD", currency_symbol="$")
+    # 2,000 customers, fitted on a seeded sample of 1,000 (validated and scored: all).
+    settings = PipelineSettings(currency_code="USD", currency_symbol="$", clv_fit_sample_size=1000)
     with Warehouse(url) as wh:
         wh.ensure_schema()
         stage_shop(wh, tables, DATES)
@@ -76,6 +77,9 @@ def test_both_purchase_models_are_logged_to_mlflow(shop_run):
     for key in ("bgnbd", "mbgnbd"):
         assert f"clv.{key}.holdout_mae" in metrics and f"clv.{key}.calibration_r" in metrics
     assert metrics["clv.mbgnbd.chosen"] == 1.0 and metrics["clv.bgnbd.chosen"] == 0.0
+    assert metrics["clv.fit_customers"] == 1000 and metrics["clv.clv_customers"] == 2000
+    assert run.data.params["clv.fit_sample_size"] == "1000"
+    assert {"clv.seconds.summary", "clv.seconds.fit", "clv.seconds.score"} <= set(metrics)
     assert metrics["clv.mbgnbd.holdout_mae"] < metrics["clv.bgnbd.holdout_mae"]
     assert run.data.tags["clv_model"] == "MBG/NBD"
     assert metrics["clv.one_time_buyer_share"] > 0.3
