@@ -93,12 +93,25 @@ def write_tables(url: str, tables: dict, prefix: str = "raw_") -> None:
                 wh.replace_table(name, frame)
 
 
+def copy_duckdb(source: Path, target: Path) -> str:
+    """Copy a closed DuckDB file (and its write-ahead log, if one is left) to ``target``; return its URL."""
+    for part in source.parent.glob(f"{source.name}*"):
+        shutil.copy(part, target.parent / part.name.replace(source.name, target.name, 1))
+    return f"duckdb:///{target}"
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse_file(tmp_path_factory, demo_tables) -> Path:
+    """The demo raw and truth tables written once to a DuckDB file; tests get copies of it."""
+    path = tmp_path_factory.mktemp("demo-warehouse") / "warehouse.duckdb"
+    write_tables(f"duckdb:///{path}", demo_tables, prefix="")
+    return path
+
+
 @pytest.fixture
-def warehouse_url(tmp_path, demo_tables) -> str:
-    """A fresh DuckDB warehouse file holding the demo raw and truth tables."""
-    url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-    write_tables(url, demo_tables, prefix="")
-    return url
+def warehouse_url(tmp_path, demo_warehouse_file) -> str:
+    """A fresh DuckDB warehouse file holding the demo raw and truth tables (a copy, for this test alone)."""
+    return copy_duckdb(demo_warehouse_file, tmp_path / "warehouse.duckdb")
 
 
 @pytest.fixture
