@@ -61,6 +61,9 @@ import datetime as dt  # noqa: E402
 
 import pytest  # noqa: E402
 
+#: The session's Airflow stack fixture (``segmentation_stack``), loaded as a plugin so pytest rewrites its asserts.
+pytest_plugins = ["tests.airflow_stack"]
+
 #: Observation end of the generated test data and an as-of date inside it.
 DATA_END = dt.date(2026, 11, 14)
 AS_OF = dt.date(2026, 11, 7)
@@ -131,6 +134,13 @@ def airflow_db():
 
 
 # -- Distribution over pytest-xdist workers ---------------------------------------------------------
+#
+# pytest-xdist 3.8's own ``loadgroup`` does not group under pytest 9 (it renames ``item._nodeid``, which
+# pytest 9 no longer reads), and a test without an ``xdist_group`` mark would be a unit of its own there,
+# so a module-scoped fixture would be built once on each worker using it. Here the workers work out the
+# units while collecting (tests sharing a fixture instance, or an ``xdist_group`` name, are one unit),
+# write them to the run's folder, and ``UnitScheduling`` (the controller's scheduler for
+# ``--dist loadgroup``) hands out whole units, longest first, so the workers end at about the same time.
 
 #: Session fixtures made once per run rather than once per worker: every test using one runs on one worker.
 ONE_WORKER_FIXTURES = frozenset({"segmentation_stack"})
@@ -138,6 +148,8 @@ ONE_WORKER_FIXTURES = frozenset({"segmentation_stack"})
 DURATIONS_FILE = Path(__file__).with_name("durations.json")
 #: Assumed seconds of a test the durations file does not know yet (a new test): slow ones go early.
 _UNKNOWN_SECONDS = {True: 60.0, False: 1.0}
+#: ``nodeid -> unit``, written by the workers while collecting, read by the controller's scheduler.
+_UNITS_FILE = _RUN_DIR / "work-units.json"
 
 
 def pytest_addoption(parser):
@@ -145,14 +157,15 @@ def pytest_addoption(parser):
                      help=f"write each test's seconds to {DURATIONS_FILE.name} (the longest start first next time)")
 
 
-def _shared_fixture_keys(item) -> list[tuple]:
-    """The fixture instances ``item`` shares with other tests: module/class/package ones and ``ONE_WORKER_FIXTURES``."""
-    keys = []
+def _shared_keys(item) -> list[tuple]:
+    """What ``item`` shares with other tests: ``xdist_group`` names, module/class/package fixtures, ``ONE_WORKER_FIXTURES``."""
+    keys = [("xdist_group", str(m.args[0] if m.args else m.kwargs.get("name", "default")))
+            for m in item.iter_markers("xdist_group")]
     info = getattr(item, "_fixtureinfo", None)
     for name, defs in (info.name2fixturedefs.items() if info else ()):
         scope = defs[-1].scope
         if scope == "session" and name in ONE_WORKER_FIXTURES:
-            keys.append((name,))
+            keys.append(("session", name))
         elif scope == "package":
             keys.append((defs[-1].baseid, name))
         elif scope in ("module", "class"):
@@ -160,8 +173,8 @@ def _shared_fixture_keys(item) -> list[tuple]:
     return keys
 
 
-def _work_units(items) -> list[str | None]:
-    """Per item, the name of the tests it must share a worker with (union of shared fixture instances), or None."""
+def work_units(items) -> list[str]:
+    """Per item, its unit: tests linked by anything they share (transitively) are one unit, named after them."""
     parent = list(range(len(items)))
 
     def root(i: int) -> int:
@@ -171,65 +184,63 @@ def _work_units(items) -> list[str | None]:
         return i
 
     first_with: dict[tuple, int] = {}
-    names: dict[int, set[str]] = defaultdict(set)
+    shared: dict[int, set[str]] = defaultdict(set)
     for i, item in enumerate(items):
-        for key in _shared_fixture_keys(item):
-            names[i].add(key[-1])
-            j = first_with.setdefault(key, i)
-            parent[root(i)] = root(j)
-    unit_names: dict[int, set[str]] = defaultdict(set)
-    for i in names:
-        unit_names[root(i)] |= names[i]
-    units = []
-    for i in range(len(items)):
-        if i not in names:
-            units.append(None)
-            continue
-        r = root(i)
-        module = items[r].nodeid.split("::")[0]
-        units.append(f"{module}::{'+'.join(sorted(unit_names[r]))}")
-    return units
+        for key in _shared_keys(item):
+            shared[i].add(key[-1])
+            parent[root(i)] = root(first_with.setdefault(key, i))
+    names: dict[int, set[str]] = defaultdict(set)
+    for i, what in shared.items():
+        names[root(i)] |= what
+    return [f"{items[root(i)].nodeid.split('::')[0]}::{'+'.join(sorted(names[root(i)]))}" if i in shared
+            else items[i].nodeid for i in range(len(items))]
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Keep tests sharing a fixture instance on one worker; in a worker, order the work longest first.
-
-    Under ``--dist loadgroup`` a test without an ``xdist_group`` mark is a unit of its own, so a
-    module-scoped fixture would be built once on each worker that runs one of its tests. The
-    mark added here (before xdist reads it) groups such tests. The order only changes in xdist
-    workers: the controller hands units out in the order the workers collected them, so the
-    longest units start first and the workers end at about the same time.
-    """
-    units = _work_units(items)
-    for item, unit in zip(items, units, strict=True):
-        if unit is not None and not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(unit))
+    """In an xdist worker: order the units longest first and write them for the controller's scheduler."""
     if _WORKER is None:
         return
+    units = work_units(items)
     known = json.loads(DURATIONS_FILE.read_text()) if DURATIONS_FILE.exists() else {}
     seconds: dict[str, float] = defaultdict(float)
     first: dict[str, int] = {}
-    keys = []
-    for i, item in enumerate(items):
-        marks = [m.args[0] if m.args else m.kwargs.get("name", "default") for m in item.iter_markers("xdist_group")]
-        key = "_".join(sorted(map(str, marks))) if marks else item.nodeid
-        seconds[key] += known.get(item.nodeid, _UNKNOWN_SECONDS[item.get_closest_marker("slow") is not None])
-        first.setdefault(key, i)
-        keys.append(key)
-    order = sorted(range(len(items)), key=lambda i: (-seconds[keys[i]], first[keys[i]], i))
+    for i, (item, unit) in enumerate(zip(items, units, strict=True)):
+        seconds[unit] += known.get(item.nodeid, _UNKNOWN_SECONDS[item.get_closest_marker("slow") is not None])
+        first.setdefault(unit, i)
+    order = sorted(range(len(items)), key=lambda i: (-seconds[units[i]], first[units[i]], i))
     items[:] = [items[i] for i in order]
+    # Every worker collects the same tests and writes the same file; the rename makes each write whole.
+    partial = _UNITS_FILE.with_suffix(f".{_WORKER}")
+    partial.write_text(json.dumps({item.nodeid: units[i] for i, item in zip(order, items, strict=True)}))
+    partial.replace(_UNITS_FILE)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: whole units (see ``work_units``) in the order the workers collected them."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        _units: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._units is None:  # called once every worker finished collecting, so the file is there
+                self._units = json.loads(_UNITS_FILE.read_text())
+            return self._units.get(nodeid, nodeid)
+
+    config.option.loadscopereorder = False  # keep the longest-first order (not: most tests first)
+    return UnitScheduling(config, log)
 
 
 _measured: dict[str, float] = defaultdict(float)
 
 
 def pytest_runtest_logreport(report):
-    # In the controller too (xdist forwards the workers' reports, their ids ending in "@<xdist_group>").
-    nodeid = report.nodeid
-    if nodeid.rfind("@") > nodeid.rfind("]"):
-        nodeid = nodeid.rsplit("@", 1)[0]
-    _measured[nodeid] += report.duration
+    # Also in the xdist controller, which receives the workers' reports.
+    _measured[report.nodeid] += report.duration
 
 
 @pytest.hookimpl(trylast=True)

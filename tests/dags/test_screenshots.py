@@ -25,7 +25,6 @@ from websockets.sync.client import connect
 from tests.airflow_stack import DAG_ID, ROOT, SMALL_DATA_CONF
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["tests.airflow_stack"]
 
 README_IMG_DIR = ROOT / "docs" / "img"
 MAX_BYTES = 300_000
