@@ -19,7 +19,9 @@ unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-$ROOT/.pycache}"
 # DuckDB 2.0 prints "nanobind: leaked ..." lines at interpreter exit: noise, not errors.
 set +e
-.venv/bin/python -m pytest "$@" 2> >(grep -v -E '^(nanobind: |  ?- leaked |  ?- \.\.\. skipped|See https://nanobind)' >&2)
+# Two pytest-xdist workers (TEST_WORKERS=N to change, 0 for none): tests that share an expensive fixture
+# stay on one worker (--dist loadgroup, tests/conftest.py), and the longest start first.
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadgroup "$@" 2> >(grep -v -E '^(nanobind: |  ?- leaked |  ?- \.\.\. skipped|See https://nanobind)' >&2)
 status=$?
 wait
 exit $status

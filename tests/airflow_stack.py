@@ -212,7 +212,7 @@ class AirflowStack:
 
 @pytest.fixture(scope="session")
 def segmentation_stack(tmp_path_factory):
-    """One stack for the session (``pytest_plugins = ["tests.airflow_stack"]`` shares it between modules).
+    """One stack for the session, shared between modules (``tests/conftest.py`` loads this file as a plugin).
 
     Its warehouse holds ``STACK_PERSONS`` generated persons; the DAG is parsed and unpaused.
     Cron scheduling is off: the scheduler would otherwise start the latest weekly run

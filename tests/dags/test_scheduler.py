@@ -23,7 +23,6 @@ from tests.airflow_stack import DAG_ID, SMALL_DATA_CONF, STACK_PERSONS, AirflowS
 
 pytestmark = pytest.mark.slow
 #: The session's stack (``segmentation_stack``) is shared with tests/dags/test_screenshots.py.
-pytest_plugins = ["tests.airflow_stack"]
 CONF = SMALL_DATA_CONF
 TRIGGERED_AS_OF = "2026-11-07"
 #: Backfill of the weekly (Sunday) schedule: two runs, as-of dates the Saturdays before.

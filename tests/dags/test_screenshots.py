@@ -1,8 +1,8 @@
 """README screenshots of the Airflow UI (grid, trigger form) and the HTML report, taken in headless Chromium.
 
-The pictures in ``docs/img/`` are rewritten by every run of this test, from the session's
-stack (``segmentation_stack``, shared with ``test_scheduler.py``), so they show the current
-DAG, form and report. Chromium is driven over the DevTools protocol (``websockets``, already
+The pictures are taken from the session's stack (``segmentation_stack``, shared with
+``test_scheduler.py``), so they show the current DAG, form and report. They are written to a
+temporary folder; with ``REFRESH_SCREENSHOTS=1`` they replace the README's in ``docs/img/``. Chromium is driven over the DevTools protocol (``websockets``, already
 installed with uvicorn) because the trigger form is a dialog a button opens: it has no URL.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -24,9 +25,8 @@ from websockets.sync.client import connect
 from tests.airflow_stack import DAG_ID, ROOT, SMALL_DATA_CONF
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["tests.airflow_stack"]
 
-IMG_DIR = ROOT / "docs" / "img"
+README_IMG_DIR = ROOT / "docs" / "img"
 MAX_BYTES = 300_000
 WIDTH, HEIGHT = 1280, 800
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -111,6 +111,14 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
+def img_dir(tmp_path_factory) -> Path:
+    """``docs/img`` when ``REFRESH_SCREENSHOTS=1``, else a temporary folder (a test run leaves the repo as it was)."""
+    if os.environ.get("REFRESH_SCREENSHOTS") == "1":
+        return README_IMG_DIR
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
 def browser():
     page = Browser()
     yield page
@@ -143,25 +151,25 @@ def _has_text(*texts: str) -> str:
     return " && ".join(f"document.body && document.body.innerText.includes({json.dumps(t)})" for t in texts)
 
 
-def test_grid_screenshot(segmentation_stack, finished_run, browser):
+def test_grid_screenshot(segmentation_stack, finished_run, browser, img_dir):
     browser.open(f"{segmentation_stack.base_url}/dags/{DAG_ID}")
     browser.wait_for(_has_text("extract_validate", "render_report", "push_outbox"))
-    _check_png(browser.screenshot(IMG_DIR / "airflow-grid.png"))
+    _check_png(browser.screenshot(img_dir / "airflow-grid.png"))
 
 
-def test_trigger_form_screenshot(segmentation_stack, finished_run, browser):
+def test_trigger_form_screenshot(segmentation_stack, finished_run, browser, img_dir):
     browser.open(f"{segmentation_stack.base_url}/dags/{DAG_ID}")
     browser.click(_button("Trigger"))
     browser.wait_for(_has_text("Trigger Dag", "Essentials", "Segmentation"))
     # Open the first section of the form: the essentials, with their titles (Param(title=...)).
     browser.click(_button("Essentials"))
     browser.wait_for(_has_text("CRM targets", "As-of date"))
-    _check_png(browser.screenshot(IMG_DIR / "airflow-trigger-form.png"))
+    _check_png(browser.screenshot(img_dir / "airflow-trigger-form.png"))
 
 
-def test_report_screenshot(segmentation_stack, finished_run, browser):
+def test_report_screenshot(segmentation_stack, finished_run, browser, img_dir):
     reports = sorted((segmentation_stack.data_dir / "reports").glob("segment_report_*.html"))
     assert reports, "the run wrote no HTML report"
     browser.open(reports[-1].as_uri())
     browser.wait_for(_has_text("Segment"))
-    _check_png(browser.screenshot(IMG_DIR / "segment-report.png"))
+    _check_png(browser.screenshot(img_dir / "segment-report.png"))

@@ -21,7 +21,7 @@ from include.runtime.run import RunInfo
 from include.runtime.settings import PipelineSettings
 from include.runtime.warehouse import Warehouse
 from include.stages import stage
-from tests.conftest import DATA_END, write_tables
+from tests.conftest import DATA_END, copy_duckdb
 from tests.crm_servers import ReceiverProcess
 from tests.plugins.test_crm import operator, set_conn
 
@@ -50,10 +50,9 @@ def _by_date(series: pd.Series) -> dict[str, object]:
     return {str(pd.Timestamp(d).date()): v for d, v in series.items()}
 
 
-def run_scenario(name: str, order: list[int], tmp_path, monkeypatch, demo_tables) -> dict:
+def run_scenario(name: str, order: list[int], tmp_path, monkeypatch, demo_warehouse_file) -> dict:
     """Run ``order`` (indexes into DATES), each run followed by both pushes; return tables and CRM state."""
-    url = f"duckdb:///{tmp_path / f'{name}.duckdb'}"
-    write_tables(url, demo_tables, prefix="")
+    url = copy_duckdb(demo_warehouse_file, tmp_path / f"{name}.duckdb")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / f'{name}-mlflow.db'}")
     out = {"runs": []}
     with ReceiverProcess(tmp_path / f"{name}-receiver.sqlite") as receiver:
@@ -80,10 +79,10 @@ def run_scenario(name: str, order: list[int], tmp_path, monkeypatch, demo_tables
     return out
 
 
-def test_shuffled_runs_with_reruns_publish_what_in_order_runs_publish(tmp_path, monkeypatch, demo_tables,
+def test_shuffled_runs_with_reruns_publish_what_in_order_runs_publish(tmp_path, monkeypatch, demo_warehouse_file,
                                                                       airflow_db):
-    a = run_scenario("in_order", IN_ORDER, tmp_path, monkeypatch, demo_tables)
-    b = run_scenario("shuffled", SHUFFLED, tmp_path, monkeypatch, demo_tables)
+    a = run_scenario("in_order", IN_ORDER, tmp_path, monkeypatch, demo_warehouse_file)
+    b = run_scenario("shuffled", SHUFFLED, tmp_path, monkeypatch, demo_warehouse_file)
     counts = {"runs A": a["runs"], "runs B": b["runs"]}
     for table in COMPARED:
         pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-9, obj=table)

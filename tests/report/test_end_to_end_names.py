@@ -20,7 +20,7 @@ from include.runtime.run import RunInfo
 from include.runtime.settings import PipelineSettings
 from include.runtime.warehouse import Warehouse
 from include.stages import stage
-from tests.conftest import AS_OF, DATA_END, write_tables
+from tests.conftest import AS_OF, DATA_END, copy_duckdb, write_tables
 
 pytestmark = pytest.mark.slow  # two weekly dates through every stage, twice: about 7 minutes on 2 cores
 
@@ -99,9 +99,8 @@ def test_shop_features_not_available_are_in_mlflow(shop):
 
 
 @pytest.fixture(scope="module")
-def demo_with_failed_gate(tmp_path_factory, demo_tables):
-    url = f"duckdb:///{tmp_path_factory.mktemp('demo') / 'demo.duckdb'}"
-    write_tables(url, demo_tables, prefix="")
+def demo_with_failed_gate(tmp_path_factory, demo_warehouse_file):
+    url = copy_duckdb(demo_warehouse_file, tmp_path_factory.mktemp("demo") / "demo.duckdb")
     # The last week's gate cannot pass (no segment reaches Jaccard 1.01): its labels are held back.
     _run(url, PUBLISH_FIRST, lambda d: PipelineSettings(**SMALL, min_jaccard=1.01 if d == DATA_END else 0.0))
     return url

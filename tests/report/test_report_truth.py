@@ -2,12 +2,32 @@
 
 import datetime as dt
 import re
+import shutil
 
 import pandas as pd
+import pytest
 
 from include.report.html import load_report_data, render_report
+from include.runtime.warehouse import Warehouse
 from tests.economics.test_economics_and_report import PREVIOUS, _report_inputs
 from tests.handbuilt import AS_OF
+
+
+@pytest.fixture(scope="module")
+def prepared_inputs(tmp_path_factory):
+    """The hand-built report inputs, made once (extract, identity, features, economics); each test gets a copy."""
+    folder = tmp_path_factory.mktemp("report-inputs")
+    wh, _ = _report_inputs(folder)
+    wh.close()
+    return folder / "w.duckdb"
+
+
+@pytest.fixture
+def report_wh(prepared_inputs, tmp_path) -> Warehouse:
+    """A copy of the prepared report inputs, for this test alone (tests change them)."""
+    for part in prepared_inputs.parent.glob(f"{prepared_inputs.name}*"):  # with a write-ahead log, if one is left
+        shutil.copy(part, tmp_path / part.name)
+    return Warehouse(f"duckdb:///{tmp_path / prepared_inputs.name}")
 
 
 def _sections(page: str) -> dict[str, str]:
@@ -33,8 +53,8 @@ def _gate_failed_this_week(wh) -> None:
     wh.replace_table("segmentation_runs", runs)
 
 
-def test_held_back_labels_get_a_headline_banner_and_one_source_of_stability(tmp_path):
-    wh, _ = _report_inputs(tmp_path)
+def test_held_back_labels_get_a_headline_banner_and_one_source_of_stability(report_wh):
+    wh = report_wh
     with wh:
         _gate_failed_this_week(wh)
         data = load_report_data(wh, AS_OF)
@@ -50,8 +70,8 @@ def test_held_back_labels_get_a_headline_banner_and_one_source_of_stability(tmp_
     assert "Lapsing buyers, high returns" in stability
 
 
-def test_passing_gate_has_no_banner(tmp_path):
-    wh, _ = _report_inputs(tmp_path)
+def test_passing_gate_has_no_banner(report_wh):
+    wh = report_wh
     with wh:
         runs = pd.DataFrame([{"as_of_date": AS_OF, "model_run_id": "m1", "algorithm": "kmeans", "k": 2,
                               "bootstrap_ari": 0.9, "gate_passed": True, "published": True}])
@@ -60,8 +80,8 @@ def test_passing_gate_has_no_banner(tmp_path):
     assert 'class="banner"' not in page and "Quality gate this run: <b>passed</b>" in page
 
 
-def test_degraded_identity_gets_a_banner_only_when_recorded(tmp_path):
-    wh, _ = _report_inputs(tmp_path)
+def test_degraded_identity_gets_a_banner_only_when_recorded(report_wh):
+    wh = report_wh
     with wh:
         assert "Identity resolution ran degraded" not in render_report(load_report_data(wh, AS_OF))
         wh.replace_table("identity_runs", pd.DataFrame({
@@ -74,8 +94,8 @@ def test_degraded_identity_gets_a_banner_only_when_recorded(tmp_path):
     assert "Identity resolution ran degraded" not in healthy
 
 
-def test_currency_and_not_available_sections(tmp_path):
-    wh, _ = _report_inputs(tmp_path)
+def test_currency_and_not_available_sections(report_wh):
+    wh = report_wh
     with wh:
         wh.run_script("DELETE FROM customer_economics")  # no CLV, no per-customer profit
         wh.run_script("DELETE FROM profit_concentration")
@@ -90,8 +110,8 @@ def test_currency_and_not_available_sections(tmp_path):
     assert "Not available this run" in sections["Relative importance"]
 
 
-def test_naming_rules_are_shown(tmp_path):
-    wh, _ = _report_inputs(tmp_path)
+def test_naming_rules_are_shown(report_wh):
+    wh = report_wh
     with wh:
         page = render_report(load_report_data(wh, AS_OF))
     named = _sections(page)["How segments were named"]
