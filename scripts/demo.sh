@@ -4,7 +4,12 @@
 # then print where the results are.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Seconds per phase, printed at the end (where the demo's time goes).
+PHASES=""
+phase_start=$(date +%s)
+phase_done() { local now; now=$(date +%s); PHASES="$PHASES  $1: $(( now - phase_start )) s\n"; phase_start=$now; }
 bash "$ROOT/scripts/setup.sh"
+phase_done "setup check"
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 CUSTOMERS="${DEMO_CUSTOMERS:-5000}"
@@ -15,6 +20,7 @@ start=$(date +%s)
 echo "== 1/3 Airflow metadata database ($AIRFLOW_HOME)"
 airflow db migrate > "$SEGMENTATION_DATA_DIR/logs/db-migrate.log" 2>&1 \
   || { cat "$SEGMENTATION_DATA_DIR/logs/db-migrate.log"; exit 1; }
+phase_done "airflow db migrate"
 
 echo "== 2/3 demo data: $CUSTOMERS persons into a fresh warehouse"
 # A fresh warehouse each time: outputs of an earlier demo would otherwise sit beside
@@ -23,6 +29,7 @@ rm -f "$SEGMENTATION_DATA_DIR/warehouse.duckdb" "$SEGMENTATION_DATA_DIR/warehous
 # The playbook takes effect after the first run (as-of 2026-10-24): the generator plants its effects on the
 # treated from the day after, so the lift table has a truth to recover (--policy-date; see README, Holdouts).
 python -m include.demo.generate --customers "$CUSTOMERS" --seed 7 --policy-date "${DEMO_POLICY_DATE:-2026-10-25}"
+phase_done "generate"
 
 echo "== 3/3 customer_segmentation DAG runs: $RUN_DATES"
 # A local webhook receiver (started and stopped here) gets the changed labels
@@ -43,12 +50,15 @@ for d in $RUN_DATES; do
     tail -n 60 "$log"; echo "demo: the DAG run for $d failed; full log: $log" >&2; exit 1
   fi
   grep -E "Marking run|state=success|results:" "$log" | tail -n 3 || true
+  phase_done "run $d"
 done
 
 python -m include.report.summary
 echo
 python scripts/webhook_receiver.py --report "$DELIVERIES"
 kill $HOOK_PID 2>/dev/null || true
+phase_done "summary"
 echo
-echo "Demo finished in $(( $(date +%s) - start )) s (after installation)."
+echo "Demo finished in $(( $(date +%s) - start )) s (after installation):"
+printf "%b" "$PHASES"
 echo "Start the Airflow and MLflow UIs:  bash scripts/ui.sh start   (stop: bash scripts/ui.sh stop)"
