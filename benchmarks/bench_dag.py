@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conf", type=json.loads, default={}, help="run conf (JSON) for both weeks")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/bench-dag"),
                         help="holds the generated warehouses and one data folder per mode")
+    parser.add_argument("--weeks", type=int, choices=[1, 2], default=2,
+                        help="1: the first week only (a quicker check of the first run)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -210,12 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     raw = raw_warehouse(args.data_dir, args.persons, args.seed)
     run_dir = args.data_dir / f"run-{args.mode}-{args.persons}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir()
+    run_dir.mkdir(exist_ok=True)  # a stack stopping late can leave files behind rmtree
+    (run_dir / "warehouse.duckdb.wal").unlink(missing_ok=True)
     shutil.copy(raw, run_dir / "warehouse.duckdb")
     airflow_db = run_dir / "airflow" / "airflow.db"
     weeks = [("week 1", {**args.conf, "as_of_date": args.as_of.isoformat()}),
              ("week 2 (model reuse)", {**args.conf, "as_of_date": (args.as_of + dt.timedelta(days=7)).isoformat(),
-                                       "clv_use_champion": True})]
+                                       "clv_use_champion": True})][:args.weeks]
     stack = AirflowStack(run_dir, parallelism=args.parallelism,
                          env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
     results = []

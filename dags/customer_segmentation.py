@@ -101,7 +101,9 @@ def _stage(name: str):
 
         try:
             run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
-            result = stage(name)(run)
+            adapter = stage(name)  # imports the stage's module before MLflow is imported beside it
+            run.prefetch_mlflow_run()
+            result = adapter(run)
         except PipelineFinding as exc:
             # Bad input or settings, a failed gate, a migration alert: findings, not transient errors. Fail once.
             raise AirflowFailException(str(exc)) from exc

@@ -131,7 +131,10 @@ def _currency(econ) -> tuple[str, str]:
 
     if econ is not None and len(econ) and "currency_code" in econ and econ["currency_code"].notna().any():
         return str(econ["currency_symbol"].dropna().iloc[0]), str(econ["currency_code"].dropna().iloc[0])
-    return PipelineSettings.currency_symbol, PipelineSettings.currency_code
+    from include.runtime.currency import FALLBACK_CURRENCY, currency_symbol
+
+    code = PipelineSettings.currency_code or FALLBACK_CURRENCY  # the settings default to the data's currency
+    return PipelineSettings.currency_symbol or currency_symbol(code), code
 
 
 def _print_economics(econ, symbol: str, code: str) -> None:

@@ -188,10 +188,13 @@ SETTINGS: tuple[Setting, ...] = (
        "data, cost-to-serve and profit are then reported as unknown, never invented).", "Economics", minimum=0),
     _s("servicing_cost_per_order", 0.0, "number", "Servicing cost per order",
        "Servicing cost per order, added to support costs; 0 = none configured.", "Economics", minimum=0),
-    _s("currency_code", "GBP", "string", "Currency code",
-       "ISO 4217 code of the amounts (report, summary, CRM fields).", "Economics", pattern="^[A-Z]{3}$"),
-    _s("currency_symbol", "£", "string", "Currency symbol", "Symbol shown beside amounts.", "Economics",
-       minLength=1, maxLength=4),
+    _s("currency_code", None, "string", "Currency code",
+       "ISO 4217 code of the amounts (report, summary, CRM fields); empty = the currency the loaded data "
+       "declares (load_manifest.currency), GBP when it declares none. Must agree with a declared currency.",
+       "Economics", nullable=True, pattern="^[A-Z]{3}$"),
+    _s("currency_symbol", None, "string", "Currency symbol",
+       "Symbol shown beside amounts; empty = the currency's usual symbol (EUR: €, USD: $).", "Economics",
+       nullable=True, minLength=1, maxLength=4),
     _s("retention_window_days", 90, "integer", "Retention window (days)",
        "Repeat retention: of the customers who ordered in the window before the last one, the share who "
        "ordered again in the last window.", "Economics", minimum=7, maximum=365),

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import subprocess
+import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -66,8 +67,23 @@ def find_parent_run(dag_id: str, run_id: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+#: Parent runs this process already found or created: ``(tracking URI, dag_id, run_id) -> MLflow run id``.
+_parent_runs: dict[tuple[str, str], str] = {}
+# Held while a parent run is looked up or created, so that a background prefetch
+# (RunInfo.prefetch_mlflow_run) and the stage's own call never create two runs.
+_parent_lock = threading.Lock()
+
+
 def parent_run_id(dag_id: str, run_id: str, as_of_date: dt.date) -> str:
-    """The MLflow run of this DAG run, created on first use."""
+    """The MLflow run of this DAG run, created on first use (looked up once per process)."""
+    with _parent_lock:
+        key = (mlflow_tracking_uri(), dag_id, run_id)
+        if key not in _parent_runs:
+            _parent_runs[key] = _find_or_create_parent_run(dag_id, run_id, as_of_date)
+        return _parent_runs[key]
+
+
+def _find_or_create_parent_run(dag_id: str, run_id: str, as_of_date: dt.date) -> str:
     found = find_parent_run(dag_id, run_id)
     if found:
         return found

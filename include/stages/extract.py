@@ -21,9 +21,7 @@ def extract_validate(run: RunInfo) -> dict[str, Any]:
     from include.extract.validate import extract_and_validate
     from include.runtime import tracking
 
-    mlflow_run = run.mlflow_run()
-    settings = dataclasses.asdict(run.settings)
-    tracking.log_params(mlflow_run, {k: json.dumps(v) if isinstance(v, dict) else v for k, v in settings.items()})
+    # The warehouse work first: MLflow (imported and opened by RunInfo.prefetch_mlflow_run beside it) after.
     with Warehouse(run.warehouse_url) as wh:
         try:
             reports = extract_and_validate(
@@ -39,6 +37,9 @@ def extract_validate(run: RunInfo) -> dict[str, Any]:
         quarantine = wh.query_df(SQL["quarantine_counts"], d)
         extract_log = wh.query_df(SQL["extract_log"], d)
         field_issues = wh.query_df(SQL["field_issue_counts"], d)
+    mlflow_run = run.mlflow_run()
+    settings = dataclasses.asdict(run.settings)
+    tracking.log_params(mlflow_run, {k: json.dumps(v) if isinstance(v, dict) else v for k, v in settings.items()})
     metrics = {}
     for row in extract_log.itertuples(index=False):
         metrics[f"rows_staged.{row.source_table}"] = row.rows_staged

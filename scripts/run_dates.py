@@ -1,0 +1,59 @@
+"""Run a DAG for several logical dates, one after the other, in one process.
+
+    python scripts/run_dates.py customer_segmentation 2026-10-25 2026-11-01 -c '{"crm_targets": ["outbox"]}'
+
+Each date is what ``airflow dags test <dag> <date> -c <conf>`` runs (``DAG.test``:
+every task in this process, one at a time, recorded in the metadata database),
+but the DAG is parsed, and Airflow, pandas, MLflow, PyMC and scikit-learn are
+imported, once instead of once per date: that start-up was 10-20 s of each
+``airflow dags test`` of the demo. Stops at the first failed run (exit status 1).
+Progress lines (date, state, seconds) go to file descriptor 3 when it is open,
+else to standard error, so the caller can send Airflow's task logs elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _progress_stream():
+    try:
+        return os.fdopen(3, "w", buffering=1)
+    except OSError:
+        return sys.stderr
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dag_id")
+    parser.add_argument("dates", nargs="+", help="logical dates (YYYY-MM-DD), run in this order")
+    parser.add_argument("-c", "--conf", default="{}", help="run conf (JSON) of every run")
+    args = parser.parse_args(argv)
+    conf = json.loads(args.conf)
+    progress = _progress_stream()
+
+    from airflow.sdk import timezone
+    from airflow.utils.cli import get_bagged_dag
+    from airflow.utils.providers_configuration_loader import providers_configuration_loaded
+
+    @providers_configuration_loaded
+    def run_all() -> int:
+        dag = get_bagged_dag(bundle_names=None, dag_id=args.dag_id)  # raises when missing or not parsed
+        for day in args.dates:
+            started = time.perf_counter()
+            run = dag.test(logical_date=timezone.parse(day), run_conf=conf)
+            state = str(getattr(run, "state", "unknown"))
+            print(f"   {args.dag_id} {day}: {state} in {time.perf_counter() - started:.0f} s", file=progress)
+            if state != "success":
+                return 1
+        return 0
+
+    return run_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
