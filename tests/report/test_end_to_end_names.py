@@ -34,9 +34,11 @@ PUBLISH_FIRST = ("extract_validate", "resolve_identity", "build_features", "segm
 SMALL = dict(identity_method="exact", n_bootstrap=4, k_min=3, k_max=6, n_init=2, silhouette_sample=1500)
 
 
-def _run(url: str, order, settings_by_date) -> None:
+def _run(url: str, dag_id: str, order, settings_by_date) -> None:
+    # One dag_id per fixture: both fixtures may run in one worker against one MLflow store, and a
+    # shared dag_id would make them share one parent run (first writer's params win).
     for date in DATES:
-        run = RunInfo("test_names", f"run-{date}", date, settings_by_date(date), url)
+        run = RunInfo(dag_id, f"run-{date}", date, settings_by_date(date), url)
         for name in order:
             stage(name)(run)
 
@@ -51,7 +53,7 @@ def shop(tmp_path_factory):
     url = f"duckdb:///{tmp_path_factory.mktemp('shop') / 'shop.duckdb'}"
     write_tables(url, generate_transactions_only(2000, seed=3, end_date=DATA_END))
     settings = PipelineSettings(**SMALL, currency_code=CURRENCY_CODE, currency_symbol=CURRENCY_SYMBOL)
-    _run(url, CROSSCHECK_FIRST, lambda _: settings)
+    _run(url, "test_names_shop", CROSSCHECK_FIRST, lambda _: settings)
     return url
 
 
@@ -92,7 +94,7 @@ def test_shop_names_are_unique_and_lapsed_segments_are_not_valuable(shop):
 def test_shop_features_not_available_are_in_mlflow(shop):
     from include.runtime import tracking
 
-    run_id = tracking.parent_run_id("test_names", f"run-{DATA_END}", DATA_END)
+    run_id = tracking.parent_run_id("test_names_shop", f"run-{DATA_END}", DATA_END)
     params = tracking.client().get_run(run_id).data.params
     assert "cost_to_serve" in params["features_not_available"]
     assert "cost_to_serve" not in params["features_used"] and "monetary" in params["features_used"]
@@ -102,7 +104,7 @@ def test_shop_features_not_available_are_in_mlflow(shop):
 def demo_with_failed_gate(tmp_path_factory, demo_warehouse_file):
     url = copy_duckdb(demo_warehouse_file, tmp_path_factory.mktemp("demo") / "demo.duckdb")
     # The last week's gate cannot pass (no segment reaches Jaccard 1.01): its labels are held back.
-    _run(url, PUBLISH_FIRST, lambda d: PipelineSettings(**SMALL, min_jaccard=1.01 if d == DATA_END else 0.0))
+    _run(url, "test_names_demo", PUBLISH_FIRST, lambda d: PipelineSettings(**SMALL, min_jaccard=1.01 if d == DATA_END else 0.0))
     return url
 
 
