@@ -50,7 +50,9 @@ echo "== 3/3 customer_segmentation DAG runs: $RUN_DATES"
 # A local webhook receiver (started and stopped here) gets the changed labels
 # beside the warehouse outbox; the signing secret lives only in the connection.
 DELIVERIES="$SEGMENTATION_DATA_DIR/webhook_deliveries.jsonl"
-rm -f "$DELIVERIES"
+# The receiver keeps its state in <out>.sqlite: start it afresh with the fresh warehouse, else its
+# report adds up the deliveries of every earlier demo.
+rm -f "$DELIVERIES" "${DELIVERIES%.jsonl}.sqlite" "${DELIVERIES%.jsonl}.sqlite-wal" "${DELIVERIES%.jsonl}.sqlite-shm"
 HOOK_PORT="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 HOOK_SECRET="$(python -c 'import secrets; print(secrets.token_hex(16))')"
 WEBHOOK_SECRET="$HOOK_SECRET" python scripts/webhook_receiver.py --port "$HOOK_PORT" --out "$DELIVERIES" &
