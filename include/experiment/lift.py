@@ -12,9 +12,16 @@ too small (no big spender drew into the arm), which made Welch intervals
 exclude 0 in 12.8% of no-effect holdout redraws against 5.9% pooled (shop-like
 synthetic outcomes with 10-40 holdout customers per segment,
 ``tests/experiment/test_lift_recovery.py``; under no effect both arms have
-one distribution, which is what the pooled variance assumes). Where the
-playbook changes the treated arm's spread a lot, the interval is
-approximate.
+one distribution, which is what the pooled variance assumes). For the 0/1
+retention outcome, where Welch's interval (standard error
+``sqrt(s_t^2/n_t + s_h^2/n_h)``, Welch–Satterthwaite degrees of freedom) is
+wider, it is used instead: a rate's variance follows its level, so a
+playbook that keeps the treated buying narrows their spread for real, and the
+pooled variance, dominated by the large treated arm, understates the small
+holdout's. On the pipeline's own segments at 10,000 persons the pooled
+interval alone covered the top segment's planted retention effect in 3 of 8
+runs. For money outcomes the larger of the two was too wide (0.2-0.9% of
+no-effect redraws excluded 0 in the calibration test), so they stay pooled.
 
 Every outcome is CUPED-adjusted (Deng, Xu, Kohavi & Walker 2013) when a
 pre-policy covariate is given (``<metric>_pre``: the same money outcome over
@@ -84,9 +91,18 @@ def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float =
                mde=np.nan)
     if nt < 2 or nh < 2:
         return out
-    pooled = ((nt - 1) * float(ta.var(ddof=1)) + (nh - 1) * float(ha.var(ddof=1))) / (nt + nh - 2)
-    centre, se = out["lift"], np.sqrt(pooled * (1 / nt + 1 / nh))
+    var_t, var_hold = float(ta.var(ddof=1)), float(ha.var(ddof=1))
+    pooled = ((nt - 1) * var_t + (nh - 1) * var_hold) / (nt + nh - 2)
+    centre, se, df = out["lift"], np.sqrt(pooled * (1 / nt + 1 / nh)), nt + nh - 2
     var_h = pooled / nh
+    welch_se = np.sqrt(var_t / nt + var_hold / nh)
+    if binary and welch_se > se:
+        # A rate's variance follows its level, so arms at different rates differ in spread for real (the
+        # playbook kept the treated buying): the pooled variance, dominated by the large treated arm,
+        # understates the small holdout's and the interval would be too narrow; take Welch's. Not for money
+        # outcomes: there a small holdout's variance is mostly noise from a few large spenders.
+        df = (var_t / nt + var_hold / nh) ** 2 / ((var_t / nt) ** 2 / (nt - 1) + (var_hold / nh) ** 2 / (nh - 1))
+        se, var_h = welch_se, var_hold / nh
     if binary and not se > 0:
         # Agresti-Caffo: a rate of 0% or 100% in both arms must not give a zero-width interval.
         pt, ph = (t.sum() + 1) / (nt + 2), (h.sum() + 1) / (nh + 2)
@@ -94,7 +110,7 @@ def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float =
         var_h = ph * (1 - ph) / (nh + 2)
     if not se > 0:
         return out
-    q = float(stats.t.ppf(0.5 + level / 2, nt + nh - 2))
+    q = float(stats.t.ppf(0.5 + level / 2, df))
     out["ci_low"], out["ci_high"] = centre - q * se, centre + q * se
     out["mde"] = (q + float(stats.norm.ppf(POWER))) * se
     mh = out["holdout_mean"]

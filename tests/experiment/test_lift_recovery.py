@@ -94,7 +94,8 @@ def test_intervals_exclude_zero_about_five_percent_of_the_time_without_an_effect
 
 
 def test_interval_matches_scipy_two_sample_t():
-    """The hand-written pooled t interval (kept for its standard error, which gives the MDE) is SciPy's."""
+    """The hand-written t interval (kept for its standard error, which gives the MDE) is SciPy's: pooled, or for a rate
+    Welch's when that is wider."""
     rng = np.random.default_rng(1)
     treated, holdout = rng.lognormal(2, 1, 400), rng.lognormal(2.1, 1, 45)
     got = difference_interval(treated, holdout)
@@ -102,6 +103,14 @@ def test_interval_matches_scipy_two_sample_t():
     assert got["ci_low"] == pytest.approx(ci.low) and got["ci_high"] == pytest.approx(ci.high)
     se = (got["ci_high"] - got["ci_low"]) / 2 / stats.t.ppf(0.975, 443)
     assert got["mde"] == pytest.approx((stats.t.ppf(0.975, 443) + stats.norm.ppf(0.8)) * se)
+    # A rate: a large treated arm that nearly all buys beside a small holdout at 75%: Welch's interval, the
+    # wider one (pooled would take the treated arm's narrow spread for the holdout's too).
+    kept, usual = (rng.random(500) < 0.97).astype(float), (rng.random(40) < 0.75).astype(float)
+    got = difference_interval(kept, usual, binary=True)
+    welch = stats.ttest_ind(kept, usual, equal_var=False).confidence_interval(0.95)
+    pooled = stats.ttest_ind(kept, usual, equal_var=True).confidence_interval(0.95)
+    assert got["ci_low"] == pytest.approx(welch.low) and got["ci_high"] == pytest.approx(welch.high)
+    assert welch.high - welch.low > pooled.high - pooled.low
     # All retained in both arms: an Agresti-Caffo interval, never a zero-width one.
     flat = difference_interval(np.ones(30), np.ones(5), binary=True)
     assert flat["ci_low"] < 0 < flat["ci_high"]
