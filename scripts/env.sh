@@ -37,7 +37,6 @@ export AIRFLOW__API_AUTH__JWT_SECRET
 
 export MLFLOW_PORT="${MLFLOW_PORT:-5000}"
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$SEGMENTATION_DATA_DIR/mlflow/mlflow.db}"
-export PYTENSOR_FLAGS="${PYTENSOR_FLAGS:-compiledir=$SEGMENTATION_DATA_DIR/pytensor}"
 export PYTHONPATH="$ROOT:$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 # Keep compiled bytecode between runs (Airflow recompiles everything otherwise).
 unset PYTHONDONTWRITEBYTECODE

@@ -34,8 +34,6 @@ STACK_DATA_END = dt.date(2026, 11, 14)
 SMALL_DATA_CONF = {"k_min": 3, "k_max": 5, "n_init": 2, "silhouette_sample": 500, "n_bootstrap": 4,
                    "min_jaccard": 0.0, "crm_targets": ["outbox"]}
 UI_SCRIPT = ROOT / "scripts" / "ui.sh"
-# PYTENSOR_FLAGS is kept: the session's PyTensor compile cache (tests/conftest.py) spares the
-# stack's fit_clv minutes of C compilation when the in-process tests compiled the models first.
 _DROPPED_PREFIXES = ("AIRFLOW_", "MLFLOW_", "SEGMENTATION_")
 _TERMINAL_RUN_STATES = {"success", "failed"}
 
