@@ -14,8 +14,10 @@ Numeric features (all as of the end of the as-of date):
 Behaviour while active (lifetime, normalised by the customer's own orders or active span, so a
 customer who has gone quiet keeps the profile of how they bought; recency says that they stopped):
 
-- ``discount_depth``: discount / value of the discounted orders; ``support_per_order``: support
-  contacts per order; ``cost_per_contact``: support cost per contact (0 without contacts);
+- ``discount_depth``: discount / value of the discounted orders (0 without one); ``support_per_order``:
+  support contacts per order; ``cost_per_contact``: support cost per contact (0 without contacts).
+  Those two zeros mean "no denominator", not "none": the segmentation fills them with the mean
+  of the customers who have the rate (``include.segmentation.model.UNDEFINED_RATES``);
 - ``sessions_per_active_month``: sessions per month from the first to the last month with usage;
 - ``email_open_rate_active``: opens per send in email months that began up to 31 days after an
   order (the lifetime rate when there is none); ``email_click_per_open``: clicks per open.

@@ -158,7 +158,7 @@ SETTINGS: tuple[Setting, ...] = (
        "Segmentation", minimum=1, maximum=50),
     _s("n_bootstrap", 20, "integer", "Bootstrap refits",
        "Bootstrap refits for the stability check (Hennig's clusterboot).", "Segmentation", minimum=2, maximum=200),
-    _s("min_jaccard", 0.6, "number", "Quality gate: least Jaccard",
+    _s("min_jaccard", 0.75, "number", "Quality gate: least Jaccard",
        "Publish only if every segment's mean bootstrap Jaccard reaches this; else the previous labels stay.",
        "Segmentation", minimum=0, maximum=1),
     _s("max_match_distance", 1.5, "number", "Largest centroid distance to keep an id",

@@ -5,7 +5,8 @@ then assigned to the nearest prototype (docs/scaling.md). Assignment needs only
 the fitted model's parameters, gathered in :class:`SegmentAssigner`:
 
 - the numeric preparation of :func:`include.segmentation.model.design_matrix`:
-  which columns are derived (``order_rate``) and log1p-transformed, the
+  which columns are derived (``order_rate``), filled where they have no denominator
+  (``UNDEFINED_RATES``, with the fitted rows' values) and log1p-transformed, the
   per-column means and scales of the fitted rows, and the group weights;
 - the prototypes (numeric, in the prepared space; categorical, as category
   values) and k-prototypes' ``gamma`` (0 for KMeans).
@@ -23,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,9 +36,11 @@ from include.segmentation.model import (
     ORDER_RATE_PRIOR_YEARS,
     ORDER_RATE_SOURCES,
     SKEWED_FEATURES,
+    UNDEFINED_RATES,
     SegmentationResult,
     add_derived_features,
     design_matrix,
+    fill_undefined_rates,
     group_weights,
 )
 
@@ -104,6 +107,7 @@ class SegmentAssigner:
     prototype_categories: np.ndarray
     gamma: float
     segment_ids: tuple[int, ...]
+    undefined_fill: dict[str, float] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -122,7 +126,7 @@ class SegmentAssigner:
         on a different scale. ``segment_ids`` maps model labels to published ids.
         """
         numeric = tuple(result.numeric_columns)
-        derived = add_derived_features(features, numeric)
+        derived, fill = fill_undefined_rates(add_derived_features(features, numeric), numeric)
         x = derived[list(numeric)].to_numpy(dtype=float, copy=True)
         log1p = tuple(c for c in numeric if c in SKEWED_FEATURES)
         for j, col in enumerate(numeric):
@@ -147,7 +151,7 @@ class SegmentAssigner:
             codes = np.asarray(model.centroids_cat_, dtype=np.int64).reshape(len(prototypes), len(categorical))
             gamma = float(model.gamma_)
         ids = tuple(int(segment_ids[i]) if segment_ids else i for i in range(len(prototypes)))
-        return cls(numeric, log1p, means, scales, weights, prototypes, categorical, levels, codes, gamma, ids)
+        return cls(numeric, log1p, means, scales, weights, prototypes, categorical, levels, codes, gamma, ids, fill)
 
     # -- in memory ------------------------------------------------------------
     def input_columns(self, available: set[str] | None = None) -> tuple[str, ...]:
@@ -158,6 +162,8 @@ class SegmentAssigner:
                 cols.extend(ORDER_RATE_SOURCES)
             else:
                 cols.append(c)
+            if c in self.undefined_fill:
+                cols.append(UNDEFINED_RATES[c])
         return tuple(dict.fromkeys([*cols, *self.categorical_columns]))
 
     def prepare(self, features: pd.DataFrame, source: str = "customer_features") -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +176,11 @@ class SegmentAssigner:
             non-negative; the message names ``source``, the column and a customer_key.
         """
         derived = add_derived_features(features, self.numeric_columns)
-        missing = [c for c in (*self.numeric_columns, *self.categorical_columns) if c not in derived.columns]
+        missing = [c for c in (*self.numeric_columns, *self.categorical_columns,
+                               *(UNDEFINED_RATES[c] for c in self.undefined_fill)) if c not in derived.columns]
         if missing:
             raise ValueError(f"{source} lacks column(s): {', '.join(missing)}")
+        derived, _ = fill_undefined_rates(derived, self.numeric_columns, self.undefined_fill)
         x = derived[list(self.numeric_columns)].to_numpy(dtype=float, copy=True)
         keys = features["customer_key"].to_numpy() if "customer_key" in features.columns else np.arange(len(x))
         for j, col in enumerate(self.numeric_columns):
@@ -215,6 +223,9 @@ class SegmentAssigner:
                        f" + {_double(ORDER_RATE_PRIOR_YEARS)})")
             else:
                 raw = f"CAST({_identifier(col)} AS DOUBLE)"
+            if col in self.undefined_fill:  # no denominator: the fitted fill, as fill_undefined_rates
+                marker = f"CAST({_identifier(UNDEFINED_RATES[col])} AS DOUBLE)"
+                raw = f"CASE WHEN {marker} = {_double(0)} THEN {_double(self.undefined_fill[col])} ELSE {raw} END"
             if col in self.log1p_columns:
                 raw = f"LN({_double(1)} + {raw})"
             exprs.append(f"({raw} - {_double(self.means[j])}) / {_double(self.scales[j])}"

@@ -16,11 +16,13 @@ from include.segmentation.model import (
     bootstrap_stability,
     choose_k,
     design_matrix,
+    fill_undefined_rates,
     fit_segments,
     group_weights,
     match_segment_ids,
     numeric_matrix,
     order_by_value,
+    prepare,
     segment_profiles,
     segmentation_features,
     z_profiles,
@@ -48,6 +50,15 @@ def blobs(n_per: int = 150, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     df["plan_tier"] = np.where(df["truth"] == 0, "premium", "basic")
     df["region"] = rng.choice(["north", "south"], len(df))
     return df.drop(columns="truth"), df["truth"].to_numpy()
+
+
+def with_service_rates(features: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``features`` plus support per order and cost per contact; every third customer has no contact."""
+    rng = np.random.default_rng(seed)
+    out = features.copy()
+    out["support_per_order"] = np.where(np.arange(len(out)) % 3 == 0, 0.0, rng.uniform(0.1, 2.0, len(out)))
+    out["cost_per_contact"] = np.where(out["support_per_order"] == 0, 0.0, rng.uniform(2.0, 12.0, len(out)))
+    return out
 
 
 def test_numeric_matrix_is_standardised():
@@ -278,3 +289,20 @@ def test_a_customer_gone_quiet_stays_with_those_who_buy_as_they_did():
     from sklearn.metrics import adjusted_rand_score
 
     assert adjusted_rand_score(df["truth"], result.labels) > 0.9  # habits, whether quiet or not
+
+
+def test_a_rate_without_a_denominator_takes_the_mean_of_those_who_have_it():
+    features = with_service_rates(blobs()[0], seed=1)
+    no_contact = (features["support_per_order"] == 0).to_numpy()
+    columns = ("avg_order_value", "support_per_order", "cost_per_contact")
+    filled, fill = fill_undefined_rates(features, columns)
+    assert fill == {"cost_per_contact": pytest.approx(features.loc[~no_contact, "cost_per_contact"].mean())}
+    assert (filled.loc[no_contact, "cost_per_contact"] == fill["cost_per_contact"]).all()
+    assert filled.loc[~no_contact].equals(features.loc[~no_contact])
+    assert (features.loc[no_contact, "cost_per_contact"] == 0).all()  # the input is left as it was
+    # A fitted model fills a later batch with the fitted value, not the batch's own mean.
+    result = fit_segments(features, k=3, seed=1, algorithm="kmeans", numeric_columns=columns)
+    batch = features.iloc[::7]
+    assert np.allclose(prepare(batch, result.model)[0], design_matrix(features, columns)[::7])
+    with pytest.raises(ValueError, match="support_per_order"):
+        fill_undefined_rates(features.drop(columns="support_per_order"), ("cost_per_contact",), fill)

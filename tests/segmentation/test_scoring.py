@@ -7,21 +7,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from include.features.build import NUMERIC_FEATURES
 from include.segmentation import scoring
 from include.segmentation.model import fit_segments
 from include.segmentation.scoring import SegmentAssigner, assign_in_chunks, assign_in_warehouse
-from tests.segmentation.test_model import blobs
+from tests.segmentation.test_model import blobs, with_service_rates
 from tests.warehouses import warehouse
 
 AS_OF = dt.date(2026, 11, 14)
 
 
+#: The fit's numeric columns: the table's features plus two rates with no denominator for some customers.
+COLUMNS = (*NUMERIC_FEATURES, "support_per_order", "cost_per_contact")
+
+
 @pytest.fixture(scope="module")
 def fitted():
     """A k-prototypes fit on 450 customers, and 300 other customers to score (new and missing categories)."""
-    features, _ = blobs(150, seed=3)
-    result = fit_segments(features, k=3, seed=5, n_init=2)
-    fresh, _ = blobs(100, seed=11)
+    features = with_service_rates(blobs(150, seed=3)[0], seed=3)
+    result = fit_segments(features, k=3, seed=5, n_init=2, numeric_columns=COLUMNS)
+    fresh = with_service_rates(blobs(100, seed=11)[0], seed=11)
     fresh["customer_key"] = [f"N{i:05d}" for i in range(len(fresh))]
     fresh.loc[::7, "preferred_channel"] = "kiosk"  # never seen by the fit: a mismatch with every prototype
     fresh.loc[::11, "region"] = None  # missing: the fit's "unknown"
@@ -32,8 +37,11 @@ def fitted():
 def test_assigner_reproduces_the_fit(fitted):
     features, result, assigner, _ = fitted
     assert assigner.k == result.k and assigner.gamma > 0
+    # A rate without a denominator takes the fitted mean of the customers who have it, as the fit did.
+    has_contacts = features["support_per_order"] > 0
+    assert assigner.undefined_fill == {"cost_per_contact": pytest.approx(features.loc[has_contacts, "cost_per_contact"].mean())}
     assert np.array_equal(assigner.assign(features), result.labels)
-    kmeans = fit_segments(features, k=3, seed=5, n_init=2, algorithm="kmeans")
+    kmeans = fit_segments(features, k=3, seed=5, n_init=2, algorithm="kmeans", numeric_columns=COLUMNS)
     assert np.array_equal(SegmentAssigner.from_fit(features, kmeans).assign(features), kmeans.labels)
 
 
@@ -96,3 +104,23 @@ def test_bad_rows_are_named_in_memory_and_in_sql(fitted, tmp_path):
             assign_in_warehouse(wh, assigner, AS_OF)
         with pytest.raises(ValueError, match="chunk_rows must be at least 1"):
             assign_in_chunks(wh, assigner, AS_OF, print, chunk_rows=0)
+
+
+def test_a_rate_without_a_denominator_is_filled_in_memory_and_in_sql(fitted, tmp_path):
+    _, _, assigner, fresh = fitted
+    j = assigner.numeric_columns.index("cost_per_contact")
+    prepared = lambda raw: (raw - assigner.means[j]) / assigner.scales[j] * assigner.weights[j]  # noqa: E731
+    # Two prototypes that differ only where a contact-free customer lands: at the fitted fill, or at 0.
+    prototypes = np.vstack([assigner.prototypes[0], assigner.prototypes[0]])
+    prototypes[0, j], prototypes[1, j] = prepared(assigner.undefined_fill["cost_per_contact"]), prepared(0.0)
+    two = dataclasses.replace(assigner, prototypes=prototypes, segment_ids=(1, 2),
+                              prototype_categories=assigner.prototype_categories[[0, 0]])
+    no_contact = (fresh["support_per_order"] == 0).to_numpy()
+    in_memory = two.assign(fresh)
+    assert no_contact.any() and (in_memory[no_contact] == 1).all()
+    with warehouse("duckdb", tmp_path) as wh:
+        wh.ensure_schema()
+        with wh.begin() as conn:
+            wh.insert_df("customer_features", fresh, conn)
+        in_sql = assign_in_warehouse(wh, two, AS_OF).set_index("customer_key")["segment_id"]
+    assert in_sql.reindex(fresh["customer_key"]).tolist() == in_memory.tolist()

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from include.segmentation.model import assign, bootstrap_stability, choose_k, fit_segments, prepare
+from include.segmentation.model import assign, bootstrap_rows, bootstrap_stability, choose_k, fit_segments, prepare
 from include.segmentation.spectral import SpectralBasis, SpectralSegments, vote
 from tests.segmentation.test_model import blobs
 
@@ -70,6 +70,17 @@ def test_choose_k_largest_stable_rule():
     assert choose_k(candidates, min_jaccard=0.75) == 3  # silhouette among the stable
     assert choose_k(candidates, min_jaccard=0.75, largest_stable=True, previous_k=3) == 3
     assert choose_k(candidates, min_jaccard=0.95, largest_stable=True) == 3  # none stable: the most stable
+    # With the per-resample share: a split found by only some refits can still average above 0.85.
+    shares = candidates.assign(min_jaccard=[0.99, 0.95, 0.6, 0.87], highly_stable_share=[1.0, 0.95, 0.1, 0.6])
+    assert choose_k(shares, min_jaccard=0.75, largest_stable=True) == 4
+    assert choose_k(shares.assign(highly_stable_share=[1.0, 0.95, 0.1, 0.9]), min_jaccard=0.75,
+                    largest_stable=True) == 6
+
+
+def test_bootstrap_rows_are_the_distinct_rows_of_a_draw():
+    rows = bootstrap_rows(np.random.default_rng(0), 10_000)
+    assert np.array_equal(rows, np.unique(rows)) and rows.min() >= 0 and rows.max() < 10_000
+    assert 0.6 < len(rows) / 10_000 < 0.66  # 1 - 1/e of the rows, each once
 
 
 @pytest.mark.parametrize("algorithm", ["spectral", "kmeans", "kprototypes"])
