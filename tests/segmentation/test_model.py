@@ -116,6 +116,8 @@ def test_bootstrap_stability_separates_real_from_arbitrary_clusters():
     df, _ = blobs()
     result = fit_segments(df, k=3, seed=1)
     jaccard, ari = bootstrap_stability(df, result.labels, 3, n_boot=8, seed=2)
+    # > 0.9, not ~1: k-prototypes draws its numeric prototypes around the mean, as kmodes does, and
+    # one of these 8 two-init refits settles with two prototypes in one group (seeds 3, 5-7 give 1.0).
     assert jaccard.shape == (3,) and (jaccard > 0.9).all() and ari > 0.9
     # Splitting one real group in two gives arbitrary, unstable halves.
     over = fit_segments(df, k=6, seed=1)
