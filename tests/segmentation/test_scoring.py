@@ -21,6 +21,16 @@ AS_OF = dt.date(2026, 11, 14)
 COLUMNS = (*NUMERIC_FEATURES, "support_per_order", "cost_per_contact")
 
 
+def assigned_in_duckdb(assigner: SegmentAssigner, features: pd.DataFrame, tmp_path) -> list[int]:
+    """Segment ids SQL assignment gives ``features`` (a DuckDB file), in ``features`` order."""
+    with warehouse("duckdb", tmp_path) as wh:
+        wh.ensure_schema()
+        with wh.begin() as conn:
+            wh.insert_df("customer_features", features, conn)
+        in_sql = assign_in_warehouse(wh, assigner, AS_OF).set_index("customer_key")["segment_id"]
+    return in_sql.reindex(features["customer_key"]).tolist()
+
+
 @pytest.fixture(scope="module")
 def fitted():
     """A k-prototypes fit on 450 customers, and 300 other customers to score (new and missing categories)."""
@@ -82,12 +92,7 @@ def test_ties_go_to_the_lower_prototype_in_memory_and_in_sql(fitted, tmp_path):
         segment_ids=(0, 1, 2))
     labels = twin.assign(fresh)
     assert 2 not in set(labels) and (labels == 0).any()
-    with warehouse("duckdb", tmp_path) as wh:
-        wh.ensure_schema()
-        with wh.begin() as conn:
-            wh.insert_df("customer_features", fresh, conn)
-        in_sql = assign_in_warehouse(wh, twin, AS_OF).set_index("customer_key")["segment_id"]
-    assert in_sql.reindex(fresh["customer_key"]).tolist() == labels.tolist()
+    assert assigned_in_duckdb(twin, fresh, tmp_path) == labels.tolist()
 
 
 def test_bad_rows_are_named_in_memory_and_in_sql(fitted, tmp_path):
@@ -118,9 +123,4 @@ def test_a_rate_without_a_denominator_is_filled_in_memory_and_in_sql(fitted, tmp
     no_contact = (fresh["support_per_order"] == 0).to_numpy()
     in_memory = two.assign(fresh)
     assert no_contact.any() and (in_memory[no_contact] == 1).all()
-    with warehouse("duckdb", tmp_path) as wh:
-        wh.ensure_schema()
-        with wh.begin() as conn:
-            wh.insert_df("customer_features", fresh, conn)
-        in_sql = assign_in_warehouse(wh, two, AS_OF).set_index("customer_key")["segment_id"]
-    assert in_sql.reindex(fresh["customer_key"]).tolist() == in_memory.tolist()
+    assert assigned_in_duckdb(two, fresh, tmp_path) == in_memory.tolist()
