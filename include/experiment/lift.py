@@ -38,7 +38,14 @@ same value (all retained) there is no variance to estimate from; then the
 interval is Agresti and Caffo's (2000) on the raw values (one success and one
 failure added to each arm), never a zero-width one. The relative lift
 ``lift / mean_h`` gets a delta-method interval. An arm with fewer than two
-customers gives no interval (NaN).
+customers gives no interval (NaN), and so does a money outcome that too few
+customers have at all: fewer than ``MIN_EXPECTED_NONZERO`` (5) customers with
+a non-zero value expected in the smaller arm (the share non-zero over both
+arms times the arm's size; the "n p >= 5" rule for a normal approximation,
+applied to the count of buyers or support contacts the mean turns on). On the
+pipeline's own segments at 10,000 persons, the lapsed segment's first week
+had 2 buyers among 1,610 customers; the simultaneous interval of its revenue
+excluded 0 in 6.5% of no-effect holdout redraws where it promises 0.8%.
 
 ``mde`` is the minimum detectable effect: the true lift this comparison finds
 (interval excluding 0) with 80% power, ``(t_0.975 + z_0.80) * se``. A planted
@@ -78,9 +85,13 @@ beside it, for a reader who asks about one segment chosen in advance.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+log = logging.getLogger(__name__)
 
 #: Outcomes compared per customer (columns of the ``customer_outcomes`` read), in report order.
 METRICS = ("retention", "revenue", "cost_to_serve", "profit")
@@ -91,6 +102,10 @@ LIFT_COLUMNS = ("segment_id", "segment_name", "metric", "n_treated", "n_holdout"
                 "relative_lift", "relative_ci_low", "relative_ci_high", "mde")
 #: Power the minimum detectable effect is computed for.
 POWER = 0.80
+#: A money outcome gets an interval only when the smaller arm is expected to hold at least this many customers
+#: with a non-zero value (the share non-zero over both arms times its size): the textbook "n p >= 5" condition
+#: for a normal approximation, here of the count of buyers (or contacts) that the mean turns on.
+MIN_EXPECTED_NONZERO = 5
 
 
 def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float = 0.95, binary: bool = False,
@@ -123,6 +138,11 @@ def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float =
     out.update(ci_low=np.nan, ci_high=np.nan, relative_lift=np.nan, relative_ci_low=np.nan, relative_ci_high=np.nan,
                mde=np.nan, centre=np.nan, se=np.nan, df=np.nan)
     if nt < 2 or nh < 2:
+        return out
+    if not binary and np.count_nonzero(np.concatenate([t, h])) * min(nt, nh) / (nt + nh) < MIN_EXPECTED_NONZERO:
+        # Too few customers with a non-zero outcome (a week's revenue of lapsed buyers, support contacts in a
+        # small segment): the mean difference then turns on where a handful of them fell, not on a normal
+        # approximation, and an interval would exclude 0 by chance far more often than it says.
         return out
     var_t, var_hold = float(ta.var(ddof=1)), float(ha.var(ddof=1))
     pooled = ((nt - 1) * var_t + (nh - 1) * var_hold) / (nt + nh - 2)
@@ -196,8 +216,14 @@ def segment_lift(outcomes: pd.DataFrame, metrics: tuple[str, ...] = METRICS, lev
             rows.append({"segment_id": int(segment_id), "segment_name": str(segment_name), "metric": metric,
                          **difference_interval(values[~arm], values[arm], level, binary=metric in BINARY,
                                                treated_adjusted=adjusted[~arm], holdout_adjusted=adjusted[arm])})
-    return simultaneous_intervals(pd.DataFrame(rows, columns=[*LIFT_COLUMNS, "centre", "se", "df"]),
-                                  level)[list(LIFT_COLUMNS)]
+    lift = simultaneous_intervals(pd.DataFrame(rows, columns=[*LIFT_COLUMNS, "centre", "se", "df"]), level)
+    unmeasured = lift[lift["ci_low"].isna()]
+    if len(unmeasured):
+        log.warning("lift: no interval for %d of %d segment x outcome cells (an arm under 2 customers, no variance, "
+                    "or fewer than %d customers with a non-zero value expected in the smaller arm): %s",
+                    len(unmeasured), len(lift), MIN_EXPECTED_NONZERO,
+                    ", ".join(f"segment {r.segment_id} {r.metric}" for r in unmeasured.itertuples()))
+    return lift[list(LIFT_COLUMNS)]
 
 
 def simultaneous_intervals(cells: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:

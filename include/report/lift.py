@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from include.experiment.lift import MIN_EXPECTED_NONZERO
 from include.runtime.warehouse import Warehouse, named_sql
 
 #: How each metric is shown: label, whether it is money, and the scale of a point.
@@ -172,7 +173,9 @@ def lift_sections(data: dict[str, Any] | None, currency: str = "£") -> list[tup
             "segments measured). The narrower interval <i>for this segment alone</i> is the right one only for "
             "a single segment chosen before looking. MDE: the smallest true lift the per-segment comparison "
             "detects with 80% power (the all-at-once decision needs about a quarter more with 6 segments); an "
-            "interval that includes 0 does not show there is no effect smaller than that.</p>")
+            "interval that includes 0 does not show there is no effect smaller than that. &mdash;: no interval, "
+            "because an arm has under two customers or too few customers have the outcome at all (fewer than "
+            f"{MIN_EXPECTED_NONZERO} with a non-zero value expected in the holdout): too little to measure.</p>")
     if latest.empty:
         body = head + _not_available("lift", "the policy's first run: nothing treated yet, so no comparison")
     else:

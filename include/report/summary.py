@@ -200,7 +200,7 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
     for r, m in zip(lift.itertuples(index=False), mde, strict=True):
         low, high, simultaneous = decision_interval(r)
         older |= not simultaneous and r.ci_low == r.ci_low
-        said = verdict(r).replace("no evidence of change", "no").replace(" (this segment alone)", "*")
+        said = verdict(r).replace("no evidence of change", "no").replace(" (this segment alone)", "*").replace("—", "-")
         mde_text = f"{100 * m:.1f}pt" if r.metric == "retention" and m == m else fmt(r.metric, m)
         print(f"  {r.segment_name[:34]:34s} {r.metric:13s} {fmt(r.metric, r.treated_mean):>9} "
               f"{fmt(r.metric, r.holdout_mean):>9} {fmt(r.metric, r.lift, True):>9} {said:>10} "
@@ -210,7 +210,8 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
     print("  changed?: whether the lift's 95% interval for ALL segments at once excludes 0 (Bonferroni over the "
           "segments measured for that outcome: with 95% confidence every segment's true lift is inside its "
           "interval together, so a chance 'change' in one of several segments is not reported). The interval "
-          "for this segment alone is narrower and right only for one segment chosen beforehand.")
+          "for this segment alone is narrower and right only for one segment chosen beforehand. '-': no "
+          "interval (an arm under two customers, or too few customers with the outcome to measure it).")
     if older:
         print("  *: stored before simultaneous intervals were: decided by the per-segment interval.")
     print("  intention to treat: each customer in the segment and arm of its first date under the policy. Money: "
