@@ -203,10 +203,16 @@ def report(args, url: str, dates: list[dt.date]) -> None:
     print(f"last run: {len(powered)} of {len(last)} cells have an expected effect at least their MDE")
     # The MDE shrinks with the square root of the arms' sizes (se ~ sqrt(1/n_t + 1/n_h)): how large a
     # segment (same holdout share) the larger effects would need to be detected with 80% power.
+    # The all-at-once decision needs more: its MDE is (q_sim + z_0.8) se against (q + z_0.8) se, q_sim / q
+    # being the width ratio of the two intervals (q taken as the normal 1.96: many degrees of freedom).
+    z, q = 0.8416, 1.96
     for r in last[last["expected"].abs() > 0.25 * last["mde"]].itertuples():
         factor = (r.mde / abs(r.expected)) ** 2
+        ratio = (r.simultaneous_high - r.simultaneous_low) / (r.ci_high - r.ci_low)
+        factor_sim = factor * ((ratio * q + z) / (q + z)) ** 2
         print(f"  {r.segment_name[:40]:40s} {r.metric:14s} expected {r.expected:+.3f}, MDE {r.mde:.3f}: "
-              f"needs about {factor:.1f}x the customers ({factor * (r.n_treated + r.n_holdout):,.0f})")
+              f"needs about {factor:.1f}x the customers ({factor * (r.n_treated + r.n_holdout):,.0f}) alone, "
+              f"{factor_sim:.1f}x all at once")
     t1, c1 = time.perf_counter(), cpu_seconds()
     for label, (d, f, _) in (("first post-policy run", weekly[0]), ("last run", weekly[-1])):
         cal = calibration(f, args.holdout_share, args.redraws, args.seed)
