@@ -166,6 +166,8 @@ def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float =
     q = float(stats.t.ppf(0.5 + level / 2, df))
     out.update(centre=float(centre), se=float(se), df=float(df))
     out["ci_low"], out["ci_high"] = centre - q * se, centre + q * se
+    if binary:  # a difference of two rates lies in [-1, 1]; clipping there loses no coverage
+        out["ci_low"], out["ci_high"] = float(max(out["ci_low"], -1.0)), float(min(out["ci_high"], 1.0))
     out["mde"] = (q + float(stats.norm.ppf(POWER))) * se
     mh = out["holdout_mean"]
     if mh != 0:
@@ -255,4 +257,7 @@ def simultaneous_intervals(cells: pd.DataFrame, level: float = 0.95) -> pd.DataF
         q[measured] = stats.t.ppf(1 - alpha / 2, out.loc[measured, "df"].to_numpy(dtype=float))
     out["simultaneous_low"] = out["centre"] - q * out["se"]
     out["simultaneous_high"] = out["centre"] + q * out["se"]
+    rate = out["metric"].isin(BINARY)  # as in difference_interval: a difference of rates lies in [-1, 1]
+    out.loc[rate, "simultaneous_low"] = out.loc[rate, "simultaneous_low"].clip(lower=-1.0)
+    out.loc[rate, "simultaneous_high"] = out.loc[rate, "simultaneous_high"].clip(upper=1.0)
     return out

@@ -135,6 +135,9 @@ def test_interval_matches_scipy_two_sample_t():
     # All retained in both arms: an Agresti-Caffo interval, never a zero-width one.
     flat = difference_interval(np.ones(30), np.ones(5), binary=True)
     assert flat["ci_low"] < 0 < flat["ci_high"]
+    # Three holdout customers: the t interval of a rate difference would run far past +-100 points; clipped there.
+    tiny = difference_interval(np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.0, 1.0, 0.0]), binary=True)
+    assert -1.0 < tiny["ci_low"] < 0 and tiny["ci_high"] == 1.0 < tiny["centre"] + 2 * tiny["se"]
 
 
 def test_lift_table_is_replaced_per_date_and_a_new_playbook_starts_a_new_comparison(tmp_path):
