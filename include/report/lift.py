@@ -182,7 +182,8 @@ def lift_sections(data: dict[str, Any] | None, currency: str = "£") -> list[tup
         body = head + _lift_table(latest, currency)
         charts = "".join(f"<h3>{e(str(name))}</h3>{_lift_chart(history, int(sid), currency)}"
                          for sid, name in latest.groupby("segment_id")["segment_name"].first().items())
-        body += "<p class='note'>Run over run, under this policy:</p>" + charts
+        body += ("<p class='note'>Run over run, under this policy (pale band: 95% for all segments at once; "
+                 "dark band: 95% for this segment alone):</p>" + charts)
     sections = [("Lift: treated vs holdout", body)]
     if "before_after" in data:
         before, econ = data["before_after"]
