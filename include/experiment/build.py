@@ -14,8 +14,10 @@ pushed):
    the earliest date of the unbroken run of earlier dates with the same hash
    and share (``policy_start``): a new playbook starts a new comparison;
 3. ``segment_lift`` gets, per segment and outcome, treated and holdout
-   means, the lift with a 95% interval, the minimum detectable effect and
-   the sample sizes (:mod:`include.experiment.lift`). Intention to treat:
+   means, the lift with a 95% interval, the simultaneous 95% interval that
+   holds for all of the run's segments of the outcome at once (Bonferroni),
+   the minimum detectable effect and the sample sizes
+   (:mod:`include.experiment.lift`). Intention to treat:
    every customer assigned under the policy counts in the segment and arm of
    its first date under it. Outcomes are measured only after the policy
    started (from the day after its first run to the as-of date, one

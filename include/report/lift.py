@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from include.experiment.lift import MIN_EXPECTED_NONZERO
 from include.runtime.warehouse import Warehouse, named_sql
 
 #: How each metric is shown: label, whether it is money, and the scale of a point.
@@ -60,6 +61,28 @@ def _mde(metric: str, value: float, currency: str) -> str:
     return _value(metric, value, currency)
 
 
+def decision_interval(row: Any) -> tuple[float, float, bool]:
+    """The interval that decides "changed" for a ``segment_lift`` row: ``(low, high, simultaneous)``.
+
+    The simultaneous interval (95% for all of the run's segments of the
+    outcome at once); for a row written before it was stored (NULL there), the
+    per-segment interval, and ``simultaneous`` False so the reader is told.
+    """
+    low, high = getattr(row, "simultaneous_low", float("nan")), getattr(row, "simultaneous_high", float("nan"))
+    if pd.notna(low) and pd.notna(high):
+        return float(low), float(high), True
+    return row.ci_low, row.ci_high, False
+
+
+def verdict(row: Any) -> str:
+    """"changed" when the deciding interval excludes 0, else "no evidence of change" ("—" without an interval)."""
+    low, high, simultaneous = decision_interval(row)
+    if pd.isna(low) or pd.isna(high):
+        return "—"
+    text = "changed" if low > 0 or high < 0 else "no evidence of change"
+    return text if simultaneous else f"{text} (this segment alone)"
+
+
 def _lift_table(latest: pd.DataFrame, currency: str) -> str:
     from include.report.html import _table
 
@@ -69,19 +92,31 @@ def _lift_table(latest: pd.DataFrame, currency: str) -> str:
         latest = latest.assign(mde=float("nan"))
     for r in latest.sort_values(["segment_id", "metric"], key=lambda c: c.map(
             {m: i for i, m in enumerate(METRIC_LABELS)}) if c.name == "metric" else c).itertuples():
-        ci = (f"[{_value(r.metric, r.ci_low, currency, True)}, {_value(r.metric, r.ci_high, currency, True)}]"
-              if pd.notna(r.ci_low) else "—")
-        excludes = pd.notna(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)
+
+        def interval(low: float, high: float, metric: str = r.metric) -> str:
+            if pd.isna(low) or pd.isna(high):
+                return "—"
+            return f"[{_value(metric, low, currency, True)}, {_value(metric, high, currency, True)}]"
+
+        low, high, simultaneous = decision_interval(r)
+        changed = verdict(r).startswith("changed")
         rows.append([e(str(r.segment_name)), e(METRIC_LABELS.get(r.metric, r.metric)),
                      _value(r.metric, r.treated_mean, currency), _value(r.metric, r.holdout_mean, currency),
-                     ("<b>" if excludes else "") + _value(r.metric, r.lift, currency, True) + ("</b>" if excludes else ""),
-                     ci, _mde(r.metric, r.mde, currency), f"{int(r.n_treated):,} / {int(r.n_holdout):,}"])
-    return _table(["segment", "outcome", "treated", "holdout", "lift", "95% interval", "MDE (80% power)",
+                     ("<b>" if changed else "") + _value(r.metric, r.lift, currency, True) + ("</b>" if changed else ""),
+                     ("<b>" if changed else "") + e(verdict(r)) + ("</b>" if changed else ""),
+                     interval(low, high) if simultaneous else "—", interval(r.ci_low, r.ci_high),
+                     _mde(r.metric, r.mde, currency), f"{int(r.n_treated):,} / {int(r.n_holdout):,}"])
+    return _table(["segment", "outcome", "treated", "holdout", "lift", "changed?",
+                   "95% for all segments at once (decides)", "95% for this segment alone", "MDE (80% power)",
                    "n treated / holdout"], rows, numeric_from=2)
 
 
 def _lift_chart(history: pd.DataFrame, segment_id: int, currency: str) -> str:
-    """Lift over time with its 95% band: retention (points) and profit per customer, one segment."""
+    """Lift over time with its 95% bands: retention (points) and profit per customer, one segment.
+
+    The wide pale band is the simultaneous interval (all segments at once), the
+    darker one inside it the per-segment interval.
+    """
     from include.report.html import _figure, _svg
 
     fig, axes = _figure(8, 2.4)
@@ -94,8 +129,11 @@ def _lift_chart(history: pd.DataFrame, segment_id: int, currency: str) -> str:
             ax.text(0.5, 0.5, "not measured yet", ha="center", va="center", transform=ax.transAxes)
         else:
             x = pd.to_datetime(part["as_of_date"])
-            ax.fill_between(x, part["ci_low"] * scale, part["ci_high"] * scale, color="#1b6ca8", alpha=0.18,
-                            label="95% interval")
+            if "simultaneous_low" in part.columns and part["simultaneous_low"].notna().any():
+                ax.fill_between(x, part["simultaneous_low"] * scale, part["simultaneous_high"] * scale,
+                                color="#1b6ca8", alpha=0.10, label="95% for all segments at once")
+            ax.fill_between(x, part["ci_low"] * scale, part["ci_high"] * scale, color="#1b6ca8", alpha=0.22,
+                            label="95% for this segment alone")
             ax.plot(x, part["lift"] * scale, marker="o", color="#1b6ca8", label="lift")
             ax.tick_params(axis="x", labelrotation=30)
         ax.axhline(0, color="#888", lw=0.8)
@@ -126,16 +164,26 @@ def lift_sections(data: dict[str, Any] | None, currency: str = "£") -> list[tup
             "under the policy. Money outcomes are per customer over the whole window; repeat retention is the "
             "share of the customers who ordered in the retention window before the policy who ordered again "
             "in it (its last retention window once longer). Lifts are adjusted for each customer's same "
-            "outcome before the policy (CUPED); bold lifts have an interval that excludes 0. MDE: the "
-            "smallest true lift this comparison detects with 80% power; an interval that includes 0 does not "
-            "show there is no effect smaller than the MDE.</p>")
+            "outcome before the policy (CUPED).</p>"
+            "<p><b>Which segments changed?</b> Each outcome is read for all the segments at once, and with "
+            "several segments one of them would look changed by chance now and then if each had only its own "
+            "95% interval. So a segment counts as <b>changed</b> (bold) only when its interval <i>for all "
+            "segments at once</i> excludes 0: those intervals are wide enough that, with 95% confidence, all "
+            "of one outcome's segments lie inside theirs together (Bonferroni: each at 1 &minus; 5%/m, m the "
+            "segments measured). The narrower interval <i>for this segment alone</i> is the right one only for "
+            "a single segment chosen before looking. MDE: the smallest true lift the per-segment comparison "
+            "detects with 80% power (the all-at-once decision needs about a quarter more with 6 segments); an "
+            "interval that includes 0 does not show there is no effect smaller than that. &mdash;: no interval, "
+            "because an arm has under two customers or too few customers have the outcome at all (fewer than "
+            f"{MIN_EXPECTED_NONZERO} with a non-zero value expected in the holdout): too little to measure.</p>")
     if latest.empty:
         body = head + _not_available("lift", "the policy's first run: nothing treated yet, so no comparison")
     else:
         body = head + _lift_table(latest, currency)
         charts = "".join(f"<h3>{e(str(name))}</h3>{_lift_chart(history, int(sid), currency)}"
                          for sid, name in latest.groupby("segment_id")["segment_name"].first().items())
-        body += "<p class='note'>Run over run, under this policy:</p>" + charts
+        body += ("<p class='note'>Run over run, under this policy (pale band: 95% for all segments at once; "
+                 "dark band: 95% for this segment alone):</p>" + charts)
     sections = [("Lift: treated vs holdout", body)]
     if "before_after" in data:
         before, econ = data["before_after"]

@@ -179,9 +179,9 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
     days = (as_of_date - start).days + 1
     print(f"\nLift, treated vs holdout (experiment {p['experiment_name']}, {p['holdout_share']:.0%} holdout, "
           f"playbook {p['policy_hash']} since {str(p['policy_start'])[:10]}; outcomes after the policy only: "
-          f"{start} to {as_of_date}, {days} days; 95% intervals):")
-    print(f"  {'segment':42s} {'outcome':14s} {'treated':>10} {'holdout':>10} {'lift':>10} "
-          f"{'95% interval':>24} {'MDE':>10} {'n treated/holdout':>18}")
+          f"{start} to {as_of_date}, {days} days):")
+    print(f"  {'segment':34s} {'outcome':13s} {'treated':>9} {'holdout':>9} {'lift':>9} {'changed?':>10} "
+          f"{'95% all segments at once':>24} {'95% this segment alone':>22} {'MDE':>8} {'n treated/holdout':>17}")
 
     def fmt(metric: str, value: float, signed: bool = False) -> str:
         if value is None or value != value:
@@ -190,19 +190,35 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
             return f"{100 * value:+.1f}pt" if signed else f"{100 * value:.1f}%"
         return f"{value:+,.2f}" if signed else f"{'-' if value < 0 else ''}{symbol}{abs(value):,.2f}"
 
+    def interval(metric: str, low: float, high: float) -> str:
+        return f"[{fmt(metric, low, True)}, {fmt(metric, high, True)}]" if low == low and high == high else "-"
+
+    from include.report.lift import decision_interval, verdict
+
     mde = lift["mde"] if "mde" in lift.columns else pd.Series(float("nan"), index=lift.index)
+    older = False
     for r, m in zip(lift.itertuples(index=False), mde, strict=True):
-        interval = f"[{fmt(r.metric, r.ci_low, True)}, {fmt(r.metric, r.ci_high, True)}]" \
-            if r.ci_low == r.ci_low else "-"
+        low, high, simultaneous = decision_interval(r)
+        older |= not simultaneous and r.ci_low == r.ci_low
+        said = verdict(r).replace("no evidence of change", "no").replace(" (this segment alone)", "*").replace("—", "-")
         mde_text = f"{100 * m:.1f}pt" if r.metric == "retention" and m == m else fmt(r.metric, m)
-        print(f"  {r.segment_name[:42]:42s} {r.metric:14s} {fmt(r.metric, r.treated_mean):>10} "
-              f"{fmt(r.metric, r.holdout_mean):>10} {fmt(r.metric, r.lift, True):>10} {interval:>24} "
-              f"{mde_text:>10} {int(r.n_treated):>8,d}/{int(r.n_holdout):<8,d}")
+        print(f"  {r.segment_name[:34]:34s} {r.metric:13s} {fmt(r.metric, r.treated_mean):>9} "
+              f"{fmt(r.metric, r.holdout_mean):>9} {fmt(r.metric, r.lift, True):>9} {said:>10} "
+              f"{interval(r.metric, low, high) if simultaneous else '-':>24} "
+              f"{interval(r.metric, r.ci_low, r.ci_high):>22} {mde_text:>8} "
+              f"{int(r.n_treated):>8,d}/{int(r.n_holdout):<8,d}")
+    print("  changed?: whether the lift's 95% interval for ALL segments at once excludes 0 (Bonferroni over the "
+          "segments measured for that outcome: with 95% confidence every segment's true lift is inside its "
+          "interval together, so a chance 'change' in one of several segments is not reported). The interval "
+          "for this segment alone is narrower and right only for one segment chosen beforehand. '-': no "
+          "interval (an arm under two customers, or too few customers with the outcome to measure it).")
+    if older:
+        print("  *: stored before simultaneous intervals were: decided by the per-segment interval.")
     print("  intention to treat: each customer in the segment and arm of its first date under the policy. Money: "
           "per customer over the whole window; retention: of those who ordered in the retention window before "
           "the policy, the share who ordered again in it. Lift CUPED-adjusted for the same outcome before the "
-          "policy. MDE: smallest true lift detected with 80% power (an interval including 0 cannot rule out "
-          "an effect below it). Before/after views around a policy change are not randomised: see the report.")
+          "policy. MDE: smallest true lift the per-segment interval detects with 80% power (an interval "
+          "including 0 cannot rule out an effect below it). Before/after views around a policy change are not randomised: see the report.")
 
 
 if __name__ == "__main__":

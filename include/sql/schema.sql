@@ -268,5 +268,8 @@ CREATE TABLE IF NOT EXISTS segment_lift (
     as_of_date DATE, experiment_name VARCHAR, policy_hash VARCHAR, policy_start DATE, window_start DATE,
     segment_id BIGINT, segment_name VARCHAR, metric VARCHAR, n_treated BIGINT, n_holdout BIGINT,
     treated_mean DOUBLE, holdout_mean DOUBLE, lift DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
-    relative_lift DOUBLE, relative_ci_low DOUBLE, relative_ci_high DOUBLE, mde DOUBLE
+    relative_lift DOUBLE, relative_ci_low DOUBLE, relative_ci_high DOUBLE, mde DOUBLE,
+    -- Added later (ensure_schema adds them to an older warehouse; its rows read NULL): the interval that
+    -- holds for all of the run's segments of the outcome at once (Bonferroni over family_size of them).
+    simultaneous_low DOUBLE, simultaneous_high DOUBLE, family_size BIGINT
 );

@@ -30,7 +30,8 @@ def run_experiment(run: RunInfo) -> dict[str, Any]:
     for row in lift.itertuples():
         # Segment ids (not names: names can change) keep the metric keys stable run over run.
         base = f"segment_{row.segment_id}.{row.metric}"
-        for field in ("lift", "ci_low", "ci_high", "mde", "n_treated", "n_holdout"):
+        for field in ("lift", "ci_low", "ci_high", "simultaneous_low", "simultaneous_high", "family_size", "mde",
+                      "n_treated", "n_holdout"):
             value = getattr(row, field)
             if value == value:  # NaN (no interval) is left out rather than logged
                 metrics[f"{base}.{field}"] = float(value)

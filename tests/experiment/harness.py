@@ -19,7 +19,7 @@ import pandas as pd
 
 from include.demo.generate import DemoGenerator, PolicyEffects, expected_customer_keys
 from include.experiment.build import SQL, ExperimentSettings, outcome_params, run_experiment
-from include.experiment.lift import BINARY, METRICS, cuped, difference_interval
+from include.experiment.lift import BINARY, METRICS, cuped, difference_interval, simultaneous_intervals
 from include.runtime.warehouse import Warehouse
 
 STAGE_ORDERS = """
@@ -179,20 +179,27 @@ def archetype_mix(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def recovery_table(lift: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """The lift rows with their expected effect; ``covered`` / ``excludes_zero`` for the per-segment
+    interval, ``covered_sim`` / ``excludes_zero_sim`` for the simultaneous one."""
     out = lift.merge(expected, on=["segment_id", "metric"], how="left")
     out["covered"] = (out["ci_low"] <= out["expected"]) & (out["expected"] <= out["ci_high"])
     out["excludes_zero"] = (out["ci_low"] > 0) | (out["ci_high"] < 0)
+    out["covered_sim"] = (out["simultaneous_low"] <= out["expected"]) & (out["expected"] <= out["simultaneous_high"])
+    out["excludes_zero_sim"] = (out["simultaneous_low"] > 0) | (out["simultaneous_high"] < 0)
     out["no_effect"] = out["expected"].abs() < 1e-12
     return out
 
 
 def calibration(frame: pd.DataFrame, share: float, redraws: int, seed: int) -> pd.DataFrame:
-    """Share of 95% intervals excluding 0 when the arms are redrawn at random (no effect by construction).
+    """Which intervals exclude 0 when the arms are redrawn at random (no effect by construction).
 
     ``frame``: one row per customer with ``segment_id``, the metrics and their ``<metric>_pre``
     covariates (the outcome frame of the experiment stage). The CUPED adjustment does not depend on
     the arms, so it is computed once per segment and metric; each redraw then runs the stage's
-    :func:`~include.experiment.lift.difference_interval` on the new arms (what ``segment_lift`` does).
+    :func:`~include.experiment.lift.difference_interval` on the new arms and
+    :func:`~include.experiment.lift.simultaneous_intervals` over the redraw's cells (what ``segment_lift``
+    does). One row per redraw and cell: ``redraw``, ``segment_id``, ``metric``, ``excludes_zero``
+    (per-segment interval), ``excludes_zero_sim`` (simultaneous), ``family_size``.
     """
     rng = np.random.default_rng(seed)
     cells = []
@@ -206,19 +213,32 @@ def calibration(frame: pd.DataFrame, share: float, redraws: int, seed: int) -> p
             keep = ~np.isnan(values)
             cells.append((segment_id, metric, values[keep], adjusted[keep]))
     rows = []
-    for _ in range(redraws):
+    for redraw in range(redraws):
+        drawn = []
         for segment_id, metric, values, adjusted in cells:
             arm = rng.random(len(values)) < share
             got = difference_interval(values[~arm], values[arm], binary=metric in BINARY,
                                       treated_adjusted=adjusted[~arm], holdout_adjusted=adjusted[arm])
-            if got["ci_low"] == got["ci_low"]:
-                rows.append((segment_id, metric, got["ci_low"] > 0 or got["ci_high"] < 0))
-    return pd.DataFrame(rows, columns=["segment_id", "metric", "excludes_zero"])
+            drawn.append({"redraw": redraw, "segment_id": segment_id, "metric": metric, **got})
+        drawn = simultaneous_intervals(pd.DataFrame(drawn))
+        rows.append(drawn[drawn["ci_low"].notna()])
+    out = pd.concat(rows, ignore_index=True)
+    out["excludes_zero"] = (out["ci_low"] > 0) | (out["ci_high"] < 0)
+    out["excludes_zero_sim"] = (out["simultaneous_low"] > 0) | (out["simultaneous_high"] < 0)
+    return out[["redraw", "segment_id", "metric", "excludes_zero", "excludes_zero_sim", "family_size"]]
+
+
+def familywise_error(cal: pd.DataFrame) -> pd.DataFrame:
+    """Share of redraws in which ANY cell excludes 0, per interval kind: per outcome (the family the
+    simultaneous interval controls) and over the whole run (every outcome)."""
+    per = cal.groupby(["metric", "redraw"])[["excludes_zero", "excludes_zero_sim"]].any().groupby("metric").mean()
+    per.loc["(any outcome)"] = cal.groupby("redraw")[["excludes_zero", "excludes_zero_sim"]].any().mean()
+    return per.rename(columns={"excludes_zero": "per_segment", "excludes_zero_sim": "simultaneous"})
 
 
 def weekly_dates(first_run: dt.date, weeks: int) -> list[dt.date]:
     return [first_run + dt.timedelta(weeks=w) for w in range(weeks + 1)]
 
 
-__all__ = ["archetype_mix", "calibration", "expected_lift", "generate", "load", "planted_per_customer", "recovery_table", "run_week",
+__all__ = ["archetype_mix", "calibration", "expected_lift", "familywise_error", "generate", "load", "planted_per_customer", "recovery_table", "run_week",
            "weekly_dates", "np"]
