@@ -60,15 +60,20 @@ def fold_segment_ids(fitted: list[FittedDate], max_distance: float) -> dict[dt.d
 
     Each date's model-local segments are matched (Hungarian, at most
     ``max_distance`` apart in z units) to the aligned centroids of the latest
-    earlier date whose quality gate passed; unmatched segments take new ids
-    from a counter carried by the fold (the first date's segments get
-    1..k). The result depends only on the dates' own fits, never on the order
-    in which they were run.
+    earlier date whose quality gate passed. A segment left unmatched is then
+    matched the same way to the ids that date no longer had, at their last
+    gate-passed centroid: a segment that one run merged into another (k one
+    lower for a week) gets its id back when it returns, instead of a new id
+    that would relabel its customers in every CRM a second time. Segments
+    still unmatched take new ids from a counter carried by the fold (the
+    first date's segments get 1..k). The result depends only on the dates'
+    own fits, never on the order in which they were run.
     """
     from include.segmentation.model import match_segment_ids
 
     out: dict[dt.date, AlignedDate] = {}
     reference: pd.DataFrame | None = None
+    last_seen: dict[int, pd.Series] = {}  # every id's centroid at the latest gate-passed date that had it
     counter = 1
     for fit in sorted(fitted, key=lambda f: f.as_of_date):
         local = fit.centroids.sort_index()
@@ -77,11 +82,40 @@ def fold_segment_ids(fitted: list[FittedDate], max_distance: float) -> dict[dt.d
             distance: dict[int, float] = {}
         else:
             stable, distance = match_segment_ids(local, reference, max_distance=max_distance, next_id=counter)
+            stable, distance = _rematch_retired(local, stable, distance, reference, last_seen, max_distance,
+                                                counter)
         counter = max(counter, max(stable.values(), default=0) + 1)
         out[fit.as_of_date] = AlignedDate(fit.as_of_date, stable, distance, dict(fit.stored))
         if fit.gate_passed:
             reference = local.rename(index=stable)
+            last_seen.update({int(seg): row for seg, row in reference.iterrows()})
     return out
+
+
+def _rematch_retired(local: pd.DataFrame, stable: dict[int, int], distance: dict[int, float],
+                     reference: pd.DataFrame, last_seen: dict[int, pd.Series], max_distance: float,
+                     counter: int) -> tuple[dict[int, int], dict[int, float]]:
+    """``stable`` with its new ids (>= ``counter``) matched to retired ids where one is within reach.
+
+    Retired: in ``last_seen`` but not in ``reference``. Segments still unmatched are numbered
+    from ``counter`` in model-local order, as :func:`~include.segmentation.model.match_segment_ids` numbers them.
+    """
+    from include.segmentation.model import match_segment_ids
+
+    new = [seg for seg in local.index if stable[int(seg)] >= counter]
+    retired = sorted(set(last_seen) - {int(i) for i in reference.index})
+    if not new or not retired:
+        return stable, distance
+    previous = pd.DataFrame([last_seen[i] for i in retired], index=retired)
+    again, again_distance = match_segment_ids(local.loc[new], previous, max_distance=max_distance, next_id=counter)
+    stable, distance = dict(stable), dict(distance)
+    fresh = counter
+    for seg in new:
+        if int(seg) in again_distance:  # matched a retired id
+            stable[int(seg)], distance[int(seg)] = again[int(seg)], again_distance[int(seg)]
+        else:
+            stable[int(seg)], fresh = fresh, fresh + 1
+    return stable, distance
 
 
 def model_local_order(monetary: pd.Series) -> dict[int, int]:

@@ -743,7 +743,10 @@ def match_segment_ids(current: pd.DataFrame, previous: pd.DataFrame | None, *,
     ``current`` and ``previous`` are z-profiles (index: segment id, columns:
     features). Pairs farther apart than ``max_distance`` (Euclidean in z
     units) are not matched; unmatched segments get new ids from ``next_id``
-    (default: above every id the previous run used), so a retired id is never reused. Returns ``{current id: stable id}`` and the matched distances.
+    (default: above every id the previous run used), so an id ``previous`` does not hold is never
+    handed out here (:func:`include.segmentation.history.fold_segment_ids` gives a retired id back
+    only to a segment within ``max_distance`` of its last centroid). Returns ``{current id: stable
+    id}`` and the matched distances.
     """
     from scipy.optimize import linear_sum_assignment
 
