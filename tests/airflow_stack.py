@@ -9,7 +9,8 @@ No stack outlives the process that started it. ``ui.sh`` starts every component 
 ``setsid`` (its own session), so neither Ctrl-C at the terminal nor a CI timeout's SIGTERM
 to the test processes reaches them, and pytest runs no fixture teardown when SIGTERM kills
 it. So every process of a stack carries the stack's id in ``SEGMENTATION_TEST_STACK``
-(:data:`STACK_MARKER`), whatever session it moved to, and three things stop them:
+(:data:`STACK_MARKER`), whatever session it moved to, or is in the session of a component
+(:func:`stack_processes`), and three things stop them:
 
 * SIGINT and SIGTERM handlers in the starting process (the pytest process or xdist worker),
   which stop its stacks and then chain to the handler they replaced;
@@ -76,20 +77,36 @@ class StackError(RuntimeError):
     """The stack did not start, or a run did not finish in time; the message carries the logs' tails."""
 
 
-def stack_processes(stack_id: str) -> list[psutil.Process]:
-    """Every live process carrying ``STACK_MARKER=stack_id`` in its environment, and their children."""
+def stack_processes(stack_id: str, run_dir: Path | None = None) -> list[psutil.Process]:
+    """Every live process of a stack, with its children.
+
+    A process is the stack's when it carries ``STACK_MARKER=stack_id`` in its environment, or
+    belongs to the session of a component in ``run_dir`` (``ui.sh`` writes ``<component>.pid``
+    there; ``setsid`` made each one a session leader). Both, because a process that sets its
+    title (the api-server does) overwrites the environment that ``/proc`` shows, and a
+    process may start a session of its own. Linux reuses no pid while it is a session's id.
+    """
+    sessions = set()
+    for pid_file in (run_dir.glob("*.pid") if run_dir is not None else ()):
+        with contextlib.suppress(ValueError, OSError):
+            sessions.add(int(pid_file.read_text().strip()))
     found: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["environ"]):
-        environ = proc.info.get("environ") or {}  # None for other users' processes and zombies
-        if environ.get(STACK_MARKER) != stack_id or proc.pid == os.getpid():
+        if proc.pid == os.getpid():
             continue
-        found[proc.pid] = proc
-        with contextlib.suppress(psutil.Error):
-            found.update({child.pid: child for child in proc.children(recursive=True)})
-    return list(found.values())
+        environ = proc.info.get("environ") or {}  # None for other users' processes and zombies
+        try:
+            mine = environ.get(STACK_MARKER) == stack_id or (bool(sessions) and os.getsid(proc.pid) in sessions)
+        except OSError:
+            continue
+        if mine:
+            found[proc.pid] = proc
+            with contextlib.suppress(psutil.Error):
+                found.update({child.pid: child for child in proc.children(recursive=True)})
+    return [proc for proc in found.values() if proc.pid != os.getpid()]
 
 
-def kill_stack_processes(stack_id: str, grace: float = STOP_GRACE_SECONDS) -> int:
+def kill_stack_processes(stack_id: str, run_dir: Path | None = None, grace: float = STOP_GRACE_SECONDS) -> int:
     """SIGTERM every process of the stack, SIGKILL what is left after ``grace`` s; return how many there were.
 
     Scans again until a scan finds none: a process may start another while the first ones end
@@ -97,7 +114,7 @@ def kill_stack_processes(stack_id: str, grace: float = STOP_GRACE_SECONDS) -> in
     """
     ended: set[int] = set()
     for _ in range(10):
-        procs = stack_processes(stack_id)
+        procs = stack_processes(stack_id, run_dir)
         if not procs:
             break
         for proc in procs:
@@ -125,7 +142,7 @@ def stop_live_stacks() -> None:
     for stack in list(_LIVE_STACKS.values()):
         # A fork of the starting process inherits the hooks and the registry, not the stacks.
         if stack._owner_pid == os.getpid():
-            kill_stack_processes(stack.id)
+            kill_stack_processes(stack.id, stack.run_dir)
             stack._release_watchdog()
 
 
@@ -162,7 +179,7 @@ def _gone(proc: psutil.Process) -> bool:
         return True
 
 
-def _watch(stack_id: str, owner_pid: int, controller_pid: int | None) -> None:
+def _watch(stack_id: str, run_dir: Path, owner_pid: int, controller_pid: int | None) -> None:
     """The watchdog: wait until the owner closes our stdin or dies, then kill the stack's processes.
 
     ``controller_pid``: an xdist worker's controller. A worker whose controller was killed runs
@@ -181,7 +198,7 @@ def _watch(stack_id: str, owner_pid: int, controller_pid: int | None) -> None:
             break  # reparented: the owner died (a fork of it may still hold the pipe open)
         if controller is not None and _gone(controller):
             break
-    kill_stack_processes(stack_id)
+    kill_stack_processes(stack_id, run_dir)
 
 
 class AirflowStack:
@@ -206,6 +223,8 @@ class AirflowStack:
         self.id = uuid.uuid4().hex
         self.script = Path(script)
         self.data_dir = Path(data_dir)
+        #: Where ``ui.sh`` writes each component's pid.
+        self.run_dir = self.data_dir / "run"
         self.components = tuple(components)
         self.port = free_port()
         self.log_port = free_port()
@@ -271,7 +290,8 @@ class AirflowStack:
             # Its own session: the terminal's Ctrl-C and a signal to the test's process group pass it by.
             controller = str(os.getppid()) if os.environ.get("PYTEST_XDIST_WORKER") else ""
             self._watchdog = subprocess.Popen(
-                [sys.executable, "-m", "tests.airflow_stack", "--watch", self.id, str(os.getpid()), controller],
+                [sys.executable, "-m", "tests.airflow_stack", "--watch", self.id, str(self.run_dir), str(os.getpid()),
+                 controller],
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
                 env={k: v for k, v in os.environ.items() if k != STACK_MARKER})
@@ -298,7 +318,7 @@ class AirflowStack:
     def processes(self) -> list[psutil.Process]:
         """The running components and their children (task processes, log servers)."""
         found = []
-        for pid_file in (self.data_dir / "run").glob("*.pid"):
+        for pid_file in self.run_dir.glob("*.pid"):
             with contextlib.suppress(psutil.NoSuchProcess, ValueError):
                 leader = psutil.Process(int(pid_file.read_text().strip()))
                 found += [leader, *leader.children(recursive=True)]
@@ -407,4 +427,4 @@ def segmentation_stack(tmp_path_factory):
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--watch"]:
-    _watch(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if sys.argv[4:5] != [""] else None)
+    _watch(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if sys.argv[5:6] != [""] else None)

@@ -34,7 +34,10 @@ case "$1" in
   start)
     shift
     for name in "$@"; do
-      setsid bash -c 'sleep 600 & sleep 600 & touch "$0"; wait' "$RUN/$name.up" > /dev/null 2>&1 < /dev/null &
+      # The first without the marker in its environment, as a process that sets its title shows it.
+      [ "$name" = "$1" ] && unmark=(env -u SEGMENTATION_TEST_STACK) || unmark=()
+      "${unmark[@]}" setsid bash -c 'sleep 600 & sleep 600 & touch "$0"; wait' "$RUN/$name.up" \
+        > /dev/null 2>&1 < /dev/null &
       echo $! > "$RUN/$name.pid"
     done
     for name in "$@"; do  # up once its children are (ui.sh waits for its servers)
@@ -78,7 +81,7 @@ def test_holds_a_stack(tmp_path):
                       script=Path(os.environ["FAKE_UI_SCRIPT"])) as stack:
         report = Path(os.environ["STACK_REPORT"])
         pids = [os.getpid(), *[p.pid for p in stack.processes()]]
-        report.with_suffix(".tmp").write_text(" ".join([stack.id, *map(str, pids)]))
+        report.with_suffix(".tmp").write_text(" ".join([stack.id, str(stack.run_dir), *map(str, pids)]))
         report.with_suffix(".tmp").replace(report)
         time.sleep(600)
 """
@@ -102,18 +105,18 @@ def _alive(pids: list[int]) -> list[int]:
     return alive
 
 
-def _assert_stack_gone(stack_id: str, pids: list[int], within: float) -> None:
+def _assert_stack_gone(stack_id: str, run_dir: Path, pids: list[int], within: float) -> None:
     deadline = time.monotonic() + within
-    while (_alive(pids) or stack_processes(stack_id)) and time.monotonic() < deadline:
+    while (_alive(pids) or stack_processes(stack_id, run_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     survivors = {pid: psutil.Process(pid).cmdline() for pid in _alive(pids)}
-    marked = stack_processes(stack_id)
+    found = stack_processes(stack_id, run_dir)
     for pid in survivors:  # a failed test leaves nothing behind either
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).kill()
-    kill_stack_processes(stack_id, grace=1)
+    kill_stack_processes(stack_id, run_dir, grace=1)
     assert not survivors, f"stack processes survived: {survivors}"
-    assert not marked
+    assert not found
 
 
 @pytest.fixture
@@ -130,14 +133,16 @@ def fake_ui_script(tmp_path) -> Path:
     (signal.SIGKILL, "default", -signal.SIGKILL),  # no handler can run: the watchdog stops the stack
 ], ids=["sigterm", "sigterm-chained", "sigint", "sigkill"])
 def test_signalled_owner_leaves_no_stack_process(tmp_path, fake_ui_script, signum, mode, exit_code):
+    run_dir = tmp_path / "stack" / "run"
     owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(tmp_path / "stack"), str(fake_ui_script), mode],
                              cwd=ROOT, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stack_id, *pids = owner.stdout.readline().split()
         pids = [int(p) for p in pids]
-        # Two components, each a session leader with a sleep or two under it, all marked as the stack's.
+        # Two components, each a session leader with two sleeps under it; one found only by its session.
         assert len(pids) == 6
-        assert set(pids) <= {p.pid for p in stack_processes(stack_id)}
+        assert set(pids) == {p.pid for p in stack_processes(stack_id, run_dir)}
+        assert len({p.pid for p in stack_processes(stack_id)} & set(pids)) == 3
         assert {os.getsid(pid) for pid in pids} != {os.getsid(owner.pid)}
         owner.send_signal(signum)
         out, err = owner.communicate(timeout=30)
@@ -146,7 +151,7 @@ def test_signalled_owner_leaves_no_stack_process(tmp_path, fake_ui_script, signu
     assert owner.returncode == exit_code, err
     if mode == "own-handler":
         assert "own handler ran" in out
-    _assert_stack_gone(stack_id, pids, within=15 if signum == signal.SIGKILL else 1)
+    _assert_stack_gone(stack_id, run_dir, pids, within=15 if signum == signal.SIGKILL else 1)
 
 
 def test_sigterm_to_pytest_with_an_xdist_worker_leaves_no_stack_process(tmp_path, fake_ui_script):
@@ -168,11 +173,11 @@ def test_sigterm_to_pytest_with_an_xdist_worker_leaves_no_stack_process(tmp_path
         while not report.exists() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert report.exists(), run.communicate(timeout=30)[0] if run.poll() is not None else "no stack in 60 s"
-        stack_id, *pids = report.read_text().split()
+        stack_id, run_dir, *pids = report.read_text().split()
         pids = [int(p) for p in pids]
         assert len(pids) == 7  # the worker and the stack's six
         run.send_signal(signal.SIGTERM)
         run.communicate(timeout=30)
     finally:
         run.kill()
-    _assert_stack_gone(stack_id, pids, within=15)
+    _assert_stack_gone(stack_id, Path(run_dir), pids, within=15)
