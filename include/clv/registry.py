@@ -141,11 +141,12 @@ def _champion_versions(client, name: str, extra_filter: str = "") -> list:
             return found
 
 
-def load_champions(as_of_date: dt.date) -> Champion:
-    """The champion models for ``as_of_date``: the latest accepted fit on an as-of date on or before it.
+def champion_versions(as_of_date: dt.date) -> tuple[dt.date, dict[str, str]]:
+    """The as-of date of the champion fit for ``as_of_date`` and its versions (model name -> version).
 
-    Of several accepted fits of that date (re-runs), the last registered. Both models come
-    from the same fit (the same MLflow run).
+    The champion is the latest accepted fit on an as-of date on or before ``as_of_date``; of
+    several accepted fits of that date (re-runs), the last registered. Both models come from
+    the same fit (the same MLflow run).
 
     Raises
     ------
@@ -153,8 +154,6 @@ def load_champions(as_of_date: dt.date) -> Champion:
         No accepted fit on or before ``as_of_date`` (fits registered before versions were
         tagged with their as-of date do not count).
     """
-    import mlflow.pyfunc
-
     from include.runtime import tracking
 
     client = tracking.client()
@@ -172,10 +171,15 @@ def load_champions(as_of_date: dt.date) -> Champion:
         raise LookupError(f"champion {PURCHASE_MODEL_NAME} version {purchases_version.version} (as of {fit_date}) "
                           f"has no {GAMMA_GAMMA_MODEL_NAME} champion from the same fit (run "
                           f"{purchases_version.run_id})")
-    spend_version = max(spend_versions, key=lambda v: int(v.version))
-    purchases = mlflow.pyfunc.load_model(
-        f"models:/{PURCHASE_MODEL_NAME}/{purchases_version.version}").unwrap_python_model()
-    gg_model = mlflow.pyfunc.load_model(f"models:/{GAMMA_GAMMA_MODEL_NAME}/{spend_version.version}").unwrap_python_model()
-    return Champion(purchases.model(), gg_model.model(), purchases.unit_days, fit_date,
-                    {PURCHASE_MODEL_NAME: str(purchases_version.version),
-                     GAMMA_GAMMA_MODEL_NAME: str(spend_version.version)})
+    spend_version = max(int(v.version) for v in spend_versions)
+    return fit_date, {PURCHASE_MODEL_NAME: str(purchases_version.version), GAMMA_GAMMA_MODEL_NAME: str(spend_version)}
+
+
+def load_champions(as_of_date: dt.date) -> Champion:
+    """The champion models for ``as_of_date`` (see :func:`champion_versions`, which raises when there are none)."""
+    import mlflow.pyfunc
+
+    fit_date, versions = champion_versions(as_of_date)
+    purchases, spend = (mlflow.pyfunc.load_model(f"models:/{name}/{versions[name]}").unwrap_python_model()
+                        for name in (PURCHASE_MODEL_NAME, GAMMA_GAMMA_MODEL_NAME))
+    return Champion(purchases.model(), spend.model(), purchases.unit_days, fit_date, versions)

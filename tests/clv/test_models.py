@@ -209,6 +209,7 @@ def test_registered_champion_scores_like_the_fit(cdnow):
         CHAMPION,
         GAMMA_GAMMA_MODEL_NAME,
         PURCHASE_MODEL_NAME,
+        champion_versions,
         load_champions,
         register_models,
     )
@@ -235,26 +236,24 @@ def test_registered_champion_scores_like_the_fit(cdnow):
     versions2 = register_models(parent, bg, gg, full, unit_days=7, as_of_date=july, champion=False)
     assert int(versions2[PURCHASE_MODEL_NAME]) > int(versions[PURCHASE_MODEL_NAME])
     assert tracking.client().get_model_version_by_alias(PURCHASE_MODEL_NAME, CHAMPION).version == champion.version
-    assert load_champions(july).versions == versions
+    assert champion_versions(july) == (june, versions)
     # A backfill of March, registered last, chooses MBG/NBD: it is the champion for March to June 29 only,
     # and does not take the alias from June's fit; the spend model comes from the same fit.
     mbg = ModifiedBetaGeoNBD(r=0.525, alpha=6.183, a=0.891, b=1.614)
     gg_march = GammaGammaSpend(p=5.0, q=3.0, v=12.0)
     versions3 = register_models(parent, mbg, gg_march, full, unit_days=7, as_of_date=march, champion=True)
-    for day in (march, dt.date(1998, 6, 29)):
-        loaded = load_champions(day)
-        assert isinstance(loaded.purchases, ModifiedBetaGeoNBD) and loaded.purchases.params() == mbg.params()
-        assert loaded.spend.params() == gg_march.params() and loaded.as_of_date == march
-        assert loaded.versions == versions3
-    assert loaded.purchases.p_alive(0, 0, 52) < 0.5
-    assert load_champions(june).versions == versions
-    assert load_champions(dt.date(1998, 12, 31)).purchases.params() == bg.params()
+    loaded = load_champions(dt.date(1998, 6, 29))
+    assert isinstance(loaded.purchases, ModifiedBetaGeoNBD) and loaded.purchases.params() == mbg.params()
+    assert loaded.spend.params() == gg_march.params() and loaded.as_of_date == march
+    assert loaded.versions == versions3 and loaded.purchases.p_alive(0, 0, 52) < 0.5
+    assert champion_versions(march) == (march, versions3)
+    assert champion_versions(june) == champion_versions(dt.date(1998, 12, 31)) == (june, versions)
     alias = tracking.client().get_model_version_by_alias(PURCHASE_MODEL_NAME, CHAMPION)
     assert str(alias.version) != versions3[PURCHASE_MODEL_NAME]
     assert str(tracking.client().get_model_version_by_alias(GAMMA_GAMMA_MODEL_NAME, CHAMPION).version) \
         != versions3[GAMMA_GAMMA_MODEL_NAME]
     with pytest.raises(LookupError, match="on or before 1990-01-01"):
-        load_champions(dt.date(1990, 1, 1))
+        champion_versions(dt.date(1990, 1, 1))
 
 
 def test_poisson_band_is_scipys_poisson_quantile():
