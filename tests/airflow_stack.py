@@ -110,12 +110,16 @@ def kill_stack_processes(stack_id: str, run_dir: Path | None = None, grace: floa
     """SIGTERM every process of the stack, SIGKILL what is left after ``grace`` s; return how many there were.
 
     Scans again until a scan finds none: a process may start another while the first ones end
-    (``ui.sh start`` launching the next component, the scheduler a task).
+    (``ui.sh start`` launching the next component, the scheduler a task). Then removes the
+    components' pid files, as ``ui.sh stop`` does.
     """
     ended: set[int] = set()
     for _ in range(10):
         procs = stack_processes(stack_id, run_dir)
         if not procs:
+            # Their sessions are empty now, so their pids may be reused: a later sweep must not read them.
+            for pid_file in (run_dir.glob("*.pid") if run_dir is not None else ()):
+                pid_file.unlink(missing_ok=True)
             break
         for proc in procs:
             with contextlib.suppress(psutil.Error):

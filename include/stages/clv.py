@@ -24,6 +24,11 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
     (:func:`include.clv.models.fit_sample`); the holdout validation, the model
     choice and the scores cover every customer. The phases' wall and CPU
     seconds are logged (``clv.seconds.*``) and in the task log.
+
+    With ``clv_use_champion`` nothing is fitted: the date is scored with the
+    latest accepted fit on an as-of date on or before it
+    (:func:`include.clv.registry.load_champions`; params ``clv.champion.*``),
+    and fails when there is none.
     """
     import tempfile
 
