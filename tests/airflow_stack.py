@@ -4,18 +4,40 @@ The stack is started by the same script operators use (``bash scripts/ui.sh star
 test of it also tests the script's settings: loopback servers, configurable ports, the
 SQLite busy timeout, the LocalExecutor. The environment is rebuilt from scratch, without
 the ``AIRFLOW_*``/``MLFLOW_*`` variables ``tests/conftest.py`` sets for in-process tests.
+
+No stack outlives the process that started it. ``ui.sh`` starts every component with
+``setsid`` (its own session), so neither Ctrl-C at the terminal nor a CI timeout's SIGTERM
+to the test processes reaches them, and pytest runs no fixture teardown when SIGTERM kills
+it. So every process of a stack carries the stack's id in ``SEGMENTATION_TEST_STACK``
+(:data:`STACK_MARKER`), whatever session it moved to, or is in the session of a component
+(:func:`stack_processes`), and three things stop them:
+
+* SIGINT and SIGTERM handlers in the starting process (the pytest process or xdist worker),
+  which stop its stacks and then chain to the handler they replaced;
+* an ``atexit`` hook, for an exit without a signal;
+* a watchdog process per stack, in a session of its own, which stops the stack when the
+  starting process is gone (SIGKILL, ``os._exit``), when an xdist worker's controller is
+  gone (the orphaned worker would run on), or when the stack is stopped normally (then it
+  sweeps up stragglers).
+
+``tests/conftest.py`` also ends an xdist worker whose controller is gone, with SIGTERM.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +58,12 @@ SMALL_DATA_CONF = {"k_min": 3, "k_max": 5, "n_init": 2, "silhouette_sample": 500
 UI_SCRIPT = ROOT / "scripts" / "ui.sh"
 _DROPPED_PREFIXES = ("AIRFLOW_", "MLFLOW_", "SEGMENTATION_")
 _TERMINAL_RUN_STATES = {"success", "failed"}
+#: Environment variable every process of a stack inherits; its value is the stack's id.
+STACK_MARKER = "SEGMENTATION_TEST_STACK"
+#: Seconds a stack's processes get to end after SIGTERM before SIGKILL.
+STOP_GRACE_SECONDS = 5.0
+#: Signals on which the starting process stops its stacks before its previous handler runs.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -47,6 +75,134 @@ def free_port() -> int:
 
 class StackError(RuntimeError):
     """The stack did not start, or a run did not finish in time; the message carries the logs' tails."""
+
+
+def stack_processes(stack_id: str, run_dir: Path | None = None) -> list[psutil.Process]:
+    """Every live process of a stack, with its children.
+
+    A process is the stack's when it carries ``STACK_MARKER=stack_id`` in its environment, or
+    belongs to the session of a component in ``run_dir`` (``ui.sh`` writes ``<component>.pid``
+    there; ``setsid`` made each one a session leader). Both, because a process that sets its
+    title (the api-server does) overwrites the environment that ``/proc`` shows, and a
+    process may start a session of its own. Linux reuses no pid while it is a session's id.
+    """
+    sessions = set()
+    for pid_file in (run_dir.glob("*.pid") if run_dir is not None else ()):
+        with contextlib.suppress(ValueError, OSError):
+            sessions.add(int(pid_file.read_text().strip()))
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["environ"]):
+        if proc.pid == os.getpid():
+            continue
+        environ = proc.info.get("environ") or {}  # None for other users' processes and zombies
+        try:
+            mine = environ.get(STACK_MARKER) == stack_id or (bool(sessions) and os.getsid(proc.pid) in sessions)
+        except OSError:
+            continue
+        if mine:
+            found[proc.pid] = proc
+            with contextlib.suppress(psutil.Error):
+                found.update({child.pid: child for child in proc.children(recursive=True)})
+    return [proc for proc in found.values() if proc.pid != os.getpid()]
+
+
+def kill_stack_processes(stack_id: str, run_dir: Path | None = None, grace: float = STOP_GRACE_SECONDS) -> int:
+    """SIGTERM every process of the stack, SIGKILL what is left after ``grace`` s; return how many there were.
+
+    Scans again until a scan finds none: a process may start another while the first ones end
+    (``ui.sh start`` launching the next component, the scheduler a task). Then removes the
+    components' pid files, as ``ui.sh stop`` does.
+    """
+    ended: set[int] = set()
+    for _ in range(10):
+        procs = stack_processes(stack_id, run_dir)
+        if not procs:
+            # Their sessions are empty now, so their pids may be reused: a later sweep must not read them.
+            for pid_file in (run_dir.glob("*.pid") if run_dir is not None else ()):
+                pid_file.unlink(missing_ok=True)
+            break
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=grace)
+        ended.update(proc.pid for proc in procs)
+    return len(ended)
+
+
+#: Stacks started by this process and not stopped yet, by id.
+_LIVE_STACKS: dict[str, AirflowStack] = {}
+#: The SIGINT/SIGTERM handlers ours replaced, called after the stacks stopped.
+_PREVIOUS_HANDLERS: dict[int, Any] = {}
+_GUARD_LOCK = threading.Lock()
+_HOOKS_INSTALLED = False
+
+
+def stop_live_stacks() -> None:
+    """Kill the processes of every stack this process started and has not stopped (signal and exit path)."""
+    for stack in list(_LIVE_STACKS.values()):
+        # A fork of the starting process inherits the hooks and the registry, not the stacks.
+        if stack._owner_pid == os.getpid():
+            kill_stack_processes(stack.id, stack.run_dir)
+            stack._release_watchdog()
+
+
+def _stop_stacks_on_signal(signum: int, frame: Any) -> None:
+    stop_live_stacks()
+    previous = _PREVIOUS_HANDLERS.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:
+        # The default action (end the process) with the default handler, as if ours had not been there.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def _install_stop_hooks() -> None:
+    """Once per process: the ``atexit`` hook and, from the main thread, the signal handlers."""
+    global _HOOKS_INSTALLED
+    with _GUARD_LOCK:
+        if _HOOKS_INSTALLED:
+            return
+        _HOOKS_INSTALLED = True
+        atexit.register(stop_live_stacks)
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set there; the watchdog still stops the stack
+        for signum in STOP_SIGNALS:
+            _PREVIOUS_HANDLERS[signum] = signal.getsignal(signum)
+            signal.signal(signum, _stop_stacks_on_signal)
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _watch(stack_id: str, run_dir: Path, owner_pid: int, controller_pid: int | None) -> None:
+    """The watchdog: wait until the owner closes our stdin or dies, then kill the stack's processes.
+
+    ``controller_pid``: an xdist worker's controller. A worker whose controller was killed runs
+    on (its test keeps the main thread), so the controller's end also ends the stack.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    controller = None
+    if controller_pid:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            controller = psutil.Process(controller_pid)
+    while True:
+        readable, _, _ = select.select([sys.stdin], [], [], 0.5)
+        if readable and not os.read(sys.stdin.fileno(), 4096):
+            break  # EOF: the owner stopped the stack, or died
+        if os.getppid() != owner_pid:
+            break  # reparented: the owner died (a fork of it may still hold the pipe open)
+        if controller is not None and _gone(controller):
+            break
+    kill_stack_processes(stack_id, run_dir)
 
 
 class AirflowStack:
@@ -62,11 +218,17 @@ class AirflowStack:
         ``[core] parallelism``: task processes the LocalExecutor runs side by side.
     env
         Extra environment variables for every component and CLI call.
+    script
+        The start/stop script (``scripts/ui.sh``; the cleanup test passes a cheap stand-in).
     """
 
     def __init__(self, data_dir: Path, components: Iterable[str] = ("api-server", "scheduler", "dag-processor"),
-                 parallelism: int = 2, env: dict[str, str] | None = None) -> None:
+                 parallelism: int = 2, env: dict[str, str] | None = None, script: Path = UI_SCRIPT) -> None:
+        self.id = uuid.uuid4().hex
+        self.script = Path(script)
         self.data_dir = Path(data_dir)
+        #: Where ``ui.sh`` writes each component's pid.
+        self.run_dir = self.data_dir / "run"
         self.components = tuple(components)
         self.port = free_port()
         self.log_port = free_port()
@@ -84,8 +246,11 @@ class AirflowStack:
             # The interpreter running the tests provides airflow, mlflow and python.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **(env or {}),
+            STACK_MARKER: self.id,
         })
         self._token: str | None = None
+        self._watchdog: subprocess.Popen | None = None
+        self._owner_pid = os.getpid()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> AirflowStack:
@@ -96,9 +261,13 @@ class AirflowStack:
         self.stop()
 
     def start(self, timeout: float = 300) -> None:
-        """Start the components and wait for the api-server's health endpoint (``ui.sh`` waits)."""
+        """Start the components and wait for the api-server's health endpoint (``ui.sh`` waits).
+
+        The stop hooks and the watchdog are in place before the first component starts.
+        """
+        self._guard()
         try:
-            out = subprocess.run(["bash", str(UI_SCRIPT), "start", *self.components], env=self.env,
+            out = subprocess.run(["bash", str(self.script), "start", *self.components], env=self.env,
                                  capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             self.stop()
@@ -108,8 +277,39 @@ class AirflowStack:
             raise StackError(f"ui.sh start failed ({out.returncode}):\n{out.stdout}\n{out.stderr}\n{self.logs_tail()}")
 
     def stop(self) -> None:
-        """Stop every component (and its task processes); safe to call twice."""
-        subprocess.run(["bash", str(UI_SCRIPT), "stop"], env=self.env, capture_output=True, timeout=120)
+        """Stop every component (and its task processes); safe to call twice.
+
+        ``ui.sh stop`` ends each component's process group; the watchdog then ends whatever
+        carries the stack's marker outside them.
+        """
+        subprocess.run(["bash", str(self.script), "stop"], env=self.env, capture_output=True, timeout=120)
+        self._release_watchdog()
+
+    def _guard(self) -> None:
+        """Register the stack for the signal and exit hooks and start its watchdog."""
+        _install_stop_hooks()
+        self._owner_pid = os.getpid()
+        _LIVE_STACKS[self.id] = self
+        if self._watchdog is None:
+            # Its own session: the terminal's Ctrl-C and a signal to the test's process group pass it by.
+            controller = str(os.getppid()) if os.environ.get("PYTEST_XDIST_WORKER") else ""
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", "tests.airflow_stack", "--watch", self.id, str(self.run_dir), str(os.getpid()),
+                 controller],
+                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env={k: v for k, v in os.environ.items() if k != STACK_MARKER})
+
+    def _release_watchdog(self) -> None:
+        """Close the watchdog's pipe (it sweeps up stragglers, then ends) and wait for it."""
+        _LIVE_STACKS.pop(self.id, None)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stdin.close()
+            try:
+                watchdog.wait(timeout=4 * STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                watchdog.kill()
 
     def logs_tail(self, lines: int = 30) -> str:
         """The last lines of every component's log, for failure messages."""
@@ -122,7 +322,7 @@ class AirflowStack:
     def processes(self) -> list[psutil.Process]:
         """The running components and their children (task processes, log servers)."""
         found = []
-        for pid_file in (self.data_dir / "run").glob("*.pid"):
+        for pid_file in self.run_dir.glob("*.pid"):
             with contextlib.suppress(psutil.NoSuchProcess, ValueError):
                 leader = psutil.Process(int(pid_file.read_text().strip()))
                 found += [leader, *leader.children(recursive=True)]
@@ -228,3 +428,7 @@ def segmentation_stack(tmp_path_factory):
         stack.wait_for_dag(DAG_ID)
         stack.unpause(DAG_ID)
         yield stack
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--watch"]:
+    _watch(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if sys.argv[5:6] != [""] else None)

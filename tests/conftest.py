@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,6 +37,20 @@ if _OWNS_RUN_DIR:
 else:
     _RUN_DIR = Path(os.environ["SEGMENTATION_TEST_RUN_DIR"])
 _SESSION_DIR = _RUN_DIR / (_WORKER or "main")
+
+
+def _end_when_orphaned(controller_pid: int) -> None:
+    """SIGTERM this xdist worker once its controller is gone (a worker runs its test on without one).
+
+    The SIGTERM handler of ``tests/airflow_stack.py`` then stops the worker's Airflow stack.
+    """
+    while os.getppid() == controller_pid:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+if _WORKER:
+    threading.Thread(target=_end_when_orphaned, args=(os.getppid(),), name="end-when-orphaned", daemon=True).start()
 _SESSION_DIR.mkdir(parents=True, exist_ok=True)
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     # Workers share the cores: one BLAS/OpenMP thread each instead of one per core each.

@@ -24,6 +24,11 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
     (:func:`include.clv.models.fit_sample`); the holdout validation, the model
     choice and the scores cover every customer. The phases' wall and CPU
     seconds are logged (``clv.seconds.*``) and in the task log.
+
+    With ``clv_use_champion`` nothing is fitted: the date is scored with the
+    latest accepted fit on an as-of date on or before it
+    (:func:`include.clv.registry.load_champions`; params ``clv.champion.*``),
+    and fails when there is none.
     """
     import tempfile
 
@@ -53,6 +58,7 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         truth = _true_future_purchases(wh, run.as_of_date)  # before the transaction: it reflects on tables
     clock.lap("truth")
     candidates: dict[str, dict[str, float]] = {}
+    champion_params: dict[str, str] = {}
     # One transaction: the summaries are built once, read for the fit and written with the scores, so no
     # reader sees a date's clv_summary without its customer_clv. The fits inside it take about a second.
     with Warehouse(run.warehouse_url) as warehouse, warehouse.transaction() as tx:
@@ -63,13 +69,19 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         if full.empty:
             raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
         if s.clv_use_champion:
-            # Score with the registered champion instead of refitting.
-            bg, gg, champion_unit = load_champions()
-            if champion_unit != settings.unit_days:
-                raise ValueError(f"champion models use clv_unit_days={champion_unit}, this run {settings.unit_days}")
+            # Score with the registered champion instead of refitting: the one fitted on this as-of date or
+            # the latest before it, so that the scores do not depend on which dates ran before.
+            champion = load_champions(run.as_of_date)
+            bg, gg = champion.purchases, champion.spend
+            if champion.unit_days != settings.unit_days:
+                raise ValueError(f"champion models use clv_unit_days={champion.unit_days}, "
+                                 f"this run {settings.unit_days}")
             validation, table = validate_holdout(bg, calibration, holdout_units)
             counts = {}
-            log.info("CLV: scoring with the champion models %s %s / %s", bg.LABEL, bg.params(), gg.params())
+            champion_params = {"clv.champion.as_of_date": champion.as_of_date.isoformat(),
+                               **{f"clv.champion.{name}": v for name, v in champion.versions.items()}}
+            log.info("CLV: scoring with the champion models fitted as of %s (%s): %s %s / %s",
+                     champion.as_of_date, champion.versions, bg.LABEL, bg.params(), gg.params())
         else:
             full_sample = fit_sample(full, s.clv_fit_sample_size, s.seed)
             choice = choose_purchase_model(calibration, holdout_units,
@@ -108,14 +120,14 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
                                      **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()},
                                      "clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days,
                                      "clv.selection_metric": SELECTION_METRIC,
-                                     "clv.fit_sample_size": s.clv_fit_sample_size})
+                                     "clv.fit_sample_size": s.clv_fit_sample_size, **champion_params})
     # A tag, not a param: a re-run of the date may choose the other model.
     tracking.client().set_tag(mlflow_run, "clv_model", bg.LABEL)
     tracking.log_table(mlflow_run, table, "clv/holdout_calibration.csv")
     if not s.clv_use_champion:
         # A fit whose holdout error is within bounds becomes the champion.
         accept = abs(validation["holdout_aggregate_error_pct"]) <= s.clv_max_holdout_error_pct
-        versions = register_models(mlflow_run, bg, gg, full, settings.unit_days, champion=accept)
+        versions = register_models(mlflow_run, bg, gg, full, settings.unit_days, run.as_of_date, champion=accept)
         tracking.log_params(mlflow_run, {f"clv.registered.{k}": v for k, v in versions.items()})
         tracking.client().set_tag(mlflow_run, "clv_champion", str(accept).lower())
         if not accept:

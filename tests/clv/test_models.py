@@ -200,37 +200,60 @@ def test_crosscheck_flags_names_that_clv_contradicts():
 
 
 def test_registered_champion_scores_like_the_fit(cdnow):
+    """The champion for a date is the latest accepted fit on or before it, whatever order the dates ran in."""
     import mlflow
 
     from include.clv.mbgnbd import ModifiedBetaGeoNBD
-    from include.clv.registry import CHAMPION, PURCHASE_MODEL_NAME, load_champions, register_models
+    from include.clv.registry import (
+        AS_OF_TAG,
+        CHAMPION,
+        GAMMA_GAMMA_MODEL_NAME,
+        PURCHASE_MODEL_NAME,
+        champion_versions,
+        load_champions,
+        register_models,
+    )
     from include.runtime import tracking
 
     full, _ = cdnow
+    june, july, march = dt.date(1998, 6, 30), dt.date(1998, 7, 31), dt.date(1998, 3, 31)
     bg = BetaGeoNBD(r=0.243, alpha=4.414, a=0.793, b=2.426)
     gg = GammaGammaSpend(p=6.25, q=3.74, v=15.44)
-    parent = tracking.parent_run_id("test_clv_registry", "run-1", dt.date(1998, 6, 30))
-    versions = register_models(parent, bg, gg, full, unit_days=7, champion=True)
+    parent = tracking.parent_run_id("test_clv_registry", "run-1", june)
+    versions = register_models(parent, bg, gg, full, unit_days=7, as_of_date=june, champion=True)
     assert set(versions) == {"clv_purchases", "clv_gamma_gamma"}
     champion = tracking.client().get_model_version_by_alias(PURCHASE_MODEL_NAME, CHAMPION)
-    assert str(champion.version) == versions[PURCHASE_MODEL_NAME]
-    bg2, gg2, unit_days = load_champions()
-    assert isinstance(bg2, BetaGeoNBD) and bg2.params() == bg.params() and gg2.params() == gg.params()
-    assert unit_days == 7
+    assert str(champion.version) == versions[PURCHASE_MODEL_NAME] and champion.tags[AS_OF_TAG] == "1998-06-30"
+    loaded = load_champions(june)
+    assert isinstance(loaded.purchases, BetaGeoNBD) and loaded.purchases.params() == bg.params()
+    assert loaded.spend.params() == gg.params() and loaded.unit_days == 7
+    assert loaded.as_of_date == june and loaded.versions == versions
     model = mlflow.pyfunc.load_model(f"models:/{PURCHASE_MODEL_NAME}@{CHAMPION}")
     assert [i.name for i in model.metadata.get_input_schema().inputs] == ["frequency", "recency", "t"]
     out = model.predict(full[["frequency", "recency", "t"]].astype(float).head(50))
     np.testing.assert_allclose(out["p_alive"], bg.p_alive(full["frequency"][:50], full["recency"][:50], full["t"][:50]))
-    # A later fit that fails validation is registered but does not take the alias.
-    versions2 = register_models(parent, bg, gg, full, unit_days=7, champion=False)
+    # A later fit that fails validation is registered but is no champion, for its date or later ones.
+    versions2 = register_models(parent, bg, gg, full, unit_days=7, as_of_date=july, champion=False)
     assert int(versions2[PURCHASE_MODEL_NAME]) > int(versions[PURCHASE_MODEL_NAME])
     assert tracking.client().get_model_version_by_alias(PURCHASE_MODEL_NAME, CHAMPION).version == champion.version
-    # When a run chooses MBG/NBD, the champion loads back as MBG/NBD.
+    assert champion_versions(july) == (june, versions)
+    # A backfill of March, registered last, chooses MBG/NBD: it is the champion for March to June 29 only,
+    # and does not take the alias from June's fit; the spend model comes from the same fit.
     mbg = ModifiedBetaGeoNBD(r=0.525, alpha=6.183, a=0.891, b=1.614)
-    register_models(parent, mbg, gg, full, unit_days=7, champion=True)
-    loaded, _, _ = load_champions()
-    assert isinstance(loaded, ModifiedBetaGeoNBD) and loaded.params() == mbg.params()
-    assert loaded.p_alive(0, 0, 52) < 0.5
+    gg_march = GammaGammaSpend(p=5.0, q=3.0, v=12.0)
+    versions3 = register_models(parent, mbg, gg_march, full, unit_days=7, as_of_date=march, champion=True)
+    loaded = load_champions(dt.date(1998, 6, 29))
+    assert isinstance(loaded.purchases, ModifiedBetaGeoNBD) and loaded.purchases.params() == mbg.params()
+    assert loaded.spend.params() == gg_march.params() and loaded.as_of_date == march
+    assert loaded.versions == versions3 and loaded.purchases.p_alive(0, 0, 52) < 0.5
+    assert champion_versions(march) == (march, versions3)
+    assert champion_versions(june) == champion_versions(dt.date(1998, 12, 31)) == (june, versions)
+    alias = tracking.client().get_model_version_by_alias(PURCHASE_MODEL_NAME, CHAMPION)
+    assert str(alias.version) != versions3[PURCHASE_MODEL_NAME]
+    assert str(tracking.client().get_model_version_by_alias(GAMMA_GAMMA_MODEL_NAME, CHAMPION).version) \
+        != versions3[GAMMA_GAMMA_MODEL_NAME]
+    with pytest.raises(LookupError, match="on or before 1990-01-01"):
+        champion_versions(dt.date(1990, 1, 1))
 
 
 def test_poisson_band_is_scipys_poisson_quantile():

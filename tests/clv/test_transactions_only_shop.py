@@ -136,3 +136,27 @@ def test_retention_means_customers_buying_again(shop_run):
     assert seg.loc[2, "retention_base"] == 0 or seg.loc[2, "repeat_retention"] == 0  # one order: nothing again
     # The CLV model's view: fewer one-time buyers than recent repeaters are likely still customers.
     assert 0 < seg.loc[2, "alive_share"] < seg.loc[1, "alive_share"]
+
+
+def test_a_backfill_with_the_champion_never_scores_with_a_later_fit(shop_run, tmp_path, monkeypatch):
+    """``clv_use_champion`` for a date before the only accepted fit fails, and writes nothing."""
+    import dataclasses
+
+    from include.clv.models import BetaGeoNBD, GammaGammaSpend
+    from include.clv.registry import register_models
+    from include.runtime import tracking
+    from include.stages.clv import fit_clv
+
+    url, _, runs, _, _ = shop_run
+    # Its own MLflow store: other tests' fits in the session's store could be dated on or before DATES[0].
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    later = tracking.parent_run_id("test_transactions_only", f"later-{DATES[-1]}", DATES[-1])
+    summary = pd.DataFrame({"frequency": [0.0, 2.0, 5.0], "recency": [0.0, 20.0, 40.0], "t": [50.0, 50.0, 60.0],
+                            "monetary_value": [0.0, 30.0, 45.0]})
+    register_models(later, BetaGeoNBD(r=0.5, alpha=5.0, a=0.8, b=2.5), GammaGammaSpend(p=6.0, q=3.5, v=15.0),
+                    summary, unit_days=7, as_of_date=DATES[-1], champion=True)
+    settings = dataclasses.replace(runs[DATES[0]].settings, clv_use_champion=True)
+    with pytest.raises(LookupError, match=f"on or before {DATES[0]}"):
+        fit_clv(RunInfo("test_transactions_only", f"champion-{DATES[0]}", DATES[0], settings, url))
+    with Warehouse(url) as wh:
+        assert wh.scalar("SELECT COUNT(*) FROM customer_clv WHERE as_of_date = :d", {"d": DATES[0]}) == 0
