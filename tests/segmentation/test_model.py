@@ -272,7 +272,9 @@ def test_a_customer_gone_quiet_stays_with_those_who_buy_as_they_did():
         for quiet in (False, True):
             f = pd.DataFrame({c: v * rng.lognormal(0, 0.1, n) for c, v in h.items() if c != "rate"})
             span = rng.uniform(200, 500, n)
-            recency = rng.uniform(300, 600, n) if quiet else rng.uniform(1, 30, n)
+            # Going quiet is a continuum (the two ranges overlap): with a gap between them the neighbour
+            # graph fell into four components, and which two spectral put together was the fit seed's luck.
+            recency = rng.uniform(120, 600, n) if quiet else rng.uniform(1, 150, n)
             f["tenure_days"], f["recency_days"] = span + recency, recency
             f["orders_lifetime"] = np.maximum(1, np.round(h["rate"] * span / 7))
             # The 365-day totals say only whether they buy now.
@@ -287,10 +289,12 @@ def test_a_customer_gone_quiet_stays_with_those_who_buy_as_they_did():
     df.insert(0, "customer_key", [f"Q{i:05d}" for i in range(len(df))])
     columns, _ = segmentation_features(df)
     assert columns == DEFAULT_SEGMENTATION_FEATURES
-    result = fit_segments(df, k=2, seed=3, algorithm="spectral", numeric_columns=columns, categorical_columns=())
     from sklearn.metrics import adjusted_rand_score
 
-    assert adjusted_rand_score(df["truth"], result.labels) > 0.9  # habits, whether quiet or not
+    for seed in (0, 3, 7):  # any fit seed
+        result = fit_segments(df, k=2, seed=seed, algorithm="spectral", numeric_columns=columns,
+                              categorical_columns=())
+        assert adjusted_rand_score(df["truth"], result.labels) > 0.9  # habits, whether quiet or not
 
 
 def test_a_rate_without_a_denominator_takes_the_mean_of_those_who_have_it():
