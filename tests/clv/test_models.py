@@ -199,9 +199,12 @@ def test_crosscheck_flags_names_that_clv_contradicts():
     assert aligned == pytest.approx(1.0)
 
 
-def test_registered_champion_scores_like_the_fit(cdnow):
+def test_registered_champion_scores_like_the_fit(cdnow, tmp_path, monkeypatch):
     """The champion for a date is the latest accepted fit on or before it, whatever order the dates ran in."""
     import mlflow
+
+    # Its own MLflow store: fits other tests registered in the session's store (dated 2026) would hold the alias.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
     from include.clv.mbgnbd import ModifiedBetaGeoNBD
     from include.clv.registry import (
