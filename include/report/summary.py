@@ -180,7 +180,8 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
     print(f"\nLift, treated vs holdout (experiment {p['experiment_name']}, {p['holdout_share']:.0%} holdout, "
           f"playbook {p['policy_hash']} since {str(p['policy_start'])[:10]}; outcomes after the policy only: "
           f"{start} to {as_of_date}, {days} days):")
-    print(f"  {'segment':34s} {'outcome':13s} {'treated':>9} {'holdout':>9} {'lift':>9} {'changed?':>10} "
+    width = max(7, int(lift["segment_name"].str.len().max()))  # whole names: two can share their first 34 letters
+    print(f"  {'segment':{width}s} {'outcome':13s} {'treated':>9} {'holdout':>9} {'lift':>9} {'changed?':>10} "
           f"{'95% all segments at once':>24} {'95% this segment alone':>22} {'MDE':>8} {'n treated/holdout':>17}")
 
     def fmt(metric: str, value: float, signed: bool = False) -> str:
@@ -202,7 +203,7 @@ def _print_lift(wh, as_of_date: dt.date, symbol: str) -> None:
         older |= not simultaneous and r.ci_low == r.ci_low
         said = verdict(r).replace("no evidence of change", "no").replace(" (this segment alone)", "*").replace("—", "-")
         mde_text = f"{100 * m:.1f}pt" if r.metric == "retention" and m == m else fmt(r.metric, m)
-        print(f"  {r.segment_name[:34]:34s} {r.metric:13s} {fmt(r.metric, r.treated_mean):>9} "
+        print(f"  {r.segment_name:{width}s} {r.metric:13s} {fmt(r.metric, r.treated_mean):>9} "
               f"{fmt(r.metric, r.holdout_mean):>9} {fmt(r.metric, r.lift, True):>9} {said:>10} "
               f"{interval(r.metric, low, high) if simultaneous else '-':>24} "
               f"{interval(r.metric, r.ci_low, r.ci_high):>22} {mde_text:>8} "
