@@ -16,7 +16,7 @@ and what do we spend serving the unprofitable ones?**
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
 | `build_economics` | `customer_economics`, `segment_economics` (revenue, margin, cost-to-serve or *unknown*, profit, CLV, repeat retention, alive share, label stability), `profit_concentration`, `customer_priority` (playbook action + churn-risk priority) |
 | `compare_schemes` | `customer_legacy_labels`, `legacy_crosstab`, `scheme_variance`, `legacy_label_summary`: the business's own labels (optional `raw_legacy_labels`) against the segments and the RFM map |
-| `run_experiment` | `customer_holdout` (stable holdout per customer and date; no action for it), `policy_runs` (playbook hash + actions in force), `segment_lift` (treated vs holdout per segment since the policy began, intention to treat, CUPED, 95% intervals and the minimum detectable effect) |
+| `run_experiment` | `customer_holdout` (stable holdout per customer and date; no action for it), `policy_runs` (playbook hash + actions in force), `segment_lift` (treated vs holdout per segment since the policy began, intention to treat, CUPED, 95% intervals for each segment alone and for all segments at once (Bonferroni; decides "changed"), and the minimum detectable effect) |
 | `render_report` | `<data>/reports/segment_report_<date>.html` (self-contained), also an MLflow artifact |
 | `push_<target>` | `crm_push_log`, `crm_push_state` (+ `crm_outbox`): changed labels to the targets in `crm_targets` |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
