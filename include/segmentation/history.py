@@ -97,8 +97,8 @@ def _rematch_retired(local: pd.DataFrame, stable: dict[int, int], distance: dict
                      counter: int) -> tuple[dict[int, int], dict[int, float]]:
     """``stable`` with its new ids (>= ``counter``) matched to retired ids where one is within reach.
 
-    Retired: in ``last_seen`` but not in ``reference``. Segments still unmatched are numbered
-    from ``counter`` in model-local order, as :func:`~include.segmentation.model.match_segment_ids` numbers them.
+    Retired: in ``last_seen`` but not in ``reference``. Every retired id is below ``counter``, so
+    the segments still unmatched are numbered from ``counter`` again, in model-local order.
     """
     from include.segmentation.model import match_segment_ids
 
@@ -108,14 +108,7 @@ def _rematch_retired(local: pd.DataFrame, stable: dict[int, int], distance: dict
         return stable, distance
     previous = pd.DataFrame([last_seen[i] for i in retired], index=retired)
     again, again_distance = match_segment_ids(local.loc[new], previous, max_distance=max_distance, next_id=counter)
-    stable, distance = dict(stable), dict(distance)
-    fresh = counter
-    for seg in new:
-        if int(seg) in again_distance:  # matched a retired id
-            stable[int(seg)], distance[int(seg)] = again[int(seg)], again_distance[int(seg)]
-        else:
-            stable[int(seg)], fresh = fresh, fresh + 1
-    return stable, distance
+    return {**stable, **again}, {**distance, **again_distance}
 
 
 def model_local_order(monetary: pd.Series) -> dict[int, int]:

@@ -611,13 +611,12 @@ def fit_segments(
         raise ValueError(f"segmentation needs at least 3 customers, got {n}")
     x_num, x_cat, numeric, categorical = segmentation_matrices(features, numeric_columns, categorical_columns,
                                                                feature_groups)
-    design = Design.fit(features, numeric, categorical, feature_groups)
     if algorithm == "kprototypes" and all(col.max(initial=0) == 0 for col in x_cat.T):
         log.info("no categorical trait varies: using KMeans on the numeric features")
         algorithm = "kmeans"
     if algorithm in ("kmeans", "spectral"):
         categorical, x_cat = (), np.zeros((n, 0), np.int64)
-        design = Design.fit(features, numeric, (), feature_groups)
+    design = Design.fit(features, numeric, categorical, feature_groups)
     rng = np.random.default_rng(seed)
     sample_idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
     if algorithm == "kprototypes":
@@ -653,10 +652,10 @@ def fit_segments(
         candidates["highly_stable_share"] = np.nan
         for kk, jac in screened.items():
             at_k = candidates["k"] == kk
-            candidates.loc[at_k, "min_jaccard"] = float(jac.mean(axis=0).min())
-            candidates.loc[at_k, "highly_stable_share"] = float((jac >= HIGHLY_STABLE_JACCARD).mean(axis=0).min())
+            least, share = float(jac.mean(axis=0).min()), float((jac >= HIGHLY_STABLE_JACCARD).mean(axis=0).min())
+            candidates.loc[at_k, "min_jaccard"], candidates.loc[at_k, "highly_stable_share"] = least, share
             log.info("k=%d screening bootstrap: smallest segment Jaccard %.2f, highly stable in %.0f%% of resamples",
-                     kk, jac.mean(axis=0).min(), 100 * (jac >= HIGHLY_STABLE_JACCARD).mean(axis=0).min())
+                     kk, least, 100 * share)
     elif len(ks) > 1 and min_jaccard is not None and stability_candidates > 0:
         eligible = candidates[candidates["smallest_segment_share"] >= 0.02]
         pool = eligible if len(eligible) else candidates
