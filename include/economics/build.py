@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,22 +160,52 @@ def profit_concentration(profit: pd.Series, points: int = 100) -> tuple[pd.DataF
 
 
 #: Standing keys a playbook rule may test (see include/segmentation/naming.py and playbook.toml).
-RULE_KEYS = ("value", "recency", "frequency", "tenure", "basket", "trait")
+SEGMENT_KEYS = ("value", "recency", "frequency", "tenure", "basket", "trait")
+#: The customer's own keys: lifecycle state (customer_features.lifecycle_state) and whether they bought again.
+CUSTOMER_KEYS = ("state", "buyer")
+RULE_KEYS = (*SEGMENT_KEYS, *CUSTOMER_KEYS)
+#: Values the customer's keys take.
+STATE_VALUES = ("new", "active", "lapsing", "lapsed")
+BUYER_VALUES = ("one-time", "repeat")
+#: Action tiers a rule may claim (``claim``); each is checked by every run's backtest (include/backtest).
+ACTION_CLAIMS = ("account team", "deprioritise", "exclude")
+#: Claims that only a customer whose own state is lapsed may get.
+LAPSED_ONLY_CLAIMS = ("deprioritise", "exclude")
+#: How an action's text names a claimed tier when the rule has no ``claim`` (older playbooks).
+_CLAIM_WORDS = (("exclude", re.compile(r"\bexclude", re.I)), ("deprioritise", re.compile(r"depriorit[iy][sz]e", re.I)),
+                ("account team", re.compile(r"account team", re.I)))
+#: The segment standing's "recency" of older warehouses: "recent" is the lifecycle standing "active" now.
+_RECENCY_ALIASES = {"recent": "active"}
 
 
 def _as_set(value: Any) -> set[str]:
     return {str(v) for v in value} if isinstance(value, list) else {str(value)}
 
 
+def action_claim(entry: dict[str, Any]) -> str | None:
+    """The action tier an entry claims: its ``claim``, else the tier its action text names, else ``None``."""
+    if entry.get("claim"):
+        return str(entry["claim"])
+    for claim, words in _CLAIM_WORDS:
+        if words.search(str(entry.get("action", ""))):
+            return claim
+    return None
+
+
 def load_playbook(path: str | Path | None = None) -> dict[str, Any]:
     """Read and check the playbook TOML (default ``include/economics/playbook.toml``).
+
+    Each rule gets ``claim`` (:func:`action_claim`) and, where the playbook leaves it implicit,
+    the state condition its claim requires: ``deprioritise`` / ``exclude`` only for customers
+    whose own state is lapsed, an account team or value tier ``high`` never for them (an older
+    playbook without ``state`` conditions keeps working, restricted so).
 
     Raises
     ------
     ValueError
-        Naming the rule and field: an unknown condition key or value tier, a
-        missing action, a priority outside :data:`PRIORITY_ORDER`, or a
-        ``high`` tier that a lapsed segment could reach.
+        Naming the rule and field: an unknown condition key or value, value tier or claim, a
+        missing action, a priority outside :data:`PRIORITY_ORDER`, an account team or ``high`` tier
+        that a lapsed customer could reach, or a claim whose state condition contradicts it.
     """
     path = Path(path) if path else DEFAULT_PLAYBOOK
     with open(path, "rb") as fh:
@@ -193,9 +224,31 @@ def load_playbook(path: str | Path | None = None) -> dict[str, Any]:
         unknown = sorted(set(when) - set(RULE_KEYS))
         if unknown:
             raise ValueError(f"playbook {path}: {where} tests unknown key(s) {unknown}; known: {list(RULE_KEYS)}")
-        if entry["value_tier"] == "high" and (where == "[default]" or "lapsed" in _as_set(when.get("recency", "lapsed"))):
-            raise ValueError(f"playbook {path}: {where} gives value_tier 'high' to segments that may be lapsed; "
-                             "add a recency condition without 'lapsed'")
+        for key, allowed in (("state", STATE_VALUES), ("buyer", BUYER_VALUES)):
+            bad = sorted(_as_set(when[key]) - set(allowed)) if key in when else []
+            if bad:
+                raise ValueError(f"playbook {path}: {where} tests {key} = {bad}; known: {list(allowed)}")
+        if entry.get("claim") is not None and entry["claim"] not in ACTION_CLAIMS:
+            raise ValueError(f"playbook {path}: {where} claims {entry['claim']!r}; known: {list(ACTION_CLAIMS)}")
+        claim = action_claim(entry)
+        if where == "[default]":
+            if entry["value_tier"] == "high" or claim is not None:
+                raise ValueError(f"playbook {path}: [default] gives {claim or 'value_tier high'!r} to every customer, "
+                                 "lapsed ones too; the default must be a neutral action")
+            continue
+        entry["claim"] = claim
+        states = _as_set(when["state"]) if "state" in when else None
+        if claim in LAPSED_ONLY_CLAIMS:
+            if states is not None and states != {"lapsed"}:
+                raise ValueError(f"playbook {path}: {where} claims {claim!r} for state(s) {sorted(states)}: "
+                                 "only customers whose own state is lapsed may be told that")
+            entry["when"] = {**when, "state": "lapsed"}
+        elif claim == "account team" or entry["value_tier"] == "high":
+            if states is not None and "lapsed" in states:
+                raise ValueError(f"playbook {path}: {where} gives {claim or 'value_tier high'!r} to lapsed "
+                                 "customers; add a state condition without 'lapsed'")
+            if states is None:
+                entry["when"] = {**when, "state": [s for s in STATE_VALUES if s != "lapsed"]}
     for tier, row in book["priority"].items():
         for band in ("high", "medium", "low"):
             if row.get(band) not in PRIORITY_ORDER:
@@ -203,38 +256,62 @@ def load_playbook(path: str | Path | None = None) -> dict[str, Any]:
     return book
 
 
-def playbook_entry(book: dict[str, Any], standing: dict[str, Any] | None) -> dict[str, str]:
-    """The first playbook rule whose every condition the segment's standing meets, else ``[default]``.
+def playbook_entry(book: dict[str, Any], standing: dict[str, Any] | None, state: str | None = None,
+                   buyer: str | None = None, withheld: Any = ()) -> dict[str, str]:
+    """The first playbook rule whose every condition the segment's standing and the customer meet, else ``[default]``.
 
-    ``standing`` is the segment's standing (``segment_profiles.standing``,
-    parsed); ``None`` (no standing recorded) gets the default. The returned
-    entry carries ``rule``: which rule matched, for the report.
+    ``standing`` is the segment's standing (parsed JSON); ``None`` (no standing recorded)
+    matches no segment condition. ``state`` and ``buyer`` are the customer's own
+    (``None``: unknown, matching no condition on them). Rules claiming a tier in ``withheld``
+    (claims a backtest found false) are skipped. The returned entry carries ``rule`` (which
+    rule matched, for the report) and ``claim``.
     """
+    have: dict[str, set[str]] = {}
     if standing:
-        have = {k: _as_set(standing.get(k)) for k in RULE_KEYS if k != "trait"}
+        have = {k: _as_set(standing.get(k)) for k in SEGMENT_KEYS if k != "trait"}
+        have["recency"] = {_RECENCY_ALIASES.get(v, v) for v in have["recency"]}
         have["trait"] = {t[0] if isinstance(t, list) else str(t) for t in standing.get("traits", [])}
-        for i, rule in enumerate(book.get("rules", [])):
-            when = rule.get("when", {})
-            if all(have[k] & _as_set(v) for k, v in when.items()):
-                return {"value_tier": rule["value_tier"], "action": rule["action"],
-                        "rule": " and ".join(f"{k} = {v}" for k, v in when.items()) or f"rules[{i}]"}
-    return {"value_tier": book["default"]["value_tier"], "action": book["default"]["action"],
+    if state is not None:
+        have["state"] = {str(state)}
+    if buyer is not None:
+        have["buyer"] = {str(buyer)}
+    withheld = set(withheld or ())
+    for i, rule in enumerate(book.get("rules", [])):
+        when = rule.get("when", {})
+        if rule.get("claim") in withheld:
+            continue
+        wanted = {k: {_RECENCY_ALIASES.get(v, v) for v in _as_set(v)} if k == "recency" else _as_set(v)
+                  for k, v in when.items()}
+        if all(have.get(k, set()) & v for k, v in wanted.items()):
+            return {"value_tier": rule["value_tier"], "action": rule["action"], "claim": rule.get("claim"),
+                    "rule": " and ".join(f"{k} = {v}" for k, v in when.items()) or f"rules[{i}]"}
+    return {"value_tier": book["default"]["value_tier"], "action": book["default"]["action"], "claim": None,
             "rule": "default" if standing else "default (no standing recorded for this segment)"}
 
 
 def intervention_priority(customers: pd.DataFrame, book: dict[str, Any],
-                          standings: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
-    """Priority and action of each customer from its segment's standing and churn risk.
+                          standings: dict[int, dict[str, Any]] | None = None, withheld: Any = ()) -> pd.DataFrame:
+    """Priority and action of each customer from its segment's standing, its own state and churn risk.
 
     Parameters
     ----------
     customers
-        ``customer_key``, ``segment_id``, ``segment_name``, ``p_alive`` (NaN when
-        the CLV stage did not score the customer: treated as high risk).
+        ``customer_key``, ``segment_id``, ``segment_name``, ``p_alive`` (NaN when the CLV stage
+        did not score the customer: treated as high risk), and the customer's own
+        ``lifecycle_state`` and ``repeat_buyer`` when known (absent or NULL: unknown, which no
+        state condition matches).
     book
         :func:`load_playbook` output.
     standings
         Standing of each segment id (see :func:`segment_standings`).
+    withheld
+        Action claims (:data:`ACTION_CLAIMS`) a backtest found false: rules claiming them are skipped.
+
+    Returns
+    -------
+    ``customer_key``, ``segment_id``, ``segment_name``, ``churn_risk``, ``risk_band``,
+    ``value_tier``, ``action``, ``priority``, ``priority_rank``, ``lifecycle_state``,
+    ``action_claim`` (the tier the action claims, NULL for none) and ``playbook_rule``.
     """
     standings = standings or {}
     bands = book["risk_bands"]
@@ -242,11 +319,29 @@ def intervention_priority(customers: pd.DataFrame, book: dict[str, Any],
     out["churn_risk"] = (1.0 - customers["p_alive"].astype(float)).fillna(1.0).clip(0, 1)
     out["risk_band"] = np.where(out["churn_risk"] >= bands["high_risk"], "high",
                                 np.where(out["churn_risk"] >= bands["medium_risk"], "medium", "low"))
-    entries = {int(s): playbook_entry(book, standings.get(int(s))) for s in out["segment_id"].unique()}
-    out["value_tier"] = out["segment_id"].map({k: v["value_tier"] for k, v in entries.items()})
-    out["action"] = out["segment_id"].map({k: v["action"] for k, v in entries.items()})
+    n = len(out)
+    state = (customers["lifecycle_state"] if "lifecycle_state" in customers.columns
+             else pd.Series([None] * n, index=customers.index))
+    state = state.astype(object).where(state.notna(), None)
+    if "repeat_buyer" in customers.columns:
+        repeat = customers["repeat_buyer"].astype(float)
+        buyer = pd.Series(np.where(repeat.isna(), None, np.where(repeat > 0, "repeat", "one-time")),
+                          index=customers.index, dtype=object)
+    else:
+        buyer = pd.Series([None] * n, index=customers.index, dtype=object)
+    keys = pd.DataFrame({"segment_id": out["segment_id"].astype("int64").to_numpy(),
+                         "state": state.to_numpy(), "buyer": buyer.to_numpy()})
+    entries = {}
+    for seg, st, by in keys.drop_duplicates().itertuples(index=False):
+        entries[(seg, st, by)] = playbook_entry(book, standings.get(int(seg)), st, by, withheld)
+    chosen = [entries[k] for k in keys.itertuples(index=False, name=None)]
+    out["value_tier"] = [e["value_tier"] for e in chosen]
+    out["action"] = [e["action"] for e in chosen]
     out["priority"] = [book["priority"][t][b] for t, b in zip(out["value_tier"], out["risk_band"], strict=True)]
     out["priority_rank"] = out["priority"].map({p: i + 1 for i, p in enumerate(PRIORITY_ORDER)}).astype("int64")
+    out["lifecycle_state"] = state.to_numpy()
+    out["action_claim"] = [e["claim"] for e in chosen]
+    out["playbook_rule"] = [e["rule"] for e in chosen]
     return out
 
 
@@ -274,9 +369,12 @@ def _concentration_and_priority(wh: Warehouse, conn: sa.Connection, as_of_date: 
                                 book: dict[str, Any]) -> tuple[bool, float | None, pd.DataFrame]:
     """Write ``profit_concentration`` and ``customer_priority`` of one date inside ``conn``'s transaction."""
     cost_known = bool(seg["cost_known"].all())
+    # The customer's own lifecycle state decides the action with the segment's standing.
     per_customer = _read(conn,
-                         "SELECT customer_key, segment_id, segment_name, profit, p_alive FROM customer_economics "
-                         "WHERE as_of_date = :d ORDER BY customer_key", {"d": as_of_date})
+                         "SELECT e.customer_key, e.segment_id, e.segment_name, e.profit, e.p_alive, f.lifecycle_state, "
+                         "f.repeat_buyer FROM customer_economics e LEFT JOIN customer_features f "
+                         "ON f.as_of_date = e.as_of_date AND f.customer_key = e.customer_key "
+                         "WHERE e.as_of_date = :d ORDER BY e.customer_key", {"d": as_of_date})
     if cost_known:
         curve, payers_share = profit_concentration(per_customer["profit"])
         curve.insert(0, "as_of_date", as_of_date)

@@ -32,6 +32,7 @@ import pandas as pd
 from include.runtime.warehouse import Warehouse, named_sql
 from include.segmentation.model import (
     FEATURE_GROUPS,
+    NULLABLE_RATES,
     ORDER_RATE,
     ORDER_RATE_PRIOR_YEARS,
     ORDER_RATE_SOURCES,
@@ -162,7 +163,7 @@ class SegmentAssigner:
                 cols.extend(ORDER_RATE_SOURCES)
             else:
                 cols.append(c)
-            if c in self.undefined_fill:
+            if c in self.undefined_fill and c in UNDEFINED_RATES:
                 cols.append(UNDEFINED_RATES[c])
         return tuple(dict.fromkeys([*cols, *self.categorical_columns]))
 
@@ -177,7 +178,8 @@ class SegmentAssigner:
         """
         derived = add_derived_features(features, self.numeric_columns)
         missing = [c for c in (*self.numeric_columns, *self.categorical_columns,
-                               *(UNDEFINED_RATES[c] for c in self.undefined_fill)) if c not in derived.columns]
+                               *(UNDEFINED_RATES[c] for c in self.undefined_fill if c in UNDEFINED_RATES))
+                   if c not in derived.columns]
         if missing:
             raise ValueError(f"{source} lacks column(s): {', '.join(missing)}")
         derived, _ = fill_undefined_rates(derived, self.numeric_columns, self.undefined_fill)
@@ -223,9 +225,11 @@ class SegmentAssigner:
                        f" + {_double(ORDER_RATE_PRIOR_YEARS)})")
             else:
                 raw = f"CAST({_identifier(col)} AS DOUBLE)"
-            if col in self.undefined_fill:  # no denominator: the fitted fill, as fill_undefined_rates
+            if col in self.undefined_fill and col in UNDEFINED_RATES:  # no denominator: the fitted fill
                 marker = f"CAST({_identifier(UNDEFINED_RATES[col])} AS DOUBLE)"
                 raw = f"CASE WHEN {marker} = {_double(0)} THEN {_double(self.undefined_fill[col])} ELSE {raw} END"
+            if col in self.undefined_fill and col in NULLABLE_RATES:  # NULL: unknown, the fitted fill too
+                raw = f"COALESCE({raw}, {_double(self.undefined_fill[col])})"
             if col in self.log1p_columns:
                 raw = f"LN({_double(1)} + {raw})"
             exprs.append(f"({raw} - {_double(self.means[j])}) / {_double(self.scales[j])}"
@@ -261,7 +265,13 @@ class SegmentAssigner:
             if col in self.categorical_columns:
                 continue
             c = _identifier(col)
-            bad = f"{c} IS NULL" + (f" OR {c} < 0" if col in self.log1p_columns or col in ORDER_RATE_SOURCES else "")
+            negative = f"{c} < 0" if col in self.log1p_columns or col in ORDER_RATE_SOURCES else None
+            if col in NULLABLE_RATES and col in self.undefined_fill:  # NULL means unknown: filled, not bad
+                if negative is None:
+                    continue
+                bad = negative
+            else:
+                bad = f"{c} IS NULL" + (f" OR {negative}" if negative else "")
             checks.append(f"SUM(CASE WHEN {bad} THEN 1 ELSE 0 END) AS bad_{c}")
             checks.append(f"MIN(CASE WHEN {bad} THEN customer_key END) AS example_{c}")
         return checks

@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS customer_features (
     cost_to_serve DOUBLE, usage_sessions DOUBLE, email_open_rate DOUBLE,
     email_click_rate DOUBLE, preferred_channel VARCHAR, plan_tier VARCHAR,
     region VARCHAR, discount_depth DOUBLE, support_per_order DOUBLE, cost_per_contact DOUBLE,
-    sessions_per_active_month DOUBLE, email_open_rate_active DOUBLE, email_click_per_open DOUBLE
+    sessions_per_active_month DOUBLE, email_open_rate_active DOUBLE, email_click_per_open DOUBLE,
+    purchase_days DOUBLE, repeat_buyer DOUBLE, cadence_days DOUBLE, lifecycle_state VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS segment_assignments (
@@ -159,7 +160,8 @@ CREATE TABLE IF NOT EXISTS profit_concentration (
 CREATE TABLE IF NOT EXISTS customer_priority (
     as_of_date DATE, customer_key VARCHAR, segment_id BIGINT, segment_name VARCHAR,
     value_tier VARCHAR, churn_risk DOUBLE, risk_band VARCHAR, priority VARCHAR,
-    priority_rank BIGINT, action VARCHAR
+    priority_rank BIGINT, action VARCHAR,
+    lifecycle_state VARCHAR, action_claim VARCHAR, playbook_rule VARCHAR
 );
 
 -- CRM pushes. crm_push_state: one row per (target, customer): the checksum and
@@ -273,3 +275,4 @@ CREATE TABLE IF NOT EXISTS segment_lift (
     -- holds for all of the run's segments of the outcome at once (Bonferroni over family_size of them).
     simultaneous_low DOUBLE, simultaneous_high DOUBLE, family_size BIGINT
 );
+

@@ -95,8 +95,12 @@ def test_economics_match_the_hand_worked_numbers(tmp_path):
     assert seg.loc[1, "alive_share"] == 1.0 and seg.loc[2, "alive_share"] == 0.0  # p_alive 0.9 and 0.3
     assert figures["profit"] == pytest.approx(total)
     assert figures["share_of_customers_paying_for_all"] == pytest.approx(1.0)
-    # Playbook: top value at risk 0.1 (low) -> medium; lapsed one-time at 0.7 (high) -> low.
-    assert prio.loc[keys["ann"], "priority"] == "medium" and prio.loc[keys["bob"], "priority"] == "low"
+    # Playbook: top value at risk 0.1 (low) -> medium. Bob's segment stands as lapsed one-time buyers, but the
+    # action follows his own state: one order 336 days ago against the shop's typical gap of 199 days (ann's,
+    # the only repeat buyer) is "new" (lapsing from 2 gaps), so he gets the onboarding journey (medium tier),
+    # at risk 0.7 (high) -> high priority; nobody still within their cadence is deprioritised with a segment.
+    assert prio.loc[keys["ann"], "priority"] == "medium" and prio.loc[keys["bob"], "priority"] == "high"
+    assert prio.loc[keys["bob"], "lifecycle_state"] == "new" and prio.loc[keys["bob"], "action"].startswith("Onboarding")
     assert prio.loc[keys["ann"], "action"].startswith("Named account team")
 
 
@@ -199,41 +203,128 @@ def test_priority_layers_churn_risk_on_the_segment():
         "segment_name": ["Top value, recent", "Top value, recent", "Lapsed one-time buyers, large baskets",
                          "Lapsing buyers, high returns", "Something new"],
         "p_alive": [0.2, 0.95, 0.1, 0.6, None],
+        "lifecycle_state": ["active", "active", "lapsed", "lapsing", None],
+        "repeat_buyer": [1.0, 1.0, 0.0, 1.0, None],
     })
     standings = {1: TOP, 2: LAPSED_ONE_TIME,
                  3: {"value": "mid", "recency": "lapsing", "frequency": "occasional", "traits": [["high returns", 6.1]]}}
     out = intervention_priority(customers, book, standings).set_index("customer_key")
     assert out.loc["a", "priority"] == "critical"  # high value + high risk
-    assert out.loc["a", "action"].startswith("Named account team")
+    assert out.loc["a", "action"].startswith("Named account team") and out.loc["a", "action_claim"] == "account team"
     assert out.loc["b", "priority"] == "medium"
     assert out.loc["c", "priority"] == "low" and out.loc["c", "value_tier"] == "dormant"  # lapsed + high risk
-    assert "account" not in out.loc["c", "action"].lower()
+    assert "account" not in out.loc["c", "action"].lower() and out.loc["c", "action_claim"] == "exclude"
     assert out.loc["d", "action"].startswith("Review returns")  # the behaviour, not only the recency
     assert out.loc["e", "value_tier"] == "medium" and out.loc["e", "churn_risk"] == 1.0  # no standing: default
+    assert pd.isna(out.loc["e", "action_claim"]) and out.loc["e", "playbook_rule"].startswith("default")
 
 
-def test_a_lapsed_one_time_buyer_never_gets_an_account_team():
+def test_actions_follow_each_customers_own_state():
+    """A segment's members get what their own state calls for: only lapsed ones are deprioritised or excluded."""
+    book = load_playbook()
+    states = ["new", "active", "lapsing", "lapsed", "lapsed"]
+    regulars = {"value": "mid", "recency": "mixed", "frequency": "repeat", "tenure": None, "basket": None,
+                "traits": []}
+    customers = pd.DataFrame({"customer_key": list("vwxyz"), "segment_id": 1, "segment_name": "Regular buyers",
+                              "p_alive": 0.5, "lifecycle_state": states, "repeat_buyer": [0.0, 1, 1, 1, 0]})
+    out = intervention_priority(customers, book, {1: regulars}).set_index("customer_key")
+    assert out["action_claim"].iloc[:3].isna().all()
+    assert out.loc["y", "action_claim"] == "deprioritise" and out.loc["z", "action_claim"] == "exclude"
+    assert out.loc["v", "action"].startswith("Onboarding") and out.loc["w", "action"].startswith("Loyalty")
+    # A lapsed member of a top-value segment is won back, never handed an account team; an active one is.
+    top = pd.DataFrame({"customer_key": ["p", "q"], "segment_id": 2, "segment_name": "Top value",
+                        "p_alive": 0.9, "lifecycle_state": ["active", "lapsed"], "repeat_buyer": 1.0})
+    out = intervention_priority(top, book, {2: TOP}).set_index("customer_key")
+    assert out.loc["p", "action_claim"] == "account team"
+    assert out.loc["q", "action"].startswith("Personal win-back") and out.loc["q", "value_tier"] != "high"
+    # An active customer of a lapsed segment is not deprioritised with it.
+    lapsed_segment = {**LAPSED_ONE_TIME, "frequency": "repeat"}
+    active = pd.DataFrame({"customer_key": ["r"], "segment_id": 3, "segment_name": "Lapsed repeat buyers",
+                           "p_alive": 0.9, "lifecycle_state": ["active"], "repeat_buyer": [1.0]})
+    assert intervention_priority(active, book, {3: lapsed_segment})["action_claim"].isna().all()
+    # A tier whose backtest failed is withheld: its customers get the next rule that matches.
+    out = intervention_priority(customers, book, {1: regulars}, withheld={"deprioritise", "exclude"})
+    assert out["action_claim"].isna().all()
+    assert out.set_index("customer_key").loc["y", "action"].startswith("Automated win-back journey; no paid spend")
+
+
+def test_a_lapsed_customer_never_gets_an_account_team():
     book = load_playbook()
     for value in ("top", "high", "mid", "low"):
         for basket in (None, "large baskets"):
-            entry = playbook_entry(book, {**LAPSED_ONE_TIME, "value": value, "basket": basket})
-            assert entry["value_tier"] == "dormant" and "account" not in entry["action"].lower()
-            assert "lapsed" in entry["rule"]
+            for buyer in ("one-time", "repeat"):
+                entry = playbook_entry(book, {**LAPSED_ONE_TIME, "value": value, "basket": basket}, "lapsed", buyer)
+                assert entry["value_tier"] in ("dormant", "low") and "account" not in entry["action"].lower()
+                assert "lapsed" in entry["rule"]
+    # ...whatever the segment's standing says.
+    entry = playbook_entry(book, {**TOP, "recency": "active"}, "lapsed", "repeat")
+    assert entry["claim"] != "account team" and entry["value_tier"] != "high"
 
 
 def test_playbook_errors_name_the_rule(tmp_path):
     text = load_playbook.__globals__["DEFAULT_PLAYBOOK"].read_text()
     bad = tmp_path / "book.toml"
     bad.write_text(text.replace('value_tier = "dormant"\naction = "Final', 'value_tier = "vip"\naction = "Final'))
-    with pytest.raises(ValueError, match="rules\\[1\\].*lapsed.*vip"):
+    with pytest.raises(ValueError, match="rules\\[2\\].*lapsed.*vip"):
         load_playbook(bad)
-    # A rule that could hand a lapsed segment an account team is refused.
-    bad.write_text(text.replace('when = { value = "top", recency = ["recent", "active"] }', 'when = { value = "top" }'))
-    with pytest.raises(ValueError, match="rules\\[2\\].*'high'.*lapsed"):
+    # A rule that could hand a lapsed customer an account team is refused.
+    bad.write_text(text.replace('state = ["new", "active"] }\nclaim = "account team"',
+                                'state = ["active", "lapsed"] }\nclaim = "account team"'))
+    with pytest.raises(ValueError, match="rules\\[4\\].*account team.*lapsed"):
         load_playbook(bad)
-    bad.write_text(text.replace('when = { tenure = "new" }', 'when = { tenure = "new", colour = "red" }'))
+    # ... and one that would deprioritise customers who still buy.
+    bad.write_text(text.replace('when = { state = "lapsed" }\nclaim = "deprioritise"',
+                                'when = { state = ["lapsed", "active"] }\nclaim = "deprioritise"'))
+    with pytest.raises(ValueError, match="rules\\[2\\].*deprioritise.*only customers whose own state is lapsed"):
+        load_playbook(bad)
+    bad.write_text(text.replace('when = { state = "new" }', 'when = { state = "new", colour = "red" }'))
     with pytest.raises(ValueError, match="unknown key.*colour"):
         load_playbook(bad)
+
+
+def test_an_older_playbook_keeps_its_meaning_per_customer(tmp_path):
+    """Rules written before the customer's state existed: deprioritise and account team are restricted by state."""
+    old = tmp_path / "old.toml"
+    old.write_text('''
+[[rules]]
+when = { recency = "lapsed" }
+value_tier = "dormant"
+action = "Final win-back email, then deprioritise"
+
+[[rules]]
+when = { value = "top", recency = ["recent", "active"] }
+value_tier = "high"
+action = "Named account team; proactive check-ins"
+
+[default]
+value_tier = "medium"
+action = "Automated nurture journey"
+
+[risk_bands]
+high_risk = 0.5
+medium_risk = 0.2
+
+[priority.high]
+high = "critical"
+medium = "high"
+low = "medium"
+
+[priority.medium]
+high = "high"
+medium = "medium"
+low = "low"
+
+[priority.dormant]
+high = "low"
+medium = "low"
+low = "low"
+''')
+    book = load_playbook(old)
+    assert [r["claim"] for r in book["rules"]] == ["deprioritise", "account team"]
+    assert playbook_entry(book, LAPSED_ONE_TIME, "active", "repeat")["claim"] is None
+    assert playbook_entry(book, LAPSED_ONE_TIME, "lapsed", "repeat")["claim"] == "deprioritise"
+    assert playbook_entry(book, TOP, "lapsed", "repeat")["claim"] is None
+    assert playbook_entry(book, TOP, "active", "repeat")["claim"] == "account team"
 
 
 def _report_inputs(tmp_path):

@@ -1,11 +1,13 @@
 """Features on a hand-built dataset, on DuckDB and on Snowflake (through fakesnow)."""
 
 
+import datetime as dt
+
 import pandas as pd
 import pytest
 
 from include.extract.validate import extract_and_validate
-from include.features.build import build_customer_features, load_features
+from include.features.build import build_customer_features, features_as_of, load_features
 from include.identity.resolve import resolve_identities
 from include.runtime.settings import DEFAULT_SUPPORT_COST_BY_CHANNEL
 from tests.handbuilt import ANN, AS_OF, raw_tables
@@ -61,3 +63,38 @@ def test_later_data_does_not_change_an_earlier_date(tmp_path):
         build_customer_features(wh, AS_OF, DEFAULT_SUPPORT_COST_BY_CHANNEL)
         after = load_features(wh, AS_OF)
     assert before.drop(columns="as_of_date").equals(after.drop(columns="as_of_date"))
+
+
+def test_lifecycle_and_unknown_rates(tmp_path):
+    with warehouse("duckdb", tmp_path) as wh:
+        features = run_stages(wh).set_index("customer_key")
+        key = wh.query_df("SELECT source_id, customer_key FROM identity_map").set_index("source_id")["customer_key"]
+    ann, bob = features.loc[key["W1"]], features.loc[key["C1"]]
+    # Ann bought on 4 days over 598 days: own mean gap 199.3 d, which is also the shop's typical gap (the only
+    # repeat buyer), so the shrunk cadence is (598 + 199.3) / (3 + 1) = 199.3 d; last order 11 d ago: active.
+    assert ann["purchase_days"] == 4 and ann["repeat_buyer"] == 1
+    assert ann["cadence_days"] == pytest.approx(598 / 3)
+    assert ann["lifecycle_state"] == "active"
+    # Bob bought once, 336 d ago: his cadence is the shop's (199.3 d); new until 2 cadences (398.7 d).
+    assert bob["purchase_days"] == 1 and bob["repeat_buyer"] == 0 and bob["cadence_days"] == pytest.approx(598 / 3)
+    assert bob["lifecycle_state"] == "new"
+    # No email data for Bob: his email rates are unknown (NULL), not 0; Ann's exist.
+    for col in ("email_open_rate", "email_click_rate", "email_open_rate_active", "email_click_per_open"):
+        assert pd.isna(bob[col]), col
+    assert ann["email_click_per_open"] == pytest.approx(0.5)
+
+
+def test_features_of_an_earlier_date_from_a_later_snapshot_equal_that_dates_own(tmp_path):
+    """The backtest's features: the run's staged data read as of an earlier date give that date's features."""
+    earlier = AS_OF - dt.timedelta(days=70)
+    with warehouse("duckdb", tmp_path) as wh:
+        run_stages(wh)
+        from_later = features_as_of(wh, earlier, AS_OF)
+        extract_and_validate(wh, earlier, max_bad_share=1.0)
+        resolve_identities(wh, earlier)
+        build_customer_features(wh, earlier, DEFAULT_SUPPORT_COST_BY_CHANNEL)
+        own = load_features(wh, earlier)
+        later = load_features(wh, AS_OF)
+    assert len(own) == 2 and own["lifecycle_state"].notna().all()
+    pd.testing.assert_frame_equal(from_later.reset_index(drop=True), own.reset_index(drop=True), check_dtype=False)
+    assert not later.drop(columns="as_of_date").equals(own.drop(columns="as_of_date"))

@@ -70,12 +70,18 @@ def test_shop_names_are_unique_and_lapsed_segments_are_not_valuable(shop):
             for r in profiles[profiles["segment_id"].isin(lapsed)].itertuples():
                 assert r.value_standing not in ("top", "high") and "value" not in r.segment_name.lower()
                 assert r.segment_name.startswith("Lapsed"), r.segment_name
-            priority = wh.query_df("SELECT segment_id, value_tier, action, priority, COUNT(*) AS n "
+            priority = wh.query_df("SELECT segment_id, lifecycle_state, value_tier, action, priority, COUNT(*) AS n "
                                    "FROM customer_priority WHERE as_of_date = :d GROUP BY ALL", {"d": date})
-            treated = priority[priority["segment_id"].isin(lapsed)]
+            # Actions follow each customer's own state: the lapsed ones (of any segment) are never treated as
+            # valuable; the few active members of a lapsed segment are not deprioritised with it.
+            treated = priority[priority["lifecycle_state"] == "lapsed"]
             assert len(treated) and set(treated["value_tier"]) <= {"dormant", "low"}
             assert not treated["action"].str.contains("account", case=False).any()
             assert not (treated["priority"] == "critical").any()
+            buying = priority[priority["lifecycle_state"].isin(["new", "active"])]
+            assert not buying["action"].str.contains("deprioritise|exclude", case=False).any()
+            in_lapsed = priority[priority["segment_id"].isin(lapsed)]
+            assert in_lapsed.loc[in_lapsed["lifecycle_state"] == "lapsed", "n"].sum() >= 0.75 * in_lapsed["n"].sum()
             run = wh.query_df("SELECT features_unavailable FROM segmentation_runs WHERE as_of_date = :d", {"d": date})
             assert set(json.loads(run["features_unavailable"].iloc[0])) == {
                 "discount_share", "return_rate", "support_contacts", "cost_to_serve", "usage_sessions",

@@ -35,8 +35,11 @@ def assigned_in_duckdb(assigner: SegmentAssigner, features: pd.DataFrame, tmp_pa
 def fitted():
     """A k-prototypes fit on 450 customers, and 300 other customers to score (new and missing categories)."""
     features = with_service_rates(blobs(150, seed=3)[0], seed=3)
+    # Customers without email data: their email rates are unknown (NULL), not 0.
+    features.loc[::5, ["email_open_rate", "email_click_rate"]] = np.nan
     result = fit_segments(features, k=3, seed=5, n_init=2, numeric_columns=COLUMNS)
     fresh = with_service_rates(blobs(100, seed=11)[0], seed=11)
+    fresh.loc[::4, ["email_open_rate", "email_click_rate"]] = np.nan
     fresh["customer_key"] = [f"N{i:05d}" for i in range(len(fresh))]
     fresh.loc[::7, "preferred_channel"] = "kiosk"  # never seen by the fit: a mismatch with every prototype
     fresh.loc[::11, "region"] = None  # missing: the fit's "unknown"
@@ -47,9 +50,13 @@ def fitted():
 def test_assigner_reproduces_the_fit(fitted):
     features, result, assigner, _ = fitted
     assert assigner.k == result.k and assigner.gamma > 0
-    # A rate without a denominator takes the fitted mean of the customers who have it, as the fit did.
+    # A rate without a denominator takes the fitted mean of the customers who have it, as the fit did: a
+    # zero marker (no support contact) or NULL (no email data).
     has_contacts = features["support_per_order"] > 0
-    assert assigner.undefined_fill == {"cost_per_contact": pytest.approx(features.loc[has_contacts, "cost_per_contact"].mean())}
+    assert assigner.undefined_fill == {
+        "cost_per_contact": pytest.approx(features.loc[has_contacts, "cost_per_contact"].mean()),
+        "email_open_rate": pytest.approx(features["email_open_rate"].mean()),  # pandas' mean skips the NULLs
+        "email_click_rate": pytest.approx(features["email_click_rate"].mean())}
     assert np.array_equal(assigner.assign(features), result.labels)
     kmeans = fit_segments(features, k=3, seed=5, n_init=2, algorithm="kmeans", numeric_columns=COLUMNS)
     assert np.array_equal(SegmentAssigner.from_fit(features, kmeans).assign(features), kmeans.labels)
