@@ -9,9 +9,11 @@ and what do we spend serving the unprofitable ones?**
 | `extract_validate` | `stg_*` staging tables, `quarantine` (bad rows + reason), `extract_log` |
 | `resolve_identity` | `identity_map` (record → stable `customer_key`), `customers` (golden records); Splink model in MLflow |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
-| `segment_customers` | `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` |
+| `segment_customers` | the fit, fit-local and immutable: `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` (bootstrap stability) |
 | `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error: P(alive), expected purchases, CLV 90/365 days) |
-| `crosscheck_clv` | `segment_clv_check`: value claims vs mean CLV; renames a contradicted segment or fails the gate, before publishing |
+| `backtest_claims` | `claims_backtest`, `backtest_features`: the run's own logic as of D − `clv_holdout_days` on its own data; every name's value and lifecycle word and every action tier (account team, deprioritise, exclude) against what those customers did next |
+| `label_segments` | `segment_labels` (the one owner of segment ids and names: fit segment → stable id, name, rule, standing, backtest verdict), `label_runs` (quality gate: stability and validity; claims withheld) |
+| `crosscheck_clv` | `segment_clv_check`: the labels against CLV (value order vs mean CLV, lapsed names vs P(alive)); "could not check" without CLV |
 | `publish_segments` | `customer_segments` (published labels + classic RFM map) |
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
 | `build_economics` | `customer_economics`, `segment_economics` (revenue, margin, cost-to-serve or *unknown*, profit, CLV, repeat retention, alive share, label stability), `profit_concentration`, `customer_priority` (playbook action + churn-risk priority) |
@@ -37,16 +39,21 @@ consecutive runs in the new segment; `customer_segments` keeps both the raw and
 the published label. Publishing a date republishes every later date, so
 backfills and out-of-order runs give the same history as live weekly runs.
 
-**Segmentation**: k-prototypes on log-scaled RFM/engagement features plus channel,
-plan and region; k by sampled silhouette (segments under 2% excluded); every
-segment's stability by bootstrap Jaccard (Hennig's clusterboot). **Quality gate**:
-if a segment's Jaccard is below `min_jaccard`, the new labels are not published
-and the previous ones are carried forward (the `publish_segments` log and the
-MLflow tag `gate_failure` say which segment and why); with no earlier labels to
-carry forward, `publish_segments` fails ("no labels published for <date>: <reason>"). Segment ids follow last
-run's segments by centroid matching. **Names** come from each segment's standing against the others this run
-(value, recency, buying pattern, basket, behaviour traits with data), are unique without numbers, and claim
-value only where revenue, recency and CLV agree; the rule behind each name is stored in `segment_profiles`.
+**Segmentation**: spectral segments (or k-prototypes, KMeans) on how customers buy while active plus
+recency, tenure and lifetime purchase days; every segment's stability by bootstrap Jaccard (Hennig's
+clusterboot). **Lifecycle**: every customer's own state (`customer_features.lifecycle_state`: new,
+active, lapsing, lapsed against their own buying cadence). **Names** (`label_segments`) come from the
+members' shares (a lifecycle word needs three in four members in that state), value words only for the
+top third by revenue per customer, unique without numbers; the rule behind each name is stored in
+`segment_labels`. **Actions** are chosen per customer from the segment's standing and the customer's
+own state: only lapsed customers are deprioritised or excluded. **Backtest**: every claim the run makes
+is checked on its own data as of D − `clv_holdout_days`; a claim that failed is withheld (a weaker name,
+the playbook's next rule), loudly (log, MLflow tag `claims_withheld`, the rule text). **Quality gate**:
+if a segment's Jaccard is below `min_jaccard` (stability) or the labels tell nobody apart (validity), the
+new labels are not published and the previous ones are carried forward (the `label_segments` and
+`publish_segments` logs and the MLflow tag `gate_failure` say which and why); with no earlier labels to
+carry forward, `publish_segments` fails ("no labels published for <date>: <reason>"). Segment ids follow
+earlier runs' segments by centroid matching.
 
 **As-of date**: the `as_of_date` param when set, else the day before the run's
 data interval end (the last complete day); any date can run (`airflow dags test
@@ -145,6 +152,8 @@ def customer_segmentation():
     identity = _stage("resolve_identity")
     features = _stage("build_features")
     segments = _stage("segment_customers")
+    backtest = _stage("backtest_claims")
+    labels = _stage("label_segments")
     published = _stage("publish_segments")
     clv = _stage("fit_clv")
     crosscheck = _stage("crosscheck_clv")
@@ -165,12 +174,13 @@ def customer_segmentation():
         for target in CRM_TARGETS
     ]
 
-    chain(extract, identity, features, segments)
+    chain(extract, identity, features, segments, backtest)
     features >> clv  # segmentation and CLV run side by side
-    # Names and the gate are final before labels go out: the CLV cross-check renames or blocks first.
-    [segments, clv] >> crosscheck
+    # One owner for ids and names: the labeller hears the fit, CLV (a witness) and the backtest (claims that
+    # failed are withheld); the CLV cross-check records the labels against CLV before they go out.
+    [segments, clv, backtest] >> labels
     # The holdout is recorded before the report and before any push: holdouts never get the action.
-    chain(crosscheck, published, migration, economics, [experiment, comparison], report)
+    chain(labels, crosscheck, published, migration, economics, [experiment, comparison], report)
     report >> [check, *pushes]
     [check, *pushes] >> close_mlflow_run()
 

@@ -348,21 +348,38 @@ def intervention_priority(customers: pd.DataFrame, book: dict[str, Any],
 def segment_standings(wh: Warehouse, as_of_date: dt.date) -> dict[int, dict[str, Any]]:
     """The standing of every segment published on ``as_of_date``.
 
-    Taken from the profiles of the model run whose labels are published (a
-    date whose gate failed carries an earlier run's labels), else the latest
-    profile of that segment id on or before the date.
+    Taken from the labels (``segment_labels``) of the model run whose labels are published (a
+    date whose gate failed carries an earlier run's labels), else the latest label of that
+    segment id on or before the date. Warehouses labelled before ``segment_labels`` existed (and
+    hand-built ones) are read from ``segment_profiles.standing`` the same way.
     """
     import json
 
-    if not wh.has_table("segment_profiles") or "standing" not in (wh.table_columns("segment_profiles") or []):
-        return {}
-    rows = wh.query_df(
+    query = (
         "WITH published AS (SELECT DISTINCT segment_id, model_run_id FROM customer_segments WHERE as_of_date = :d) "
         "SELECT p.segment_id, p.standing FROM (SELECT sp.segment_id, sp.standing, ROW_NUMBER() OVER ("
         "PARTITION BY sp.segment_id ORDER BY CASE WHEN sp.model_run_id = pub.model_run_id THEN 0 ELSE 1 END, "
-        "sp.as_of_date DESC) AS rn FROM segment_profiles sp JOIN published pub ON pub.segment_id = sp.segment_id "
-        "WHERE sp.as_of_date <= :d AND sp.standing IS NOT NULL) p WHERE p.rn = 1", {"d": as_of_date})
-    return {int(r.segment_id): json.loads(r.standing) for r in rows.itertuples()}
+        "sp.as_of_date DESC) AS rn FROM {table} sp JOIN published pub ON pub.segment_id = sp.segment_id "
+        "WHERE sp.as_of_date <= :d AND sp.standing IS NOT NULL) p WHERE p.rn = 1")
+    for table in ("segment_labels", "segment_profiles"):
+        if not wh.has_table(table) or "standing" not in (wh.table_columns(table) or []):
+            continue
+        rows = wh.query_df(query.format(table=table), {"d": as_of_date})
+        if len(rows):
+            return {int(r.segment_id): json.loads(r.standing) for r in rows.itertuples()}
+    return {}
+
+
+def withheld_action_claims(wh: Warehouse, as_of_date: dt.date) -> dict[str, str]:
+    """Action claims the date's backtest found false (``label_runs.claims_withheld``): ``{claim: reason}``."""
+    import json
+
+    if not wh.has_table("label_runs"):
+        return {}
+    rows = wh.query_df("SELECT claims_withheld FROM label_runs WHERE as_of_date = :d", {"d": as_of_date})
+    if rows.empty or rows["claims_withheld"].isna().all():
+        return {}
+    return {c: why for c, why in json.loads(rows["claims_withheld"].iloc[0]).items() if c in ACTION_CLAIMS}
 
 
 def _concentration_and_priority(wh: Warehouse, conn: sa.Connection, as_of_date: dt.date, seg: pd.DataFrame,
@@ -382,7 +399,11 @@ def _concentration_and_priority(wh: Warehouse, conn: sa.Connection, as_of_date: 
         # Without costs there is no profit to concentrate: the date's curve is emptied, not guessed.
         curve, payers_share = pd.DataFrame({"as_of_date": [], "customer_share": [], "profit_share": []}), None
     wh.replace_partition("profit_concentration", curve, {"as_of_date": as_of_date}, conn=conn)
-    priority = intervention_priority(per_customer, book, segment_standings(wh, as_of_date))
+    withheld = withheld_action_claims(wh, as_of_date)
+    for claim, why in withheld.items():
+        log.warning("economics %s: action tier '%s' %s; its customers get the next rule that matches",
+                    as_of_date, claim, why)
+    priority = intervention_priority(per_customer, book, segment_standings(wh, as_of_date), withheld)
     priority.insert(0, "as_of_date", as_of_date)
     wh.replace_partition("customer_priority", priority, {"as_of_date": as_of_date}, conn=conn)
     return cost_known, payers_share, priority

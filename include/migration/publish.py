@@ -1,11 +1,12 @@
 """Publishing labels: the quality gate and the hysteresis fold over every run from a date on.
 
 Two folds in as-of order make publishing independent of the order dates
-were run in: the segment-id fold (stable ids and their names for every
-fitted date, :func:`include.segmentation.history.fold_segment_ids`) and the
-hysteresis fold over the raw labels
-(:func:`include.migration.hysteresis.apply_hysteresis`); publishing a date
-recomputes it and every later date, in one transaction. A date whose quality gate failed carries
+were run in: the segment-id fold (stable ids of every labelled date, owned by the labeller:
+:mod:`include.labels.ids`, which re-folds later dates when it labels one) and the
+hysteresis fold over the raw labels (:func:`include.migration.hysteresis.apply_hysteresis`);
+publishing a date recomputes it and every later date, in one transaction. Publishing reads the
+labels (``segment_labels``, ``label_runs``) and the fits; it writes only ``customer_segments``
+(and the ``published`` flag of ``segmentation_runs``). A date whose quality gate failed carries
 the previous published labels forward (with its own RFM columns); when there
 is nothing to carry forward, :func:`publish_from` raises
 :class:`~include.runtime.errors.QualityGateError` after writing the fold.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from include.migration.hysteresis import PublishStep, apply_hysteresis, run_dates
-from include.runtime.errors import QualityGateError
+from include.runtime.errors import QualityGateError, WarehouseError
 from include.runtime.warehouse import Warehouse, named_sql
 
 SQL = named_sql("publish.sql")
@@ -49,45 +50,39 @@ class PublishedDate:
         return self.step.held_back / self.step.raw_moves if self.step and self.step.raw_moves else 0.0
 
 
-def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int,
-                 max_distance: float = 1.5) -> list[PublishedDate]:
+def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int) -> list[PublishedDate]:
     """Publish ``as_of_date`` and republish every later date; return one entry per date, in order.
 
-    First the segment-id fold (:func:`include.segmentation.history.fold_segment_ids`)
-    runs over every fitted date, and each date whose rows carry other ids than
-    the fold gives is relabelled (assignments, profiles with their names,
-    centroids, the CLV check), so names stay with the segments they describe.
-    Then the hysteresis fold runs from the earliest date touched. Everything
-    is written in one transaction.
+    Each date's raw labels are its fit's assignments under its labels' stable ids and names
+    (``segment_assignments`` joined to ``segment_labels``: the labeller, :mod:`include.labels`, is
+    their one owner and re-folds later dates' ids when it labels a date); the gate is the
+    labeller's (``label_runs``: stability and validity). The hysteresis fold then runs from
+    ``as_of_date`` on. Every date's ``customer_segments`` is written in one transaction; no fit
+    table and no other date's labels are touched.
 
     Raises
     ------
+    WarehouseError
+        ``as_of_date`` has not been labelled.
     QualityGateError
         When ``as_of_date``'s gate failed and no earlier labels exist to carry
-        forward (the fold is written first, so later dates stay consistent).
+        forward (the later dates are written first, so they stay consistent).
     """
-    from include.segmentation.history import fitted_dates, fold_segment_ids
-
-    dates = run_dates(wh)
+    dates = run_dates(wh, "label_runs")
     if as_of_date not in dates:
-        raise ValueError(f"segmentation_runs has no row for as_of_date={as_of_date}; run segmentation first")
-    aligned = fold_segment_ids(fitted_dates(wh), max_distance)
-    relabelled = [d for d in dates if d in aligned and aligned[d].changed]
-    start = dates.index(min([as_of_date, *relabelled]))
+        raise WarehouseError(f"label_runs has no row for as_of_date={as_of_date}; run label_segments first")
+    start = dates.index(as_of_date)
     previous = published_labels(wh, dates[start - 1]) if start > 0 else None
     results = []
     for date in dates[start:]:
-        result = _publish_one(wh, date, previous, runs_required, aligned.get(date))
+        result = _publish_one(wh, date, previous, runs_required)
         results.append(result)
         previous = result.labels
     with wh.begin() as conn:
-        for date in relabelled:
-            _relabel_date(wh, conn, aligned[date])
         for result in results:
             d = {"as_of_date": result.as_of_date}
             wh.replace_partition("customer_segments", result.labels, d, conn=conn)
             wh.run_script(SQL["mark_published"], {**d, "published": result.gate_passed}, conn=conn)
-    results = [r for r in results if r.as_of_date >= as_of_date]
     first = results[0]
     if not first.gate_passed and first.labels.empty:
         raise QualityGateError(f"no labels published for {as_of_date}: {first.gate_reason} "
@@ -95,36 +90,13 @@ def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int,
     return results
 
 
-#: Per-date tables whose ``segment_id`` the id fold may relabel (``customer_segments`` is rewritten whole).
-RELABELLED_TABLES = ("segment_assignments", "segment_profiles", "segment_centroids", "segment_clv_check")
-
-
-def _relabel_date(wh: Warehouse, conn, aligned) -> None:
-    """Give one date's rows the fold's stable ids (and match distances); names stay on their rows."""
-    d = {"as_of_date": aligned.as_of_date}
-    relabel = aligned.relabel
-    distance = {aligned.stable[loc]: v for loc, v in aligned.distance.items()}
-    for table in RELABELLED_TABLES:
-        if not wh.has_table(table):
-            continue
-        frame = wh.query_df(f"SELECT * FROM {table} WHERE as_of_date = :as_of_date", d)
-        frame["segment_id"] = frame["segment_id"].map(relabel).astype("int64")
-        if table == "segment_profiles":
-            frame["match_distance"] = frame["segment_id"].map(distance)
-        wh.replace_partition(table, frame, d, conn=conn)
-
-
-def _publish_one(wh: Warehouse, date: dt.date, previous: pd.DataFrame | None, runs_required: int,
-                 aligned=None) -> PublishedDate:
-    """The published labels of one date (not written): its raw labels under the fold's ids, after hysteresis."""
+def _publish_one(wh: Warehouse, date: dt.date, previous: pd.DataFrame | None, runs_required: int) -> PublishedDate:
+    """The published labels of one date (not written): its raw labels under their stable ids, after hysteresis."""
     d = {"as_of_date": date}
-    relabel = aligned.relabel if aligned is not None else {}
     status = wh.query_df(SQL["gate_status"], d).iloc[0]
     raw = wh.query_df(SQL["raw_labels"], d)
-    raw["raw_segment_id"] = raw["raw_segment_id"].map(lambda i: relabel.get(int(i), int(i))).astype("int64")
     rfm = wh.query_df(SQL["rfm"], d)
-    names = {relabel.get(int(i), int(i)): n for i, n in
-             wh.query_df(SQL["segment_names"], d).set_index("segment_id")["segment_name"].items()}
+    names = wh.query_df(SQL["segment_names"], d).set_index("segment_id")["segment_name"].to_dict()
     gate_passed = bool(status["gate_passed"])
     if gate_passed:
         step = apply_hysteresis(raw, previous, runs_required)

@@ -137,14 +137,31 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
     shown = wh.query_df("SELECT as_of_date FROM segmentation_runs WHERE model_run_id = :m "
                         "ORDER BY as_of_date DESC LIMIT 1", {"m": model_run})
     data["labels_from"] = pd.Timestamp(shown["as_of_date"].iloc[0]).date() if len(shown) else None
+    # Names and rules are the labeller's (segment_labels); warehouses labelled before it existed keep them in
+    # segment_profiles.
+    labelled = wh.has_table("segment_labels")
     data["naming"] = wh.query_df(
-        "SELECT segment_id, segment_name, name_rule FROM segment_profiles WHERE model_run_id = :m "
-        "ORDER BY segment_id", {"m": model_run})
-    # Stability and the gate from one source: this date's segmentation (what the gate judged).
+        "SELECT DISTINCT segment_id, segment_name, name_rule FROM segment_labels WHERE model_run_id = :m "
+        "ORDER BY segment_id", {"m": model_run}) if labelled else pd.DataFrame()
+    if data["naming"].empty:
+        data["naming"] = wh.query_df(
+            "SELECT segment_id, segment_name, name_rule FROM segment_profiles WHERE model_run_id = :m "
+            "ORDER BY segment_id", {"m": model_run})
+    # Stability and the gate from one source: this date's segmentation (what the gate judged), fit segments
+    # under their labels' ids and names.
     data["stability"] = wh.query_df(
+        "SELECT COALESCE(l.segment_id, p.segment_id) AS segment_id, COALESCE(l.segment_name, p.segment_name) "
+        "AS segment_name, p.customers, p.jaccard, p.as_of_date FROM segment_profiles p "
+        "LEFT JOIN segment_labels l ON l.as_of_date = p.as_of_date AND l.fit_segment = p.fit_segment "
+        "WHERE p.as_of_date = :d ORDER BY 1", d) if labelled else wh.query_df(
         "SELECT segment_id, segment_name, customers, jaccard, as_of_date FROM segment_profiles "
         "WHERE as_of_date = :d ORDER BY segment_id", d)
     data["run"] = wh.query_df("SELECT * FROM segmentation_runs WHERE as_of_date = :d", d)
+    gate = (wh.query_df("SELECT gate_passed, gate_reason FROM label_runs WHERE as_of_date = :d", d)
+            if wh.has_table("label_runs") else pd.DataFrame())
+    if len(gate) and len(data["run"]):  # the labeller's gate: stability and validity
+        data["run"]["gate_passed"] = bool(gate["gate_passed"].iloc[0])
+        data["run"]["gate_reason"] = gate["gate_reason"].iloc[0]
     data["identity"] = (wh.query_df("SELECT * FROM identity_runs WHERE as_of_date = :d", d)
                         if wh.has_table("identity_runs") else pd.DataFrame())
     data["transitions"] = (wh.query_df(

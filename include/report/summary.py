@@ -34,9 +34,11 @@ def main() -> None:
             n = wh.scalar(f"SELECT COUNT(*) FROM {table} WHERE as_of_date = :d", {"d": latest})
             print(f"  {table:22s} {n:>10,d}")
         profiles = wh.query_df(
-            "SELECT segment_id, segment_name, customers, customer_share, monetary, frequency, "
-            "recency_days, cost_to_serve, jaccard, model_run_id FROM segment_profiles WHERE as_of_date = :d "
-            "ORDER BY segment_id", {"d": latest})
+            "SELECT COALESCE(l.segment_id, p.segment_id) AS segment_id, COALESCE(l.segment_name, p.segment_name) "
+            "AS segment_name, p.customers, p.customer_share, p.monetary, p.frequency, p.recency_days, "
+            "p.cost_to_serve, p.jaccard, p.model_run_id FROM segment_profiles p LEFT JOIN segment_labels l "
+            "ON l.as_of_date = p.as_of_date AND l.fit_segment = p.fit_segment WHERE p.as_of_date = :d "
+            "ORDER BY 1", {"d": latest})
         gate = wh.query_df("SELECT * FROM segmentation_runs WHERE as_of_date = :d", {"d": latest})
         rfm = wh.query_df("SELECT rfm_segment, COUNT(*) AS n FROM customer_segments WHERE as_of_date = :d "
                           "GROUP BY rfm_segment ORDER BY n DESC", {"d": latest})

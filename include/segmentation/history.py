@@ -1,7 +1,8 @@
-"""What the segmentation stage reads from and writes back to earlier runs in the warehouse.
+"""Segmentation across dates: the fold that gives every labelled date stable segment ids, and the demo's truth.
 
-The fold that gives every fitted date stable segment ids, the demo's planted
-archetypes (evaluation only) and the rename after the CLV cross-check. SQL: ``include/sql/segmentation.sql``.
+:func:`fold_segment_ids` is pure; the labeller (:mod:`include.labels.ids`) feeds it every
+labelled date's label groups. The demo's planted archetypes are read for evaluation only.
+SQL: ``include/sql/segmentation.sql``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 from dataclasses import dataclass
 
 import pandas as pd
-import sqlalchemy as sa
 
 from include.runtime.warehouse import Warehouse, named_sql
 
@@ -22,12 +22,11 @@ SQL = named_sql("segmentation.sql")
 
 @dataclass(frozen=True)
 class FittedDate:
-    """One date's fitted segments in model-local form, the input of :func:`fold_segment_ids`.
+    """One date's segments in model-local form, the input of :func:`fold_segment_ids`.
 
-    ``centroids`` is indexed by the model-local segment (1 = highest mean
-    365-day revenue, as :func:`include.segmentation.model.order_by_value`
-    numbers them), so it depends only on that date's fit; ``stored`` maps the
-    model-local segment to the id the date's rows carry now.
+    ``centroids`` is indexed by the model-local segment (a label group: 1 = highest revenue per
+    customer, as :func:`include.labels.build.name_fit` numbers them), so it depends only on that
+    date's fit; ``stored`` maps the model-local segment to the id the date's rows carry now.
     """
 
     as_of_date: dt.date
@@ -111,45 +110,6 @@ def _rematch_retired(local: pd.DataFrame, stable: dict[int, int], distance: dict
     return {**stable, **again}, {**distance, **again_distance}
 
 
-def model_local_order(monetary: pd.Series) -> dict[int, int]:
-    """Segment id -> model-local segment (1 = highest mean revenue; ties by id), from per-segment means."""
-    ranked = monetary.reset_index().set_axis(["segment_id", "monetary"], axis=1)
-    ranked = ranked.sort_values(["monetary", "segment_id"], ascending=[False, True])
-    return {int(seg): i for i, seg in enumerate(ranked["segment_id"], start=1)}
-
-
-def fitted_dates(wh: Warehouse, exclude: dt.date | None = None) -> list[FittedDate]:
-    """Every date with stored centroids (except ``exclude``), in model-local form."""
-    centroids = wh.query_df(SQL["all_centroids"])
-    profiles = wh.query_df(SQL["all_profile_values"])
-    gates = wh.query_df(SQL["all_gates"])
-    gate = {pd.Timestamp(d).date(): bool(g) for d, g in zip(gates["as_of_date"], gates["gate_passed"], strict=True)}
-    out = []
-    for date, frame in centroids.groupby("as_of_date"):
-        date = pd.Timestamp(date).date()
-        if date == exclude:
-            continue
-        values = profiles[pd.to_datetime(profiles["as_of_date"]).dt.date == date].set_index("segment_id")["monetary"]
-        local_of = model_local_order(values)
-        wide = frame.pivot(index="segment_id", columns="feature", values="z_value").astype(float)
-        wide = wide.rename_axis(None, axis=1)
-        wide.index = [local_of[int(s)] for s in wide.index]
-        out.append(FittedDate(date, wide, {loc: seg for seg, loc in local_of.items()}, gate.get(date, False)))
-    return out
-
-
-def align_new_fit(wh: Warehouse, as_of_date: dt.date, local_centroids: pd.DataFrame,
-                  max_distance: float) -> AlignedDate:
-    """Stable ids of a new fit of ``as_of_date``: the fold over the earlier fitted dates and this one.
-
-    Later dates do not take part (the fold runs in as-of order); publishing
-    re-folds them (:func:`include.migration.publish.publish_from`).
-    """
-    earlier = [f for f in fitted_dates(wh, exclude=as_of_date) if f.as_of_date < as_of_date]
-    this = FittedDate(as_of_date, local_centroids, {int(s): int(s) for s in local_centroids.index}, True)
-    return fold_segment_ids([*earlier, this], max_distance)[as_of_date]
-
-
 def planted_archetypes(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame | None:
     """Planted archetype per customer when the demo's ground truth is present (evaluation only)."""
     if not (wh.has_table("truth_identity") and wh.has_table("truth_persons")):
@@ -165,48 +125,3 @@ def archetype_ari(features: pd.DataFrame, labels, truth: pd.DataFrame | None) ->
         return None
     joined = features[["customer_key"]].assign(segment=labels).merge(truth, on="customer_key")
     return float(adjusted_rand_score(joined["archetype"], joined["segment"])) if len(joined) else None
-
-
-def rename_with_clv(wh: Warehouse, as_of_date: dt.date, clv_by_segment) -> dict[int, tuple[str, str]]:
-    """Re-derive the date's segment names with mean CLV, so a value claim stands only where CLV agrees.
-
-    Recomputes the naming inputs from ``customer_features`` and
-    ``segment_assignments``, rewrites names, rules and standings in
-    ``segment_profiles`` and ``segment_assignments``, and in
-    ``customer_segments`` where this date's own labels are already published.
-    Returns ``{segment id: (old name, new name)}`` for the names that changed.
-    """
-    from include.features.build import load_features
-    from include.segmentation.model import available_features, order_by_value
-    from include.segmentation.naming import name_segments, segment_stats
-
-    d = {"as_of_date": as_of_date}
-    features = load_features(wh, as_of_date)
-    assigned = wh.query_df(SQL["assignments"], d)
-    features = features.merge(assigned, on="customer_key")
-    if features.empty:
-        raise ValueError(f"segment_assignments has no rows matching customer_features for as_of_date={as_of_date}")
-    columns, _ = available_features(features)
-    labels = features["segment_id"].to_numpy()
-    # Named on the model-local segments, as segment_customers names them, so a name never depends on ids.
-    local = order_by_value(features, labels)
-    stable_of = dict(zip(local, labels, strict=True))
-    clv_local = pd.Series({loc: clv_by_segment.get(seg) for loc, seg in stable_of.items()}, dtype=float)
-    named = name_segments(segment_stats(features, local, columns), clv=clv_local.dropna())
-    named.index = [int(stable_of[loc]) for loc in named.index]
-    old = wh.query_df(SQL["profile_names"], d)
-    before = old.set_index("segment_id")["segment_name"].to_dict()
-    changed = {int(s): (before.get(s), r.segment_name) for s, r in named.iterrows()
-               if before.get(s) != r.segment_name}
-    model_run = old["model_run_id"].iloc[0] if len(old) else None
-    with wh.begin() as conn:
-        for seg, r in named.iterrows():
-            params = {**d, "segment_id": int(seg), "segment_name": r.segment_name, "name_rule": r.name_rule,
-                      "value_standing": r.value_standing, "standing": r.standing, "model_run_id": model_run}
-            conn.execute(sa.text(SQL["rename_profile"]), params)
-            if int(seg) in changed:
-                conn.execute(sa.text(SQL["rename_assignments"]), params)
-                conn.execute(sa.text(SQL["rename_published"]), params)
-    for seg, (was, now) in changed.items():
-        log.warning("segment %d renamed after the CLV cross-check: '%s' -> '%s'", seg, was, now)
-    return changed

@@ -281,9 +281,11 @@ def standings(stats: pd.DataFrame, clv: pd.Series | None = None, *, alive: pd.Se
             if value == "top" and cr > 2:
                 value = "mid"
                 value_fact += "; CLV disagrees, top-value claim withheld"
+                not_made["top value"] = f"CLV disagrees: mean CLV ranks it {cr} of {k}"
             elif value == "high" and c < clv_median:
                 value = "mid"
                 value_fact += "; CLV below the segments' median, high-value claim withheld"
+                not_made["high value"] = f"CLV disagrees: mean CLV {c:,.2f} below the segments' median {clv_median:,.2f}"
         elif value == "low" and clv is not None and float(clv[seg]) > clv_median:
             value = "mid"
             value_fact += "; CLV above the segments' median, low-value claim withheld"
@@ -296,7 +298,7 @@ def standings(stats: pd.DataFrame, clv: pd.Series | None = None, *, alive: pd.Se
             not_made["high value"] = withheld["high value"]
             value = "mid"
         for what, why in not_made.items():
-            value_fact += f"; '{what}' {why}" if what in VALUE_CLAIMS else ""
+            value_fact += f"; '{what}' {why}" if what in VALUE_CLAIMS and not why.startswith("CLV") else ""
         facts.insert(0, f"{value_fact} -> value {value}")
         for what, why in not_made.items():
             if what not in VALUE_CLAIMS:

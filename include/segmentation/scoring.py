@@ -6,7 +6,8 @@ the fitted model's parameters, gathered in :class:`SegmentAssigner`:
 
 - the numeric preparation of :func:`include.segmentation.model.design_matrix`:
   which columns are derived (``order_rate``), filled where they have no denominator
-  (``UNDEFINED_RATES``, with the fitted rows' values) and log1p-transformed, the
+  (``UNDEFINED_RATES``: a zero marker, e.g. no second purchase for ``order_rate``;
+  ``NULLABLE_RATES``: NULL, e.g. no email data; with the fitted rows' values) and log1p-transformed, the
   per-column means and scales of the fitted rows, and the group weights;
 - the prototypes (numeric, in the prepared space; categorical, as category
   values) and k-prototypes' ``gamma`` (0 for KMeans).

@@ -18,12 +18,13 @@ SELECT * FROM segment_transitions WHERE to_date <= :as_of_date AND to_date > :wi
 SELECT * FROM segment_transitions WHERE to_date = :as_of_date;
 
 -- name: top_segments_before
--- Segments of the snapshot before :as_of_date, richest first (profiles of the last published run):
+-- Segments of the snapshot before :as_of_date, richest first (labels of the last published run):
 -- customers can only leave a segment that had them.
-SELECT p.segment_id, p.segment_name
-FROM segment_profiles p
+SELECT p.segment_id, MIN(p.segment_name) AS segment_name
+FROM segment_labels p
 JOIN (SELECT DISTINCT segment_id FROM customer_segments
       WHERE as_of_date = (SELECT MAX(from_date) FROM segment_transitions WHERE to_date = :as_of_date)) c
   ON c.segment_id = p.segment_id
 WHERE p.as_of_date = (SELECT MAX(as_of_date) FROM segmentation_runs WHERE as_of_date <= :as_of_date AND published)
-ORDER BY p.monetary DESC;
+GROUP BY p.segment_id
+ORDER BY MAX(p.revenue_per_customer) DESC;

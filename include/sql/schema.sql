@@ -69,9 +69,13 @@ CREATE TABLE IF NOT EXISTS customer_features (
     purchase_days DOUBLE, repeat_buyer DOUBLE, cadence_days DOUBLE, lifecycle_state VARCHAR
 );
 
+-- The fit tables (segment_customers; immutable once written): fit_segment is the fit-local segment
+-- (1 = highest mean 12-month revenue). Their segment_id, segment_name, name_rule, value_standing,
+-- standing and match_distance columns are no longer written (older warehouses and hand-built rows
+-- keep them): names and stable ids are segment_labels', by (as_of_date, fit_segment).
 CREATE TABLE IF NOT EXISTS segment_assignments (
     as_of_date DATE, customer_key VARCHAR, segment_id BIGINT,
-    segment_name VARCHAR, model_run_id VARCHAR
+    segment_name VARCHAR, model_run_id VARCHAR, fit_segment BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS segment_profiles (
@@ -81,7 +85,7 @@ CREATE TABLE IF NOT EXISTS segment_profiles (
     tenure_days DOUBLE, discount_share DOUBLE, return_rate DOUBLE,
     support_contacts DOUBLE, cost_to_serve DOUBLE, usage_sessions DOUBLE,
     email_open_rate DOUBLE, email_click_rate DOUBLE, model_run_id VARCHAR,
-    value_standing VARCHAR, standing VARCHAR
+    value_standing VARCHAR, standing VARCHAR, fit_segment BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS customer_segments (
@@ -97,7 +101,7 @@ CREATE TABLE IF NOT EXISTS customer_rfm (
 );
 
 CREATE TABLE IF NOT EXISTS segment_centroids (
-    as_of_date DATE, segment_id BIGINT, feature VARCHAR, z_value DOUBLE
+    as_of_date DATE, segment_id BIGINT, feature VARCHAR, z_value DOUBLE, fit_segment BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS segmentation_runs (
@@ -127,7 +131,7 @@ CREATE TABLE IF NOT EXISTS segment_clv_check (
     as_of_date DATE, segment_id BIGINT, segment_name VARCHAR, customers BIGINT,
     value_rank BIGINT, clv_rank BIGINT, mean_clv_365d DOUBLE, total_clv_365d DOUBLE,
     mean_clv_365d_low DOUBLE, mean_clv_365d_high DOUBLE, mean_p_alive DOUBLE,
-    flag BOOLEAN, reason VARCHAR, name_before VARCHAR
+    flag BOOLEAN, reason VARCHAR, name_before VARCHAR, alive_share DOUBLE
 );
 
 CREATE TABLE IF NOT EXISTS segment_transitions (
@@ -276,3 +280,46 @@ CREATE TABLE IF NOT EXISTS segment_lift (
     simultaneous_low DOUBLE, simultaneous_high DOUBLE, family_size BIGINT
 );
 
+-- Labels (include/labels, task label_segments: the one owner of published segment ids and names).
+-- segment_labels: one row per (date, fit segment): its label group (fit segments that nothing named
+-- tells apart share one), stable segment_id, name, the rule behind it, value standing, standing (JSON,
+-- what the playbook matches on), what the backtest said about its claims, size and revenue per customer.
+-- label_runs: one row per date: the quality gate (the fit's bootstrap stability and the labels'
+-- validity, saying which failed), merges, the claims withheld after this run's backtest (JSON
+-- {claim: reason}; action claims too, which the playbook then skips) and the CLV check's status.
+CREATE TABLE IF NOT EXISTS segment_labels (
+    as_of_date DATE, fit_segment BIGINT, label_group BIGINT, segment_id BIGINT, segment_name VARCHAR,
+    name_rule VARCHAR, value_standing VARCHAR, standing VARCHAR, backtest_verdict VARCHAR, customers BIGINT,
+    customer_share DOUBLE, revenue_per_customer DOUBLE, match_distance DOUBLE, model_run_id VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS label_runs (
+    as_of_date DATE, model_run_id VARCHAR, labels BIGINT, stability_passed BOOLEAN, validity_passed BOOLEAN,
+    gate_passed BOOLEAN, gate_reason VARCHAR, merged VARCHAR, claims_withheld VARCHAR, clv_check VARCHAR,
+    backtest_date DATE
+);
+
+-- Backtest (include/backtest, task backtest_claims): the run's published logic run as of
+-- backtest_date = as_of_date - horizon_days on the run's own staged data, each claim checked against
+-- what its customers did in (backtest_date, as_of_date]. One row per claim and segment (segment_name:
+-- the segment or action tier the claim is about, at backtest_date; NULL when run-wide). verdict:
+-- 'held' | 'failed' | 'not checked' (detail says why). backtest_features: the features it used
+-- (the run's as_of_date, the backtest_date they describe), never written into customer_features.
+CREATE TABLE IF NOT EXISTS claims_backtest (
+    as_of_date DATE, backtest_date DATE, horizon_days INTEGER, claim_kind VARCHAR, claim VARCHAR,
+    segment_name VARCHAR, customers BIGINT, metric VARCHAR, realised DOUBLE, bar DOUBLE, verdict VARCHAR,
+    detail VARCHAR, customer_share DOUBLE, revenue_per_customer DOUBLE, revenue_share DOUBLE,
+    came_back_share DOUBLE, repeat_share DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS backtest_features (
+    as_of_date DATE, backtest_date DATE, customer_key VARCHAR,
+    recency_days DOUBLE, frequency DOUBLE, monetary DOUBLE, avg_order_value DOUBLE,
+    orders_lifetime DOUBLE, revenue_lifetime DOUBLE, tenure_days DOUBLE,
+    discount_share DOUBLE, return_rate DOUBLE, support_contacts DOUBLE,
+    cost_to_serve DOUBLE, usage_sessions DOUBLE, email_open_rate DOUBLE,
+    email_click_rate DOUBLE, preferred_channel VARCHAR, plan_tier VARCHAR,
+    region VARCHAR, discount_depth DOUBLE, support_per_order DOUBLE, cost_per_contact DOUBLE,
+    sessions_per_active_month DOUBLE, email_open_rate_active DOUBLE, email_click_per_open DOUBLE,
+    purchase_days DOUBLE, repeat_buyer DOUBLE, cadence_days DOUBLE, lifecycle_state VARCHAR
+);

@@ -15,6 +15,8 @@ STAGES: dict[str, str] = {
     "resolve_identity": "include.stages.identity:resolve_identity",
     "build_features": "include.stages.features:build_features",
     "segment_customers": "include.stages.segmentation:segment_customers",
+    "backtest_claims": "include.stages.backtest:backtest_claims",
+    "label_segments": "include.stages.labels:label_segments",
     "publish_segments": "include.stages.publish:publish_segments",
     "fit_clv": "include.stages.clv:fit_clv",
     "crosscheck_clv": "include.stages.clv:crosscheck_clv",

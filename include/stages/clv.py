@@ -12,6 +12,7 @@ from include.runtime.warehouse import Warehouse, named_sql
 log = logging.getLogger(__name__)
 
 SQL = named_sql("clv.sql")
+LABELS_SQL = named_sql("labels.sql")
 
 
 def fit_clv(run: RunInfo) -> dict[str, Any]:
@@ -186,66 +187,82 @@ def _true_future_purchases(wh: Warehouse, as_of_date: dt.date):
 
 
 def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
-    """Cross-check the segments' value claims with their mean CLV; rename the ones CLV contradicts.
+    """Check the date's labels against CLV: value order against mean CLV, lapsed names against P(alive).
 
-    A contradicted segment is renamed by the naming rules with CLV as a
-    second witness (its value claim withdrawn), in ``segment_profiles``,
-    ``segment_assignments`` and this date's published labels; the check table
-    keeps the old name (``name_before``) and the reason. A contradiction that
-    renaming cannot resolve fails this date's quality gate (or, where its
-    labels are already published, is logged as an error). Run it before
-    ``publish_segments`` so that names and the gate are final when labels go out.
+    CLV is a witness the labeller (``label_segments``) already heard: a value claim CLV contradicts
+    and a "lapsed" name where more than a quarter of the members have P(alive) >= 0.5 were withheld
+    there, and are listed here as flagged with the claim withdrawn. This task changes no name: it
+    writes ``segment_clv_check`` (one row per published label: value rank, CLV rank, mean CLV and
+    P(alive), the share with P(alive) >= 0.5, flag, reason). A contradiction still standing in the
+    final labels is logged as an error and tagged (``clv_contradictions``). When the date has no
+    CLV scores (``clv_runs`` status 'unavailable'), every row says it could not check, and
+    labelling and publishing proceed.
     """
+    import json
+
+    import pandas as pd
+
     from include.clv.models import crosscheck_segments
+    from include.labels.build import clv_witness
     from include.runtime import tracking
-    from include.segmentation.history import rename_with_clv
+    from include.runtime.errors import WarehouseError
+    from include.segmentation.naming import LAPSED_MAX_ALIVE_SHARE
 
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
-    query = SQL["segment_value_claims"]
-    # One transaction: the check table, the renames (profiles, assignments, published labels) and a failed
-    # gate become visible together.
     with Warehouse(run.warehouse_url) as warehouse, warehouse.transaction() as wh:
-        profiles = wh.query_df(query, d)
-        clv = wh.query_df(SQL["segment_clv"], d)
-        if profiles.empty or clv.empty:
-            raise ValueError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
-        check, spearman = crosscheck_segments(profiles, clv)
-        renamed = rename_with_clv(wh, run.as_of_date, clv.set_index("segment_id")["mean_clv_365d"])
-        renamed_profiles = wh.query_df(query, d)
-        after, _ = crosscheck_segments(renamed_profiles, clv)
-        check["name_before"] = check["segment_id"].map({s: old for s, (old, _) in renamed.items()})
-        check["segment_name"] = check["segment_id"].map(after.set_index("segment_id")["segment_name"])
-        standing_now = renamed_profiles.set_index("segment_id")["value_standing"]
-        check["reason"] = [
-            None if not r.flag else
-            f"{r.reason}; renamed from '{r.name_before}'" if isinstance(r.name_before, str) else
-            f"{r.reason}; claim withdrawn (value standing now '{standing_now.get(r.segment_id)}', name unchanged)"
-            for r in check.itertuples()]
+        labels = wh.query_df(LABELS_SQL["label_claims"], d)
+        if labels.empty:
+            raise WarehouseError(f"segment_labels has no rows for as_of_date={run.as_of_date}; run label_segments first")
+        scores, note = clv_witness(wh, run.as_of_date)
+        profiles = labels.rename(columns={"revenue_per_customer": "monetary"})
+        if scores is None:
+            check = profiles[["segment_id", "segment_name", "customers"]].copy()
+            check["value_rank"] = profiles["monetary"].rank(ascending=False, method="first").astype(int)
+            check["flag"], check["reason"] = False, f"could not check: {note}"
+            spearman = float("nan")
+        else:
+            clv = wh.query_df(LABELS_SQL["label_clv"], d)
+            check, spearman = crosscheck_segments(profiles[["segment_id", "segment_name", "customers", "monetary",
+                                                            "value_standing"]], clv)
+            check["alive_share"] = check["segment_id"].map(clv.set_index("segment_id")["alive_share"])
+            standing = {int(r.segment_id): json.loads(r.standing) for r in labels.itertuples()}
+            reasons, flags, unresolved_rows = [], [], []
+            for r in check.itertuples():
+                st = standing[int(r.segment_id)]
+                reason = [r.reason] if isinstance(r.reason, str) else []
+                if st.get("recency") == "lapsed" and pd.notna(r.alive_share) and r.alive_share > LAPSED_MAX_ALIVE_SHARE:
+                    reason.append(f"called lapsed but {r.alive_share:.0%} of members have P(alive) >= 0.5")
+                unresolved = bool(reason)
+                withdrawn = [f"'{claim}' withheld by the labeller ({why})" for claim, why in
+                             (st.get("withheld") or {}).items() if why.startswith("CLV")]
+                flags.append(unresolved or bool(withdrawn))
+                unresolved_rows.append(unresolved)
+                reasons.append("; ".join([*reason, *withdrawn]) or None)
+                if unresolved:
+                    log.error("segment %d '%s': CLV contradicts the published label: %s", r.segment_id,
+                              r.segment_name, "; ".join(reason))
+            check["flag"], check["reason"] = flags, reasons
+        unresolved = int(sum(unresolved_rows)) if scores is not None else 0
         check.insert(0, "as_of_date", run.as_of_date)
         wh.replace_partition("segment_clv_check", check, d)
-        unresolved = after[after["flag"]]
-        published = wh.scalar(SQL["run_published"], d)
-        if len(unresolved):
-            text = "; ".join(f"segment {r.segment_id} '{r.segment_name}': {r.reason}" for r in unresolved.itertuples())
-            if published:
-                log.error("CLV contradicts published names (run crosscheck_clv before publish_segments): %s", text)
-            else:
-                wh.run_script(SQL["fail_gate"], {**d, "reason": f"CLV cross-check: {text}"})
-                log.warning("quality gate failed on the CLV cross-check: %s", text)
     flagged = check[check["flag"]]
-    metrics = {"clv.segment_value_spearman": spearman, "clv.segments_flagged": float(len(flagged)),
-               "clv.segments_renamed": float(len(renamed)), "clv.segments_unresolved": float(len(unresolved))}
-    for r in check.itertuples():
-        metrics[f"clv.mean_clv_365d.segment_{r.segment_id}"] = r.mean_clv_365d
+    metrics = {"clv.segments_flagged": float(len(flagged)), "clv.crosscheck_checked": float(scores is not None)}
+    if scores is not None:
+        metrics["clv.segment_value_spearman"] = spearman
+        for r in check.itertuples():
+            metrics[f"clv.mean_clv_365d.segment_{r.segment_id}"] = r.mean_clv_365d
     tracking.log_metrics(mlflow_run, metrics)
     tracking.log_table(mlflow_run, check, "clv/segment_clv_check.csv")
+    if scores is None:
+        log.warning("CLV cross-check could not check the labels of %s: %s", run.as_of_date, note)
+        tracking.client().set_tag(mlflow_run, "clv_crosscheck", f"could not check: {note}"[:5000])
     for r in flagged.itertuples():
         log.warning("segment %d '%s': %s", r.segment_id, r.segment_name, r.reason)
     if len(flagged):
         tracking.client().set_tag(mlflow_run, "clv_contradictions",
                                   "; ".join(f"{r.segment_name}: {r.reason}" for r in flagged.itertuples())[:5000])
-    log.info("CLV cross-check: Spearman(value order, mean CLV) = %.2f; %d segment(s) flagged, %d renamed, "
-             "%d unresolved", spearman, len(flagged), len(renamed), len(unresolved))
-    return {"spearman": round(spearman, 3), "flagged": flagged["segment_name"].tolist(),
-            "renamed": {str(s): new for s, (_, new) in renamed.items()}, "unresolved": len(unresolved)}
+    log.info("CLV cross-check: Spearman(value order, mean CLV) = %.2f; %d segment(s) flagged", spearman, len(flagged))
+    return {"checked": scores is not None, "spearman": None if scores is None else round(spearman, 3),
+            "flagged": flagged["segment_name"].tolist(),
+            "unresolved": unresolved}

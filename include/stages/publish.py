@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 def publish_segments(run: RunInfo) -> dict[str, Any]:
     """Publish labels with hysteresis as ``customer_segments``; this date and every later one are recomputed.
 
-    A date whose quality gate failed carries the previous labels forward; the
-    log and the MLflow tag ``gate_failure`` say which segment failed and why.
-    With nothing to carry forward the task fails (``QualityGateError``).
+    Reads the labeller's ids, names and gate (``segment_labels``, ``label_runs``: run
+    ``label_segments`` first). A date whose quality gate failed carries the previous labels
+    forward; the log and the MLflow tag ``gate_failure`` say what failed (stability or validity)
+    and why. With nothing to carry forward the task fails (``QualityGateError``).
     """
     from include.migration.publish import publish_from
     from include.runtime import tracking
@@ -26,8 +27,7 @@ def publish_segments(run: RunInfo) -> dict[str, Any]:
     mlflow_run = run.mlflow_run()
     with Warehouse(run.warehouse_url) as wh:
         try:
-            results = publish_from(wh, run.as_of_date, run.settings.hysteresis_runs,
-                                   run.settings.max_match_distance)
+            results = publish_from(wh, run.as_of_date, run.settings.hysteresis_runs)
         except QualityGateError as exc:
             tracking.client().set_tag(mlflow_run, "gate_failure", str(exc)[:5000])
             raise

@@ -15,7 +15,8 @@ DAG_FILE = ROOT / "dags" / "customer_segmentation.py"
 EDGES = [
     ("extract_validate", "resolve_identity"), ("resolve_identity", "build_features"),
     ("build_features", "segment_customers"), ("build_features", "fit_clv"),
-    ("segment_customers", "crosscheck_clv"), ("fit_clv", "crosscheck_clv"),
+    ("segment_customers", "backtest_claims"), ("segment_customers", "label_segments"),
+    ("fit_clv", "label_segments"), ("backtest_claims", "label_segments"), ("label_segments", "crosscheck_clv"),
     ("crosscheck_clv", "publish_segments"), ("publish_segments", "track_migration"),
     ("track_migration", "build_economics"),
     ("build_economics", "compare_schemes"), ("compare_schemes", "render_report"),

@@ -74,21 +74,27 @@ def test_top_segment_outflow():
 
 
 def seed_runs(url):
-    """Write raw labels, gates, names and RFM for DATES straight into a warehouse (no model fits)."""
+    """Write fits (fit-local), labels (stable id = fit segment here), gates and RFM for DATES (no model fits)."""
     with Warehouse(url) as wh:
         wh.ensure_schema()
         for week, date in enumerate(DATES):
             raw = [(k, v[week]) for k, v in RAW.items() if v[week] is not None]
             d = {"as_of_date": date}
             wh.replace_partition("segment_assignments", pd.DataFrame(
-                {"as_of_date": date, "customer_key": [k for k, _ in raw], "segment_id": [s for _, s in raw],
-                 "segment_name": [NAMES[s] for _, s in raw], "model_run_id": f"run{week}"}), d)
+                {"as_of_date": date, "customer_key": [k for k, _ in raw], "fit_segment": [s for _, s in raw],
+                 "model_run_id": f"run{week}"}), d)
             wh.replace_partition("segment_profiles", pd.DataFrame(
-                {"as_of_date": date, "segment_id": list(NAMES), "segment_name": list(NAMES.values()),
-                 "customers": 1, "monetary": [900.0, 300.0, 10.0]}), d)
+                {"as_of_date": date, "fit_segment": list(NAMES), "customers": 1, "monetary": [900.0, 300.0, 10.0]}), d)
+            wh.replace_partition("segment_labels", pd.DataFrame(
+                {"as_of_date": date, "fit_segment": list(NAMES), "label_group": list(NAMES), "segment_id": list(NAMES),
+                 "segment_name": list(NAMES.values()), "customers": 1, "revenue_per_customer": [900.0, 300.0, 10.0],
+                 "model_run_id": f"run{week}"}), d)
             wh.replace_partition("segmentation_runs", pd.DataFrame([{
                 "as_of_date": date, "model_run_id": f"run{week}", "algorithm": "test", "k": 3, "published": False,
                 "gate_passed": True}]), d)
+            wh.replace_partition("label_runs", pd.DataFrame([{
+                "as_of_date": date, "model_run_id": f"run{week}", "labels": 3, "stability_passed": True,
+                "validity_passed": True, "gate_passed": True}]), d)
             wh.replace_partition("customer_rfm", pd.DataFrame(
                 {"as_of_date": date, "customer_key": [k for k, _ in raw], "rfm_r": 3, "rfm_f": 3, "rfm_m": 3,
                  "rfm_segment": "Need Attention"}), d)
@@ -150,7 +156,7 @@ def test_republishing_carries_labels_through_a_later_failed_gate(tmp_path):
     for url in (in_order, rerun):
         seed_runs(url)
         with Warehouse(url) as wh:
-            wh.run_script("UPDATE segmentation_runs SET gate_passed = FALSE WHERE as_of_date = :d", {"d": DATES[2]})
+            wh.run_script("UPDATE label_runs SET gate_passed = FALSE WHERE as_of_date = :d", {"d": DATES[2]})
     for date in DATES:
         publish(in_order, date)
     for i in (0, 1, 2, 3, 0):
@@ -170,10 +176,10 @@ def test_failed_gate_with_nothing_to_carry_forward_fails_publishing(tmp_path):
     url = f"duckdb:///{tmp_path / 'd.duckdb'}"
     seed_runs(url)
     with Warehouse(url) as wh:
-        wh.run_script("UPDATE segmentation_runs SET gate_passed = FALSE, gate_reason = 'segment 2 Jaccard 0.41' "
+        wh.run_script("UPDATE label_runs SET gate_passed = FALSE, gate_reason = 'stability: fit segment 2 Jaccard 0.41' "
                       "WHERE as_of_date = :d", {"d": DATES[0]})
     run = RunInfo("test_migration", "gate", DATES[0], PipelineSettings(), url)
-    with pytest.raises(QualityGateError, match=f"no labels published for {DATES[0]}: segment 2 Jaccard 0.41"):
+    with pytest.raises(QualityGateError, match=f"no labels published for {DATES[0]}: stability: fit segment 2 Jaccard"):
         publish_segments(run)
     with Warehouse(url) as wh:
         assert wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d", {"d": DATES[0]}) == 0

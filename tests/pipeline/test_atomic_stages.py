@@ -49,7 +49,8 @@ EARLIER = AS_OF - dt.timedelta(days=7)
 SETTINGS = dict(identity_method="exact", n_bootstrap=4, k_min=3, k_max=5, n_init=2, silhouette_sample=1500)
 #: The DAG's writing tasks, in an order the DAG runs them.
 STAGES = ("extract_validate", "resolve_identity", "build_features", "segment_customers", "fit_clv",
-          "crosscheck_clv", "publish_segments", "track_migration", "build_economics", "push_outbox")
+          "backtest_claims", "label_segments", "crosscheck_clv", "publish_segments", "track_migration",
+          "build_economics", "push_outbox")
 #: Columns that differ between two correct runs: run ids (another DAG run id is another MLflow run) and clocks.
 VOLATILE = re.compile(r"(run_id|_at)$")
 _WRITE = re.compile(r"^\s*(?:DELETE\s+FROM|INSERT\s+INTO|UPDATE|MERGE\s+INTO|CREATE\s+OR\s+REPLACE\s+TABLE)\s+"
@@ -173,7 +174,8 @@ def prepared(tmp_path_factory):
     write_tables(url, DemoGenerator(PERSONS, seed=5, end_date=DATA_END).generate(show_progress=False), prefix="")
     # The week before, up to its published labels: the date under test then has an earlier date to migrate
     # from and labels to hold back.
-    for name in ("extract_validate", "resolve_identity", "build_features", "segment_customers", "publish_segments"):
+    for name in ("extract_validate", "resolve_identity", "build_features", "segment_customers", "label_segments",
+                 "publish_segments"):
         _run_stage(name, url, "earlier", EARLIER)
     cases = {}
     for name in STAGES:

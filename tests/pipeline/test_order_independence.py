@@ -29,7 +29,8 @@ DATES = [DATA_END - dt.timedelta(days=7 * i) for i in (3, 2, 1, 0)]
 IN_ORDER = [0, 1, 2, 3]
 SHUFFLED = [3, 0, 2, 1, 2, 3]  # 4th, 1st, 3rd, 2nd, re-run 3rd, re-run 4th
 STAGES = ["extract_validate", "resolve_identity", "build_features", "segment_customers", "fit_clv",
-          "crosscheck_clv", "publish_segments", "track_migration", "build_economics"]
+          "backtest_claims", "label_segments", "crosscheck_clv", "publish_segments", "track_migration",
+          "build_economics"]
 # Small but real: every fit runs, with few candidates and bootstrap refits.
 SETTINGS = PipelineSettings(k_min=3, k_max=4, n_init=1, n_bootstrap=3, silhouette_sample=400, min_jaccard=0.0,
                             identity_u_max_pairs=2e5, seed=7)
@@ -38,7 +39,9 @@ SETTINGS = PipelineSettings(k_min=3, k_max=4, n_init=1, n_bootstrap=3, silhouett
 COMPARED = {
     "identity_map": (["as_of_date", "source_system", "source_id"], []),
     "customer_segments": (["as_of_date", "customer_key"], ["model_run_id"]),
-    "segment_profiles": (["as_of_date", "segment_id"], ["model_run_id"]),
+    "segment_profiles": (["as_of_date", "fit_segment"], ["model_run_id"]),
+    "segment_labels": (["as_of_date", "fit_segment"], ["model_run_id"]),
+    "claims_backtest": (["as_of_date", "claim", "segment_name"], []),
     "segment_transitions": (["to_date", "from_segment_id", "to_segment_id"], []),
     "customer_economics": (["as_of_date", "customer_key"], []),
     "segment_economics": (["as_of_date", "segment_id"], []),
@@ -88,9 +91,10 @@ def test_shuffled_runs_with_reruns_publish_what_in_order_runs_publish(tmp_path, 
         pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, rtol=1e-9, obj=table)
         counts[table] = len(a[table])
     segments = a["customer_segments"]
-    profiles = a["segment_profiles"]
-    # Names belong to the ids they describe: one name per (date, id), no name for two ids on a date,
-    # and every published name is its id's profile name (or the name it was published with before).
+    # Names belong to the ids they describe (segment_labels, their one owner): one name per (date, id), no
+    # name for two ids on a date, and every published name is its id's label name (or the name it was
+    # published with before).
+    profiles = a["segment_labels"].drop_duplicates(["as_of_date", "segment_id"])
     assert not profiles.duplicated(["as_of_date", "segment_name"]).any()
     published_names = segments.drop_duplicates(["as_of_date", "segment_id"])
     assert not published_names.duplicated(["as_of_date", "segment_name"]).any()

@@ -25,12 +25,10 @@ from tests.conftest import AS_OF, DATA_END, copy_duckdb, write_tables
 pytestmark = pytest.mark.slow  # two weekly dates through every stage, twice: about 7 minutes on 2 cores
 
 DATES = (AS_OF, DATA_END)
-#: Proposed DAG order: the CLV cross-check before publishing, so names and the gate are final first.
-CROSSCHECK_FIRST = ("extract_validate", "resolve_identity", "build_features", "segment_customers", "fit_clv",
-                    "crosscheck_clv", "publish_segments", "track_migration", "build_economics", "render_report")
-#: Today's DAG order: publish, then cross-check (renames reach the published labels too).
-PUBLISH_FIRST = ("extract_validate", "resolve_identity", "build_features", "segment_customers", "publish_segments",
-                 "fit_clv", "crosscheck_clv", "track_migration", "build_economics", "render_report")
+#: The DAG's order: the labeller (after the fit, CLV and the backtest) and the CLV cross-check before publishing.
+DAG_ORDER = ("extract_validate", "resolve_identity", "build_features", "segment_customers", "fit_clv",
+             "backtest_claims", "label_segments", "crosscheck_clv", "publish_segments", "track_migration",
+             "build_economics", "render_report")
 SMALL = dict(identity_method="exact", n_bootstrap=4, k_min=3, k_max=6, n_init=2, silhouette_sample=1500)
 
 
@@ -53,14 +51,15 @@ def shop(tmp_path_factory):
     url = f"duckdb:///{tmp_path_factory.mktemp('shop') / 'shop.duckdb'}"
     write_tables(url, generate_transactions_only(2000, seed=3, end_date=DATA_END))
     settings = PipelineSettings(**SMALL, currency_code=CURRENCY_CODE, currency_symbol=CURRENCY_SYMBOL)
-    _run(url, "test_names_shop", CROSSCHECK_FIRST, lambda _: settings)
+    _run(url, "test_names_shop", DAG_ORDER, lambda _: settings)
     return url
 
 
 def test_shop_names_are_unique_and_lapsed_segments_are_not_valuable(shop):
     with Warehouse(shop) as wh:
         for date in DATES:
-            profiles = wh.query_df("SELECT * FROM segment_profiles WHERE as_of_date = :d", {"d": date})
+            profiles = wh.query_df("SELECT * FROM segment_labels WHERE as_of_date = :d", {"d": date})
+            profiles = profiles.drop_duplicates("segment_id")
             names = profiles["segment_name"].tolist()
             assert len(names) >= 3 and len(set(names)) == len(names), names
             assert not any(re.search(r"\s\d+$", n) for n in names), names
@@ -110,7 +109,7 @@ def test_shop_features_not_available_are_in_mlflow(shop):
 def demo_with_failed_gate(tmp_path_factory, demo_warehouse_file):
     url = copy_duckdb(demo_warehouse_file, tmp_path_factory.mktemp("demo") / "demo.duckdb")
     # The last week's gate cannot pass (no segment reaches Jaccard 1.01): its labels are held back.
-    _run(url, "test_names_demo", PUBLISH_FIRST, lambda d: PipelineSettings(**SMALL, min_jaccard=1.01 if d == DATA_END else 0.0))
+    _run(url, "test_names_demo", DAG_ORDER, lambda d: PipelineSettings(**SMALL, min_jaccard=1.01 if d == DATA_END else 0.0))
     return url
 
 
@@ -122,15 +121,19 @@ def test_demo_report_has_unique_names_and_a_gate_banner(demo_with_failed_gate):
     assert len(names) >= 3 and len(set(names)) == len(names), names
     with Warehouse(demo_with_failed_gate) as wh:
         run = wh.query_df("SELECT * FROM segmentation_runs WHERE as_of_date = :d", {"d": DATA_END}).iloc[0]
-        this_week = wh.query_df("SELECT segment_name, jaccard FROM segment_profiles WHERE as_of_date = :d",
-                                {"d": DATA_END})
+        this_week = wh.query_df("SELECT l.segment_name, p.jaccard FROM segment_profiles p JOIN segment_labels l "
+                                "ON l.as_of_date = p.as_of_date AND l.fit_segment = p.fit_segment "
+                                "WHERE p.as_of_date = :d", {"d": DATA_END})
         published = wh.query_df("SELECT DISTINCT segment_name FROM customer_segments WHERE as_of_date = :d",
                                 {"d": AS_OF})
         check = wh.query_df("SELECT segment_name FROM segment_clv_check WHERE as_of_date = :d", {"d": AS_OF})
-    assert not run["gate_passed"]
+        label_run = wh.query_df("SELECT * FROM label_runs WHERE as_of_date = :d", {"d": DATA_END}).iloc[0]
+    assert not run["gate_passed"]  # the fit's stability half of the gate
+    assert not label_run["gate_passed"] and not label_run["stability_passed"]
+    assert label_run["gate_reason"].startswith("stability: ")
     stability = re.search(r"<h2>Stability</h2>(.*?)</section>", page, flags=re.S).group(1)
     for r in this_week.itertuples():  # the gate's numbers, from the same rows as the table
         assert f"{r.jaccard:.2f}" in stability and r.segment_name in stability
-    # Renames after the cross-check reached the published labels (today's order publishes first).
-    assert set(published["segment_name"]) <= set(check["segment_name"])
+    # The cross-check speaks of the published labels (it runs on them, before publishing).
+    assert set(published["segment_name"]) == set(check["segment_name"])
     assert pd.Series(names).str.len().min() > 3

@@ -144,19 +144,24 @@ def test_same_seed_same_labels():
     assert np.array_equal(a.labels, b.labels)
 
 
-def test_profiles_name_segments_with_their_rule():
+def test_a_fit_is_profiled_fit_locally_and_named_by_the_labeller():
+    from include.labels.build import name_fit
+
     df, _ = blobs()
     result = fit_segments(df, k=3, seed=1)
     labels = order_by_value(df, result.labels)
     assert z_profiles(df, labels).shape == (3, len(NUMERIC_FEATURES))
     profiles = segment_profiles(df, labels, dt.date(2026, 1, 1))
-    names = dict(zip(profiles["segment_id"], profiles["segment_name"], strict=True))
+    assert profiles["fit_segment"].tolist() == [1, 2, 3] and "segment_name" not in profiles.columns
+    assert profiles["customers"].sum() == len(df) and profiles["monetary"].is_monotonic_decreasing
+    named = name_fit(df, labels, available_features(df)[0])
+    names = named.names["segment_name"].to_dict()
     assert names[1].startswith("Top value")
     assert names[3].startswith("Lapsed")  # the planted lapsed group: 600 days, no revenue
     assert "discount-driven" in names[2]
-    assert profiles["customers"].sum() == len(df)
-    assert profiles["name_rule"].str.contains("members 0% new").all()  # the lifecycle word from member shares
-    assert profiles["standing"].str.contains('"recency"').all()
+    assert named.group_of == {1: 1, 2: 2, 3: 3} and not named.merged
+    assert named.names["name_rule"].str.contains("members 0% new").all()  # the lifecycle word from member shares
+    assert named.names["standing"].str.contains('"recency"').all()
 
 
 def test_features_without_data_are_left_out_of_the_fit():
