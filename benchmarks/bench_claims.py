@@ -75,13 +75,14 @@ def targets(wh, date: dt.date, orders: pd.DataFrame, horizon: int = 90) -> dict[
     start, end = pd.Timestamp(date + dt.timedelta(days=1)), pd.Timestamp(date + dt.timedelta(days=horizon + 1))
     nxt = keyed[(keyed["ts"] >= start) & (keyed["ts"] < end)].groupby("customer_key")["amount"].sum()
     recent = keyed[(keyed["ts"] < start) & (keyed["ts"] >= start - pd.Timedelta(days=90))]["customer_key"].unique()
+    from include.economics.build import segment_standings
+
     prio = wh.query_df("SELECT customer_key, segment_id, lifecycle_state, action_claim FROM customer_priority "
                        "WHERE as_of_date = :d", d)
-    labels = wh.query_df("SELECT DISTINCT l.segment_id, l.segment_name, l.standing FROM segment_labels l "
-                         "JOIN (SELECT DISTINCT segment_id, model_run_id FROM customer_segments WHERE as_of_date = :d) s "
-                         "ON s.segment_id = l.segment_id AND s.model_run_id = l.model_run_id", d)
-    standing = {int(r.segment_id): json.loads(r.standing) for r in labels.itertuples()}
-    names = dict(zip(labels["segment_id"].astype(int), labels["segment_name"], strict=True))
+    # Published names (hysteresis can keep a previous date's segment) and the standing each was named from.
+    names = wh.query_df("SELECT DISTINCT segment_id, segment_name FROM customer_segments WHERE as_of_date = :d", d)
+    names = dict(zip(names["segment_id"].astype(int), names["segment_name"], strict=True))
+    standing = segment_standings(wh, date)
     prio["next_revenue"] = prio["customer_key"].map(nxt).fillna(0.0)
     prio["recent"] = prio["customer_key"].isin(recent)
     out: dict[str, object] = {"as_of_date": date.isoformat(), "customers": len(prio)}

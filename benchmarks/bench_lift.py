@@ -82,7 +82,8 @@ def lift_lines(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 PIPELINE = ("extract_validate", "resolve_identity", "build_features", "segment_customers", "fit_clv",
-            "crosscheck_clv", "publish_segments", "track_migration", "build_economics", "run_experiment")
+            "backtest_claims", "label_segments", "crosscheck_clv", "publish_segments", "track_migration",
+            "build_economics", "run_experiment")
 
 
 def cpu_seconds() -> float:

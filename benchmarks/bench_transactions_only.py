@@ -4,7 +4,7 @@
 
 Issue #14's shape: one identity record per customer, 18 months of orders in US
 dollars, nothing else. Runs extract -> identity (exact) -> features -> segments
--> CLV -> cross-check -> publish -> migration -> economics -> report for two
+-> CLV -> backtest -> labels -> cross-check -> publish -> migration -> economics -> report for two
 weekly dates and prints, per date, each segment's name, size, standing and
 playbook treatment, the features found empty, and the wall time of each stage.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-STAGES = ("extract_validate", "resolve_identity", "build_features", "segment_customers", "fit_clv",
-          "crosscheck_clv", "publish_segments", "track_migration", "build_economics", "render_report")
+STAGES = ("extract_validate", "resolve_identity", "build_features", "segment_customers", "fit_clv", "backtest_claims",
+          "label_segments", "crosscheck_clv", "publish_segments", "track_migration", "build_economics", "render_report")
 
 
 def main() -> None:
@@ -62,15 +62,19 @@ def main() -> None:
             times[name] = time.perf_counter() - start
         with Warehouse(url) as wh:
             d = {"d": date}
-            profiles = wh.query_df("SELECT segment_id, segment_name, customers, customer_share, monetary, "
-                                   "recency_days, value_standing, standing FROM segment_profiles "
-                                   "WHERE as_of_date = :d ORDER BY segment_id", d)
+            profiles = wh.query_df("SELECT l.segment_id, MIN(l.segment_name) AS segment_name, SUM(p.customers) AS "
+                                   "customers, SUM(p.customer_share) AS customer_share, MIN(l.revenue_per_customer) "
+                                   "AS monetary, SUM(p.recency_days * p.customers) / SUM(p.customers) AS recency_days, "
+                                   "MIN(l.value_standing) AS value_standing, MIN(l.standing) AS standing "
+                                   "FROM segment_labels l JOIN segment_profiles p ON p.as_of_date = l.as_of_date "
+                                   "AND p.fit_segment = l.fit_segment WHERE l.as_of_date = :d GROUP BY l.segment_id "
+                                   "ORDER BY l.segment_id", d)
             runs = wh.query_df("SELECT k, gate_passed, features_unavailable FROM segmentation_runs "
                                "WHERE as_of_date = :d", d).iloc[0]
             treated = wh.query_df("SELECT segment_name, value_tier, action, priority, COUNT(*) AS n "
                                   "FROM customer_priority WHERE as_of_date = :d GROUP BY ALL ORDER BY 1, 4", d)
-            renamed = wh.query_df("SELECT segment_name, name_before FROM segment_clv_check "
-                                  "WHERE as_of_date = :d AND name_before IS NOT NULL", d)
+            withheld = json.loads(wh.query_df("SELECT claims_withheld FROM label_runs WHERE as_of_date = :d",
+                                              d)["claims_withheld"].iloc[0])
         print(f"\n== {date}: k={runs['k']}, gate passed {runs['gate_passed']}, features not available: "
               f"{', '.join(json.loads(runs['features_unavailable']))}")
         for r in profiles.itertuples():
@@ -78,8 +82,8 @@ def main() -> None:
             print(f"  {r.segment_id:>3} {r.segment_name:45s} {r.customers:>7,d} ({r.customer_share:5.1%}) "
                   f"revenue/12m ${r.monetary:8,.0f} recency {r.recency_days:5.0f} d  value {r.value_standing:4s} "
                   f"recency {st['recency']}, {st['frequency']}")
-        for r in renamed.itertuples():
-            print(f"  renamed after the CLV cross-check: '{r.name_before}' -> '{r.segment_name}'")
+        for claim, why in withheld.items():
+            print(f"  claim '{claim}' {why}")
         for r in treated.itertuples():
             print(f"    {r.segment_name:45s} {r.value_tier:8s} {r.priority:8s} {r.n:>7,d}  {r.action}")
         print("  stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))

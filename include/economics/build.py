@@ -262,9 +262,10 @@ def playbook_entry(book: dict[str, Any], standing: dict[str, Any] | None, state:
 
     ``standing`` is the segment's standing (parsed JSON); ``None`` (no standing recorded)
     matches no segment condition. ``state`` and ``buyer`` are the customer's own
-    (``None``: unknown, matching no condition on them). Rules claiming a tier in ``withheld``
-    (claims a backtest found false) are skipped. The returned entry carries ``rule`` (which
-    rule matched, for the report) and ``claim``.
+    (``None``: unknown, matching no condition on them). A customer whose first matching rule
+    claims a tier in ``withheld`` (a claim a backtest found false) drops to the next matching rule
+    that claims nothing, never to another claim (whose backtest spoke of other customers). The
+    returned entry carries ``rule`` (which rule matched, and what was withheld) and ``claim``.
     """
     have: dict[str, set[str]] = {}
     if standing:
@@ -276,17 +277,22 @@ def playbook_entry(book: dict[str, Any], standing: dict[str, Any] | None, state:
     if buyer is not None:
         have["buyer"] = {str(buyer)}
     withheld = set(withheld or ())
+    dropped = None  # the withheld claim of the first rule that matched: only a neutral rule may follow it
     for i, rule in enumerate(book.get("rules", [])):
         when = rule.get("when", {})
-        if rule.get("claim") in withheld:
-            continue
         wanted = {k: {_RECENCY_ALIASES.get(v, v) for v in _as_set(v)} if k == "recency" else _as_set(v)
                   for k, v in when.items()}
-        if all(have.get(k, set()) & v for k, v in wanted.items()):
-            return {"value_tier": rule["value_tier"], "action": rule["action"], "claim": rule.get("claim"),
-                    "rule": " and ".join(f"{k} = {v}" for k, v in when.items()) or f"rules[{i}]"}
+        if not all(have.get(k, set()) & v for k, v in wanted.items()):
+            continue
+        text = " and ".join(f"{k} = {v}" for k, v in when.items()) or f"rules[{i}]"
+        if rule.get("claim") in withheld or (dropped and rule.get("claim")):
+            dropped = dropped or rule["claim"]
+            continue
+        return {"value_tier": rule["value_tier"], "action": rule["action"], "claim": rule.get("claim"),
+                "rule": text + (f" ('{dropped}' withheld)" if dropped else "")}
     return {"value_tier": book["default"]["value_tier"], "action": book["default"]["action"], "claim": None,
-            "rule": "default" if standing else "default (no standing recorded for this segment)"}
+            "rule": ("default" if standing else "default (no standing recorded for this segment)")
+            + (f" ('{dropped}' withheld)" if dropped else "")}
 
 
 def intervention_priority(customers: pd.DataFrame, book: dict[str, Any],

@@ -123,16 +123,28 @@ def name_fit(features: pd.DataFrame, fit_labels: np.ndarray, columns: tuple[str,
 def withheld_claims(backtest: pd.DataFrame) -> dict[str, str]:
     """``{claim: reason}`` of every claim a backtest found false, for the naming and the playbook.
 
-    ``backtest`` holds the date's ``claims_backtest`` rows. A combined action row ("deprioritise
-    or exclude") withholds both tiers.
+    ``backtest`` holds the date's ``claims_backtest`` rows. When the combined action row
+    ("deprioritise or exclude") failed, the tiers that failed alone are withheld, and the others
+    too unless, without them, their own revenue shares pass the bar.
     """
     out: dict[str, str] = {}
-    failed = backtest[backtest["verdict"] == "failed"] if len(backtest) else backtest
-    for r in failed.itertuples():
-        date = str(r.backtest_date)[:10]
-        reason = f"withheld: backtest on {date} showed {_lower_first(str(r.detail))}"
-        for claim in ACTION_CLAIM_ROWS.get(r.claim, (r.claim,)):
-            out.setdefault(claim, reason)
+    if not len(backtest):
+        return out
+    failed = backtest[backtest["verdict"] == "failed"]
+
+    def reason(r) -> str:
+        return f"withheld: backtest on {str(r.backtest_date)[:10]} showed {_lower_first(str(r.detail))}"
+
+    for r in failed[failed["claim"] != "deprioritise or exclude"].itertuples():
+        out.setdefault(r.claim, reason(r))
+    for r in failed[failed["claim"] == "deprioritise or exclude"].itertuples():
+        # Together the two tiers held too much revenue. A tier that failed alone is withheld already; the
+        # others are withheld too only if what they hold without it still passes the bar.
+        rest = [t for t in ACTION_CLAIM_ROWS[r.claim] if t not in out]
+        alone = backtest[backtest["claim"].isin(rest) & backtest["segment_name"].isin(rest)]
+        if rest and (len(alone) < len(rest) or alone["realised"].sum() > r.bar):
+            for claim in rest:
+                out[claim] = reason(r)
     return out
 
 
@@ -226,8 +238,12 @@ def label_date(wh: Warehouse, as_of_date: dt.date, max_distance: float) -> Label
     scores, clv_note = clv_witness(wh, as_of_date)
     clv = p_alive = None
     if scores is not None:
-        scored = features[["customer_key"]].merge(scores, on="customer_key", how="left")
+        scored = features[["customer_key", "repeat_buyer"]].merge(scores, on="customer_key", how="left")
         clv, p_alive = scored["clv_365d"].to_numpy(float), scored["p_alive"].to_numpy(float)
+        # BG/NBD gives every customer without a repeat purchase P(alive) = 1 by construction (Fader, Hardie &
+        # Lee 2005): for them the model says nothing about whether they still buy, so it is no witness.
+        by_construction = (scored["clv_model"] == "BG/NBD").to_numpy() & (scored["repeat_buyer"] == 0).to_numpy()
+        p_alive = np.where(by_construction, np.nan, p_alive)
     backtest = wh.query_df(SQL["backtest"], d) if wh.has_table("claims_backtest") else pd.DataFrame()
     withheld = withheld_claims(backtest)
     labelset = name_fit(features, features["fit_segment"].to_numpy(), columns, clv=clv, p_alive=p_alive,

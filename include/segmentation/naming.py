@@ -92,10 +92,11 @@ TRAITS: tuple[tuple[str, str, float, float], ...] = (
     ("email_click_rate", "email clickers", 1.5, 0.0),
 )
 
-#: Contrasts used to tell segments with the same name apart, all on facts that do not change meaning
-#: between runs: (column, phrase when higher, when lower). Orders are lifetime orders per customer.
+#: Contrasts used to tell segments with the same name apart, all on lifetime facts that do not change
+#: meaning between runs: (column, phrase when higher, when lower). Spend and orders are lifetime net revenue
+#: and orders per customer (12-month figures of lapsed customers are mostly 0, and their order flips with it).
 CONTRASTS: tuple[tuple[str, str, str], ...] = (
-    ("revenue", "higher spend", "lower spend"),
+    ("spend_lifetime", "higher spend", "lower spend"),
     ("avg_order_value", "larger baskets", "smaller baskets"),
     ("orders_lifetime", "more orders", "fewer orders"),
     ("buying_share", "more still buying", "fewer still buying"),
@@ -139,8 +140,10 @@ def segment_stats(features: pd.DataFrame, labels: np.ndarray, columns: tuple[str
     else:
         one_time = orders.to_numpy(float) <= 1
     recency = features["recency_days"].to_numpy(float)
+    lifetime = features["revenue_lifetime"] if "revenue_lifetime" in features.columns else features["monetary"]
     frame = pd.DataFrame({
         "revenue": features["monetary"].to_numpy(float),
+        "spend_lifetime": lifetime.to_numpy(float),
         "recency_median": recency,
         "frequency": features["frequency"].to_numpy(float),
         "orders_lifetime": orders.to_numpy(float),

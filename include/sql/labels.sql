@@ -10,8 +10,8 @@ SELECT model_run_id, k, gate_passed, gate_reason FROM segmentation_runs WHERE as
 SELECT customer_key, fit_segment FROM segment_assignments WHERE as_of_date = :as_of_date;
 
 -- name: clv_scores
--- The CLV witness: each customer's 365-day CLV and P(alive) on the date.
-SELECT customer_key, clv_365d, p_alive FROM customer_clv WHERE as_of_date = :as_of_date;
+-- The CLV witness: each customer's 365-day CLV and P(alive) on the date, and the model that scored them.
+SELECT customer_key, clv_365d, p_alive, clv_model FROM customer_clv WHERE as_of_date = :as_of_date;
 
 -- name: clv_run
 -- Why the date has no CLV scores, where the CLV stage recorded it (clv_runs, status 'unavailable').
@@ -54,9 +54,12 @@ FROM segment_labels WHERE as_of_date = :as_of_date GROUP BY segment_id ORDER BY 
 SELECT l.segment_id, AVG(c.clv_365d) AS mean_clv_365d, SUM(c.clv_365d) AS total_clv_365d,
        AVG(c.clv_365d_low) AS mean_clv_365d_low, AVG(c.clv_365d_high) AS mean_clv_365d_high,
        AVG(c.p_alive) AS mean_p_alive,
-       AVG(CASE WHEN c.p_alive >= 0.5 THEN 1.0 ELSE 0.0 END) AS alive_share
+       -- BG/NBD gives every customer without a repeat purchase P(alive) = 1 by construction: no witness.
+       AVG(CASE WHEN c.clv_model = 'BG/NBD' AND f.repeat_buyer = 0 THEN NULL
+                WHEN c.p_alive >= 0.5 THEN 1.0 ELSE 0.0 END) AS alive_share
 FROM segment_assignments a
 JOIN segment_labels l ON l.as_of_date = a.as_of_date AND l.fit_segment = a.fit_segment
 JOIN customer_clv c ON c.as_of_date = a.as_of_date AND c.customer_key = a.customer_key
+LEFT JOIN customer_features f ON f.as_of_date = a.as_of_date AND f.customer_key = a.customer_key
 WHERE a.as_of_date = :as_of_date
 GROUP BY l.segment_id;

@@ -98,3 +98,14 @@ def test_not_checked_rows_say_why():
     assert (rows["verdict"] == "not checked").all() and len(rows) == sum(len(c) for c in CLAIMS.values())
     assert rows["detail"].str.contains("data start").all()
     assert set(rows["claim_kind"]) == {"value", "lifecycle", "action"}
+
+
+def test_the_top_segment_holds_its_rank_whatever_the_order_floats_are_summed_in():
+    # Once failed at rank 1 of 3 with realised == bar == 16.58: the bar, a mean, and the realised figure, a sum
+    # over the count, differed in the last bit.
+    rng = np.random.default_rng(3)
+    top = shop({1: (12080, "active", None, 0.0, 1)}).assign(next_revenue=rng.lognormal(2.5, 1.0, 12080))
+    rest = shop({2: (5000, "lapsed", None, 1.0, 0), 3: (5000, "lapsed", None, 0.5, 0)})
+    claims = evaluate_claims(pd.concat([top, rest], ignore_index=True),
+                             segments({1: TOP, 2: LAPSED, 3: LAPSED}), D, B, 90)
+    assert row(claims, "top value", "segment 1")["verdict"] == "held"

@@ -242,10 +242,14 @@ def test_actions_follow_each_customers_own_state():
     active = pd.DataFrame({"customer_key": ["r"], "segment_id": 3, "segment_name": "Lapsed repeat buyers",
                            "p_alive": 0.9, "lifecycle_state": ["active"], "repeat_buyer": [1.0]})
     assert intervention_priority(active, book, {3: lapsed_segment})["action_claim"].isna().all()
-    # A tier whose backtest failed is withheld: its customers get the next rule that matches.
+    # A tier whose backtest failed is withheld: its customers drop to the next rule that claims nothing.
     out = intervention_priority(customers, book, {1: regulars}, withheld={"deprioritise", "exclude"})
     assert out["action_claim"].isna().all()
     assert out.set_index("customer_key").loc["y", "action"].startswith("Automated win-back journey; no paid spend")
+    # ...not to a sister claim: "exclude" withheld does not make its customers "deprioritise".
+    out = intervention_priority(customers, book, {1: regulars}, withheld={"exclude"}).set_index("customer_key")
+    assert pd.isna(out.loc["z", "action_claim"]) and out.loc["y", "action_claim"] == "deprioritise"
+    assert "('exclude' withheld)" in out.loc["z", "playbook_rule"]
 
 
 def test_a_lapsed_customer_never_gets_an_account_team():

@@ -37,12 +37,22 @@ def test_segments_no_name_tells_apart_are_published_as_one_label():
 
 def test_failed_backtest_rows_become_withheld_claims():
     rows = pd.DataFrame({"claim": ["top value", "lapsed", "deprioritise or exclude", "new"],
-                         "verdict": ["failed", "held", "failed", "not checked"],
+                         "segment_name": ["Top value", None, None, None], "realised": [10.0, 0.1, 0.3, None],
+                         "bar": [60.0, 0.25, 0.1, None], "verdict": ["failed", "held", "failed", "not checked"],
                          "backtest_date": pd.Timestamp("2026-08-16"),
                          "detail": ["Customers of 'Top value' (50) spent 10.00 each.", "x", "Customers told x.", "y"]})
     withheld = withheld_claims(rows)
     assert set(withheld) == {"top value", "deprioritise", "exclude"}
     assert withheld["top value"] == "withheld: backtest on 2026-08-16 showed customers of 'Top value' (50) spent 10.00 each"
+    # Together the tiers held 13%, "exclude" alone 11.5% (failed), "deprioritise" alone 1.5%: only "exclude" goes.
+    tiers = pd.DataFrame({"claim": ["deprioritise", "exclude", "deprioritise or exclude"],
+                          "segment_name": ["deprioritise", "exclude", None], "realised": [0.015, 0.115, 0.13],
+                          "bar": 0.1, "verdict": ["held", "failed", "failed"], "backtest_date": pd.Timestamp("2026-08-16"),
+                          "detail": ["a", "b", "c"]})
+    assert set(withheld_claims(tiers)) == {"exclude"}
+    # Each alone passed, together they did not: both go.
+    assert set(withheld_claims(tiers.assign(realised=[0.06, 0.07, 0.13], verdict=["held", "held", "failed"]))) == {
+        "deprioritise", "exclude"}
 
 
 def write_fit(wh: Warehouse, date: dt.date, groups: dict[int, dict], seed: int, gate: bool = True) -> None:
@@ -107,3 +117,50 @@ def test_the_gate_says_whether_stability_or_validity_failed(tmp_path):
 
     with pytest.raises(QualityGateError, match="validity: the fit's segments differ on nothing"):
         publish_segments(run)
+
+
+def test_clv_is_a_witness_lapsed_with_many_alive_is_withheld_and_flagged(tmp_path):
+    """A segment the members' states call lapsed, where the CLV model gives most of them P(alive) >= 0.5."""
+    from include.stages.clv import crosscheck_clv
+
+    url = f"duckdb:///{tmp_path / 'clv.duckdb'}"
+    groups = {1: dict(monetary=900, frequency=9, orders_lifetime=12), 2: dict(orders_lifetime=3),
+              3: dict(LAPSED, orders_lifetime=3)}
+    with Warehouse(url) as wh:
+        wh.ensure_schema()
+        write_fit(wh, DATES[0], groups, seed=4)
+        features = wh.query_df("SELECT customer_key FROM customer_features ORDER BY customer_key")
+        lapsed = wh.query_df("SELECT customer_key FROM segment_assignments WHERE fit_segment = 3")["customer_key"]
+        p_alive = np.where(features["customer_key"].isin(lapsed), 0.8, 0.9)
+        wh.replace_partition("customer_clv", pd.DataFrame({
+            "as_of_date": DATES[0], "customer_key": features["customer_key"], "p_alive": p_alive,
+            "clv_365d": np.where(features["customer_key"].isin(lapsed), 5.0, 100.0)}), {"as_of_date": DATES[0]})
+        out = label_date(wh, DATES[0], max_distance=1.5)
+    names = out.labels.drop_duplicates("label_group").set_index("fit_segment")["segment_name"]
+    assert not names[3].startswith("Lapsed") and out.run["clv_check"] == "checked"
+    rule = out.labels.set_index("fit_segment").loc[3, "name_rule"]
+    assert "'lapsed' not said: CLV gives 100% of members P(alive) >= 0.5" in rule
+    crosscheck_clv(RunInfo("test_labels", "clv", DATES[0], PipelineSettings(), url))
+    with Warehouse(url) as wh:
+        check = wh.query_df("SELECT * FROM segment_clv_check WHERE as_of_date = :d", {"d": DATES[0]})
+    flagged = check[check["flag"]]
+    assert len(flagged) == 1 and "'lapsed' withheld by the labeller" in flagged["reason"].iloc[0]
+    assert check["alive_share"].notna().all()
+
+
+def test_bgnbd_p_alive_of_one_time_buyers_is_no_witness(tmp_path):
+    """BG/NBD gives a customer without a repeat purchase P(alive) = 1 by construction: it cannot deny 'lapsed'."""
+    url = f"duckdb:///{tmp_path / 'bgnbd.duckdb'}"
+    groups = {1: dict(monetary=900, frequency=9, orders_lifetime=12), 2: dict(orders_lifetime=3),
+              3: dict(LAPSED, orders_lifetime=1)}
+    with Warehouse(url) as wh:
+        wh.ensure_schema()
+        write_fit(wh, DATES[0], groups, seed=4)
+        features = wh.query_df("SELECT customer_key, repeat_buyer FROM customer_features ORDER BY customer_key")
+        p_alive = np.where(features["repeat_buyer"] == 0, 1.0, 0.9)
+        wh.replace_partition("customer_clv", pd.DataFrame({
+            "as_of_date": DATES[0], "customer_key": features["customer_key"], "p_alive": p_alive,
+            "clv_365d": 10.0, "clv_model": "BG/NBD"}), {"as_of_date": DATES[0]})
+        out = label_date(wh, DATES[0], max_distance=1.5)
+    names = out.labels.set_index("fit_segment")["segment_name"]
+    assert names[3].startswith("Lapsed one-time buyers"), names.tolist()
