@@ -12,6 +12,14 @@ from it:
   trigger's conf), values outside the schema and invalid combinations with an
   error naming the setting.
 
+Every number (a ``number`` setting, or a number inside one) must be finite.
+JSON has no NaN or infinity, but Python's ``json.loads`` (the REST API, ``airflow
+dags trigger --conf``) reads ``NaN``, ``Infinity`` and ``1e309`` into floats, and
+JSON-schema bounds never reject NaN (every comparison with it is false). So
+:meth:`Setting.json_schema` adds :data:`NOT_FINITE` under ``not`` to every number
+schema: the trigger refuses such a value, naming the param, before a run exists;
+:func:`check_params` refuses it again, naming the setting, in the run's first task.
+
 ``include/`` imports no Airflow: this module only describes the settings.
 """
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +50,16 @@ DEFAULT_SUPPORT_COST_BY_CHANNEL: dict[str, float] = {
     "phone": 8.50,
     "chat": 3.20,
     "email": 2.10,
+}
+
+#: Matches exactly the numbers that are not finite; every number schema carries it under ``not``. NaN passes
+#: every bound (a comparison with NaN is false), so it satisfies the first branch, whose bounds no finite
+#: number meets at once; the other two match only +infinity and -infinity (1e309 reads as infinity).
+NOT_FINITE: dict[str, Any] = {
+    "title": "NaN or infinity (a setting must be a finite number)",
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0},
+              {"type": "number", "exclusiveMinimum": 1.7976931348623157e308},
+              {"type": "number", "exclusiveMaximum": -1.7976931348623157e308}],
 }
 
 _PYTHON_TYPES = {"number": float, "integer": int, "boolean": bool, "string": str, "array": list, "object": dict}
@@ -89,12 +108,35 @@ class Setting:
         unknown = set(self.schema) - set(_SCHEMA_KEYS)
         if unknown:
             raise ValueError(f"setting {self.name}: unsupported schema keywords {sorted(unknown)}")
-        return {"type": ["null", self.type] if self.nullable else self.type, **self.schema}
+        return _finite({"type": ["null", self.type] if self.nullable else self.type, **self.schema})
 
     def param_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``airflow.sdk.Param`` for this setting (default first)."""
         return {"default": self.default, "title": self.title, "description": self.help,
                 "section": self.section, **self.json_schema()}
+
+
+def _finite(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with :data:`NOT_FINITE` refused wherever it admits a number (also in items and values)."""
+    out = dict(schema)
+    types = out.get("type")
+    if "number" in ([types] if isinstance(types, str) else types or []):
+        out["not"] = NOT_FINITE
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = _finite(out[key])
+    return out
+
+
+def _non_finite(value: Any, path: str) -> list[tuple[str, float]]:
+    """``(where, number)`` of every NaN or infinity in a setting's value (nested lists and objects included)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}[{k!r}]")]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
 
 
 def _s(name, default, type, title, help, section, **schema) -> Setting:
@@ -279,6 +321,11 @@ def check_params(params: Mapping[str, Any]) -> None:
     for key, value in params.items():
         s = BY_NAME.get(key)
         if s is None or value is None or (key == "k" and isinstance(value, int) and value <= 0):
+            continue
+        bad = _non_finite(value, key)
+        if bad:  # named plainly: the schema's own message for it is "nan should not be valid under {...}"
+            problems += [f"setting {where}={number!r} is not a finite number (NaN and infinity are refused)"
+                         for where, number in bad]
             continue
         schema = {k: v for k, v in s.json_schema().items() if k not in ("examples", "values_display")}
         for error in Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(value):
