@@ -261,7 +261,10 @@ CREATE TABLE IF NOT EXISTS customer_holdout (
 CREATE TABLE IF NOT EXISTS policy_runs (
     as_of_date DATE, experiment_name VARCHAR, policy_hash VARCHAR, playbook_path VARCHAR,
     holdout_share DOUBLE, policy_start DATE, actions VARCHAR, customers BIGINT, holdout_customers BIGINT,
-    recorded_at TIMESTAMP
+    recorded_at TIMESTAMP,
+    -- Added later: the as-of date of the (backfill) run that last rewrote this later date's experiment record
+    -- (NULL: written by its own run) and what changed.
+    rewritten_by DATE, rewrite_detail VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS segment_lift (
