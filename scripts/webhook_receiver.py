@@ -80,7 +80,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 #: The documented record fields and their JSON types (``None``, JSON null, is accepted for all but the key:
-#: a clear sends empty labels). Other fields are kept as sent if they are JSON scalars.
+#: a clear sends empty labels). Other fields (a newer sender's) are kept as sent, any JSON but NaN or infinity.
 RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "segment_id": (int,), "segment_name": (str,), "clv_tier": (str,), "priority": (str,),
     "segment_action": (str,), "holdout": (bool,),
@@ -97,6 +97,17 @@ class BadRequest(ValueError):
 
 def _json_type(value) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _finite(value) -> bool:
+    """No NaN or infinity anywhere in a parsed JSON value."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _refuse_constant(token: str):
@@ -117,7 +128,7 @@ def parse_body(body: bytes) -> tuple[str, list[dict]]:
 
     The body is ``{"label_date": "<ISO date>", "records": [...], "batch_key": "..."}``; each record has a
     non-empty string ``customer_key`` (unique in the batch), the :data:`RECORD_FIELDS` with their types or
-    null, and any other field as a JSON scalar. ``NaN`` and ``Infinity`` (which Python's json reads) are refused.
+    null, and any other field as sent. ``NaN`` and ``Infinity`` (which Python's json reads) are refused.
     """
     try:
         doc = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
@@ -159,14 +170,15 @@ def parse_body(body: bytes) -> tuple[str, list[dict]]:
         for field, value in record.items():
             if field == "customer_key" or value is None:
                 continue
-            allowed = RECORD_FIELDS.get(field, (str, int, float, bool))
+            if not _finite(value):  # 1e999 parses as infinity
+                raise BadRequest(f"{where}.{field[:60]} holds a number that is not finite")
+            allowed = RECORD_FIELDS.get(field)
+            if allowed is None:
+                continue
             # bool is an int in Python, not in JSON: true is no segment_id.
-            ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-            if not ok:
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
                 wanted = " or ".join(_JSON_TYPES[t] for t in allowed)
-                raise BadRequest(f"{where}.{field[:60]} must be {wanted} or null, got {_json_type(value)}")
-            if isinstance(value, float) and not math.isfinite(value):  # 1e999 parses as infinity
-                raise BadRequest(f"{where}.{field[:60]} must be a finite number")
+                raise BadRequest(f"{where}.{field} must be {wanted} or null, got {_json_type(value)}")
     return label_date, records
 
 

@@ -216,7 +216,11 @@ PROBES = [
     Probe("segment_name a number", _field("segment_name", 7), 400, r"records\[0\]\.segment_name must be a string"),
     Probe("holdout a string", _field("holdout", "yes"), 400, r"records\[0\]\.holdout must be a boolean"),
     Probe("segment_action an object", _field("segment_action", {"do": "call"}), 400, r"records\[0\]\.segment_action"),
-    Probe("an extra field holding a list", _field("notes", ["a"]), 400, r"records\[0\]\.notes"),
+    Probe("1e999 (infinity) inside an extra field", _raw(b'{"label_date": "2026-11-14", "records": [{"customer_key": '
+                                                         b'"C-big", "notes": [1, {"x": 1e999}]}]}'), 400,
+          r"records\[0\]\.notes holds a number that is not finite"),
+    Probe("an extra field (a newer sender's) is kept as sent", _field("record_ids", ["hs-1", "hs-2"]), 202,
+          applied=True),
     Probe("labels older than those held (forward only)", _older_than_held, 202, applied=True),
 ]
 
