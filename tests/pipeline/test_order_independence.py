@@ -79,6 +79,7 @@ def run_scenario(name: str, order: list[int], tmp_path: Path, demo_warehouse_fil
     experiment (the DAG's order), into the scenario's own data folder.
     """
     from include.report.html import write_report
+    from include.runtime.currency import run_currency
 
     url = copy_duckdb(demo_warehouse_file, tmp_path / f"{name}.duckdb")
     out = {"runs": []}
@@ -108,8 +109,10 @@ def run_scenario(name: str, order: list[int], tmp_path: Path, demo_warehouse_fil
 
             fresh = tmp_path / f"{name}-fresh-reports"
             with Warehouse(url) as wh:
+                code, symbol = run_currency(wh, SETTINGS.currency_code, SETTINGS.currency_symbol)  # as the stage
                 out["reports"] = {d: ((reports_dir() / f"segment_report_{d.isoformat()}.html").read_text(),
-                                      write_report(wh, d, fresh).read_text()) for d in DATES}
+                                      write_report(wh, d, fresh, currency=symbol, currency_code=code).read_text())
+                                  for d in DATES}
     with Warehouse(url) as wh:
         for table, (keys, dropped) in {**COMPARED, **EXPERIMENT}.items():
             frame = wh.query_df(f"SELECT * FROM {table}").drop(columns=dropped)
