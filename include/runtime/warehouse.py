@@ -95,14 +95,19 @@ def named_sql(name: str) -> dict[str, str]:
     The convention of aiosql/yesql: one file per statement family, each
     statement under its name, parameters documented in the file's header.
     """
+    return parse_named_sql(load_sql(name), f"include/sql/{name}")
+
+
+def parse_named_sql(text: str, origin: str = "SQL") -> dict[str, str]:
+    """The ``-- name: <statement>`` blocks of ``text`` (see :func:`named_sql`); ``origin`` names it in errors."""
     blocks: dict[str, str] = {}
     current = None
-    for line in load_sql(name).splitlines():
+    for line in text.splitlines():
         m = re.match(r"--\s*name:\s*(\w+)\s*$", line.strip())
         if m:
             current = m.group(1)
             if current in blocks:
-                raise ValueError(f"include/sql/{name}: statement {current!r} is defined twice")
+                raise ValueError(f"{origin}: statement {current!r} is defined twice")
             blocks[current] = ""
         elif current is not None and not line.strip().startswith("--"):
             blocks[current] += line + "\n"
