@@ -42,9 +42,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import jinja2
+import pandas as pd
 import sqlalchemy as sa
 
 from include.runtime.errors import BadDataError, WarehouseError
+from include.runtime.settings import BY_NAME, SettingsError
 from include.runtime.warehouse import Warehouse, load_sql, parse_named_sql
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,10 @@ class TableSpec:
     event_column: str
     required: bool = False
     references_identity: bool = True
+    #: The event may not precede its customer record's ``created_at`` (by more than the grace days).
+    checks_creation: bool = False
+    #: Money columns whose staged values are flagged when far above the shop's typical value.
+    flag_outliers: tuple[str, ...] = ()
 
     @property
     def required_columns(self) -> list[str]:
@@ -110,6 +116,8 @@ TABLE_SPECS: tuple[TableSpec, ...] = (
         key=("order_id",),
         event_column="order_ts",
         required=True,
+        checks_creation=True,
+        flag_outliers=("amount",),
     ),
     TableSpec(
         raw="raw_support_contacts",
@@ -158,7 +166,52 @@ TABLE_SPECS: tuple[TableSpec, ...] = (
         key=("source_system", "source_id", "scheme", "valid_from"),
         event_column="valid_from",
     ),
+    # Returns and cancellations as their own rows (a cancellation invoice, a refund): the
+    # returned amount (positive) and, where the export has it, the order returned. Extract
+    # matches each to the customer's orders (include/sql/validate_money.sql) and adds it to
+    # their returned_amount; what cannot be matched is reported, never subtracted.
+    TableSpec(
+        raw="raw_returns",
+        staged="stg_returns",
+        columns=(Column("return_id", required=True),)
+        + _ID_COLUMNS
+        + (Column("return_ts", TS, required=True), Column("amount", NUM, required=True, nonnegative=True),
+           Column("order_id")),
+        key=("return_id",),
+        event_column="return_ts",
+        checks_creation=True,
+        flag_outliers=("amount",),
+    ),
 )
+SPECS_BY_RAW: dict[str, TableSpec] = {spec.raw: spec for spec in TABLE_SPECS}
+#: Why a raw table's rows are most likely quarantined, by (table or '*', reason): the
+#: quarantine-share error names the cause and the fix beside the counts.
+LIKELY_CAUSES: dict[tuple[str, str], str] = {
+    ("raw_orders", "duplicate_key"): "duplicate order keys: are these invoice lines? set group_lines_by in the "
+                                     "mapping (one order per key, amount = sum of quantity x price)",
+    ("raw_identity_records", "duplicate_key"): "duplicate (source_system, source_id): one row per order or line? "
+                                               "derive the customer table from the orders (derive = \"orders\")",
+    ("*", "duplicate_key"): "duplicate keys: one row per event expected; is a key column missing from the mapping?",
+    ("raw_orders", "unknown_customer_id"): "orders name customers without an identity record: are ids written "
+                                           "differently in the two files (17850.0 vs 17850: strip_suffix)? no "
+                                           "customer table: derive it from the orders",
+    ("*", "unknown_customer_id"): "rows name customers without a staged identity record (ids written differently, "
+                                  "or their record was quarantined)",
+    ("*", "missing_required_value"): "required values are empty: rows without a customer (guests) are left out "
+                                     "by the mapping's guest rule, or a column is mapped to the wrong source column",
+    ("*", "unparsable_date"): "dates in an unread layout: set date_format in the mapping, or the date_order setting",
+    ("*", "non_numeric_value"): "numbers that do not parse: a decimal comma (decimal = \",\"), currency signs, or "
+                                "NaN/inf",
+    ("raw_orders", "negative_value"): "negative amounts: cancellations or returns? map them to raw_returns "
+                                      "(group_lines_by with returns splits them off)",
+    ("*", "negative_value"): "negative values where only positive ones make sense",
+    ("*", "value_above_bound"): "values above max_amount: a unit (cents), an overflow or a placeholder such as 1e308",
+    ("*", "date_before_business_start"): "dates before business_start_date: placeholders such as 0001-01-01 or "
+                                         "1900-01-01, or a wrong date_format",
+    ("*", "before_customer_created"): "events dated before their customer's created_at: if created_at is an import "
+                                      "date, set created_at_grace_days empty (no check)",
+    ("*", "future_date"): "events dated after they were loaded (loaded_at): a time zone or date_format mistake",
+}
 
 
 #: Accepted values of the ``date_order`` setting: which day/month order a
@@ -214,7 +267,7 @@ def extra_identifier_columns(present: set[str]) -> list[str]:
 
 def build_validation_sql(
     spec: TableSpec, present: set[str], *, dialect: str = "duckdb", date_order: str = "ISO",
-    types: Mapping[str, str] | None = None,
+    types: Mapping[str, str] | None = None, check_creation: bool = True,
 ) -> dict[str, str]:
     """Return the SQL statements that validate ``spec.raw`` into staging and quarantine.
 
@@ -242,22 +295,26 @@ def build_validation_sql(
         it is (a native DOUBLE is still checked to be finite) and cast to
         text only for keys and quarantine details. Omitted: every column is
         read as text.
+    check_creation
+        Whether events of a table with ``checks_creation`` are checked
+        against their customer record's ``created_at``.
 
-    Bind parameters: ``:as_of_date`` (DATE) and ``:cutoff_ts`` (exclusive
-    upper bound, the start of the next day). Statements whose key is absent
-    from the result have nothing to do for this table.
+    Bind parameters: :func:`validation_params` (``:as_of_date``, ``:cutoff_ts``
+    the exclusive upper bound, and the plausibility bounds). Statements whose
+    key is absent from the result have nothing to do for this table.
     """
-    context = validation_context(spec, present, dialect=dialect, date_order=date_order, types=types)
+    context = validation_context(spec, present, dialect=dialect, date_order=date_order, types=types,
+                                 check_creation=check_creation)
     return render_named_sql("validate.sql", context)
 
 
 def validation_context(
     spec: TableSpec, present: set[str], *, dialect: str = "duckdb", date_order: str = "ISO",
-    types: Mapping[str, str] | None = None,
+    types: Mapping[str, str] | None = None, check_creation: bool = True,
 ) -> dict[str, object]:
     """What ``validate.sql`` is rendered with for one raw table (see its header)."""
     if date_order not in DATE_ORDERS:
-        raise ValueError(f"date_order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
+        raise SettingsError(f"date_order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
     types = {name.lower(): _base_type(kind) for name, kind in (types or {}).items()}
     has_loaded_at = "loaded_at" in present
     # Natively typed columns skip the text layers (at 480,000 customers the demo's
@@ -282,6 +339,7 @@ def validation_context(
         "loaded_at_native": loaded_at_native, "loaded_at_type": types.get("loaded_at"),
         "parsed": parsed, "extra_ids": extra_ids, "extra_id_types": {n: types.get(n) for n in extra_ids},
         "identifiers_table": spec.raw == "raw_identity_records",
+        "checks_creation": spec.checks_creation and check_creation,
     }
 
 
@@ -312,6 +370,8 @@ class TableReport:
     rows_after_as_of: int
     present: bool = True
     fields_nulled: int = 0
+    rows_flagged: int = 0
+    rows_total: int = 0
 
     @property
     def bad_share(self) -> float:
@@ -322,6 +382,50 @@ def run_boundaries(as_of_date: dt.date) -> dict[str, object]:
     """Bind parameters shared by every as-of query: the date and its exclusive cutoff."""
     cutoff = dt.datetime.combine(as_of_date + dt.timedelta(days=1), dt.time())
     return {"as_of_date": as_of_date, "cutoff_ts": cutoff}
+
+
+@dataclass(frozen=True)
+class PlausibilityRules:
+    """Bounds of plausible values (issue #31): the settings of the same names, defaults declared there.
+
+    Attributes
+    ----------
+    business_start
+        Events and records dated before it are quarantined (``date_before_business_start``).
+    max_amount
+        Amounts, costs and counts above it are quarantined (``value_above_bound``; an
+        optional column is nulled and recorded in ``field_issues``).
+    created_at_grace_days
+        Orders and returns dated more than this many days before their customer
+        record's ``created_at`` are quarantined (``before_customer_created``); ``None``:
+        no check.
+    outlier_log_mads
+        Staged order and return amounts whose logarithm lies more than this many robust
+        standard deviations (1.4826 x MAD) above the median are flagged in ``extract_flags``
+        (kept: a statistical rule flags, it never drops).
+    """
+
+    business_start: dt.date = dt.date.fromisoformat(BY_NAME["business_start_date"].default)
+    max_amount: float = BY_NAME["max_amount"].default
+    created_at_grace_days: int | None = BY_NAME["created_at_grace_days"].default
+    outlier_log_mads: float = BY_NAME["outlier_log_mads"].default
+
+    @classmethod
+    def from_settings(cls, settings: object) -> PlausibilityRules:
+        """The rules of a run's :class:`~include.runtime.settings.PipelineSettings`."""
+        return cls(business_start=dt.date.fromisoformat(str(settings.business_start_date)),
+                   max_amount=float(settings.max_amount), created_at_grace_days=settings.created_at_grace_days,
+                   outlier_log_mads=float(settings.outlier_log_mads))
+
+
+def validation_params(as_of_date: dt.date, rules: PlausibilityRules | None = None) -> dict[str, object]:
+    """Bind parameters of the validation statements: :func:`run_boundaries` plus the plausibility bounds."""
+    rules = rules or PlausibilityRules()
+    return {**run_boundaries(as_of_date),
+            "business_start_ts": dt.datetime.combine(rules.business_start, dt.time()),
+            "max_amount": float(rules.max_amount),
+            "created_grace_minutes": int(rules.created_at_grace_days or 0) * 24 * 60,
+            "outlier_log_mads": float(rules.outlier_log_mads)}
 
 
 def check_contract(wh: Warehouse, types: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, set[str]]:
@@ -364,31 +468,54 @@ def check_contract(wh: Warehouse, types: Mapping[str, Mapping[str, str]] | None 
     return present
 
 
+class QuarantineShareError(BadDataError):
+    """A raw table's quarantined share is above ``max_bad_share``; the message names the likely cause."""
+
+
+class EmptyInputError(BadDataError):
+    """A required raw table has no row to stage for the date."""
+
+
 def extract_and_validate(
     wh: Warehouse, as_of_date: dt.date, *, max_bad_share: float = 0.05, retention_runs: int = 4,
-    date_order: str = "ISO",
+    date_order: str = "ISO", rules: PlausibilityRules | None = None,
 ) -> list[TableReport]:
     """Validate every raw table for ``as_of_date`` into staging and quarantine.
 
-    Returns one report per contract table. Raises :class:`BadDataError`
-    (after writing everything, so the quarantine can be inspected) when a
-    table's quarantined share exceeds ``max_bad_share``. Invalid optional
-    values are nulled and listed in ``field_issues``; they never count as
-    bad rows. ``date_order`` is passed to :func:`build_validation_sql`.
+    Returns one report per contract table. Invalid optional values are nulled
+    and listed in ``field_issues``; they never count as bad rows. After every
+    table is staged, the money rules of ``include/sql/validate_money.sql`` run
+    (returns matched to orders, returned amounts capped, far-out amounts
+    flagged in ``extract_flags``). ``date_order`` is passed to
+    :func:`build_validation_sql`; ``rules`` are the plausibility bounds
+    (default: the settings' defaults).
+
+    Raises
+    ------
+    QuarantineShareError
+        A table's quarantined share exceeds ``max_bad_share`` (raised after
+        writing everything, so the quarantine can be inspected); the message
+        gives the reasons and their likely cause.
+    EmptyInputError
+        A required table has no row in scope, or none left after quarantine.
     """
+    rules = rules or PlausibilityRules()
     wh.ensure_schema()
     types = raw_column_types(wh)
     present = check_contract(wh, types)
-    params = run_boundaries(as_of_date)
+    params = validation_params(as_of_date, rules)
+    check_creation = rules.created_at_grace_days is not None
     reports: list[TableReport] = []
     # One transaction for every table of the date (staging, quarantine, field issues, the log, the pruning):
     # a reader sees the old date or the new one, never one table re-extracted and the next not.
     # On Snowflake a DDL statement commits the open transaction, so the work tables are created (empty)
     # before the first write, filled with INSERT (DML) inside the transaction, and dropped after the last.
     work = {spec.raw: _WorkTables(build_validation_sql(spec, present[spec.raw], dialect=wh.dialect,
-                                                       date_order=date_order, types=types.get(spec.raw)),
+                                                       date_order=date_order, types=types.get(spec.raw),
+                                                       check_creation=check_creation),
                                   dialect=wh.dialect)
             for spec in TABLE_SPECS if spec.raw in present}
+    money = money_sql(dialect=wh.dialect, has_returns="raw_returns" in present)
     with wh.transaction() as tx, tx.begin() as conn:
         for w in work.values():
             w.create_empty(conn, params)
@@ -414,8 +541,16 @@ def extract_and_validate(
             in_scope, staged, raw_total = int(in_scope or 0), int(staged or 0), int(raw_total or 0)
             reports.append(
                 TableReport(spec.raw, in_scope, staged, in_scope - staged, raw_total - in_scope,
-                            fields_nulled=int(nulled or 0))
+                            fields_nulled=int(nulled or 0), rows_total=raw_total)
             )
+        conn.execute(sa.text("DELETE FROM extract_flags WHERE as_of_date = :as_of_date"), params)
+        for statement in money.values():
+            conn.execute(sa.text(statement), params)
+        flagged = dict(conn.execute(sa.text(
+            "SELECT source_table, COUNT(DISTINCT source_key) FROM extract_flags WHERE as_of_date = :as_of_date "
+            "GROUP BY source_table"), params).all())
+        for r in reports:
+            r.rows_flagged = int(flagged.get(r.table, 0))
         _write_extract_log(tx, as_of_date, reports)
         _prune_staging(tx, as_of_date, retention_runs)
         for w in work.values():  # the last statements (on Snowflake the first DROP commits the writes)
@@ -423,25 +558,57 @@ def extract_and_validate(
     for r in reports:
         log.info(
             "%s: %d in scope, %d staged, %d quarantined (%.2f%%), %d after the as-of date, "
-            "%d optional values nulled (field_issues)",
+            "%d optional values nulled (field_issues), %d flagged (extract_flags)",
             r.table, r.rows_in_scope, r.rows_staged, r.rows_quarantined, 100 * r.bad_share,
-            r.rows_after_as_of, r.fields_nulled,
+            r.rows_after_as_of, r.fields_nulled, r.rows_flagged,
         )
     too_bad = [r for r in reports if r.bad_share > max_bad_share]
     if too_bad:
         reasons = wh.query_df(
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :as_of_date "
-            "GROUP BY source_table, reason ORDER BY n DESC",
+            "GROUP BY source_table, reason ORDER BY n DESC, source_table, reason",
             params,
         )
-        raise BadDataError(
-            "quarantined share above max_bad_share="
-            f"{max_bad_share:.2%}: "
-            + "; ".join(f"{r.table} {r.bad_share:.2%}" for r in too_bad)
-            + ". Reasons: "
-            + ", ".join(f"{t}.{reason}={n}" for t, reason, n in reasons.itertuples(index=False))
-        )
+        raise QuarantineShareError(quarantine_share_message(too_bad, reasons, max_bad_share))
+    empty = [r for r in reports if SPECS_BY_RAW[r.table].required and r.rows_staged == 0]
+    if empty:
+        raise EmptyInputError("; ".join(_empty_message(r, as_of_date) for r in empty))
     return reports
+
+
+def quarantine_share_message(too_bad: list[TableReport], reasons: pd.DataFrame, max_bad_share: float) -> str:
+    """The quarantine-share error: shares, reasons with counts, and each table's likely cause."""
+    parts = []
+    for r in too_bad:
+        mine = reasons[reasons["source_table"] == r.table]
+        counts = ", ".join(f"{reason}={n:,}" for reason, n in zip(mine["reason"], mine["n"], strict=True))
+        cause = ""
+        if len(mine):
+            top = mine.iloc[0]["reason"]
+            hint = LIKELY_CAUSES.get((r.table, top)) or LIKELY_CAUSES.get(("*", top))
+            if hint:
+                cause = f"; likely cause ({top}): {hint}"
+        parts.append(f"{r.table} {r.bad_share:.2%} of {r.rows_in_scope:,} rows ({counts}){cause}")
+    return (f"quarantined share above max_bad_share={max_bad_share:.2%}: " + "; ".join(parts)
+            + ". The quarantine table holds every row with its reason and value.")
+
+
+def _empty_message(r: TableReport, as_of_date: dt.date) -> str:
+    if r.rows_total == 0:
+        return f"required table {r.table} is empty: nothing to segment (did the load write it?)"
+    if r.rows_in_scope == 0:
+        return (f"required table {r.table} has no row on or before the as-of date {as_of_date} "
+                f"({r.rows_after_as_of:,} rows are later): is the as-of date before the data begins?")
+    return f"required table {r.table}: all {r.rows_in_scope:,} rows in scope were quarantined"
+
+
+def money_sql(*, dialect: str, has_returns: bool) -> dict[str, str]:
+    """The statements of ``include/sql/validate_money.sql``, in order, for this warehouse."""
+    outliers = [{"raw": spec.raw, "staged": spec.staged, "key": spec.key[0], "column": column}
+                for spec in TABLE_SPECS for column in spec.flag_outliers
+                if spec.raw != "raw_returns" or has_returns]
+    return render_named_sql("validate_money.sql", {"dialect": dialect, "has_returns": has_returns,
+                                                   "outliers": outliers})
 
 
 _CTAS = re.compile(r"\s*CREATE TEMPORARY TABLE (\w+) AS\s+(.*)$", re.S)
@@ -502,8 +669,6 @@ class _WorkTables:
 
 
 def _write_extract_log(wh: Warehouse, as_of_date: dt.date, reports: list[TableReport]) -> None:
-    import pandas as pd
-
     frame = pd.DataFrame(
         [
             {
@@ -514,6 +679,7 @@ def _write_extract_log(wh: Warehouse, as_of_date: dt.date, reports: list[TableRe
                 "rows_quarantined": r.rows_quarantined,
                 "rows_after_as_of": r.rows_after_as_of,
                 "fields_nulled": r.fields_nulled,
+                "rows_flagged": r.rows_flagged,
             }
             for r in reports
         ]

@@ -67,9 +67,10 @@ t.{{ name }}__raw IS NOT NULL AND t.{{ name }} IS NULL
 {%- endmacro %}
 
 {#- One rule as a WHEN of the reason (mode 'reason') or of the detail naming the value. -#}
-{% macro rule(mode, condition, reason, column, detail_condition=None) -%}
+{% macro rule(mode, condition, reason, column, detail_condition=None, detail_suffix=None) -%}
 {%- if mode == 'reason' %} WHEN {{ condition }} THEN '{{ reason }}'
 {%- else %} WHEN {{ detail_condition or condition }} THEN '{{ column }}=' || COALESCE({{ as_text(column) }}, 'NULL')
+{%- if detail_suffix %} || {{ detail_suffix }}{% endif %}
 {%- endif -%}
 {%- endmacro %}
 
@@ -79,7 +80,13 @@ t.{{ name }}__raw IS NOT NULL AND t.{{ name }} IS NULL
 {%- for c in required if c.kind in ('ts', 'date') %}{{ rule(mode, failure(c.name), 'unparsable_date', c.name) }}{% endfor -%}
 {%- for c in required if c.kind == 'num' %}{{ rule(mode, failure(c.name), 'non_numeric_value', c.name) }}{% endfor -%}
 {%- for c in required if c.nonnegative %}{{ rule(mode, 't.' ~ c.name ~ ' < 0', 'negative_value', c.name) }}{% endfor -%}
+{#- Implausible values (issue #31): beyond the configured bound, before the business could exist. -#}
+{%- for c in required if c.kind == 'num' %}{{ rule(mode, 't.' ~ c.name ~ ' > :max_amount', 'value_above_bound', c.name) }}{% endfor -%}
+{%- for c in required if c.kind in ('ts', 'date') %}{{ rule(mode, 't.' ~ c.name ~ ' < :business_start_ts', 'date_before_business_start', c.name) }}{% endfor -%}
 {%- if has_loaded_at %}{{ rule(mode, 't._loaded_at IS NOT NULL AND t.' ~ event_column ~ ' > t._loaded_at', 'future_date', event_column) }}{% endif -%}
+{%- set created = 'ids.created_at' if mode == 'reason' else 't._created_at' -%}
+{%- if checks_creation %}{{ rule(mode, created ~ ' IS NOT NULL AND t.' ~ event_column ~ ' < ' ~ p.add_minutes(created, '-CAST(:created_grace_minutes AS INTEGER)'),
+    'before_customer_created', event_column, "t._reason = 'before_customer_created'", "', customer created_at=' || CAST(t._created_at AS VARCHAR)") }}{% endif -%}
 {%- if references_identity %}{{ rule(mode, 'ids.source_id IS NULL', 'unknown_customer_id', 'source_id', "t._reason = 'unknown_customer_id'") }}{% endif -%}
 {%- endmacro %}
 
@@ -135,15 +142,20 @@ typed AS (
     FROM l5
 ),
 reasoned AS (
-    SELECT t.*,
+    SELECT t.*,{% if checks_creation %} ids.created_at AS _created_at,{% endif %}
         CASE{{ rules('reason') }} ELSE NULL END AS _reason
 {%- for c in issue_columns %},
         {#- An invalid optional value is nulled and recorded in field_issues; the row is kept. #}
         CASE WHEN {{ failure(c.name) }} THEN '{{ 'non_numeric_value' if c.kind == 'num' else 'unparsable_date' }}'
-            {%- if c.nonnegative %} WHEN t.{{ c.name }} < 0 THEN 'negative_value'{% endif %} END AS {{ c.name }}__issue
+            {%- if c.nonnegative %} WHEN t.{{ c.name }} < 0 THEN 'negative_value'{% endif %}
+            {%- if c.kind == 'num' %} WHEN t.{{ c.name }} > :max_amount THEN 'value_above_bound'{% endif %} END AS {{ c.name }}__issue
 {%- endfor %}
     FROM typed t
-{%- if references_identity %}
+{%- if checks_creation %}
+    LEFT JOIN (SELECT source_system, source_id, MIN(created_at) AS created_at FROM stg_identity_records
+               WHERE as_of_date = :as_of_date GROUP BY source_system, source_id) ids
+        ON ids.source_system = t.source_system AND ids.source_id = t.source_id
+{%- elif references_identity %}
     LEFT JOIN (SELECT DISTINCT source_system, source_id FROM stg_identity_records
                WHERE as_of_date = :as_of_date) ids
         ON ids.source_system = t.source_system AND ids.source_id = t.source_id
