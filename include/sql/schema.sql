@@ -207,7 +207,11 @@ CREATE TABLE IF NOT EXISTS stg_identity_identifiers (
 
 CREATE TABLE IF NOT EXISTS load_manifest (
     table_name VARCHAR, source VARCHAR, rows_loaded BIGINT, currency VARCHAR, timezone VARCHAR,
-    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP
+    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP,
+    -- Added later (issue #27): where every input row went. rows_in = rows_loaded + rows_as_returns +
+    -- rows_aggregated + rows_quarantined + rows_guest; guest_amount is the money of the guest rows.
+    rows_in BIGINT, rows_aggregated BIGINT, rows_quarantined BIGINT, rows_guest BIGINT, guest_amount DOUBLE,
+    derived_from VARCHAR, rows_as_returns BIGINT
 );
 
 -- One row per identity run: how records were linked, and whether the run was
@@ -296,4 +300,10 @@ CREATE TABLE IF NOT EXISTS return_attribution (
     as_of_date DATE, returns BIGINT, returned_amount DOUBLE, matched_to_order DOUBLE, matched_to_prior DOUBLE,
     unattributed_amount DOUBLE, returns_unattributed BIGINT, records_with_returns BIGINT,
     records_zero_net_spend BIGINT, order_returned_amount DOUBLE
+);
+
+-- Input rows the loader set aside with a reason (an invoice line whose value is not a number,
+-- a line without an order key); replaced for a table on each load of it.
+CREATE TABLE IF NOT EXISTS load_quarantine (
+    table_name VARCHAR, source VARCHAR, source_key VARCHAR, reason VARCHAR, detail VARCHAR, loaded_at TIMESTAMP
 );
