@@ -49,6 +49,7 @@ from include.load.mapping import (
     SourceMapping,
     TableMapping,
 )
+from include.runtime.settings import BY_NAME
 from include.runtime.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ SAMPLE_ROWS = 10_000
 MAX_SAMPLE_FAILURE_SHARE = 0.5
 #: Decimals kept of a computed amount (a product, a sum of line values).
 AMOUNT_DECIMALS = 6
+#: Largest line value summed into an order (DECIMAL(38, 6) holds 32 digits before the point).
+MAX_LINE_VALUE = 1e30
 
 _ISO_OUT = "%Y-%m-%d %H:%M:%S.%f"
 _NUMBER_WITH_COMMA = r"[-+]?([0-9]+|[0-9]{1,3}([.][0-9]{3})+)(,[0-9]+)?"
@@ -567,7 +570,9 @@ def _materialise_lines(sources: _Sources, mapping: TableMapping, derived: list[T
             types = _checked(sources, part, relation, label, mapping.group_lines_by)
             extra = {f"_k{i}": _text(quote_identifier(c)) for i, c in enumerate(mapping.group_lines_by)}
             if mapping.group_lines_by:
-                extra["_value"] = _finite(f"TRY_CAST({expression_sql(part, 'amount', types)} AS DOUBLE)")
+                value = _finite(f"TRY_CAST({expression_sql(part, 'amount', types)} AS DOUBLE)")
+                # Sums are exact DECIMAL(38, 6): a line beyond it (1e308) is set aside, not summed.
+                extra["_value"] = f"CASE WHEN ABS({value}) < {MAX_LINE_VALUE:.0e} THEN {value} END"
             for d in derived:
                 for target, expr in d.derive_columns.items():
                     fake = SourceMapping(table=d.table, source_format=part.source_format, columns={target: expr},
@@ -585,11 +590,11 @@ def _materialise_lines(sources: _Sources, mapping: TableMapping, derived: list[T
 def _reshaped_results(sources: _Sources, mapping: TableMapping) -> tuple[LoadResult, dict[str, str]]:
     """Counts of the materialised lines and the SQL of the rows to write (per table)."""
     con = sources.con
-    rows_in = con.execute("SELECT COUNT(*) FROM _lines").fetchone()[0]
+    rows_in = con.execute("SELECT COUNT(*) FROM _lines").fetchall()[0][0]
     guest = "source_id IS NULL" if mapping.table in GUEST_TABLES else "false"
     rows_guest, guest_amount = con.execute(
         f"SELECT COUNT(*), SUM(CASE WHEN {_finite('TRY_CAST(amount AS DOUBLE)')} IS NOT NULL "
-        f"THEN TRY_CAST(amount AS DOUBLE) ELSE 0 END) FROM _lines WHERE {guest}").fetchone()
+        f"THEN TRY_CAST(amount AS DOUBLE) ELSE 0 END) FROM _lines WHERE {guest}").fetchall()[0]
     columns = mapping.columns
     if not mapping.group_lines_by:
         select = f"SELECT {', '.join(quote_identifier(c) for c in columns)} FROM _lines WHERE NOT ({guest})"
@@ -602,7 +607,9 @@ def _reshaped_results(sources: _Sources, mapping: TableMapping) -> tuple[LoadRes
     con.execute("DROP TABLE IF EXISTS _set_aside")
     con.execute(
         f"CREATE TABLE _set_aside AS SELECT {key_text} AS source_key, "
-        f"CASE WHEN {missing_key} THEN 'missing_group_key' ELSE 'bad_line_value' END AS reason, "
+        f"CASE WHEN {missing_key} THEN 'missing_group_key' "
+        f"WHEN {_finite('TRY_CAST(amount AS DOUBLE)')} IS NOT NULL THEN 'line_value_out_of_range' "
+        f"ELSE 'bad_line_value' END AS reason, "
         f"'amount=' || COALESCE(amount, 'NULL') AS detail FROM _lines "
         f"WHERE NOT ({guest}) AND (({missing_key}) OR _value IS NULL)")
     reasons = dict(con.execute("SELECT reason, COUNT(*) FROM _set_aside GROUP BY 1").fetchall())
@@ -627,7 +634,7 @@ def _reshaped_results(sources: _Sources, mapping: TableMapping) -> tuple[LoadRes
         f"GROUP BY {', '.join(keys)}")
     groups, grouped_lines, orders, returns = con.execute(
         "SELECT COUNT(*), COALESCE(SUM(_lines), 0), COUNT(CASE WHEN _positive > 0 OR _negative = 0 THEN 1 END), "
-        "COUNT(CASE WHEN _positive = 0 AND _negative > 0 THEN 1 END) FROM _groups").fetchone()
+        "COUNT(CASE WHEN _positive = 0 AND _negative > 0 THEN 1 END) FROM _groups").fetchall()[0]
     order_cols = []
     for c in columns:
         if c == "amount":
@@ -649,9 +656,16 @@ def _reshaped_results(sources: _Sources, mapping: TableMapping) -> tuple[LoadRes
 
 
 def _derived_sql(mapping: TableMapping) -> str:
-    """One customer record per customer of the lines: created_at = the first purchase."""
-    first = ("ROW_NUMBER() OVER (PARTITION BY source_system, source_id ORDER BY "
-             "COALESCE(TRY_CAST(order_ts AS TIMESTAMP), try_strptime(order_ts, '%Y%m%d')) NULLS LAST, order_ts"
+    """One customer record per customer of the lines: created_at = the first purchase.
+
+    The first plausible purchase: one dated before the default business start (a year-0001
+    placeholder, which extract quarantines) would otherwise date the customer record and take
+    every order of the customer with it.
+    """
+    ts = "COALESCE(TRY_CAST(order_ts AS TIMESTAMP), try_strptime(order_ts, '%Y%m%d'))"
+    floor = quote_literal(BY_NAME["business_start_date"].default)
+    first = (f"ROW_NUMBER() OVER (PARTITION BY source_system, source_id ORDER BY "
+             f"CASE WHEN {ts} >= CAST({floor} AS TIMESTAMP) THEN 0 ELSE 1 END, {ts} NULLS LAST, order_ts"
              + ", ".join([""] + [f"_d_{c}" for c in mapping.derive_columns]) + ")")
     cols = ", ".join(["source_system", "source_id", "order_ts AS created_at"]
                      + [f"_d_{c} AS {quote_identifier(c)}" for c in mapping.derive_columns])
@@ -689,11 +703,11 @@ def load_reshaped(wh: Warehouse, mapping: TableMapping, derived: list[TableMappi
                                       rows_in=returned, derived_from=mapping.table))
         else:
             result.rows = written
-        set_aside = (con.execute("SELECT * FROM _set_aside").to_arrow_table().to_pandas()
+        set_aside = (con.sql("SELECT * FROM _set_aside").to_arrow_table().to_pandas()
                      if mapping.group_lines_by else pd.DataFrame())
         _replace_load_quarantine(wh, conn, mapping.table, mapping.source_label, set_aside)
     for d in derived:
-        customers = con.execute("SELECT COUNT(*) FROM _lines WHERE source_id IS NOT NULL").fetchone()[0]
+        customers = con.execute("SELECT COUNT(*) FROM _lines WHERE source_id IS NOT NULL").fetchall()[0][0]
         with wh.begin() as conn:
             rows = _write_query(wh, conn, con, d.table, d.columns, _derived_sql(d), progress)
         results.append(LoadResult(d.table, rows, f"derived from {mapping.table} (created_at = first purchase)",
