@@ -53,7 +53,7 @@ def _day_weights(days: int) -> np.ndarray:
 
 
 def generate_invoice_lines(customers: int = 4372, *, seed: int = 5, guest_share: float = 0.25,
-                           lines_per_invoice: float = 19.65, wholesale_share: float = 0.006) -> pd.DataFrame:
+                           lines_per_invoice: float = 19.8, wholesale_share: float = 0.006) -> pd.DataFrame:
     """The lines of one year of invoices, as text columns the way the export writes them.
 
     Parameters
