@@ -16,12 +16,13 @@ itself is wrong and loading stops with a :class:`MappingError` naming the
 file, the column and an example value.
 
 Every input row is accounted for (``load_manifest`` and the command's
-printout): ``rows_in = rows_loaded + rows_aggregated + rows_quarantined +
-rows_guest``. Aggregated rows are invoice lines folded into their order
+printout): ``rows_in = rows_loaded + rows_as_returns + rows_aggregated +
+rows_quarantined + rows_guest + rows_erased``. Aggregated rows are invoice lines folded into their order
 (``group_lines_by``) or order rows folded into a derived customer record;
 quarantined rows are lines set aside here with a reason (``load_quarantine``:
 a line value that is not a number, a line without an order key); guest rows
-are orders without a customer, counted with their amount.
+are orders without a customer, counted with their amount; erased rows are
+people erased before (removed after loading, when erasure is in place).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ _LINE_DELIMITER = "\\x1e"
 class LoadResult:
     """What one ``raw_*`` table received, and where every input row went.
 
-    ``rows_in = rows + rows_as_returns + rows_aggregated + rows_quarantined + rows_guest`` (:attr:`balanced`).
+    ``rows_in = rows + rows_as_returns + rows_aggregated + rows_quarantined + rows_guest + rows_erased``
+    (:attr:`balanced`).
     """
 
     table: str
@@ -92,11 +94,13 @@ class LoadResult:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     #: Rows (cancellation orders of grouped lines) written to ``raw_returns`` instead of this table.
     rows_as_returns: int = 0
+    #: Rows of erased persons removed after loading (a load never brings an erased person back).
+    rows_erased: int = 0
 
     @property
     def balanced(self) -> bool:
         return self.rows_in == (self.rows + self.rows_as_returns + self.rows_aggregated + self.rows_quarantined
-                                + self.rows_guest)
+                                + self.rows_guest + self.rows_erased)
 
     def summary(self) -> str:
         """One line for the command's printout."""
@@ -108,6 +112,8 @@ class LoadResult:
         if self.rows_quarantined:
             reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(self.quarantine_reasons.items()))
             parts.append(f"{self.rows_quarantined:,} quarantined ({reasons})")
+        if self.rows_erased:
+            parts.append(f"{self.rows_erased:,} erased")
         if self.rows_guest:
             money = "" if self.guest_amount is None else f", amount {self.guest_amount:,.2f} not attributed"
             parts.append(f"{self.rows_guest:,} guest rows{money}")
@@ -804,6 +810,7 @@ def _record(wh: Warehouse, mapping: Mapping, result: LoadResult, table_mapping: 
         "guest_amount": result.guest_amount if result.guest_amount is None or math.isfinite(result.guest_amount)
         else None,
         "derived_from": result.derived_from, "rows_as_returns": result.rows_as_returns,
+        "rows_erased": result.rows_erased,
     }])
     wh.replace_partition("load_manifest", manifest, {"table_name": result.table})
     if not result.rows_quarantined:

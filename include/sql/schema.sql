@@ -209,9 +209,9 @@ CREATE TABLE IF NOT EXISTS load_manifest (
     table_name VARCHAR, source VARCHAR, rows_loaded BIGINT, currency VARCHAR, timezone VARCHAR,
     date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP,
     -- Added later (issue #27): where every input row went. rows_in = rows_loaded + rows_as_returns +
-    -- rows_aggregated + rows_quarantined + rows_guest; guest_amount is the money of the guest rows.
+    -- rows_aggregated + rows_quarantined + rows_guest + rows_erased; guest_amount is the money of the guests.
     rows_in BIGINT, rows_aggregated BIGINT, rows_quarantined BIGINT, rows_guest BIGINT, guest_amount DOUBLE,
-    derived_from VARCHAR, rows_as_returns BIGINT
+    derived_from VARCHAR, rows_as_returns BIGINT, rows_erased BIGINT
 );
 
 -- One row per identity run: how records were linked, and whether the run was
