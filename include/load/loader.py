@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from tqdm import tqdm
 
 from include.load.mapping import Mapping, MappingError, TableMapping
+from include.runtime.threads import duckdb_config
 from include.runtime.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,7 @@ def load_table(wh: Warehouse, mapping: TableMapping, *, progress: bool = True) -
     if mapping.source_format == "warehouse":
         return _load_from_warehouse(wh, mapping, columns)
     rows = 0
-    con = duckdb.connect()
+    con = duckdb.connect(config=duckdb_config())
     try:
         with wh.begin() as conn:
             writer = _TableWriter(wh, conn, mapping.table, columns)
