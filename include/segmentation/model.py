@@ -539,6 +539,19 @@ def bootstrap_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.unique(rng.integers(0, n, n))
 
 
+def _distinct_profiles(x_num: np.ndarray, x_cat: np.ndarray) -> int:
+    """Distinct customers as the fit sees them: rows of the design that differ (beyond rounding).
+
+    The guard at the fit's entry: with fewer distinct rows than segments every k-means
+    and neighbour graph of the k screen is degenerate (silhouettes of +1/-1, duplicate
+    rows tied into cliques) and the screen ran for minutes before failing or worse.
+    """
+    rows = np.round(np.asarray(x_num, dtype=np.float64), 9)
+    if x_cat.shape[1]:
+        rows = np.hstack([rows, x_cat.astype(np.float64)])
+    return len(np.unique(rows, axis=0))
+
+
 def _spectral_screen(x_num: np.ndarray, labels_by_k: dict[int, np.ndarray], *, n_boot: int,
                      seed: int) -> dict[int, np.ndarray]:
     """Clusterboot of spectral segmentations for several k at once: ``{k: (n_boot, k) Jaccard}``.
@@ -620,6 +633,10 @@ def fit_segments(
         algorithm = "kmeans"
     if algorithm in ("kmeans", "spectral"):
         categorical, x_cat = (), np.zeros((n, 0), np.int64)
+    profiles = _distinct_profiles(x_num, x_cat)
+    if profiles < max(2, k or k_min):
+        raise ModelInputError(f"customer_features: the {n} customers have {profiles} distinct profile(s) over "
+                              f"{', '.join((*numeric, *categorical))}: too few for {k or k_min} segments")
     design = Design.fit(features, numeric, categorical, feature_groups)
     rng = np.random.default_rng(seed)
     sample_idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
@@ -631,7 +648,7 @@ def fit_segments(
 
         sample_distance = pairwise_distances(x_num[sample_idx])
     np.fill_diagonal(sample_distance, 0.0)
-    ks = [k] if k else list(range(k_min, min(k_max, n - 1) + 1))
+    ks = [k] if k else list(range(k_min, min(k_max, n - 1, profiles) + 1))
     basis = None
     if algorithm == "spectral":
         from include.segmentation.spectral import SpectralBasis

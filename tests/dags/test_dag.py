@@ -221,7 +221,9 @@ def test_bad_data_fails_the_extract_task(dagbag, warehouse_url, monkeypatch):
                    run_conf={"max_bad_share": 0.0001})
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["extract_validate"] in ("failed", "up_for_retry")
+    tries = {ti.task_id: ti.try_number for ti in run.get_task_instances()}
+    # A data error is a finding: failed on the first try, never up for retry.
+    assert (states["extract_validate"], tries["extract_validate"]) == ("failed", 1)
     assert states["publish_segments"] != "success"
     # The teardown closed this DAG run's MLflow run as FAILED, naming the failed task.
     assert states["close_mlflow_run"] == "success"
