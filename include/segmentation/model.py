@@ -410,7 +410,7 @@ def _columns_present(features: pd.DataFrame, numeric_columns, categorical_column
         numeric_columns = segmentation_features(features)[0]
     numeric = tuple(numeric_columns)
     if not numeric:
-        raise ModelInputError("segmentation needs at least one numeric feature")
+        raise ModelInputError("customer_features has no numeric feature to segment on (none varies between customers)")
     categorical = tuple(CATEGORICAL_FEATURES if categorical_columns is None else categorical_columns)
     return numeric, categorical
 
