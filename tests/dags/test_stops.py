@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 AS_OF = dt.date(2026, 11, 7)
 #: Enough refits that segmentation is still running when the signal comes.
-CONF = {"k_min": 3, "k_max": 8, "n_bootstrap": 400, "min_jaccard": 0.0, "crm_targets": ["outbox"]}
+CONF = {"k_min": 3, "k_max": 12, "n_init": 20, "n_bootstrap": 200, "min_jaccard": 0.0, "crm_targets": ["outbox"]}
 
 
 def _lines(stream, into: queue.Queue) -> None:
