@@ -193,7 +193,8 @@ def kill_parent_run(dag_id: str, run_id: str, task_id: str, reason: str) -> str 
     if parent is None:
         return None
     c = client()
-    c.set_tag(parent, "stopped", f"{task_id}: {reason}"[:5000])
+    if "stopped" not in c.get_run(parent).data.tags:  # the task the signal stopped, not later ones refusing to start
+        c.set_tag(parent, "stopped", f"{task_id}: {reason}"[:5000])
     c.set_terminated(parent, status="KILLED")
     log.warning("MLflow run %s closed KILLED (%s stopped: %s)", parent, task_id, reason)
     return parent
