@@ -51,6 +51,7 @@ from include.load.mapping import (
     TableMapping,
 )
 from include.runtime.settings import BY_NAME
+from include.runtime.threads import duckdb_config
 from include.runtime.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -516,7 +517,7 @@ def load_table(wh: Warehouse, mapping: TableMapping, *, progress: bool = True,
     """Replace ``mapping.table`` in the warehouse with its mapped sources, streamed (no reshaping)."""
     columns = mapping.columns
     own = con is None
-    con = con or duckdb.connect()
+    con = con or duckdb.connect(config=duckdb_config())
     sources = _Sources(wh, con)
     guests = mapping.table in GUEST_TABLES
     rows_in = rows_guest = 0
@@ -774,7 +775,7 @@ def load_mapping(mapping: Mapping, warehouse_url: str, *, progress: bool = True,
     results: list[LoadResult] = []
     with Warehouse(warehouse_url) as wh:
         wh.ensure_schema()
-        con = duckdb.connect()
+        con = duckdb.connect(config=duckdb_config())
         try:
             for table_mapping in selected:
                 if table_mapping.derive:

@@ -399,13 +399,17 @@ class DuckDBWarehouse(Warehouse, backend="duckdb"):
     def _connect_waiting_for_lock(self, dialect: Any, conn_rec: Any, cargs: tuple, cparams: dict) -> Any:
         import duckdb
 
+        from include.runtime.threads import duckdb_config
+
+        # The task's thread budget (include/runtime/threads.py), not one DuckDB thread per core.
+        config = duckdb_config(cparams.get("config"))
         start = time.monotonic()
         delay = 0.05
         attempt = 0
         while True:
             attempt += 1
             try:
-                conn = dialect.connect(*cargs, **dict(cparams, config=dict(cparams.get("config", {}))))
+                conn = dialect.connect(*cargs, **dict(cparams, config=dict(config)))
             except duckdb.IOException as exc:
                 waited = time.monotonic() - start
                 if not _is_lock_conflict(exc) or waited >= self.lock_timeout:
