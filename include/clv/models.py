@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import special
 
 from include.clv.likelihood import bgnbd_loglik, compress, gamma_gamma_loglik, maximise
+from include.runtime.errors import ModelInputError, QualityGateError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 DAYS_PER_MONTH = 30.0
 
 
-class ClvInputError(ValueError):
+class ClvInputError(ModelInputError):
     """Summary data that a CLV model cannot take."""
 
 
@@ -176,7 +177,7 @@ class GammaGammaSpend:
         data = [usable["frequency"].to_numpy(dtype=float), usable["monetary_value"].to_numpy(dtype=float)]
         params = maximise(gamma_gamma_loglik, ("p", "q", "v"), data, np.ones(len(usable)), "Gamma-Gamma").params
         if params["q"] <= 1:
-            raise RuntimeError(f"Gamma-Gamma q={params['q']:.3f} <= 1: mean spend undefined; model rejected")
+            raise ClvInputError(f"Gamma-Gamma q={params['q']:.3f} <= 1 on clv_summary.monetary_value: mean spend undefined; model rejected")
         return cls(**params), counts
 
     def params(self) -> dict[str, float]:
@@ -354,7 +355,7 @@ def score_customers(bg: PurchaseModel, gg: GammaGammaSpend, summary: pd.DataFram
     })
     numeric = out.drop(columns="customer_key")
     if numeric.isna().any().any() or (numeric < 0).any().any():
-        raise RuntimeError("CLV scoring produced NaN or negative values; refusing to write them")
+        raise QualityGateError("CLV scoring produced NaN or negative values; refusing to write them")
     out["clv_model"] = bg.LABEL
     return out
 

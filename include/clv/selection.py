@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from include.clv.mbgnbd import ModifiedBetaGeoNBD
-from include.clv.models import BetaGeoNBD, PurchaseModel, validate_holdout
+from include.clv.models import BetaGeoNBD, ClvInputError, PurchaseModel, validate_holdout
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +76,21 @@ def choose_purchase_model(calibration: pd.DataFrame, holdout_units: float,
     Raises
     ------
     ClvInputError
-        When the summary cannot be fitted at all (raised by the first model).
-    RuntimeError
-        When no candidate converged.
+        When the summary cannot be fitted at all (raised by the first model), or no candidate converged.
     """
     fits, validations, failures = {}, {}, {}
     for cls in candidates:
         try:
             fits[cls.KEY] = cls.fit(calibration if fit_on is None else fit_on)
+        except ClvInputError:
+            raise  # the data, not the model: no other model fits it either
         except RuntimeError as exc:  # a non-converged fit; the other model may still do
             failures[cls.KEY] = str(exc)
             log.warning("CLV: %s could not be fitted on the calibration period: %s", cls.LABEL, exc)
             continue
         validations[cls.KEY] = validate_holdout(fits[cls.KEY], calibration, holdout_units)
     if not fits:
-        raise RuntimeError(f"no purchase model could be fitted: {failures}")
+        raise ClvInputError(f"no purchase model could be fitted on clv_summary: {failures}")
     chosen = min(fits, key=lambda k: validations[k][0][SELECTION_METRIC])
     for key, (metrics, _) in validations.items():
         log.info("CLV candidate %s: holdout MAE %.4f, aggregate error %+.1f%%%s", key, metrics["holdout_mae"],

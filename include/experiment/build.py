@@ -66,7 +66,7 @@ import pandas as pd
 from include.experiment.holdout import holdout_draw
 from include.experiment.lift import LIFT_COLUMNS, segment_lift
 from include.features.build import feature_params
-from include.runtime.errors import WarehouseError
+from include.runtime.errors import NoRowsError
 from include.runtime.settings import SettingsError
 from include.runtime.warehouse import Warehouse, named_sql
 
@@ -191,7 +191,7 @@ def run_experiment(wh: Warehouse, as_of_date: dt.date, settings: ExperimentSetti
 
     Raises
     ------
-    WarehouseError
+    NoRowsError
         When ``customer_segments`` has no published labels for the date, or
         ``customer_priority`` has no action for them (run build_economics first).
     SettingsError
@@ -232,11 +232,11 @@ def _experiment_of_date(wh: Warehouse, as_of_date: dt.date, settings: Experiment
                                        holdout_share=float(row["holdout_share"]))
     published = wh.query_df(SQL["published_actions"], d)
     if published.empty:
-        raise WarehouseError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
-                             "run publish_segments first")
+        raise NoRowsError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
+                          "run publish_segments first")
     if published["action"].isna().all():
-        raise WarehouseError(f"customer_priority has no actions for as_of_date={as_of_date}; "
-                             "run build_economics first")
+        raise NoRowsError(f"customer_priority has no actions for as_of_date={as_of_date}; "
+                          "run build_economics first")
     assigned = assign_holdout(published, settings.experiment_name, settings.holdout_share)
     holdout_rows = assigned.assign(as_of_date=as_of_date, experiment_name=settings.experiment_name,
                                    policy_hash=policy)

@@ -6,7 +6,9 @@ import datetime as dt
 import logging
 from typing import Any
 
+from include.runtime.errors import NoRowsError
 from include.runtime.run import RunInfo
+from include.runtime.settings import SettingsError
 from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
@@ -67,14 +69,14 @@ def fit_clv(run: RunInfo) -> dict[str, Any]:
         calibration = tx.query_df(SQL["summary_calibration"], d)
         clock.lap("summary")
         if full.empty:
-            raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
+            raise NoRowsError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
         if s.clv_use_champion:
             # Score with the registered champion instead of refitting: the one fitted on this as-of date or
             # the latest before it, so that the scores do not depend on which dates ran before.
             champion = load_champions(run.as_of_date)
             bg, gg = champion.purchases, champion.spend
             if champion.unit_days != settings.unit_days:
-                raise ValueError(f"champion models use clv_unit_days={champion.unit_days}, "
+                raise SettingsError(f"champion models use clv_unit_days={champion.unit_days}, "
                                  f"this run {settings.unit_days}")
             validation, table = validate_holdout(bg, calibration, holdout_units)
             counts = {}
@@ -209,7 +211,7 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
         profiles = wh.query_df(query, d)
         clv = wh.query_df(SQL["segment_clv"], d)
         if profiles.empty or clv.empty:
-            raise ValueError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
+            raise NoRowsError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
         check, spearman = crosscheck_segments(profiles, clv)
         renamed = rename_with_clv(wh, run.as_of_date, clv.set_index("segment_id")["mean_clv_365d"])
         renamed_profiles = wh.query_df(query, d)
