@@ -52,6 +52,7 @@ from include.clv.models import (
     ClvSettings,
     GammaGammaSpend,
     PurchaseModel,
+    _check_columns,
     fit_sample,
     independence_check,
     score_customers,
@@ -235,6 +236,13 @@ def fit_and_score(full: pd.DataFrame, calibration: pd.DataFrame, settings: ClvSe
     """
     if full.empty:
         raise ClvInputError("clv_summary: no customer with a valid order on or before the date (period 'full')")
+    # Data errors first, whichever models would fit: they stop the run, a failed fit does not.
+    _check_columns(full, ["frequency", "recency", "t", "monetary_value"], "clv_summary (period 'full')")
+    _check_columns(calibration, ["frequency", "recency", "t", "monetary_value", "holdout_purchases"],
+                   "clv_summary (period 'calibration')")
+    if not (full["frequency"] > 0).any():
+        raise ClvInputError(f"clv_summary (period 'full'): none of {len(full):,} customers has repeat purchases "
+                            "(column frequency is 0 for all): CLV models need repeat buyers")
     holdout_units = settings.holdout_units
     if champion is not None:
         return _score_with_champion(full, calibration, settings, champion, lap)

@@ -149,7 +149,7 @@ CREATE TABLE IF NOT EXISTS segment_economics (
     mean_clv_365d DOUBLE, total_clv_365d DOUBLE, previous_date DATE,
     previous_customers BIGINT, label_kept_customers BIGINT, label_stability DOUBLE,
     cost_known BOOLEAN, alive_share DOUBLE, retention_base BIGINT, repeat_retention DOUBLE,
-    currency_code VARCHAR, currency_symbol VARCHAR
+    currency_code VARCHAR, currency_symbol VARCHAR, gross_margin_rate DOUBLE, gross_margin_assumed BOOLEAN
 );
 
 CREATE TABLE IF NOT EXISTS profit_concentration (

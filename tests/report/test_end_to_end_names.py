@@ -44,7 +44,7 @@ def _run(url: str, dag_id: str, order, settings_by_date) -> None:
 
 
 def _names_in_report(page: str) -> list[str]:
-    named = re.search(r"<h2>How segments were named</h2>(.*?)</section>", page, flags=re.S).group(1)
+    named = re.search(r"<h2>How segments were named \(model fit\)</h2>(.*?)</section>", page, flags=re.S).group(1)
     return re.findall(r"<tr><td class=\"\">(.*?)</td>", named)
 
 

@@ -63,7 +63,7 @@ def test_held_back_labels_get_a_headline_banner_and_one_source_of_stability(repo
     sections = _sections(page)
     headline = sections["Headline"]
     assert "Quality gate failed" in headline and f"labels published on {PREVIOUS}" in headline
-    stability = sections["Stability"]
+    stability = sections["Stability (model fit)"]
     # The gate text and the table read the same run: 0.52 in both, last week's 0.66 nowhere.
     assert stability.count("0.52") == 2 and "0.66" not in stability
     assert f"published on {PREVIOUS}" in stability
@@ -114,5 +114,5 @@ def test_naming_rules_are_shown(report_wh):
     wh = report_wh
     with wh:
         page = render_report(load_report_data(wh, AS_OF))
-    named = _sections(page)["How segments were named"]
+    named = _sections(page)["How segments were named (model fit)"]
     assert "top by hand" in named and "lapsed by hand" in named
