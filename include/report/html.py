@@ -406,10 +406,13 @@ def _backtest_title(claims: pd.DataFrame | None, clv_bt: pd.DataFrame) -> str:
     return f"What we said on {min(dates)}, and what those customers did next" if dates else BACKTEST_TITLE
 
 
-def _claim_value(metric: str, value: float, currency: str) -> str:
+def _claim_value(metric: str, value: float, currency: str, unit: Any = None) -> str:
+    """A claim's realised figure or bar: by its ``unit`` where the table has one, else by the metric's words."""
     if value is None or pd.isna(value):
         return "—"
-    words = str(metric).lower()
+    words = str(unit if isinstance(unit, str) else metric).lower()
+    if "rank" in words or "count" in words or "customers" in words:
+        return f"{value:,.0f}"
     if any(w in words for w in ("share", "rate", "%", "percent", "proportion")):
         return pct(value)
     if any(w in words for w in ("revenue", "spend", "value", "profit", "money")):
@@ -444,13 +447,16 @@ def _backtest_section(data: dict[str, Any], clv: dict[str, Any], currency: str) 
         for r in claims.itertuples():
             verdict = str(r.verdict)
             mark = _VERDICT.get(verdict, e(verdict))
+            unit = getattr(r, "unit", None)
             rows.append([e(f"“{r.claim}”"), e(str(r.segment_name)) if pd.notna(r.segment_name) else "all customers",
                          "—" if pd.isna(r.customers) else f"{int(r.customers):,}", e(str(r.metric)),
-                         _claim_value(r.metric, r.realised, currency), _claim_value(r.metric, r.bar, currency),
+                         _claim_value(r.metric, r.realised, currency, unit),
+                         _claim_value(r.metric, r.bar, currency, unit),
                          f"<b>{mark}</b>" if verdict == "failed" else mark,
                          e(str(r.detail)) if pd.notna(r.detail) else ""])
-        parts.append(table(["what we said", "about", "customers", "what we measured next", "what happened",
-                            "needed", "verdict", "in plain words"], rows, numeric_from=2))
+        parts.append('<div class="scroll">' + table(
+            ["what we said", "about", "customers", "what we measured next", "what happened", "needed", "verdict",
+             "in plain words"], rows, numeric={2, 4, 5}) + "</div>")
     parts.append("<h3>Customer lifetime value</h3>")
     deciles = clv_bt[clv_bt["row_kind"] == "decile"] if len(clv_bt) else clv_bt
     if clv["kind"] == "unavailable":
@@ -470,14 +476,16 @@ def _backtest_section(data: dict[str, Any], clv: dict[str, Any], currency: str) 
         top_real, top_pred = value.get("top_decile_realised_revenue_share"), value.get(
             "top_decile_predicted_revenue_share")
         error = value.get("purchase_error_pct")
+        expected, made = deciles["predicted_purchases"].sum(), deciles["realised_purchases"].sum()
+        estimate = ("" if error is None or pd.isna(error) else
+                    f" ({error:+.0f}%: {'more' if error > 0 else 'fewer'} than they made)")
         parts.append(
             f"<p>On <b>{str(first['calibration_end'])[:10]}</b> the CLV model ({e(str(first['clv_model']))}) "
             f"ranked every customer by the value it expected over the next {int(first['horizon_days'])} days. "
             f"What they then spent: the tenth it ranked highest brought <b>{pct(top_real)}</b> of the revenue "
-            f"(it expected {pct(top_pred)}); all customers together made "
-            f"<b>{'—' if error is None or pd.isna(error) else f'{error:+.0f}%'}</b> purchases compared with what "
-            "it expected (positive: it expected more). Ranking quality (normalised Gini: 1 = customers ranked "
-            f"exactly by what they went on to spend, 0 = no better than chance): <b>"
+            f"(it expected {pct(top_pred)}). It expected <b>{expected:,.0f}</b> purchases from them all; they "
+            f"made <b>{made:,.0f}</b>{estimate}. Ranking quality (normalised Gini: 1 = customers ranked "
+            "exactly by what they went on to spend, 0 = no better than chance): <b>"
             f"{'—' if gini is None or pd.isna(gini) else f'{gini:.2f}'}</b>"
             + (f", needed {bar:.2f}: <b>{_VERDICT.get(str(verdict), e(str(verdict)))}</b>" if pd.notna(bar) else "")
             + ".</p>")
@@ -650,7 +658,8 @@ def render_report(data: dict[str, Any], *, title: str = "Customer segments", cur
                                            numeric_from=3)
                          + "<p class='note'>Priority layers churn risk (1 − P(alive)) on the segment's value tier: "
                          "high value + high risk = critical; dormant + high risk = low."
-                         + (f" CLV not available ({e(str(clv['reason']))}): churn risk is unknown this run."
+                         + (f" <b>CLV not available: {e(str(clv['reason']))}</b>: churn risk (1 − P(alive)) is "
+                            "unknown this run."
                             if clv["kind"] == "unavailable" else "") + "</p>"))
     sections.append((_backtest_title(data.get("claims_backtest"), data.get("clv_backtest", pd.DataFrame())),
                      _backtest_section(data, clv, currency)))

@@ -87,13 +87,24 @@ def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
-    """An HTML table; cells are HTML already (escape text before), columns from ``numeric_from`` right-aligned."""
+def table(headers: list[str], rows: list[list[str]], numeric_from: int = 1,
+          numeric: set[int] | None = None) -> str:
+    """An HTML table; cells are HTML already (escape text before).
+
+    Columns from ``numeric_from`` on are right-aligned figures (or exactly the
+    columns in ``numeric``, when given); all-empty ``headers`` give a table
+    without a header row (a list of labelled values).
+    """
+    numeric = set(numeric) if numeric is not None else None
+
+    def cls(i: int) -> str:
+        return "num" if (i in numeric if numeric is not None else i >= numeric_from) else ""
+
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"num" if i >= numeric_from else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
-        for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i)}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
+                   for r in rows)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 def not_available(what: str, why: str) -> str:
