@@ -10,7 +10,7 @@ and what do we spend serving the unprofitable ones?**
 | `resolve_identity` | `identity_map` (record → stable `customer_key`), `customers` (golden records); Splink model in MLflow |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
 | `segment_customers` | `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` |
-| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error: P(alive), expected purchases, CLV 90/365 days) |
+| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error among the fits with an interior maximum: P(alive), expected purchases, CLV 90/365 days), `clv_runs` (every run: model, holdout error, check, assumed margin; `unavailable` and why when no model fits: no CLV rows, the run goes on), `clv_backtest` (holdout predictions vs what customers did, by decile, normalised Gini) |
 | `crosscheck_clv` | `segment_clv_check`: value claims vs mean CLV; renames a contradicted segment or fails the gate, before publishing |
 | `publish_segments` | `customer_segments` (published labels + classic RFM map) |
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |

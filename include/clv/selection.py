@@ -17,6 +17,15 @@ goes to BG/NBD, listed first, so CDNOW's published BG/NBD path is kept when
 the data cannot tell the two apart. When no candidate is valid, the run has
 no CLV (``include/clv/fit.py`` records why) rather than a false one.
 
+Pareto/NBD (Schmittlein, Morrison & Colombo 1987), the family's third
+member, is not a candidate. Its likelihood's gradient needs derivatives of
+the Gauss hypergeometric function with respect to its parameters, which have
+no closed form (the likelihoods here come with analytic gradients, checked
+against finite differences), and where BG/NBD and MBG/NBD have no interior
+maximum it has none either: on ``tests/clv/simulate.py``'s one-year wholesale
+shop lifetimes' ``ParetoNBDFitter`` ends with the dropout shape s = 8e-7 and
+P(alive) >= 0.999 for every customer (``tests/clv/test_boundary.py``).
+
 References
 ----------
 Fader, P. S., Hardie, B. G. S., Lee, K. L. (2005). "Counting your customers"
@@ -24,6 +33,8 @@ the easy way: an alternative to the Pareto/NBD model. Marketing Science 24(2), 2
 Batislam, E. P., Denizel, M., Filiztekin, A. (2007). Empirical validation and
 comparison of models for customer base analysis. International Journal of
 Research in Marketing 24(3), 201-209.
+Schmittlein, D. C., Morrison, D. G., Colombo, R. (1987). Counting your
+customers: who are they and what will they do next? Management Science 33(1), 1-24.
 """
 
 from __future__ import annotations
