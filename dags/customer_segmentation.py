@@ -24,7 +24,8 @@ and what do we spend serving the unprofitable ones?**
 
 **Assets**: `publish_segments`, `fit_clv` and `build_economics` update the assets
 `customer_segments`, `customer_clv` and `segment_economics` (event `extra`:
-`as_of_date`), so other DAGs can be scheduled on them.
+`as_of_date`; for `customer_clv` also `status`, `unavailable` when no CLV model fits and the date has no
+CLV rows), so other DAGs can be scheduled on them.
 
 **Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
 names, email, phone, address, date of birth and device id. The last accepted
@@ -108,7 +109,9 @@ def _stage(name: str):
             # Bad input or settings, a failed gate, a migration alert: findings, not transient errors. Fail once.
             raise AirflowFailException(str(exc)) from exc
         for asset in outlets:
-            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat()}
+            # A stage that reports a status (fit_clv: 'unavailable' when no CLV model fits) says it to consumers.
+            status = {"status": result["status"]} if isinstance(result, dict) and "status" in result else {}
+            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat(), **status}
         return result
 
     return run_stage()

@@ -300,7 +300,7 @@ class ClvSettings:
 
     Defaults are the run settings' declared defaults. ``gross_margin_assumed``:
     the margin is the default, not the business's figure (stated wherever a CLV
-    figure is shown).
+    figure is shown); when not given, whether ``gross_margin`` is the default.
     """
 
     unit_days: int = _default("clv_unit_days")
@@ -312,7 +312,11 @@ class ClvSettings:
     min_gini: float = _default("clv_min_gini")
     fit_sample_size: int = _default("clv_fit_sample_size")
     seed: int = _default("seed")
-    gross_margin_assumed: bool = True
+    gross_margin_assumed: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.gross_margin_assumed is None:  # not said: assumed exactly when it is the default
+            self.gross_margin_assumed = self.gross_margin == DEFAULT_GROSS_MARGIN
 
     @classmethod
     def from_run_settings(cls, settings) -> ClvSettings:

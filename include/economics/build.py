@@ -56,16 +56,21 @@ class EconomicsSettings:
     """Money settings of the economics stage.
 
     ``gross_margin_assumed``: the margin is the settings' default, not the
-    business's own figure (stored with the rows, stated wherever it is used).
+    business's own figure (stored with the rows, stated wherever it is used);
+    when not given, whether ``gross_margin`` is the default.
     """
 
     gross_margin: float = DEFAULT_GROSS_MARGIN
-    gross_margin_assumed: bool = True
+    gross_margin_assumed: bool | None = None
     servicing_cost_per_customer: float = 0.0
     servicing_cost_per_order: float = 0.0
     retention_window_days: int = 90
     currency_code: str = "GBP"
     currency_symbol: str = "£"
+
+    def __post_init__(self) -> None:
+        if self.gross_margin_assumed is None:  # not said: assumed exactly when it is the default
+            object.__setattr__(self, "gross_margin_assumed", self.gross_margin == DEFAULT_GROSS_MARGIN)
 
 
 def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings,

@@ -346,12 +346,13 @@ def _economics_section(econ: pd.DataFrame, unavailable: dict, clv: dict[str, Any
     margin = margin_note(rate, assumed)
     discounts = "discount_share" not in unavailable  # no discount data: a column of zeros says nothing
     with_clv = clv["kind"] != "unavailable"
+    cost_known = bool(len(econ)) and bool(econ["profit"].notna().all())
     rows = []
     for r in econ.itertuples():
         row = [e(str(r.segment_name)), f"{r.customers:,}", pct(r.customer_share), money(r.revenue, currency),
                money(r.gross_margin, currency)] + ([money(r.discount_spend, currency)] if discounts else [])
         row += [cost(r.cost_to_serve, r, currency), cost(r.profit, r, currency),
-                cost(r.profit_per_customer, r, currency), pct(r.profit_share)]
+                cost(r.profit_per_customer, r, currency), pct(r.profit_share) if cost_known else "<i>unknown</i>"]
         if with_clv:
             row += [money(r.mean_clv_365d, currency), money(r.total_clv_365d, currency)]
         row += [pct(getattr(r, "repeat_retention", None))]
@@ -365,7 +366,6 @@ def _economics_section(econ: pd.DataFrame, unavailable: dict, clv: dict[str, Any
                + ["cost to serve", "profit", "profit / customer", "share of profit"]
                + (["mean CLV 365 d", "total CLV 365 d"] if with_clv else []) + ["repeat retention"]
                + (["alive (P ≥ 0.5)"] if with_clv else []) + ["label stability"])
-    cost_known = bool(len(econ)) and bool(econ["profit"].notna().all())
     notes = ["Last 12 months, by the published labels (customer_segments)."]
     if margin:
         notes.append(f"Gross margin and profit use an {e(margin)} (the default, not the business's figure).")

@@ -178,7 +178,8 @@ def _print_economics(econ, symbol: str, code: str) -> None:
     for r in econ.itertuples(index=False):
         print(f"  {r.segment_name:42s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue, symbol):>11} "
               f"{money(r.cost_to_serve, symbol) if cost_known else 'unknown':>13} "
-              f"{money(r.profit, symbol) if cost_known else 'unknown':>10} {pct(r.profit_share):>9} "
+              f"{money(r.profit, symbol) if cost_known else 'unknown':>10} "
+              f"{pct(r.profit_share) if cost_known else 'unknown':>9} "
               f"{pct(r.repeat_retention):>7} {pct(r.alive_share):>6} {pct(r.label_stability):>10}")
     if not cost_known:
         print(f"  Cost to serve and profit unknown: they {NO_COST}.")

@@ -280,6 +280,7 @@ CREATE TABLE IF NOT EXISTS segment_lift (
 -- customer_clv is written but not presented as true), 'unavailable' (no purchase model fits: no
 -- customer_clv rows for the date; every reader says "CLV not available: <reason>"). check_passed and
 -- reason say whether and why the figures fail their check (holdout error, ranking on the holdout).
+-- fitted_as_of: the as-of date of the registry's champion the run scored with (NULL: fitted this run).
 CREATE TABLE IF NOT EXISTS clv_runs (
     as_of_date DATE, status VARCHAR, clv_model VARCHAR, reason VARCHAR, holdout_error_pct DOUBLE,
     gross_margin DOUBLE, gross_margin_assumed BOOLEAN, check_passed BOOLEAN, holdout_mae DOUBLE,
