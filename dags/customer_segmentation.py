@@ -83,8 +83,37 @@ OUTLETS = {
 }
 
 
+def _concurrent_tasks(task) -> int:
+    """Tasks that may run beside this one, itself included: the executor's slots, capped by the DAG.
+
+    The slots come from ``$SEGMENTATION_CONCURRENT_TASKS`` (``scripts/ui.sh`` sets it to the
+    scheduler's parallelism for its workers; unset under ``airflow dags test``, which runs
+    one task at a time). The DAG caps them: only stages that are neither upstream nor
+    downstream of this one can run beside it (``fit_clv`` beside ``segment_customers``), so a
+    stage alone in its part of the DAG gets every core.
+    """
+    import os
+
+    from include.runtime.threads import CONCURRENCY_VARIABLE
+    from include.stages import STAGES
+
+    slots = int(os.environ.get(CONCURRENCY_VARIABLE) or 1)
+    if slots <= 1:
+        return 1
+    related = task.get_flat_relative_ids(upstream=True) | task.get_flat_relative_ids(upstream=False)
+    beside = {t for t in task.dag.task_ids if t in STAGES and t != task.task_id and t not in related}
+    return min(slots, 1 + len(beside))
+
+
 def _stage(name: str):
-    """A task running the stage adapter ``include.stages.STAGES[name]`` for this DAG run's as-of date."""
+    """A task running the stage adapter ``include.stages.STAGES[name]`` for this DAG run's as-of date.
+
+    The stage runs with its thread pools bounded to its share of the cores
+    (:mod:`include.runtime.threads`) and stops within seconds on SIGTERM/SIGINT
+    (:mod:`include.runtime.stops`: its transaction rolls back, the MLflow run is closed KILLED).
+    A :class:`~include.runtime.errors.PipelineFinding` (bad data or settings, a failed gate)
+    fails the task once; any other exception is taken as transient and retried.
+    """
     from include.stages import STAGES
 
     if name not in STAGES:  # fail when the DAG file is parsed, not when the task runs
@@ -93,21 +122,33 @@ def _stage(name: str):
 
     @task(task_id=name, outlets=outlets)
     def run_stage(**context):
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTerminated
 
+        from include.runtime import threads, tracking
         from include.runtime.errors import PipelineFinding
         from include.runtime.run import RunInfo
+        from include.runtime.stops import StageTerminated, stoppable
         from include.stages import stage
         from segmentation_providers.hooks.warehouse import WarehouseHook
 
+        budget = threads.task_thread_budget(_concurrent_tasks(context["task"]))
         try:
-            run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
-            adapter = stage(name)  # imports the stage's module before MLflow is imported beside it
-            run.prefetch_mlflow_run()
-            result = adapter(run)
+            with stoppable(), threads.limited(budget):
+                run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
+                adapter = stage(name)  # imports the stage's module before MLflow is imported beside it
+                run.prefetch_mlflow_run()
+                result = adapter(run)
         except PipelineFinding as exc:
             # Bad input or settings, a failed gate, a migration alert: findings, not transient errors. Fail once.
-            raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        except StageTerminated as exc:
+            # Stopped on purpose: failed, not retried; the MLflow run must not stay RUNNING.
+            dag_run = context["dag_run"]
+            try:
+                tracking.kill_parent_run(dag_run.dag_id, dag_run.run_id, name, str(exc))
+            except Exception:  # noqa: BLE001 - the stop goes on; the teardown closes the run if it runs
+                pass
+            raise AirflowTaskTerminated(str(exc)) from exc
         for asset in outlets:
             # A stage that reports a status (fit_clv: 'unavailable' when no CLV model fits) says it to consumers.
             status = {"status": result["status"]} if isinstance(result, dict) and "status" in result else {}

@@ -12,10 +12,10 @@ instead of failing the run.
 
 from __future__ import annotations
 
-from include.runtime.errors import PipelineFinding
+from include.runtime.errors import ModelInputError, PipelineFinding
 
 
-class ClvInputError(PipelineFinding, ValueError):
+class ClvInputError(ModelInputError):
     """Summary data that a CLV model cannot take (names the table or summary and the column)."""
 
 

@@ -59,6 +59,7 @@ from include.clv.models import (
     validate_holdout,
 )
 from include.clv.selection import choose_purchase_model, degenerate_reason, fit_purchase_model, model_class
+from include.runtime.errors import NoRowsError
 
 if TYPE_CHECKING:
     from include.clv.registry import Champion
@@ -230,12 +231,14 @@ def fit_and_score(full: pd.DataFrame, calibration: pd.DataFrame, settings: ClvSe
 
     Raises
     ------
+    NoRowsError
+        The full-period summary is empty (no valid orders on or before the date).
     ClvInputError
-        The summaries are empty, or no model can take them (missing columns,
-        NaN, negative money, recency beyond the period, no repeat buyers).
+        No model can take the summaries (missing columns, NaN, negative money,
+        recency beyond the period, no repeat buyers).
     """
     if full.empty:
-        raise ClvInputError("clv_summary: no customer with a valid order on or before the date (period 'full')")
+        raise NoRowsError("clv_summary is empty for the date (period 'full'): no valid orders on or before it")
     # Data errors first, whichever models would fit: they stop the run, a failed fit does not.
     _check_columns(full, ["frequency", "recency", "t", "monetary_value"], "clv_summary (period 'full')")
     _check_columns(calibration, ["frequency", "recency", "t", "monetary_value", "holdout_purchases"],

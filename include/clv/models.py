@@ -30,6 +30,7 @@ from scipy import special
 
 from include.clv.errors import ClvFitError, ClvInputError
 from include.clv.likelihood import bgnbd_loglik, compress, gamma_gamma_loglik, maximise
+from include.runtime.errors import QualityGateError
 from include.runtime.settings import BY_NAME, DEFAULT_GROSS_MARGIN, assumed
 
 log = logging.getLogger(__name__)
@@ -175,8 +176,8 @@ class GammaGammaSpend:
         data = [usable["frequency"].to_numpy(dtype=float), usable["monetary_value"].to_numpy(dtype=float)]
         params = maximise(gamma_gamma_loglik, ("p", "q", "v"), data, np.ones(len(usable)), "Gamma-Gamma").params
         if params["q"] <= 1:
-            raise ClvFitError(f"Gamma-Gamma q={params['q']:.3f} <= 1: mean spend undefined; model rejected",
-                              "Gamma-Gamma q <= 1 (the mean spend is undefined)")
+            raise ClvFitError(f"Gamma-Gamma q={params['q']:.3f} <= 1 on clv_summary.monetary_value: mean spend "
+                              "undefined; model rejected", "Gamma-Gamma q <= 1 (the mean spend is undefined)")
         return cls(**params), counts
 
     def params(self) -> dict[str, float]:
@@ -387,7 +388,7 @@ def score_customers(bg: PurchaseModel, gg: GammaGammaSpend, summary: pd.DataFram
     })
     numeric = out.drop(columns="customer_key")
     if numeric.isna().any().any() or (numeric < 0).any().any():
-        raise RuntimeError("CLV scoring produced NaN or negative values; refusing to write them")
+        raise QualityGateError("CLV scoring produced NaN or negative values; refusing to write them")
     out["clv_model"] = bg.LABEL
     return out
 

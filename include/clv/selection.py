@@ -23,8 +23,9 @@ the Gauss hypergeometric function with respect to its parameters, which have
 no closed form (the likelihoods here come with analytic gradients, checked
 against finite differences), and where BG/NBD and MBG/NBD have no interior
 maximum it has none either: on ``tests/clv/simulate.py``'s one-year wholesale
-shop lifetimes' ``ParetoNBDFitter`` ends with the dropout shape s = 8e-7 and
-P(alive) >= 0.999 for every customer (``tests/clv/test_boundary.py``).
+shop lifetimes' ``ParetoNBDFitter`` ends with a mean dropout rate s / beta
+of 4e-9 a week and P(alive) >= 0.999 for every customer
+(``tests/clv/test_boundary.py``).
 
 References
 ----------

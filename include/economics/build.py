@@ -42,6 +42,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from include.features.build import feature_params
+from include.runtime.errors import NoRowsError
 from include.runtime.settings import DEFAULT_GROSS_MARGIN
 from include.runtime.warehouse import Warehouse, load_sql
 
@@ -84,7 +85,7 @@ def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: Econom
             return build_segment_economics(wh, as_of_date, settings, c)
     if not _read(conn, "SELECT COUNT(*) AS n FROM customer_segments WHERE as_of_date = :d",
                  {"d": as_of_date})["n"].iloc[0]:
-        raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
+        raise NoRowsError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
                          "run publish_segments first")
     if settings.retention_window_days < 1:
         raise ValueError(f"retention_window_days must be at least 1, got {settings.retention_window_days}")

@@ -47,6 +47,7 @@ import pandas as pd
 from include.experiment.holdout import holdout_draw
 from include.experiment.lift import LIFT_COLUMNS, segment_lift
 from include.features.build import feature_params
+from include.runtime.errors import NoRowsError
 from include.runtime.settings import DEFAULT_GROSS_MARGIN
 from include.runtime.warehouse import Warehouse, named_sql
 
@@ -146,10 +147,10 @@ def _run_experiment(wh: Warehouse, as_of_date: dt.date, settings: ExperimentSett
                     playbook_path: str | Path | None) -> dict[str, Any]:
     published = wh.query_df(SQL["published_actions"], {"as_of_date": as_of_date})
     if published.empty:
-        raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
+        raise NoRowsError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
                          "run publish_segments first")
     if published["action"].isna().all():
-        raise ValueError(f"customer_priority has no actions for as_of_date={as_of_date}; run build_economics first")
+        raise NoRowsError(f"customer_priority has no actions for as_of_date={as_of_date}; run build_economics first")
     policy = playbook_hash(playbook_path)
     assigned = assign_holdout(published, settings.experiment_name, settings.holdout_share)
     history = wh.query_df(SQL["policy_history"], {"experiment_name": settings.experiment_name,

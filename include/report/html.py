@@ -54,6 +54,7 @@ from include.report.render import (
     svg,
     table,
 )
+from include.runtime.errors import NoRowsError
 from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def load_report_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any]:
         "ON s.customer_key = f.customer_key AND s.as_of_date = f.as_of_date WHERE f.as_of_date = :d "
         "ORDER BY f.customer_key", d)
     if features.empty:
-        raise ValueError(f"no published segments with features for as_of_date={as_of_date}")
+        raise NoRowsError(f"no published segments with features for as_of_date={as_of_date}")
     labels = features["segment_id"].to_numpy()
     columns, unavailable = available_features(features, NUMERIC_FEATURES)
     data["features_unavailable"] = unavailable

@@ -131,6 +131,21 @@ SETTINGS: tuple[Setting, ...] = (
        "How extract reads dates with a four-digit year last: ISO = only unambiguous forms (ISO 8601 with an "
        "optional UTC offset, YYYY/MM/DD, YYYYMMDD); DMY reads 31/12/1980 and 31.12.1980; MDY reads 12/31/1980.",
        "Extract", enum=["ISO", "DMY", "MDY"]),
+    _s("business_start_date", "1970-01-01", "string", "Earliest plausible event date",
+       "Orders, returns, contacts, usage, emails, plans and customer records dated before this are quarantined "
+       "(date_before_business_start): a year-0001 date is bad data, not a customer of 2,000 years' tenure.",
+       "Extract", format="date"),
+    _s("max_amount", 1e9, "number", "Largest plausible amount or count",
+       "A raw amount, cost or count above this is quarantined (value_above_bound; an optional column is nulled "
+       "instead): 1e308 is bad data, and its sums overflow.", "Extract", exclusiveMinimum=0),
+    _s("created_at_grace_days", 1, "integer", "Days an order may precede its customer record",
+       "An order or return dated more than this many days before its customer record's created_at is "
+       "quarantined (before_customer_created); empty = no check (a created_at that is an import date).",
+       "Extract", nullable=True, minimum=0),
+    _s("outlier_log_mads", 8.0, "number", "Flag amounts this far above the shop's typical one",
+       "An order or return amount whose logarithm lies more than this many robust standard deviations "
+       "(1.4826 x MAD) above the median of the staged amounts is flagged in extract_flags and kept: a statistical "
+       "rule flags, it never drops.", "Extract", exclusiveMinimum=0),
     # -- Identity -----------------------------------------------------------
     _s("identity_method", "splink", "string", "Identity method",
        "Probabilistic linkage (Splink) or the exact email/phone baseline.", "Identity",

@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS extract_log (
     as_of_date DATE, source_table VARCHAR, rows_in_scope BIGINT,
     rows_staged BIGINT, rows_quarantined BIGINT, rows_after_as_of BIGINT,
-    fields_nulled BIGINT
+    fields_nulled BIGINT,
+    -- Added later (issue #31): staged values flagged (kept) or adjusted, listed in extract_flags.
+    rows_flagged BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS identity_map (
@@ -205,7 +207,11 @@ CREATE TABLE IF NOT EXISTS stg_identity_identifiers (
 
 CREATE TABLE IF NOT EXISTS load_manifest (
     table_name VARCHAR, source VARCHAR, rows_loaded BIGINT, currency VARCHAR, timezone VARCHAR,
-    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP
+    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP,
+    -- Added later (issue #27): where every input row went. rows_in = rows_loaded + rows_as_returns +
+    -- rows_aggregated + rows_quarantined + rows_guest + rows_erased; guest_amount is the money of the guests.
+    rows_in BIGINT, rows_aggregated BIGINT, rows_quarantined BIGINT, rows_guest BIGINT, guest_amount DOUBLE,
+    derived_from VARCHAR, rows_as_returns BIGINT, rows_erased BIGINT
 );
 
 -- One row per identity run: how records were linked, and whether the run was
@@ -272,6 +278,34 @@ CREATE TABLE IF NOT EXISTS segment_lift (
     -- Added later (ensure_schema adds them to an older warehouse; its rows read NULL): the interval that
     -- holds for all of the run's segments of the outcome at once (Bonferroni over family_size of them).
     simultaneous_low DOUBLE, simultaneous_high DOUBLE, family_size BIGINT
+);
+
+-- Returns, flags and row accounting (issues #27, #31; include/extract, include/load).
+-- stg_returns: validated raw_returns (a cancellation or refund per row, amount > 0) and where
+-- its money went (rule in include/sql/validate_money.sql): matched to the order it names, to
+-- the customer record's earlier purchases, or unattributed (never subtracted). extract_flags:
+-- staged values kept but flagged (far above the shop's typical amount) or adjusted (a
+-- returned_amount above its order's amount), with the rule and the value. return_attribution:
+-- per date, the returned money by destination and the records left with no net spend.
+CREATE TABLE IF NOT EXISTS stg_returns (
+    as_of_date DATE, return_id VARCHAR, source_system VARCHAR, source_id VARCHAR, return_ts TIMESTAMP,
+    amount DOUBLE, order_id VARCHAR, matched_to_order DOUBLE, matched_to_prior DOUBLE, unattributed DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS extract_flags (
+    as_of_date DATE, source_table VARCHAR, source_key VARCHAR, column_name VARCHAR, rule VARCHAR, detail VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS return_attribution (
+    as_of_date DATE, returns BIGINT, returned_amount DOUBLE, matched_to_order DOUBLE, matched_to_prior DOUBLE,
+    unattributed_amount DOUBLE, returns_unattributed BIGINT, records_with_returns BIGINT,
+    records_zero_net_spend BIGINT, order_returned_amount DOUBLE
+);
+
+-- Input rows the loader set aside with a reason (an invoice line whose value is not a number,
+-- a line without an order key); replaced for a table on each load of it.
+CREATE TABLE IF NOT EXISTS load_quarantine (
+    table_name VARCHAR, source VARCHAR, source_key VARCHAR, reason VARCHAR, detail VARCHAR, loaded_at TIMESTAMP
 );
 
 -- CLV runs and their check (include/clv/fit.py; owner: fit_clv). clv_runs: one row per date, written

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+from include.runtime.errors import NoRowsError
 from include.runtime.run import RunInfo
 from include.runtime.warehouse import Warehouse, named_sql
 
@@ -226,7 +227,7 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
         profiles = wh.query_df(query, d)
         clv = wh.query_df(SQL["segment_clv"], d)
         if profiles.empty or clv.empty:
-            raise ValueError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
+            raise NoRowsError(f"segment_profiles or customer_clv is empty for as_of_date={run.as_of_date}")
         check, spearman = crosscheck_segments(profiles, clv)
         renamed = rename_with_clv(wh, run.as_of_date, clv.set_index("segment_id")["mean_clv_365d"])
         renamed_profiles = wh.query_df(query, d)

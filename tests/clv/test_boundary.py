@@ -20,7 +20,7 @@ from include.clv.likelihood import bgnbd_loglik, compress
 from include.clv.mbgnbd import ModifiedBetaGeoNBD
 from include.clv.models import BetaGeoNBD, ClvSettings, build_clv_summary
 from include.clv.selection import choose_purchase_model, degenerate_reason
-from include.runtime.errors import PipelineFinding
+from include.runtime.errors import NoRowsError, PipelineFinding
 from include.runtime.warehouse import Warehouse
 from tests.clv.simulate import stage_shop, wholesale_invoice_shop
 
@@ -84,8 +84,8 @@ def test_bgnbd_has_no_interior_maximum_and_the_fit_says_so(shop, unit_days):
 def test_lifetimes_finds_the_same_boundary(shop):
     """The reference library, without a penalty, also ends with dropout ~0 and P(alive) = 1 for everyone.
 
-    Pareto/NBD (Schmittlein, Morrison & Colombo 1987) too: its dropout-rate shape ``s`` runs to 0, so a
-    third candidate of the family would not find dropout in this data either.
+    Pareto/NBD (Schmittlein, Morrison & Colombo 1987) too: its mean dropout rate s / beta runs to 0, so
+    a third candidate of the family would not find dropout in this data either.
     """
     from lifetimes import BetaGeoFitter, ParetoNBDFitter
 
@@ -95,7 +95,10 @@ def test_lifetimes_finds_the_same_boundary(shop):
         bg = BetaGeoFitter().fit(x, tx, t)
         pareto = ParetoNBDFitter().fit(x, tx, t)
         p_alive = [np.asarray(m.conditional_probability_alive(x, tx, t)) for m in (bg, pareto)]
-    assert bg.params_["a"] < 1e-3 and pareto.params_["s"] < 1e-3
+    # Where on the flat ridge each optimiser stops depends on the order of its sums (Pareto/NBD has ended at
+    # s = 1e-7 and at s = 98 with a huge beta): what does not is that nobody is seen to drop out.
+    assert bg.params_["a"] < 1e-3
+    assert pareto.params_["s"] / pareto.params_["beta"] < 1e-3  # mean dropout rate per week
     assert all((p >= 0.999).all() for p in p_alive)
 
 
@@ -132,5 +135,5 @@ def test_data_errors_still_stop_the_run(shop):
     assert isinstance(no_repeat.value, PipelineFinding)
     with pytest.raises(ClvInputError, match="negative values in monetary_value"):
         fit_and_score(full.assign(monetary_value=-1.0), calibration.assign(monetary_value=-1.0), ClvSettings())
-    with pytest.raises(ClvInputError, match="clv_summary: no customer"):
+    with pytest.raises(NoRowsError, match="clv_summary is empty"):
         fit_and_score(full.iloc[:0], calibration.iloc[:0], ClvSettings())
