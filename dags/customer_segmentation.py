@@ -10,7 +10,7 @@ and what do we spend serving the unprofitable ones?**
 | `resolve_identity` | `identity_map` (record → stable `customer_key`), `customers` (golden records); Splink model in MLflow |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
 | `segment_customers` | `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` |
-| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error: P(alive), expected purchases, CLV 90/365 days) |
+| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error among the fits with an interior maximum: P(alive), expected purchases, CLV 90/365 days), `clv_runs` (every run: model, holdout error, check, assumed margin; `unavailable` and why when no model fits: no CLV rows, the run goes on), `clv_backtest` (holdout predictions vs what customers did, by decile, normalised Gini) |
 | `crosscheck_clv` | `segment_clv_check`: value claims vs mean CLV; renames a contradicted segment or fails the gate, before publishing |
 | `publish_segments` | `customer_segments` (published labels + classic RFM map) |
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
@@ -24,7 +24,8 @@ and what do we spend serving the unprofitable ones?**
 
 **Assets**: `publish_segments`, `fit_clv` and `build_economics` update the assets
 `customer_segments`, `customer_clv` and `segment_economics` (event `extra`:
-`as_of_date`), so other DAGs can be scheduled on them.
+`as_of_date`; for `customer_clv` also `status`, `unavailable` when no CLV model fits and the date has no
+CLV rows), so other DAGs can be scheduled on them.
 
 **Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
 names, email, phone, address, date of birth and device id. The last accepted
@@ -149,7 +150,9 @@ def _stage(name: str):
                 pass
             raise AirflowTaskTerminated(str(exc)) from exc
         for asset in outlets:
-            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat()}
+            # A stage that reports a status (fit_clv: 'unavailable' when no CLV model fits) says it to consumers.
+            status = {"status": result["status"]} if isinstance(result, dict) and "status" in result else {}
+            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat(), **status}
         return result
 
     return run_stage()

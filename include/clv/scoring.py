@@ -21,14 +21,8 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from include.clv.models import (
-    ClvInputError,
-    ClvSettings,
-    GammaGammaSpend,
-    PurchaseModel,
-    _check_columns,
-    score_customers,
-)
+from include.clv.errors import ClvInputError
+from include.clv.models import ClvSettings, GammaGammaSpend, PurchaseModel, _check_columns, score_customers
 from include.runtime.warehouse import Warehouse
 from include.segmentation.scoring import DEFAULT_CHUNK_ROWS, read_in_chunks
 

@@ -67,7 +67,7 @@ from include.experiment.holdout import holdout_draw
 from include.experiment.lift import LIFT_COLUMNS, segment_lift
 from include.features.build import feature_params
 from include.runtime.errors import NoRowsError
-from include.runtime.settings import SettingsError
+from include.runtime.settings import DEFAULT_GROSS_MARGIN, SettingsError
 from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class ExperimentSettings:
     experiment_name: str = "segment-playbook"
     holdout_share: float = 0.10
     retention_window_days: int = 90
-    gross_margin: float = 0.35
+    gross_margin: float = DEFAULT_GROSS_MARGIN
     servicing_cost_per_customer: float = 0.0
     servicing_cost_per_order: float = 0.0
 

@@ -61,6 +61,9 @@ NOT_FINITE: dict[str, Any] = {
               {"type": "number", "exclusiveMinimum": 1.7976931348623157e308},
               {"type": "number", "exclusiveMaximum": -1.7976931348623157e308}],
 }
+#: Gross margin on net revenue when the business gives none: an assumption, stated wherever a figure uses it
+#: ("assumed 35% gross margin: set gross_margin"); see :func:`assumed`.
+DEFAULT_GROSS_MARGIN = 0.35
 
 _PYTHON_TYPES = {"number": float, "integer": int, "boolean": bool, "string": str, "array": list, "object": dict}
 _SCHEMA_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "items", "format",
@@ -235,11 +238,16 @@ SETTINGS: tuple[Setting, ...] = (
        "validated and scored.", "CLV", minimum=1000),
     _s("clv_max_holdout_error_pct", 25.0, "number", "Largest holdout error for a champion (%)",
        "A refit becomes the champion only if its holdout aggregate error is within this.", "CLV", minimum=0),
+    _s("clv_min_gini", 0.2, "number", "Least CLV ranking quality (normalised Gini)",
+       "A CLV fit passes its check only if ranking customers by predicted value orders their realised holdout "
+       "revenue at least this well (normalised Gini: 1 perfect, 0 no better than chance).", "CLV",
+       minimum=0, maximum=1),
     _s("annual_discount_rate", 0.10, "number", "Annual discount rate", "Discount rate of CLV.", "CLV",
        minimum=0, maximum=1),
     # -- Economics ----------------------------------------------------------
-    _s("gross_margin", 0.35, "number", "Gross margin", "Margin on net revenue (CLV and economics).",
-       "Economics", minimum=0, maximum=1),
+    _s("gross_margin", DEFAULT_GROSS_MARGIN, "number", "Gross margin",
+       "Margin on net revenue (CLV and economics). Left at its default it is an assumption, and every figure "
+       "that uses it says so.", "Economics", minimum=0, maximum=1),
     _s("servicing_cost_per_customer", 0.0, "number", "Servicing cost per customer",
        "Yearly servicing cost per customer, added to support costs; 0 = none configured (without support "
        "data, cost-to-serve and profit are then reported as unknown, never invented).", "Economics", minimum=0),
@@ -362,3 +370,14 @@ PipelineSettings = dataclasses.make_dataclass(
     namespace={"from_params": classmethod(_from_params), "__module__": __name__},
 )
 PipelineSettings.__doc__ = _docstring()
+
+
+def assumed(settings: Any, name: str) -> bool:
+    """Whether the run left setting ``name`` at its declared default: a figure using it rests on an assumption.
+
+    The report, the summary and the warehouse tables (``clv_runs.gross_margin_assumed``,
+    ``segment_economics.gross_margin_assumed``) say so where the figure is shown. A
+    value set equal to the default is indistinguishable from the default and is
+    reported as assumed too.
+    """
+    return getattr(settings, name) == BY_NAME[name].default

@@ -114,7 +114,7 @@ CREATE TABLE IF NOT EXISTS support_channel_costs (
 
 CREATE TABLE IF NOT EXISTS clv_summary (
     as_of_date DATE, period VARCHAR, customer_key VARCHAR, frequency DOUBLE,
-    recency DOUBLE, t DOUBLE, monetary_value DOUBLE, holdout_purchases DOUBLE
+    recency DOUBLE, t DOUBLE, monetary_value DOUBLE, holdout_purchases DOUBLE, holdout_value DOUBLE
 );
 
 CREATE TABLE IF NOT EXISTS customer_clv (
@@ -151,7 +151,7 @@ CREATE TABLE IF NOT EXISTS segment_economics (
     mean_clv_365d DOUBLE, total_clv_365d DOUBLE, previous_date DATE,
     previous_customers BIGINT, label_kept_customers BIGINT, label_stability DOUBLE,
     cost_known BOOLEAN, alive_share DOUBLE, retention_base BIGINT, repeat_retention DOUBLE,
-    currency_code VARCHAR, currency_symbol VARCHAR
+    currency_code VARCHAR, currency_symbol VARCHAR, gross_margin_rate DOUBLE, gross_margin_assumed BOOLEAN
 );
 
 CREATE TABLE IF NOT EXISTS profit_concentration (
@@ -309,4 +309,28 @@ CREATE TABLE IF NOT EXISTS return_attribution (
 -- a line without an order key); replaced for a table on each load of it.
 CREATE TABLE IF NOT EXISTS load_quarantine (
     table_name VARCHAR, source VARCHAR, source_key VARCHAR, reason VARCHAR, detail VARCHAR, loaded_at TIMESTAMP
+);
+
+-- CLV runs and their check (include/clv/fit.py; owner: fit_clv). clv_runs: one row per date, written
+-- every run. status: 'champion' (the figures come from a fit that is the champion: this run's fit passed
+-- its check, or the run scored with the registry's champion), 'fitted' (this run's fit failed its check:
+-- customer_clv is written but not presented as true), 'unavailable' (no purchase model fits: no
+-- customer_clv rows for the date; every reader says "CLV not available: <reason>"). check_passed and
+-- reason say whether and why the figures fail their check (holdout error, ranking on the holdout).
+-- fitted_as_of: the as-of date of the registry's champion the run scored with (NULL: fitted this run).
+CREATE TABLE IF NOT EXISTS clv_runs (
+    as_of_date DATE, status VARCHAR, clv_model VARCHAR, reason VARCHAR, holdout_error_pct DOUBLE,
+    gross_margin DOUBLE, gross_margin_assumed BOOLEAN, check_passed BOOLEAN, holdout_mae DOUBLE,
+    normalised_gini DOUBLE, candidates VARCHAR, customers BIGINT, fitted_as_of DATE, model_run_id VARCHAR
+);
+
+-- CLV calibration on the run's own holdout: the calibration fit's predictions for the holdout days
+-- against what the customers did in them. row_kind 'decile': customers by decile of predicted holdout
+-- revenue (1 = highest), predicted vs realised purchases and revenue; row_kind 'summary': one metric
+-- per row (normalised Gini, aggregate errors, the top decile's share) with its bar and verdict.
+CREATE TABLE IF NOT EXISTS clv_backtest (
+    as_of_date DATE, calibration_end DATE, horizon_days BIGINT, clv_model VARCHAR, row_kind VARCHAR,
+    decile BIGINT, metric VARCHAR, customers BIGINT, predicted_purchases DOUBLE, realised_purchases DOUBLE,
+    predicted_revenue DOUBLE, realised_revenue DOUBLE, value DOUBLE, bar DOUBLE, verdict VARCHAR,
+    detail VARCHAR
 );
