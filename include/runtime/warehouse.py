@@ -399,10 +399,12 @@ class DuckDBWarehouse(Warehouse, backend="duckdb"):
     def _connect_waiting_for_lock(self, dialect: Any, conn_rec: Any, cargs: tuple, cparams: dict) -> Any:
         import duckdb
 
-        from include.runtime.threads import duckdb_config
+        from include.runtime.threads import current_budget
 
-        # The task's thread budget (include/runtime/threads.py), not one DuckDB thread per core.
-        config = duckdb_config(cparams.get("config"))
+        # The task's thread budget (include/runtime/threads.py), not one DuckDB thread per core. Set after
+        # connecting, not in the connect config: DuckDB refuses a second connection to an open file whose
+        # config differs ("different configuration"), e.g. a reader opened outside the task's budget.
+        config = dict(cparams.get("config") or {})
         start = time.monotonic()
         delay = 0.05
         attempt = 0
@@ -427,6 +429,7 @@ class DuckDBWarehouse(Warehouse, backend="duckdb"):
             if attempt > 1:
                 level = logging.WARNING if waited > 10 else logging.INFO
                 log.log(level, "warehouse lock acquired after waiting %.2f s (%d attempts)", waited, attempt)
+            conn.execute(f"SET threads = {int(current_budget())}")
             return conn
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
