@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any
 
+import pandas as pd
+
 from include.runtime.errors import BadDataError
 from include.runtime.run import RunInfo
 from include.runtime.warehouse import Warehouse, named_sql
@@ -55,7 +57,7 @@ def extract_validate(run: RunInfo) -> dict[str, Any]:
     for row in flags.itertuples(index=False):
         metrics[f"flags.{row.source_table}.{row.column_name}.{row.rule}"] = row.rows
     for name, value in (returns.iloc[0].items() if len(returns) else ()):
-        if name != "as_of_date" and value == value and value is not None:  # NaN != NaN
+        if name != "as_of_date" and not pd.isna(value):  # an empty date gives NA shares, not 0
             metrics[f"returns.{name}"] = float(value)
     tracking.log_metrics(mlflow_run, metrics)
     tracking.log_table(mlflow_run, quarantine, "extract/quarantine_counts.csv")
