@@ -333,12 +333,12 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
 
     - A record of an erased person is cleared (``erased``); its state row is
       deleted once the target acknowledges the clear.
-    - A record keyed by a customer key that vanished (``customer_key`` and
-      created records) gets the survivor's labels with ``on_merge =
-      'survivor'`` (``merged``; not sent again when the target already holds
-      them), else a clear (``cleared``).
+    - A record keyed by a customer key that vanished gets the survivor's
+      labels with ``on_merge = 'survivor'`` (``merged``; not sent again when
+      the target already holds them), else a clear (``cleared``).
     - A native CRM record that left the identity map, or whose customer is no
-      longer labelled, is cleared.
+      longer labelled, is cleared; so is a record created (create mode) for a
+      customer who now has a native record or is gone.
 
     Returns records in :data:`RECORD_COLUMNS` order (plus nothing else).
     """
@@ -359,7 +359,8 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
                     "addressed; their state was deleted without a clear", target, int(other.sum()))
         stale = stale[~other].reset_index(drop=True)
         erased = stale["erasure_id"].notna()
-    keyed = ~erased & (stale["matched_by"].eq("customer_key") | stale["matched_by"].str.startswith("created:"))
+    # A record created for a customer without one is a stand-in: once stale, it is cleared, never relabelled.
+    keyed = ~erased & stale["matched_by"].eq("customer_key")
     found = (survivors(wh, stale.loc[keyed, "customer_key"].tolist(), label_date)
              if matching.on_merge == "survivor" and keyed.any() else {})
     out = stale[["record_id", "matched_by"]].copy()
