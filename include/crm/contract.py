@@ -616,8 +616,9 @@ def _upsert_log_row(wh: Warehouse, conn: sa.Connection, row: dict) -> None:
     wh.insert_df("crm_push_log", pd.DataFrame([{**row, "attempts": int(earlier or 0) + row["attempts"]}]), conn)
 
 
-def record_push_run(wh: Warehouse, summary: dict, run_id: str) -> None:
-    """Replace this push's row in ``crm_push_runs`` (one per target, run and as-of date)."""
+def record_push_run(wh: Warehouse, summary: dict, run_id: str, conn: sa.Connection | None = None) -> None:
+    """Replace this push's row in ``crm_push_runs`` (one per target, run and as-of date), in ``conn``'s
+    transaction when given."""
     columns = {"target", "as_of_date", "label_date", "matched_by", "customers", "records",
                "customers_without_record", "records_without_labels", "ambiguous_records", "newer_delivered",
                "changed", "acknowledged", "failed", "not_found", "created", *CHANGE_COLUMNS.values()}
@@ -627,7 +628,7 @@ def record_push_run(wh: Warehouse, summary: dict, run_id: str) -> None:
                as_of_date=dt.date.fromisoformat(summary["as_of_date"]),
                label_date=dt.date.fromisoformat(summary["label_date"]))
     wh.replace_partition("crm_push_runs", pd.DataFrame([row]),
-                         {"target": row["target"], "run_id": run_id, "as_of_date": row["as_of_date"]})
+                         {"target": row["target"], "run_id": run_id, "as_of_date": row["as_of_date"]}, conn=conn)
 
 
 def payload_sql(dialect: str, with_record_id: bool) -> str:
@@ -654,14 +655,17 @@ PAYLOAD_SQL = {d: payload_sql(d, False) for d in ("duckdb", "snowflake", "postgr
 
 
 def deliver_to_outbox(wh: Warehouse, *, target: str, run_id: str, as_of_date: dt.date,
-                      label_date: dt.date, matching: Matching | None = None) -> dict[str, object]:
+                      label_date: dt.date, matching: Matching | None = None,
+                      run_summary: dict | None = None) -> dict[str, object]:
     """Write every changed record to ``crm_outbox`` and move their state, in one set-based transaction.
 
     The changed set is materialised once in ``crm_push_pending`` (the state
     changes under it within the transaction); outbox rows whose
     ``record_key`` is already there are not written again; the audit row is
-    upserted by (target, idempotency key). Nothing leaves the warehouse, so
-    the outbox acknowledges every record. Returns the counts and the key.
+    upserted by (target, idempotency key), and, given ``run_summary`` (the
+    push's plan), the push's ``crm_push_runs`` row with the counts. Nothing
+    leaves the warehouse, so the outbox acknowledges every record. Returns the
+    counts and the key.
     """
     matching = matching or Matching.for_target(target)
     payload_json = payload_sql(wh.dialect, not matching.customer_keyed)
@@ -682,7 +686,10 @@ def deliver_to_outbox(wh: Warehouse, *, target: str, run_id: str, as_of_date: dt
         record_keys = [k for (k,) in conn.execute(sa.text(
             "SELECT record_key FROM crm_push_pending WHERE target = :target ORDER BY record_id"), params)]
         if not record_keys:
-            return {"changed": 0, "written": 0, "idempotency_key": "", **change_counts(pd.DataFrame())}
+            result = {"changed": 0, "written": 0, "idempotency_key": "", **change_counts(pd.DataFrame())}
+            if run_summary is not None:
+                record_push_run(wh, {**run_summary, **result}, run_id, conn)
+            return result
         counts = {c: 0 for c in CHANGES}
         for change, n in conn.execute(sa.text(
                 "SELECT change, COUNT(*) FROM crm_push_pending WHERE target = :target GROUP BY change"), params):
@@ -714,8 +721,11 @@ def deliver_to_outbox(wh: Warehouse, *, target: str, run_id: str, as_of_date: dt
             "status": "ok", "response_code": 200, "attempts": 1, "created": 0,
             "detail": f"{written} outbox rows written" if written != len(record_keys) else "", "logged_at": now,
             **{CHANGE_COLUMNS[c]: n for c, n in counts.items()}})
+        result = {"changed": len(record_keys), "written": int(written), "idempotency_key": key, **counts}
+        if run_summary is not None:
+            record_push_run(wh, {**run_summary, **result, "acknowledged": len(record_keys)}, run_id, conn)
         conn.execute(sa.text("DELETE FROM crm_push_pending WHERE target = :target"), params)
-    return {"changed": len(record_keys), "written": int(written), "idempotency_key": key, **counts}
+    return result
 
 
 #: The current labels in the outbox: each record's newest row (what a reverse-ETL sync reads).

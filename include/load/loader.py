@@ -17,6 +17,7 @@ and an example value.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from include.erasure import remove_erased_rows
 from include.load.mapping import Mapping, MappingError, TableMapping
 from include.runtime.warehouse import Warehouse
 
@@ -334,6 +336,10 @@ def load_mapping(mapping: Mapping, warehouse_url: str, *, progress: bool = True,
         wh.ensure_schema()
         for table_mapping in selected:
             result = load_table(wh, table_mapping, progress=progress)
+            # An erased person never comes back from a file loaded again (include.erasure).
+            erased = sum(remove_erased_rows(wh, [result.table]).values())
+            if erased:
+                result = dataclasses.replace(result, rows=result.rows - erased)
             manifest = pd.DataFrame([{
                 "table_name": result.table, "source": result.source, "rows_loaded": result.rows,
                 "currency": table_mapping.currency, "timezone": table_mapping.timezone,

@@ -457,10 +457,14 @@ class OutboxHook(BaseHook):
             self._wh = Warehouse(self.warehouse_url)
         return self._wh
 
-    def deliver(self, *, run_id: str, as_of_date: Any, label_date: Any, matching: Any = None) -> dict[str, Any]:
-        """Write the labels of ``label_date`` that differ from the outbox's state; return the counts."""
+    def deliver(self, *, run_id: str, as_of_date: Any, label_date: Any, matching: Any = None,
+                run_summary: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the labels of ``label_date`` that differ from the outbox's state; return the counts.
+
+        ``run_summary`` (the push's plan) is recorded in ``crm_push_runs`` in the same transaction.
+        """
         return deliver_to_outbox(self.get_conn(), target=self.target, run_id=run_id, as_of_date=as_of_date,
-                                 label_date=label_date, matching=matching)
+                                 label_date=label_date, matching=matching, run_summary=run_summary)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

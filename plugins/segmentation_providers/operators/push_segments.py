@@ -205,12 +205,11 @@ class PushSegmentsOperator(BaseOperator):
             if self.target == "outbox" and not dry_run:
                 # Set-based: the changed set never leaves the warehouse.
                 result = hook.deliver(run_id=run_id, as_of_date=as_of, label_date=plan.label_date,
-                                      matching=matching)
+                                      matching=matching, run_summary=summary)
                 summary.update(changed=result["changed"], batches=int(result["changed"] > 0),
                                acknowledged=result["changed"], outbox_rows_written=result["written"],
                                **{c: result[c] for c in CHANGES})
                 self._log_changes(summary)
-                record_push_run(wh, summary, run_id)
                 return summary
             changed = changed_since_last_ack(wh, self.target, plan.label_date, matching)
             size = self._batch_size()
