@@ -125,10 +125,28 @@ RECORD_COLUMNS = ("record_id", "matched_by", "customer_key", *PUSH_FIELDS, "chec
 
 def _current_sql(matching: Matching, dialect: str) -> str:
     """CTEs ``labelled`` (labels of ``:label_date`` with checksums) and ``cur`` (each target record with its labels)."""
-    return f"""l AS ({LABELS_SQL}),
-labelled AS (SELECT l.*, {CHECKSUM_SQL} AS checksum FROM l),
+    labelled = f"""l AS ({LABELS_SQL}),
+labelled AS (SELECT l.*, {CHECKSUM_SQL} AS checksum FROM l)"""
+    if matching.customer_keyed:  # each customer is its own record: no join (the 480k-customer outbox push)
+        return f"""{labelled},
+cur AS (SELECT labelled.customer_key AS record_id, 'customer_key' AS matched_by, labelled.* FROM labelled
+        {_survivor_records_sql() if matching.on_merge == "survivor" else ""})"""
+    return f"""{labelled},
 r AS ({records_sql(matching, dialect)}),
 cur AS (SELECT r.record_id, r.matched_by, labelled.* FROM r JOIN labelled ON labelled.customer_key = r.customer_key)"""
+
+
+def _survivor_records_sql() -> str:
+    """Records of vanished customer keys that carry their survivor's labels (state ``customer_key`` = the
+    survivor): current records of the survivor from then on, so a later change reaches them set-based and
+    the survivor is looked up once, when the key vanishes (:func:`resolve_stale`)."""
+    return """UNION ALL
+        SELECT st.record_id, 'customer_key', labelled.* FROM crm_push_state st
+        JOIN labelled ON labelled.customer_key = st.customer_key
+        WHERE st.target = :target AND st.matched_by = 'customer_key' AND st.erasure_id IS NULL
+          AND st.record_id <> st.customer_key
+          AND NOT EXISTS (SELECT 1 FROM customer_segments s WHERE s.as_of_date = :label_date
+                          AND s.customer_key = st.record_id)"""
 
 
 def changed_sql(matching: Matching, dialect: str) -> str:
@@ -150,39 +168,52 @@ ORDER BY cur.record_id
 """
 
 
-def _newer_delivered_sql(matching: Matching, dialect: str) -> str:
-    """Records whose acknowledged labels are newer than ``:label_date`` (never sent older content)."""
-    return f"""WITH {_current_sql(matching, dialect)}
-SELECT COUNT(*) FROM cur JOIN crm_push_state st
-    ON st.target = :target AND st.matched_by = cur.matched_by AND st.record_id = cur.record_id
-WHERE st.as_of_date > :label_date"""
-
-
 def _counts_sql(matching: Matching, dialect: str) -> str:
-    """Customers, their records, customers without a native record and native records without labels."""
+    """Customers, their records, customers without a native record, native records (with and without
+    labels), and records whose acknowledged labels are newer than ``:label_date`` (never sent older content)."""
     by = matching.by
+    newer = ("(SELECT COUNT(*) FROM cur JOIN crm_push_state st ON st.target = :target AND st.matched_by = "
+             "cur.matched_by AND st.record_id = cur.record_id WHERE st.as_of_date > :label_date) AS newer_delivered")
+    if matching.customer_keyed:
+        return f"""WITH cur AS (SELECT customer_key AS record_id, 'customer_key' AS matched_by
+                   FROM customer_segments WHERE as_of_date = :label_date)
+SELECT (SELECT COUNT(*) FROM cur) AS customers, (SELECT COUNT(*) FROM cur) AS records,
+    0 AS customers_without_record, (SELECT COUNT(*) FROM cur) AS native_records, 0 AS records_without_labels,
+    {newer}"""
     return f"""WITH s AS (SELECT customer_key FROM customer_segments WHERE as_of_date = :label_date),
-r AS ({records_sql(matching, dialect)})
+r AS ({records_sql(matching, dialect)}),
+cur AS (SELECT r.* FROM r JOIN s ON s.customer_key = r.customer_key)
 SELECT (SELECT COUNT(*) FROM s) AS customers,
-    (SELECT COUNT(*) FROM r JOIN s ON s.customer_key = r.customer_key) AS records,
+    (SELECT COUNT(*) FROM cur) AS records,
     (SELECT COUNT(*) FROM s WHERE NOT EXISTS
         (SELECT 1 FROM r WHERE r.customer_key = s.customer_key AND r.matched_by = '{by}')) AS customers_without_record,
+    (SELECT COUNT(*) FROM r WHERE r.matched_by = '{by}') AS native_records,
     (SELECT COUNT(*) FROM r WHERE r.matched_by = '{by}' AND NOT EXISTS
-        (SELECT 1 FROM s WHERE s.customer_key = r.customer_key)) AS records_without_labels"""
+        (SELECT 1 FROM s WHERE s.customer_key = r.customer_key)) AS records_without_labels,
+    {newer}"""
 
 
 def _stale_sql(matching: Matching, dialect: str) -> str:
     """State rows whose record no longer carries a current customer's labels (and is not cleared yet),
     plus every row of an erased person."""
     kinds = ", ".join(f"'{k}'" for k in matching.kinds)
-    return f"""WITH r AS ({records_sql(matching, dialect)}),
+    current = ("cur AS (SELECT customer_key AS record_id, 'customer_key' AS matched_by FROM customer_segments "
+               "WHERE as_of_date = :label_date)" if matching.customer_keyed else
+               f"""r AS ({records_sql(matching, dialect)}),
 s AS (SELECT customer_key FROM customer_segments WHERE as_of_date = :label_date),
-cur AS (SELECT r.record_id, r.matched_by FROM r JOIN s ON s.customer_key = r.customer_key)
+cur AS (SELECT r.record_id, r.matched_by FROM r JOIN s ON s.customer_key = r.customer_key)""")
+    # With survivors, a record whose stored customer (its survivor) is labelled is current, not stale.
+    survivor = matching.customer_keyed and matching.on_merge == "survivor"
+    join = ("LEFT JOIN customer_segments sv ON sv.as_of_date = :label_date AND sv.customer_key = st.customer_key "
+            "AND st.matched_by = 'customer_key'" if survivor else "")
+    return f"""WITH {current}
 SELECT st.record_id, st.matched_by, st.customer_key, st.checksum, st.deliveries, st.as_of_date, st.erasure_id
 FROM crm_push_state st
+LEFT JOIN cur ON cur.record_id = st.record_id AND cur.matched_by = st.matched_by
+{join}
 WHERE st.target = :target AND (st.erasure_id IS NOT NULL OR (
     st.matched_by IN ({kinds}) AND st.as_of_date <= :label_date AND st.checksum <> '{CLEAR_CHECKSUM}'
-    AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.record_id = st.record_id AND cur.matched_by = st.matched_by)))
+    AND cur.record_id IS NULL{" AND sv.customer_key IS NULL" if survivor else ""}))
 ORDER BY st.record_id"""
 
 
@@ -277,7 +308,20 @@ def _in_chunks(wh: Warehouse, sql: str, column_values: Sequence[str], params: di
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def survivors(wh: Warehouse, keys: Sequence[str], label_date: dt.date) -> dict[str, str]:
+_MOVES_SQL = """
+WITH last AS (SELECT customer_key, MAX(as_of_date) AS d FROM identity_map
+              WHERE customer_key IN ({keys}) AND as_of_date <= :label_date GROUP BY customer_key)
+SELECT p.customer_key AS old_key, n.customer_key AS new_key, COUNT(*) AS records
+FROM last
+JOIN identity_map p ON p.customer_key = last.customer_key AND p.as_of_date = last.d
+JOIN identity_map n ON n.as_of_date = :label_date AND n.source_system = p.source_system
+    AND n.source_id = p.source_id
+JOIN customer_segments s ON s.as_of_date = :label_date AND s.customer_key = n.customer_key
+GROUP BY p.customer_key, n.customer_key"""
+
+
+def survivors(wh: Warehouse, keys: Sequence[str], label_date: dt.date, keys_sql: str | None = None,
+              params: dict | None = None) -> dict[str, str]:
     """The labelled customer of ``label_date`` each vanished customer key now lives on, where there is one.
 
     ``identity_changes`` (written by the identity stage: ``change = 'merge'``,
@@ -285,17 +329,20 @@ def survivors(wh: Warehouse, keys: Sequence[str], label_date: dt.date) -> dict[s
     chains of merges; a key it does not cover is resolved from ``identity_map``:
     the records the key held on the last date it existed, and the labelled
     customer holding most of them on ``label_date`` (ties: the smaller key).
+    ``keys_sql`` (a query whose ``customer_key`` column lists ``keys``, with
+    ``params``) lets that lookup run as one query instead of chunks of bound keys.
     """
     keys = [k for k in dict.fromkeys(keys) if isinstance(k, str)]
     if not keys:
         return {}
-    labelled = set(wh.query_df("SELECT customer_key FROM customer_segments WHERE as_of_date = :d",
-                               {"d": label_date})["customer_key"])
     found: dict[str, str] = {}
     if _has_table(wh, "identity_changes"):
         merges = wh.query_df("SELECT customer_key, survivor_key FROM identity_changes WHERE change = 'merge' "
                              "AND as_of_date <= :d ORDER BY as_of_date", {"d": label_date})
         into = dict(zip(merges["customer_key"], merges["survivor_key"], strict=True))
+        labelled = set(_in_chunks(wh, "SELECT customer_key FROM customer_segments WHERE as_of_date = :d "
+                                      "AND customer_key IN ({keys})", list(into.values()), {"d": label_date},
+                                  size=5000).get("customer_key", []))
         for key in keys:
             seen, current = {key}, key
             while current in into and into[current] not in seen:
@@ -306,16 +353,12 @@ def survivors(wh: Warehouse, keys: Sequence[str], label_date: dt.date) -> dict[s
                     break
     rest = [k for k in keys if k not in found]
     if rest and _has_table(wh, "identity_map"):
-        moves = _in_chunks(wh, """
-WITH last AS (SELECT customer_key, MAX(as_of_date) AS d FROM identity_map
-              WHERE customer_key IN ({keys}) AND as_of_date <= :label_date GROUP BY customer_key)
-SELECT p.customer_key AS old_key, n.customer_key AS new_key, COUNT(*) AS records
-FROM last
-JOIN identity_map p ON p.customer_key = last.customer_key AND p.as_of_date = last.d
-JOIN identity_map n ON n.as_of_date = :label_date AND n.source_system = p.source_system
-    AND n.source_id = p.source_id
-JOIN customer_segments s ON s.as_of_date = :label_date AND s.customer_key = n.customer_key
-GROUP BY p.customer_key, n.customer_key""", rest, {"label_date": label_date})
+        if keys_sql is not None:
+            moves = wh.query_df(_MOVES_SQL.format(keys=f"SELECT customer_key FROM ({keys_sql}) k"),
+                                {**(params or {}), "label_date": label_date})
+            moves = moves[moves["old_key"].isin(rest)]
+        else:
+            moves = _in_chunks(wh, _MOVES_SQL, rest, {"label_date": label_date})
         if len(moves):
             best = moves.sort_values(["old_key", "records", "new_key"], ascending=[True, False, True])
             found.update(best.drop_duplicates("old_key").set_index("old_key")["new_key"].to_dict())
@@ -334,8 +377,8 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
     - A record of an erased person is cleared (``erased``); its state row is
       deleted once the target acknowledges the clear.
     - A record keyed by a customer key that vanished gets the survivor's
-      labels with ``on_merge = 'survivor'`` (``merged``; not sent again when
-      the target already holds them), else a clear (``cleared``).
+      labels with ``on_merge = 'survivor'`` (``merged``, once: from then on
+      it is a current record of the survivor), else a clear (``cleared``).
     - A native CRM record that left the identity map, or whose customer is no
       longer labelled, is cleared; so is a record created (create mode) for a
       customer who now has a native record or is gone.
@@ -361,7 +404,9 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
         erased = stale["erasure_id"].notna()
     # A record created for a customer without one is a stand-in: once stale, it is cleared, never relabelled.
     keyed = ~erased & stale["matched_by"].eq("customer_key")
-    found = (survivors(wh, stale.loc[keyed, "customer_key"].tolist(), label_date)
+    found = (survivors(wh, stale.loc[keyed, "customer_key"].tolist(), label_date,
+                       keys_sql=f"SELECT customer_key FROM ({_stale_sql(matching, wh.dialect)}) st "
+                                "WHERE st.matched_by = 'customer_key' AND st.erasure_id IS NULL", params=params)
              if matching.on_merge == "survivor" and keyed.any() else {})
     out = stale[["record_id", "matched_by"]].copy()
     out["customer_key"] = stale["customer_key"].where(~erased, None)
@@ -372,15 +417,24 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
     out.loc[erased, "change"] = "erased"
     out["erasure_id"] = stale["erasure_id"]
     survivor = stale["customer_key"].map(found).where(keyed)
+
+    def take_mask(frame: pd.DataFrame) -> pd.Series:
+        return frame["change"].eq("merged")
+
     if survivor.notna().any():
-        labels = load_labels(wh, label_date).set_index("customer_key")
+        # The survivors' labels only (the CLV tier needs every customer's CLV, which the warehouse ranks).
+        labels = _in_chunks(wh, f"WITH l AS ({LABELS_SQL}) SELECT l.*, {CHECKSUM_SQL} AS checksum FROM l "
+                                "WHERE l.customer_key IN ({keys})", survivor.dropna().tolist(),
+                            {"label_date": label_date}, size=5000).set_index("customer_key")
         take = survivor.notna()
         rows = labels.loc[survivor[take]]
         out.loc[take, "customer_key"] = survivor[take].to_numpy()
         for f in (*PUSH_FIELDS, "checksum"):
             out.loc[take, f] = rows[f].to_numpy()
         out.loc[take, "change"] = "merged"
-    out = out[out["checksum"].to_numpy() != stale["checksum"].to_numpy()].copy()
+    # A survivor's labels are sent even when equal to what the record holds: from then on the record follows
+    # the survivor (state customer_key) and is a current record, never looked up again.
+    out = out[(out["checksum"].to_numpy() != stale["checksum"].to_numpy()) | take_mask(out)].copy()
     deliveries = stale.loc[out.index, "deliveries"].fillna(0).astype("int64")
     out["deliveries_acked"] = deliveries.to_numpy()
     out["record_key"] = [_record_key(r, c, label_date, d) for r, c, d in
@@ -445,9 +499,7 @@ def plan_push(wh: Warehouse, target: str, run_date: dt.date, matching: Matching 
                                "exist: run resolve_identity first")
     counts = wh.query_df(_counts_sql(matching, wh.dialect), params).iloc[0]
     customers, records = int(counts["customers"]), int(counts["records"])
-    native_records = int(wh.scalar(f"WITH r AS ({records_sql(matching, wh.dialect)}) SELECT COUNT(*) FROM r "
-                                   "WHERE matched_by = :by", {**params, "by": matching.by}))
-    if customers and not native_records and not matching.customer_keyed:
+    if customers and not int(counts["native_records"]) and not matching.customer_keyed:
         where = (f"identity record of source_system '{matching.source_system}'" if matching.source_system
                  else "identity record with an email")
         raise CrmMatchingError(
@@ -456,8 +508,7 @@ def plan_push(wh: Warehouse, target: str, run_date: dt.date, matching: Matching 
     ambiguous = ambiguous_sql(matching, wh.dialect)
     other = int(wh.scalar("SELECT COUNT(*) FROM crm_push_state WHERE target = :t AND matched_by NOT IN ("
                           + ", ".join(f"'{k}'" for k in matching.kinds) + ")", {"t": target}))
-    return PushPlan(run_date, label_date, customers,
-                    int(wh.scalar(_newer_delivered_sql(matching, wh.dialect), params)),
+    return PushPlan(run_date, label_date, customers, int(counts["newer_delivered"]),
                     matched_by=matching.by, records=records,
                     customers_without_record=int(counts["customers_without_record"]),
                     records_without_labels=int(counts["records_without_labels"]),
