@@ -7,6 +7,7 @@
 from include.erasure.erase import (
     ErasureRequestError,
     ErasureResult,
+    compact_duckdb,
     erase,
     erase_requested,
     id_hash,
@@ -14,5 +15,5 @@ from include.erasure.erase import (
     remove_erased_rows,
 )
 
-__all__ = ["ErasureRequestError", "ErasureResult", "erase", "erase_requested", "id_hash", "parse_source_ids",
-           "remove_erased_rows"]
+__all__ = ["ErasureRequestError", "ErasureResult", "compact_duckdb", "erase", "erase_requested", "id_hash",
+           "parse_source_ids", "remove_erased_rows"]

@@ -5,7 +5,11 @@ Erases the person holding any of the given source ids (see
 come from a file (one ``system:id`` per line) so they stay out of the shell's
 history and the process list. The clears reach each CRM target at its next
 push (``push_<target>`` of the next DAG run, or the operator run by hand).
-``--log`` prints the audit table ``erasure_log``.
+``--log`` prints the audit table ``erasure_log``. ``--compact`` (with or without
+ids) rewrites an embedded DuckDB file so the deleted rows' bytes are gone too: run
+it once the CRM clears went out (``erasure_log.crm_records_cleared`` equals
+``crm_records_to_clear``; acknowledging a clear deletes the last state row) and
+when no task is using the warehouse (it needs the file to itself).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from include.erasure.erase import ErasureRequestError, erase
+    from include.erasure.erase import ErasureRequestError, compact_duckdb, erase
     from include.runtime.paths import default_warehouse_url
     from include.runtime.warehouse import Warehouse
 
@@ -30,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warehouse-url", default=None,
                         help="SQLAlchemy URL (default: $WAREHOUSE_URL or the embedded DuckDB file)")
     parser.add_argument("--log", action="store_true", help="print erasure_log and exit")
+    parser.add_argument("--compact", action="store_true",
+                        help="then rewrite the embedded DuckDB file without the freed blocks that still hold "
+                             "deleted values (needs the file to itself)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     url = args.warehouse_url or default_warehouse_url()
@@ -41,12 +48,21 @@ def main(argv: list[str] | None = None) -> int:
         ids = list(args.source_id)
         if args.ids_file:
             ids += [line.strip() for line in args.ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        summary: dict = {}
+        if ids or not args.compact:
+            try:
+                summary = erase(wh, ids, requested_by=args.requested_by).summary()
+            except ErasureRequestError as exc:
+                print(f"erasure error: {exc}", file=sys.stderr)
+                return 2
+    if args.compact:
         try:
-            result = erase(wh, ids, requested_by=args.requested_by)
+            summary["file_bytes_before"], summary["file_bytes_after"] = compact_duckdb(url)
         except ErasureRequestError as exc:
-            print(f"erasure error: {exc}", file=sys.stderr)
+            print(f"erasure done, compaction refused: {exc}", file=sys.stderr)
+            print(json.dumps(summary, indent=1))
             return 2
-    print(json.dumps(result.summary(), indent=1))
+    print(json.dumps(summary, indent=1))
     return 0
 
 

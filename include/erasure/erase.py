@@ -34,6 +34,9 @@ hashed and compared), which is why it keeps nothing but the hash.
 MLflow and the HTML reports hold aggregates only (segment profiles, metrics,
 model parameters): nothing of one person to erase there
 (``tests/plugins/test_erasure.py`` greps both after an erasure).
+
+Deleted is not yet overwritten: the embedded DuckDB file keeps freed blocks,
+so :func:`compact_duckdb` (``--compact``) rewrites it with live rows only.
 """
 
 from __future__ import annotations
@@ -353,6 +356,43 @@ def remove_erased_rows(wh: Warehouse, tables: Iterable[str] | None = None) -> di
     for table, n in removed.items():
         log.info("%s: %d rows of erased persons removed (erasure_list)", table, n)
     return removed
+
+
+def compact_duckdb(warehouse_url: str) -> tuple[int, int]:
+    """Rewrite an embedded DuckDB file so deleted rows leave no bytes behind; return (bytes before, after).
+
+    DuckDB marks deleted rows and frees their blocks but does not overwrite
+    them: an erased person's values stay readable in the file's bytes until
+    the blocks are reused (measured: still there after ``FORCE CHECKPOINT``,
+    ``VACUUM`` and rewriting the tables). ``COPY FROM DATABASE`` into a new
+    file copies live rows only; the new file then replaces the old one. It
+    needs the file to itself: run it when no task holds the warehouse.
+    """
+    import os
+    from pathlib import Path
+
+    import duckdb
+    from sqlalchemy.engine import make_url
+
+    url = make_url(warehouse_url)
+    if url.get_backend_name() != "duckdb" or not url.database or url.database == ":memory:":
+        raise ErasureRequestError("--compact rewrites an embedded DuckDB file; this warehouse is not one "
+                                  "(on Snowflake, deleted rows are kept by Time Travel and Fail-safe until they expire)")
+    path = Path(url.database)
+    fresh = path.with_name(path.name + ".compact")
+    fresh.unlink(missing_ok=True)
+    before = path.stat().st_size
+    with duckdb.connect(str(path)) as con:  # replays and folds any write-ahead log into the file
+        con.execute("CHECKPOINT")
+    with duckdb.connect() as con:
+        con.execute(f"ATTACH '{path}' AS src (READ_ONLY)")
+        con.execute(f"ATTACH '{fresh}' AS dst")
+        con.execute("COPY FROM DATABASE src TO dst")
+        con.execute("DETACH dst")
+        con.execute("DETACH src")
+    os.replace(fresh, path)
+    log.info("warehouse file rewritten without freed blocks: %d -> %d bytes", before, path.stat().st_size)
+    return before, path.stat().st_size
 
 
 def erase_requested(warehouse_url: str, source_ids: Sequence[str] | None, *, requested_by: str) -> dict[str, object]:
