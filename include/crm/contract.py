@@ -371,7 +371,8 @@ def _record_key(record_id: str, checksum: str, label_date: dt.date, deliveries: 
                        .encode()).hexdigest()
 
 
-def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Matching) -> pd.DataFrame:
+def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Matching,
+                  dry_run: bool = False) -> pd.DataFrame:
     """Records the target acknowledged whose customer no longer carries them: survivor labels or clears.
 
     - A record of an erased person is cleared (``erased``); its state row is
@@ -383,6 +384,8 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
       longer labelled, is cleared; so is a record created (create mode) for a
       customer who now has a native record or is gone.
 
+    An erased person's record delivered under an earlier matching cannot be
+    addressed any more: its state row is deleted with a warning (not in a dry run).
     Returns records in :data:`RECORD_COLUMNS` order (plus nothing else).
     """
     params = {"target": target, "label_date": label_date}
@@ -391,7 +394,7 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
         return pd.DataFrame(columns=list(RECORD_COLUMNS))
     erased = stale["erasure_id"].notna()
     other = erased & ~stale["matched_by"].isin(matching.kinds)
-    if other.any():
+    if other.any() and not dry_run:
         # Records matched by an earlier configuration cannot be addressed any more: their state goes.
         with wh.begin() as conn:
             for e in stale.loc[other, "erasure_id"].unique():
@@ -400,6 +403,7 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
                              {"t": target, "e": e})
         log.warning("%s: %d records of erased persons were matched by an earlier configuration and cannot be "
                     "addressed; their state was deleted without a clear", target, int(other.sum()))
+    if other.any():
         stale = stale[~other].reset_index(drop=True)
         erased = stale["erasure_id"].notna()
     # A record created for a customer without one is a stand-in: once stale, it is cleared, never relabelled.
@@ -417,10 +421,6 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
     out.loc[erased, "change"] = "erased"
     out["erasure_id"] = stale["erasure_id"]
     survivor = stale["customer_key"].map(found).where(keyed)
-
-    def take_mask(frame: pd.DataFrame) -> pd.Series:
-        return frame["change"].eq("merged")
-
     if survivor.notna().any():
         # The survivors' labels only (the CLV tier needs every customer's CLV, which the warehouse ranks).
         labels = _in_chunks(wh, f"WITH l AS ({LABELS_SQL}) SELECT l.*, {CHECKSUM_SQL} AS checksum FROM l "
@@ -434,7 +434,7 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
         out.loc[take, "change"] = "merged"
     # A survivor's labels are sent even when equal to what the record holds: from then on the record follows
     # the survivor (state customer_key) and is a current record, never looked up again.
-    out = out[(out["checksum"].to_numpy() != stale["checksum"].to_numpy()) | take_mask(out)].copy()
+    out = out[(out["checksum"].to_numpy() != stale["checksum"].to_numpy()) | out["change"].eq("merged")].copy()
     deliveries = stale.loc[out.index, "deliveries"].fillna(0).astype("int64")
     out["deliveries_acked"] = deliveries.to_numpy()
     out["record_key"] = [_record_key(r, c, label_date, d) for r, c, d in
@@ -443,7 +443,7 @@ def resolve_stale(wh: Warehouse, target: str, label_date: dt.date, matching: Mat
 
 
 def changed_since_last_ack(wh: Warehouse, target: str, label_date: dt.date,
-                           matching: Matching | None = None) -> pd.DataFrame:
+                           matching: Matching | None = None, dry_run: bool = False) -> pd.DataFrame:
     """Records of ``target`` whose labels of ``label_date`` differ from what it acknowledged, in record-id order.
 
     The current records (each with its customer's labels) plus the records
@@ -454,7 +454,7 @@ def changed_since_last_ack(wh: Warehouse, target: str, label_date: dt.date,
     matching = matching or Matching.for_target(target)
     changed = wh.query_df(changed_sql(matching, wh.dialect), {"target": target, "label_date": label_date,
                                                              "label_day": label_date.isoformat()})
-    stale = resolve_stale(wh, target, label_date, matching)
+    stale = resolve_stale(wh, target, label_date, matching, dry_run=dry_run)
     if len(stale):
         changed = pd.concat([changed.astype(object), stale.astype(object)], ignore_index=True)
         changed = changed.sort_values("record_id", kind="stable").reset_index(drop=True)

@@ -211,7 +211,7 @@ class PushSegmentsOperator(BaseOperator):
                                **{c: result[c] for c in CHANGES})
                 self._log_changes(summary)
                 return summary
-            changed = changed_since_last_ack(wh, self.target, plan.label_date, matching)
+            changed = changed_since_last_ack(wh, self.target, plan.label_date, matching, dry_run=dry_run)
             size = self._batch_size()
             batches = list(plan_batches(changed, size))
             counts = change_counts(changed)
