@@ -90,15 +90,15 @@ def main() -> None:
         segment = rng.integers(1, len(NAMES) + 1, n)
         clv = rng.gamma(1.5, 200.0, n)
         start = time.perf_counter()
+        publish(url, WEEK1, segment, clv, owner=np.arange(n) if args.merged else None)
+        moved = rng.random(n) < args.moved
+        segment2 = segment.copy()
+        segment2[moved] = segment2[moved] % len(NAMES) + 1
         merged = (rng.random(n) < args.merged) & (np.arange(n) > 0)
         owner = np.where(merged, np.arange(n) - 1, np.arange(n))  # a merged customer's record joins the one before
         while merged[owner].any():  # survivors are customers that were not merged themselves
             owner = np.where(merged[owner], owner - 1, owner)
         with_identity = owner if args.merged else None
-        publish(url, WEEK1, segment, clv, owner=np.arange(n) if args.merged else None)
-        moved = rng.random(n) < args.moved
-        segment2 = segment.copy()
-        segment2[moved] = segment2[moved] % len(NAMES) + 1
         print(f"{n:,} customers published for two dates in {time.perf_counter() - start:.1f} s "
               f"({moved.sum():,} move in week 2, {merged.sum():,} merged into another customer)")
 
