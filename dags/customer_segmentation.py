@@ -11,7 +11,7 @@ and what do we spend serving the unprofitable ones?**
 | `resolve_identity` | `identity_map` (record → stable `customer_key`), `customers` (golden records); Splink model in MLflow |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
 | `segment_customers` | `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` |
-| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error: P(alive), expected purchases, CLV 90/365 days) |
+| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error among the fits with an interior maximum: P(alive), expected purchases, CLV 90/365 days), `clv_runs` (every run: model, holdout error, check, assumed margin; `unavailable` and why when no model fits: no CLV rows, the run goes on), `clv_backtest` (holdout predictions vs what customers did, by decile, normalised Gini) |
 | `crosscheck_clv` | `segment_clv_check`: value claims vs mean CLV; renames a contradicted segment or fails the gate, before publishing |
 | `publish_segments` | `customer_segments` (published labels + classic RFM map) |
 | `track_migration` | `segment_transitions` (this and every later pair of snapshots), Markov view in MLflow |
@@ -25,7 +25,8 @@ and what do we spend serving the unprofitable ones?**
 
 **Assets**: `publish_segments`, `fit_clv` and `build_economics` update the assets
 `customer_segments`, `customer_clv` and `segment_economics` (event `extra`:
-`as_of_date`), so other DAGs can be scheduled on them.
+`as_of_date`; for `customer_clv` also `status`, `unavailable` when no CLV model fits and the date has no
+CLV rows), so other DAGs can be scheduled on them.
 
 **Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
 names, email, phone, address, date of birth and device id. The last accepted
@@ -83,8 +84,37 @@ OUTLETS = {
 }
 
 
+def _concurrent_tasks(task) -> int:
+    """Tasks that may run beside this one, itself included: the executor's slots, capped by the DAG.
+
+    The slots come from ``$SEGMENTATION_CONCURRENT_TASKS`` (``scripts/ui.sh`` sets it to the
+    scheduler's parallelism for its workers; unset under ``airflow dags test``, which runs
+    one task at a time). The DAG caps them: only stages that are neither upstream nor
+    downstream of this one can run beside it (``fit_clv`` beside ``segment_customers``), so a
+    stage alone in its part of the DAG gets every core.
+    """
+    import os
+
+    from include.runtime.threads import CONCURRENCY_VARIABLE
+    from include.stages import STAGES
+
+    slots = int(os.environ.get(CONCURRENCY_VARIABLE) or 1)
+    if slots <= 1:
+        return 1
+    related = task.get_flat_relative_ids(upstream=True) | task.get_flat_relative_ids(upstream=False)
+    beside = {t for t in task.dag.task_ids if t in STAGES and t != task.task_id and t not in related}
+    return min(slots, 1 + len(beside))
+
+
 def _stage(name: str):
-    """A task running the stage adapter ``include.stages.STAGES[name]`` for this DAG run's as-of date."""
+    """A task running the stage adapter ``include.stages.STAGES[name]`` for this DAG run's as-of date.
+
+    The stage runs with its thread pools bounded to its share of the cores
+    (:mod:`include.runtime.threads`) and stops within seconds on SIGTERM/SIGINT
+    (:mod:`include.runtime.stops`: its transaction rolls back, the MLflow run is closed KILLED).
+    A :class:`~include.runtime.errors.PipelineFinding` (bad data or settings, a failed gate)
+    fails the task once; any other exception is taken as transient and retried.
+    """
     from include.stages import STAGES
 
     if name not in STAGES:  # fail when the DAG file is parsed, not when the task runs
@@ -93,23 +123,37 @@ def _stage(name: str):
 
     @task(task_id=name, outlets=outlets)
     def run_stage(**context):
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTerminated
 
+        from include.runtime import threads, tracking
         from include.runtime.errors import PipelineFinding
         from include.runtime.run import RunInfo
+        from include.runtime.stops import StageTerminated, stoppable
         from include.stages import stage
         from segmentation_providers.hooks.warehouse import WarehouseHook
 
+        budget = threads.task_thread_budget(_concurrent_tasks(context["task"]))
         try:
-            run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
-            adapter = stage(name)  # imports the stage's module before MLflow is imported beside it
-            run.prefetch_mlflow_run()
-            result = adapter(run)
+            with stoppable(), threads.limited(budget):
+                run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
+                adapter = stage(name)  # imports the stage's module before MLflow is imported beside it
+                run.prefetch_mlflow_run()
+                result = adapter(run)
         except PipelineFinding as exc:
             # Bad input or settings, a failed gate, a migration alert: findings, not transient errors. Fail once.
-            raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        except StageTerminated as exc:
+            # Stopped on purpose: failed, not retried; the MLflow run must not stay RUNNING.
+            dag_run = context["dag_run"]
+            try:
+                tracking.kill_parent_run(dag_run.dag_id, dag_run.run_id, name, str(exc))
+            except Exception:  # noqa: BLE001 - the stop goes on; the teardown closes the run if it runs
+                pass
+            raise AirflowTaskTerminated(str(exc)) from exc
         for asset in outlets:
-            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat()}
+            # A stage that reports a status (fit_clv: 'unavailable' when no CLV model fits) says it to consumers.
+            status = {"status": result["status"]} if isinstance(result, dict) and "status" in result else {}
+            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat(), **status}
         return result
 
     return run_stage()
@@ -141,7 +185,7 @@ def apply_erasures(**context):
         return erase_requested(WarehouseHook().get_sqlalchemy_url(), ids,
                                requested_by=f"DAG run {context.get('run_id')}")
     except PipelineFinding as exc:
-        raise AirflowFailException(str(exc)) from exc
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dag(

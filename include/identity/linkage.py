@@ -424,8 +424,10 @@ def _db_api(threads: int, memory_limit: str | None):
     import duckdb
     from splink import DuckDBAPI
 
+    from include.runtime.threads import current_budget as _thread_budget
+
     con = duckdb.connect(":memory:")
-    con.execute(f"SET threads = {int(threads)}")
+    con.execute(f"SET threads = {min(int(threads), _thread_budget())}")
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     # Deterministic row order out of parallel operators (same input -> same clusters).

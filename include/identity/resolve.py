@@ -50,7 +50,7 @@ from scipy.sparse.csgraph import connected_components
 
 from include.identity import linkage as splink_linkage
 from include.identity.normalise import normalise_email, normalise_phone  # noqa: F401
-from include.runtime.errors import PipelineFinding
+from include.runtime.errors import NoRowsError, PipelineFinding
 from include.runtime.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def load_identity_records(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
         {"as_of_date": as_of_date},
     )
     if records.empty:
-        raise ValueError(f"stg_identity_records has no rows for as_of_date={as_of_date}; run extract first")
+        raise NoRowsError(f"stg_identity_records has no rows for as_of_date={as_of_date}; run extract first")
     return records
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from include.migration.hysteresis import PublishStep, apply_hysteresis, run_dates
-from include.runtime.errors import QualityGateError
+from include.runtime.errors import NoRowsError, QualityGateError
 from include.runtime.warehouse import Warehouse, named_sql
 
 SQL = named_sql("publish.sql")
@@ -70,7 +70,7 @@ def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int,
 
     dates = run_dates(wh)
     if as_of_date not in dates:
-        raise ValueError(f"segmentation_runs has no row for as_of_date={as_of_date}; run segmentation first")
+        raise NoRowsError(f"segmentation_runs has no row for as_of_date={as_of_date}; run segmentation first")
     aligned = fold_segment_ids(fitted_dates(wh), max_distance)
     relabelled = [d for d in dates if d in aligned and aligned[d].changed]
     start = dates.index(min([as_of_date, *relabelled]))

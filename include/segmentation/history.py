@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
+from include.runtime.errors import NoRowsError
 from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def rename_with_clv(wh: Warehouse, as_of_date: dt.date, clv_by_segment) -> dict[
     assigned = wh.query_df(SQL["assignments"], d)
     features = features.merge(assigned, on="customer_key")
     if features.empty:
-        raise ValueError(f"segment_assignments has no rows matching customer_features for as_of_date={as_of_date}")
+        raise NoRowsError(f"segment_assignments has no rows matching customer_features for as_of_date={as_of_date}")
     columns, _ = available_features(features)
     labels = features["segment_id"].to_numpy()
     # Named on the model-local segments, as segment_customers names them, so a name never depends on ids.

@@ -46,3 +46,10 @@ SELECT published FROM segmentation_runs WHERE as_of_date = :as_of_date;
 -- name: fail_gate
 UPDATE segmentation_runs SET gate_passed = FALSE, gate_reason = COALESCE(gate_reason || '; ', '') || :reason
 WHERE as_of_date = :as_of_date;
+
+-- name: clv_run
+-- The date's CLV run (written every run by fit_clv): status 'unavailable' means no customer_clv rows.
+SELECT status, clv_model, reason, check_passed FROM clv_runs WHERE as_of_date = :as_of_date;
+
+-- name: clear_check
+DELETE FROM segment_clv_check WHERE as_of_date = :as_of_date;

@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS extract_log (
     as_of_date DATE, source_table VARCHAR, rows_in_scope BIGINT,
     rows_staged BIGINT, rows_quarantined BIGINT, rows_after_as_of BIGINT,
-    fields_nulled BIGINT
+    fields_nulled BIGINT,
+    -- Added later (issue #31): staged values flagged (kept) or adjusted, listed in extract_flags.
+    rows_flagged BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS identity_map (
@@ -112,7 +114,7 @@ CREATE TABLE IF NOT EXISTS support_channel_costs (
 
 CREATE TABLE IF NOT EXISTS clv_summary (
     as_of_date DATE, period VARCHAR, customer_key VARCHAR, frequency DOUBLE,
-    recency DOUBLE, t DOUBLE, monetary_value DOUBLE, holdout_purchases DOUBLE
+    recency DOUBLE, t DOUBLE, monetary_value DOUBLE, holdout_purchases DOUBLE, holdout_value DOUBLE
 );
 
 CREATE TABLE IF NOT EXISTS customer_clv (
@@ -149,7 +151,7 @@ CREATE TABLE IF NOT EXISTS segment_economics (
     mean_clv_365d DOUBLE, total_clv_365d DOUBLE, previous_date DATE,
     previous_customers BIGINT, label_kept_customers BIGINT, label_stability DOUBLE,
     cost_known BOOLEAN, alive_share DOUBLE, retention_base BIGINT, repeat_retention DOUBLE,
-    currency_code VARCHAR, currency_symbol VARCHAR
+    currency_code VARCHAR, currency_symbol VARCHAR, gross_margin_rate DOUBLE, gross_margin_assumed BOOLEAN
 );
 
 CREATE TABLE IF NOT EXISTS profit_concentration (
@@ -213,7 +215,11 @@ CREATE TABLE IF NOT EXISTS stg_identity_identifiers (
 
 CREATE TABLE IF NOT EXISTS load_manifest (
     table_name VARCHAR, source VARCHAR, rows_loaded BIGINT, currency VARCHAR, timezone VARCHAR,
-    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP
+    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP,
+    -- Added later (issue #27): where every input row went. rows_in = rows_loaded + rows_as_returns +
+    -- rows_aggregated + rows_quarantined + rows_guest + rows_erased; guest_amount is the money of the guests.
+    rows_in BIGINT, rows_aggregated BIGINT, rows_quarantined BIGINT, rows_guest BIGINT, guest_amount DOUBLE,
+    derived_from VARCHAR, rows_as_returns BIGINT, rows_erased BIGINT
 );
 
 -- One row per identity run: how records were linked, and whether the run was
@@ -269,7 +275,10 @@ CREATE TABLE IF NOT EXISTS customer_holdout (
 CREATE TABLE IF NOT EXISTS policy_runs (
     as_of_date DATE, experiment_name VARCHAR, policy_hash VARCHAR, playbook_path VARCHAR,
     holdout_share DOUBLE, policy_start DATE, actions VARCHAR, customers BIGINT, holdout_customers BIGINT,
-    recorded_at TIMESTAMP
+    recorded_at TIMESTAMP,
+    -- Added later: the as-of date of the (backfill) run that last rewrote this later date's experiment record
+    -- (NULL: written by its own run) and what changed.
+    rewritten_by DATE, rewrite_detail VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS segment_lift (
@@ -280,6 +289,58 @@ CREATE TABLE IF NOT EXISTS segment_lift (
     -- Added later (ensure_schema adds them to an older warehouse; its rows read NULL): the interval that
     -- holds for all of the run's segments of the outcome at once (Bonferroni over family_size of them).
     simultaneous_low DOUBLE, simultaneous_high DOUBLE, family_size BIGINT
+);
+
+-- Returns, flags and row accounting (issues #27, #31; include/extract, include/load).
+-- stg_returns: validated raw_returns (a cancellation or refund per row, amount > 0) and where
+-- its money went (rule in include/sql/validate_money.sql): matched to the order it names, to
+-- the customer record's earlier purchases, or unattributed (never subtracted). extract_flags:
+-- staged values kept but flagged (far above the shop's typical amount) or adjusted (a
+-- returned_amount above its order's amount), with the rule and the value. return_attribution:
+-- per date, the returned money by destination and the records left with no net spend.
+CREATE TABLE IF NOT EXISTS stg_returns (
+    as_of_date DATE, return_id VARCHAR, source_system VARCHAR, source_id VARCHAR, return_ts TIMESTAMP,
+    amount DOUBLE, order_id VARCHAR, matched_to_order DOUBLE, matched_to_prior DOUBLE, unattributed DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS extract_flags (
+    as_of_date DATE, source_table VARCHAR, source_key VARCHAR, column_name VARCHAR, rule VARCHAR, detail VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS return_attribution (
+    as_of_date DATE, returns BIGINT, returned_amount DOUBLE, matched_to_order DOUBLE, matched_to_prior DOUBLE,
+    unattributed_amount DOUBLE, returns_unattributed BIGINT, records_with_returns BIGINT,
+    records_zero_net_spend BIGINT, order_returned_amount DOUBLE
+);
+
+-- Input rows the loader set aside with a reason (an invoice line whose value is not a number,
+-- a line without an order key); replaced for a table on each load of it.
+CREATE TABLE IF NOT EXISTS load_quarantine (
+    table_name VARCHAR, source VARCHAR, source_key VARCHAR, reason VARCHAR, detail VARCHAR, loaded_at TIMESTAMP
+);
+
+-- CLV runs and their check (include/clv/fit.py; owner: fit_clv). clv_runs: one row per date, written
+-- every run. status: 'champion' (the figures come from a fit that is the champion: this run's fit passed
+-- its check, or the run scored with the registry's champion), 'fitted' (this run's fit failed its check:
+-- customer_clv is written but not presented as true), 'unavailable' (no purchase model fits: no
+-- customer_clv rows for the date; every reader says "CLV not available: <reason>"). check_passed and
+-- reason say whether and why the figures fail their check (holdout error, ranking on the holdout).
+-- fitted_as_of: the as-of date of the registry's champion the run scored with (NULL: fitted this run).
+CREATE TABLE IF NOT EXISTS clv_runs (
+    as_of_date DATE, status VARCHAR, clv_model VARCHAR, reason VARCHAR, holdout_error_pct DOUBLE,
+    gross_margin DOUBLE, gross_margin_assumed BOOLEAN, check_passed BOOLEAN, holdout_mae DOUBLE,
+    normalised_gini DOUBLE, candidates VARCHAR, customers BIGINT, fitted_as_of DATE, model_run_id VARCHAR
+);
+
+-- CLV calibration on the run's own holdout: the calibration fit's predictions for the holdout days
+-- against what the customers did in them. row_kind 'decile': customers by decile of predicted holdout
+-- revenue (1 = highest), predicted vs realised purchases and revenue; row_kind 'summary': one metric
+-- per row (normalised Gini, aggregate errors, the top decile's share) with its bar and verdict.
+CREATE TABLE IF NOT EXISTS clv_backtest (
+    as_of_date DATE, calibration_end DATE, horizon_days BIGINT, clv_model VARCHAR, row_kind VARCHAR,
+    decile BIGINT, metric VARCHAR, customers BIGINT, predicted_purchases DOUBLE, realised_purchases DOUBLE,
+    predicted_revenue DOUBLE, realised_revenue DOUBLE, value DOUBLE, bar DOUBLE, verdict VARCHAR,
+    detail VARCHAR
 );
 
 -- CRM pushes (issue #29). One row per (target, run_id, as_of_date): what the push matched and sent.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from include.runtime.errors import NoRowsError
 from include.runtime.run import RunInfo
 from include.runtime.warehouse import Warehouse
 
@@ -50,7 +51,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     with Warehouse(run.warehouse_url) as wh:
         features = load_features(wh, run.as_of_date)
         if features.empty:
-            raise ValueError(f"customer_features has no rows for as_of_date={run.as_of_date}")
+            raise NoRowsError(f"customer_features has no rows for as_of_date={run.as_of_date}")
         truth = planted_archetypes(wh, run.as_of_date)
     columns, unavailable = available_features(features)
     # The clustering's rates while active are derived from the same sources, so a source with no data

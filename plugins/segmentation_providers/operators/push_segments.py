@@ -149,7 +149,7 @@ class PushSegmentsOperator(BaseOperator):
             return self._push(context)
         except PipelineFinding as exc:
             # Settings or data a retry cannot change (no CRM records matched, a bad matching setting): fail once.
-            raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
     def _push(self, context: Any) -> dict[str, Any]:
         from include.crm.contract import (
