@@ -402,8 +402,11 @@ def test_an_erased_person_leaves_no_row_or_value_and_each_crm_record_gets_one_cl
     reloaded = warehouse_text(shop.url)
     assert {t: find(values, text) for t, text in reloaded.items() if find(values, text)} == {}
     with Warehouse(shop.url) as wh:
-        manifest = wh.query_df("SELECT table_name, rows_loaded FROM load_manifest")
+        manifest = wh.query_df("SELECT table_name, rows_loaded, rows_erased FROM load_manifest")
     rows = dict(zip(manifest["table_name"], manifest["rows_loaded"], strict=True))
+    erased = dict(zip(manifest["table_name"], manifest["rows_erased"], strict=True))
     source_rows = len(pd.read_csv(shop.root / "shop" / "identity.csv")) + len(
         pd.read_csv(shop.root / "hubspot" / "contacts.csv"))
     assert rows["raw_identity_records"] == source_rows - len(person["records"])
+    assert erased["raw_identity_records"] == len(person["records"])  # accounted for, not dropped silently
+    assert erased["raw_orders"] == sum(v == "order_id" for v in values.values())
