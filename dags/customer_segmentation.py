@@ -6,6 +6,7 @@ and what do we spend serving the unprofitable ones?**
 
 | task | writes (rows keyed by `as_of_date`) |
 |---|---|
+| `apply_erasures` | erases the persons of `erase_source_ids` (every warehouse row; `erasure_log`, `erasure_list`; their CRM records cleared by the next pushes) and keeps erased persons out of the raw tables |
 | `extract_validate` | `stg_*` staging tables, `quarantine` (bad rows + reason), `extract_log` |
 | `resolve_identity` | `identity_map` (record → stable `customer_key`), `customers` (golden records); Splink model in MLflow |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
@@ -18,7 +19,7 @@ and what do we spend serving the unprofitable ones?**
 | `compare_schemes` | `customer_legacy_labels`, `legacy_crosstab`, `scheme_variance`, `legacy_label_summary`: the business's own labels (optional `raw_legacy_labels`) against the segments and the RFM map |
 | `run_experiment` | `customer_holdout` (stable holdout per customer and date; no action for it), `policy_runs` (playbook hash + actions in force), `segment_lift` (treated vs holdout per segment since the policy began, intention to treat, CUPED, 95% intervals for each segment alone and for all segments at once (Bonferroni; decides "changed"), and the minimum detectable effect) |
 | `render_report` | `<data>/reports/segment_report_<date>.html` (self-contained), also an MLflow artifact |
-| `push_<target>` | `crm_push_log`, `crm_push_state` (+ `crm_outbox`): changed labels to the targets in `crm_targets` |
+| `push_<target>` | `crm_push_log`, `crm_push_state`, `crm_push_runs` (+ `crm_outbox`): changed labels to the CRM's own records (HubSpot/Salesforce by the ids of their exports loaded as identity records; nothing created), for the targets in `crm_targets`; clears for merged-away keys (`crm_on_merge`) and erased persons |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
 | `close_mlflow_run` | teardown: closes the run's MLflow run, `FAILED` when any task failed, else `FINISHED` |
 
@@ -170,6 +171,23 @@ def close_mlflow_run(**context):
     return tracking.close_parent_run(dag_run.dag_id, dag_run.run_id, failed)
 
 
+@task(task_id="apply_erasures")
+def apply_erasures(**context):
+    """Erase the persons of the ``erase_source_ids`` param, then keep every erased person out of the raw tables."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.erasure import erase_requested
+    from include.runtime.errors import PipelineFinding
+    from segmentation_providers.hooks.warehouse import WarehouseHook
+
+    ids = (context.get("params") or {}).get("erase_source_ids") or []
+    try:
+        return erase_requested(WarehouseHook().get_sqlalchemy_url(), ids,
+                               requested_by=f"DAG run {context.get('run_id')}")
+    except PipelineFinding as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
 @dag(
     dag_id="customer_segmentation",
     schedule="@weekly",
@@ -185,6 +203,7 @@ def close_mlflow_run(**context):
     params={s.name: Param(**s.param_kwargs()) for s in SETTINGS},
 )
 def customer_segmentation():
+    erasures = apply_erasures()
     extract = _stage("extract_validate")
     identity = _stage("resolve_identity")
     features = _stage("build_features")
@@ -203,13 +222,14 @@ def customer_segmentation():
         PushSegmentsOperator(
             task_id=f"push_{target}", target=target, enabled_targets="{{ params.crm_targets }}",
             dry_run="{{ params.crm_dry_run }}", batch_size=100 if target == "hubspot" else 1000,
+            on_merge="{{ params.crm_on_merge }}",
             # One push per target at a time, and a pool per target for its rate limit.
             pool=f"crm_{target}", max_active_tis_per_dag=1, retries=2, retry_delay=dt.timedelta(minutes=1),
         )
         for target in CRM_TARGETS
     ]
 
-    chain(extract, identity, features, segments)
+    chain(erasures, extract, identity, features, segments)
     features >> clv  # segmentation and CLV run side by side
     # Names and the gate are final before labels go out: the CLV cross-check renames or blocks first.
     [segments, clv] >> crosscheck

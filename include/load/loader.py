@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from include.erasure import remove_erased_rows
 from include.load.mapping import (
     GUEST_TABLES,
     ColumnExpr,
@@ -790,6 +791,10 @@ def load_mapping(mapping: Mapping, warehouse_url: str, *, progress: bool = True,
                 else:
                     loaded = [load_table(wh, table_mapping, progress=progress, con=con)]
                 for result in loaded:
+                    # An erased person never comes back from a file loaded again (include.erasure).
+                    erased = sum(remove_erased_rows(wh, [result.table]).values())
+                    result.rows -= erased
+                    result.rows_erased += erased
                     _record(wh, mapping, result, mapping.table(result.table) or table_mapping)
                     results.append(result)
         finally:

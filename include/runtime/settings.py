@@ -287,6 +287,15 @@ SETTINGS: tuple[Setting, ...] = (
        "Migration", minimum=0, maximum=1),
     # -- Run ----------------------------------------------------------------
     _s("seed", 42, "integer", "Random seed", "Seed of every random choice in the run.", "Run"),
+    # -- CRM and erasure (issue #29): steer the DAG's push and erasure tasks, not a stage -----------------
+    _s("crm_on_merge", "survivor", "string", "CRM: records of a vanished customer key",
+       "What a CRM record keyed by a customer key that no longer exists (merged away, no longer published) "
+       "gets: the survivor's labels, or a clear.", "Run", enum=["survivor", "clear"], setting=False),
+    _s("erase_source_ids", [], "array", "Erase persons (source ids)",
+       "Source ids (system:id) of persons to erase before this run: every warehouse row, a clear to each CRM "
+       "record, and kept out of later loads (include/erasure). The ids stay in this run's conf in Airflow's "
+       "database: `python -m include.erasure --ids-file` leaves none.", "Run",
+       items={"type": "string", "pattern": "^[^:]+:.+$"}, setting=False),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

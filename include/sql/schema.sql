@@ -168,27 +168,35 @@ CREATE TABLE IF NOT EXISTS customer_priority (
 -- label date the target last acknowledged, how many deliveries it acknowledged.
 CREATE TABLE IF NOT EXISTS crm_push_state (
     target VARCHAR, customer_key VARCHAR, checksum VARCHAR, as_of_date DATE,
-    acknowledged_at TIMESTAMP, record_key VARCHAR, deliveries BIGINT, ack_id VARCHAR
+    acknowledged_at TIMESTAMP, record_key VARCHAR, deliveries BIGINT, ack_id VARCHAR,
+    -- Added for issue #29: one row per (target, matched_by, record_id), the target's own record (a HubSpot
+    -- contact id, a Salesforce Id, or the customer key), with the segment it was last sent (NULL: a clear),
+    -- erasure_id marks the record of an erased person until the target acknowledged its clear.
+    record_id VARCHAR, matched_by VARCHAR, segment_id BIGINT, segment_name VARCHAR, erasure_id VARCHAR
 );
 
 -- One row per (target, idempotency_key); as_of_date is the run's date, label_date the labels'.
 CREATE TABLE IF NOT EXISTS crm_push_log (
     target VARCHAR, run_id VARCHAR, as_of_date DATE, batch BIGINT, idempotency_key VARCHAR,
     customers BIGINT, acknowledged BIGINT, failed BIGINT, status VARCHAR, response_code BIGINT,
-    attempts BIGINT, detail VARCHAR, logged_at TIMESTAMP, label_date DATE
+    attempts BIGINT, detail VARCHAR, logged_at TIMESTAMP, label_date DATE,
+    -- Acknowledged records of the batch by kind of change (a rename is not a move), and records created.
+    new_records BIGINT, moved BIGINT, renamed BIGINT, updated BIGINT, merged BIGINT, cleared BIGINT,
+    erased BIGINT, created BIGINT
 );
 
 -- One row per (target, record_key); as_of_date is the labels' date.
 CREATE TABLE IF NOT EXISTS crm_outbox (
     target VARCHAR, as_of_date DATE, batch_key VARCHAR, customer_key VARCHAR, payload VARCHAR,
-    checksum VARCHAR, created_at TIMESTAMP, record_key VARCHAR
+    checksum VARCHAR, created_at TIMESTAMP, record_key VARCHAR, record_id VARCHAR
 );
 
 -- The changed set of the push in progress (scratch: emptied when the push commits).
 CREATE TABLE IF NOT EXISTS crm_push_pending (
     target VARCHAR, label_date DATE, customer_key VARCHAR, segment_id BIGINT, segment_name VARCHAR,
     clv_tier VARCHAR, priority VARCHAR, segment_action VARCHAR, checksum VARCHAR, deliveries_acked BIGINT,
-    record_key VARCHAR, holdout BOOLEAN
+    record_key VARCHAR, holdout BOOLEAN, record_id VARCHAR, matched_by VARCHAR, change VARCHAR,
+    erasure_id VARCHAR
 );
 
 -- Extract and loading (issue #13). field_issues: an invalid optional value
@@ -333,4 +341,29 @@ CREATE TABLE IF NOT EXISTS clv_backtest (
     decile BIGINT, metric VARCHAR, customers BIGINT, predicted_purchases DOUBLE, realised_purchases DOUBLE,
     predicted_revenue DOUBLE, realised_revenue DOUBLE, value DOUBLE, bar DOUBLE, verdict VARCHAR,
     detail VARCHAR
+);
+
+-- CRM pushes (issue #29). One row per (target, run_id, as_of_date): what the push matched and sent.
+-- customers_without_record: labelled customers with no record in that CRM (counted, never created),
+-- records_without_labels: the CRM's records whose customer is not segmented.
+CREATE TABLE IF NOT EXISTS crm_push_runs (
+    target VARCHAR, run_id VARCHAR, as_of_date DATE, label_date DATE, matched_by VARCHAR,
+    customers BIGINT, records BIGINT, customers_without_record BIGINT, records_without_labels BIGINT,
+    ambiguous_records BIGINT, newer_delivered BIGINT, changed BIGINT, new_records BIGINT, moved BIGINT,
+    renamed BIGINT, updated BIGINT, merged BIGINT, cleared BIGINT, erased BIGINT, acknowledged BIGINT,
+    failed BIGINT, not_found BIGINT, created BIGINT, logged_at TIMESTAMP
+);
+
+-- Erasure (include/erasure). erasure_log: one audit row per erasure, counts only (no erased value).
+-- erasure_list: what load and extract keep out for good, as md5('erasure|' || source_system || '|' ||
+-- source_id) of every source record of an erased person (no id in the clear).
+CREATE TABLE IF NOT EXISTS erasure_log (
+    erasure_id VARCHAR, requested_at TIMESTAMP, completed_at TIMESTAMP, requested_by VARCHAR,
+    identifiers_given BIGINT, source_records BIGINT, customer_keys BIGINT, tables_changed BIGINT,
+    rows_deleted BIGINT, rows_by_table VARCHAR, crm_records_to_clear BIGINT, crm_records_cleared BIGINT,
+    status VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS erasure_list (
+    erasure_id VARCHAR, id_hash VARCHAR
 );

@@ -20,11 +20,13 @@ SQL = named_sql("stage_reads.sql")
 
 def extract_validate(run: RunInfo) -> dict[str, Any]:
     """Validate raw tables into staging and quarantine; fail above the bad-row threshold."""
+    from include.erasure import remove_erased_rows
     from include.extract.validate import PlausibilityRules, extract_and_validate
     from include.runtime import tracking
 
     # The warehouse work first: MLflow (imported and opened by RunInfo.prefetch_mlflow_run beside it) after.
     with Warehouse(run.warehouse_url) as wh:
+        remove_erased_rows(wh)  # an erased person is never staged again, whatever the raw tables hold
         try:
             reports = extract_and_validate(
                 wh, run.as_of_date, max_bad_share=run.settings.max_bad_share,

@@ -13,6 +13,7 @@ from tests.crm_servers import WebhookReceiver
 
 DAG_FILE = ROOT / "dags" / "customer_segmentation.py"
 EDGES = [
+    ("apply_erasures", "extract_validate"),  # erasures first: an erased person is never extracted again
     ("extract_validate", "resolve_identity"), ("resolve_identity", "build_features"),
     ("build_features", "segment_customers"), ("build_features", "fit_clv"),
     ("segment_customers", "crosscheck_clv"), ("fit_clv", "crosscheck_clv"),
