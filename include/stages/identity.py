@@ -129,7 +129,7 @@ def resolve_identity(run: RunInfo) -> dict[str, Any]:
                                (TRAINED_FOR_TAG, run.as_of_date.isoformat())):
                 tracking.client().set_tag(model_run, key, value)
             source = (f"trained here (MLflow run {model_run}, {'accepted' if accepted else 'NOT accepted'}: "
-                      f"{reason}){refused}")
+                      f"{reason}; {source}){refused}")
         tracking.log_table(mlflow_run, identity_splink.m_u_table(out.model), "identity/m_u_parameters.csv")
         tracking.client().log_text(mlflow_run, identity_splink.match_weights_chart_html(out.model),
                                    "identity/match_weights_chart.html")
