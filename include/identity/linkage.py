@@ -27,12 +27,16 @@ The model is trained without labels:
    cannot estimate the comparisons on its own blocking columns). A session
    whose block holds no pairs is skipped and the next candidate tried.
 
-Comparisons and why they look the way they do (measured on generated data):
+Comparisons and why they look the way they do (measured on generated data;
+"person files" are :mod:`include.demo.person_files`, FEBRL-shaped registers):
 
 - names: Jaro–Winkler levels with term-frequency adjustment (common names
   weigh less), plus a level for first and last name entered the wrong way
-  round when both are present (without it, person-only recall was 0.94);
-- ``id_*``: exact, or one edit apart (a mistyped national id or card number);
+  round when both are present, by Jaro–Winkler so a swapped name with a typo
+  still counts (without the level, person-only recall was 0.94);
+- ``id_*``: exact, one character different, two characters swapped (a
+  mistyped national id or card number; 9 of the 35 pairs a public benchmark
+  missed differed by two swapped digits, two edits for Levenshtein);
 - email, phone and device id: exact match only; a similarity level
   on email re-counts the name evidence for namesakes (``john.smith@`` vs
   ``john.smith2@``) and cut clustered F1 to about 0.91 at 1.4M records; phone
@@ -42,24 +46,35 @@ Comparisons and why they look the way they do (measured on generated data):
   repeated number against them (contact-only F1 0.88 with it, 0.94 without);
 - address: one comparison of postcode *and* street address, because household
   members share both and treating them as independent evidence over-merged
-  (precision 0.56 with two separate exact comparisons); an equal street
-  address with a missing or mistyped postcode is a level of its own, and the
-  region (when present) is the last level before "all other": a person who
-  moved usually stays in the region (see :func:`_place_comparison`);
+  (precision 0.56 with two separate exact comparisons); graded: equal, similar
+  (same house numbers, and Jaro–Winkler or shared words: typos, abbreviations,
+  a missing unit, another word order) with and without an equal postcode, the
+  postcode alone (term-frequency adjusted), and the region (when present) last:
+  a person who moved usually stays in the region (see :func:`_place_comparison`);
 - date of birth: exact, one edit apart, day and month swapped, two characters
   swapped (a transposition, tested as two differing positions holding the same
   characters; "any two edits" also joined unrelated dates of one month, and
   Damerau–Levenshtein is 9x slower in DuckDB).
 
+Prediction blocking: the fixed rules of :data:`PREDICTION_RULE_CANDIDATES`
+plus each of :data:`OPTIONAL_PREDICTION_RULES` the data keeps within
+:data:`OPTIONAL_RULE_PAIRS_PER_RECORD` pairs per record (counted from value
+frequencies before training): on person files the fixed rules reached 96% of
+the true pairs, with the broader ones 99.5%; on the demo's 1.4M rich records
+none of the broad ones is affordable and none is used. The rules chosen are
+saved in the model, so a reused model blocks as it did when trained.
+
 EM sessions sample at most :data:`EM_MAX_PAIRS` blocked pairs, so the broad
 last-resort rules used for sparse column sets stay affordable.
 
-Running on Spark when the data outgrows one machine: the settings are
-dialect-free (``block_on`` and the comparison library render to each SQL
-dialect), so the same :func:`build_settings` and a saved model JSON work with
-``splink.SparkAPI(spark_session=spark)`` in place of ``DuckDBAPI``; register
-the Spark DataFrame with ``db_api.register(sdf, dataset_display_name=...)``
-and call :func:`train_model` / :func:`predict_clusters` unchanged.
+Running on Spark when the data outgrows one machine: blocking rules and the
+library levels render to each SQL dialect, but the custom levels and the
+derived address columns (:data:`DERIVED_COLUMNS`) are DuckDB SQL
+(``hamming``, ``jaro_winkler_similarity``, ``contains``, ``string_split``,
+``list_sort``, ``regexp_extract_all``); on ``splink.SparkAPI`` they need
+Spark's equivalents (``levenshtein``/a UDF, Splink's registered
+``jaro_winkler`` UDF, ``instr``, ``split``, ``array_sort``,
+``regexp_extract_all``) before the same :func:`build_settings` and model JSON run there.
 
 Size: the column-driven Splink design (which comparisons, blocking rules, deterministic
 rules and EM sessions each column set gets) must stay in one place to stay consistent.
@@ -284,39 +299,51 @@ def _transposed_sql(column: str) -> str:
     day of the same month: u 0.017 for dates of birth, 80x the transpositions' rate).
     """
     left, right = f'"{column}_l"', f'"{column}_r"'
-    return (f"length({left}) = length({right}) AND hamming({left}, {right}) = 2 AND "
-            f"list_sort(string_split({left}, '')) = list_sort(string_split({right}, ''))")
+    # Nested CASE: the list sort runs only for the few pairs two characters apart.
+    return (f"CASE WHEN length({left}) = length({right}) THEN (CASE WHEN hamming({left}, {right}) = 2 THEN "
+            f"list_sort(string_split({left}, '')) = list_sort(string_split({right}, '')) ELSE FALSE END) "
+            "ELSE FALSE END")
 
 
 #: Columns derived from the street address in the linkage session (see :data:`DERIVED_COLUMNS`).
-ADDRESS_TOKENS, ADDRESS_NUMBERS = "address_tokens", "address_numbers"
-#: SQL of the columns each linkage session derives from the input (DuckDB; Spark has the same list
-#: functions under other names, see the module docstring). Tokens are the address's distinct words in
-#: order; numbers are its runs of digits (house, flat, unit).
+ADDRESS_WORDS, ADDRESS_NUMBERS = "address_words", "address_numbers"
+#: SQL of the columns each linkage session derives from the input (DuckDB; Spark has the same
+#: string and list functions under other names). Words: the address's distinct words, sorted, as
+#: one text. Numbers: its distinct runs of digits (house, flat, unit) sorted, padded with spaces
+#: (`` 12 4 ``; a single space when there are none), so that "one holds the other's numbers" is a
+#: substring test. Both are text: list columns carried into every pair made u estimation (2e7
+#: random pairs, every level tested on each) cost 2.3x the old model's; the word lists are split
+#: only inside the test, for the pairs whose numbers agree.
 DERIVED_COLUMNS = {
-    ADDRESS_TOKENS: "list_sort(list_distinct(string_split(address, ' ')))",
-    ADDRESS_NUMBERS: "list_sort(list_distinct(regexp_extract_all(address, '[0-9]+')))",
+    ADDRESS_WORDS: "array_to_string(list_sort(list_distinct(string_split(address, ' '))), ' ')",
+    ADDRESS_NUMBERS: ("CASE WHEN len(regexp_extract_all(address, '[0-9]+')) = 0 THEN ' ' ELSE ' ' || "
+                      "array_to_string(list_sort(list_distinct(regexp_extract_all(address, '[0-9]+'))), ' ') "
+                      "|| ' ' END"),
 }
-#: Jaro-Winkler similarity of two street addresses (whole text) called "similar" / "partly similar".
-ADDRESS_SIMILAR_JW, ADDRESS_PARTLY_JW = 0.92, 0.85
-#: Share of the two addresses' distinct words they have in common (Jaccard) for the same two levels.
-ADDRESS_SIMILAR_TOKENS, ADDRESS_PARTLY_TOKENS = 0.6, 0.4
+#: Jaro-Winkler similarity of two street addresses (as written) called "similar".
+ADDRESS_SIMILAR_JW = 0.92
+#: Or the share of their distinct words they have in common (Jaccard) called "similar".
+ADDRESS_SHARED_WORDS = 0.6
 
 
-def _address_similar_sql(jaro_winkler: float, token_share: float) -> str:
+def _address_similar_sql(jaro_winkler: float = ADDRESS_SIMILAR_JW) -> str:
     """SQL: the street addresses carry the same numbers (or one carries none) and read alike.
 
     Numbers first: two flats of one house or neighbours on one street (``12 high st`` vs
     ``14 high st``) read alike to any string measure but are different addresses. "Read
-    alike" is a Jaro-Winkler similarity (typos, an abbreviated street type) or enough
-    shared words (parts missing or in another order: ``unit 4 12 high st`` vs ``12 high st``).
+    alike": a Jaro-Winkler similarity of the addresses as written (typos, an abbreviated
+    street type) or enough shared words (parts missing or in another order: ``unit 4 12
+    high st`` vs ``12 high st``).
     """
     nl, nr = f'"{ADDRESS_NUMBERS}_l"', f'"{ADDRESS_NUMBERS}_r"'
-    tl, tr = f'"{ADDRESS_TOKENS}_l"', f'"{ADDRESS_TOKENS}_r"'
-    same_numbers = f"(list_has_all({nl}, {nr}) OR list_has_all({nr}, {nl}))"
-    shared = (f"len(list_intersect({tl}, {tr})) >= {token_share} * "
-              f"len(list_distinct(list_concat({tl}, {tr})))")
-    return f'{same_numbers} AND (jaro_winkler_similarity("address_l", "address_r") >= {jaro_winkler} OR {shared})'
+    wl, wr = (f"string_split(\"{ADDRESS_WORDS}_{side}\", ' ')" for side in "lr")
+    same_numbers = f"(contains({nl}, {nr}) OR contains({nr}, {nl}))"
+    shared = (f"len(list_intersect({wl}, {wr})) >= {ADDRESS_SHARED_WORDS} * "
+              f"len(list_distinct(list_concat({wl}, {wr})))")
+    # CASE, not AND: DuckDB evaluates both sides of an AND; a CASE branch only for the rows reaching it,
+    # so the word lists are split only for the pairs whose numbers agree.
+    return (f'CASE WHEN {same_numbers} THEN (jaro_winkler_similarity("address_l", "address_r") >= {jaro_winkler} '
+            f"OR {shared}) ELSE FALSE END")
 
 
 def _place_comparison(spec: ComparisonSpec):
@@ -324,12 +351,14 @@ def _place_comparison(spec: ComparisonSpec):
 
     Levels, first match wins: postcode and street address equal; street address
     equal; postcode equal and street address similar; street address similar;
-    postcode equal (term-frequency adjusted: a busy postcode says less); street
-    address partly similar; region equal; anything else. "Similar" is
-    :func:`_address_similar_sql`: addresses keyed by hand differ by typos,
-    abbreviations (``street``/``st``), a missing unit or house number and word
-    order, and an exact comparison called all of those disagreement (31 of the 35
-    true pairs a public person-only benchmark missed had unequal addresses).
+    postcode equal (term-frequency adjusted: a busy postcode says less); region
+    equal; anything else. "Similar" is :func:`_address_similar_sql`: addresses
+    keyed by hand differ by typos, abbreviations (``street``/``st``), a missing
+    unit or house number and word order, and an exact comparison called all of
+    those disagreement (31 of the 35 true pairs a public person-only benchmark
+    missed had unequal addresses). A level below "similar" (Jaro-Winkler 0.85)
+    added 0.0004 F1 on person files without an id and was dropped: each level
+    is tested on every random pair u estimation samples.
 
     Household members share postcode and street, so treating them as independent
     evidence over-merged (precision 0.56 with two separate exact comparisons). The
@@ -345,22 +374,19 @@ def _place_comparison(spec: ComparisonSpec):
     if not street:
         raise TrainingError("a place comparison needs a postcode or a street address")
     levels = [cll.And(*[cll.NullLevel(c) for c in street]) if len(street) == 2 else cll.NullLevel(street[0])]
-    postcode = ('"postcode_l" = "postcode_r"')
+    postcode = '"postcode_l" = "postcode_r"'
     if len(street) == 2:
         levels.append(cll.And(cll.ExactMatchLevel("postcode"), cll.ExactMatchLevel("address")))
     if "address" in have:
         # A missing or mistyped postcode must not hide an equal street address.
         levels.append(cll.ExactMatchLevel("address"))
-        similar = _address_similar_sql(ADDRESS_SIMILAR_JW, ADDRESS_SIMILAR_TOKENS)
+        similar = _address_similar_sql()
         if "postcode" in have:
-            levels.append(cll.CustomLevel(f"{postcode} AND {similar}",
+            levels.append(cll.CustomLevel(f"CASE WHEN {postcode} THEN {similar} ELSE FALSE END",
                                           label_for_charts="postcode equal, street address similar"))
         levels.append(cll.CustomLevel(similar, label_for_charts="street address similar"))
     if "postcode" in have:
         levels.append(cll.ExactMatchLevel("postcode").configure(tf_adjustment_column="postcode"))
-    if "address" in have:
-        levels.append(cll.CustomLevel(_address_similar_sql(ADDRESS_PARTLY_JW, ADDRESS_PARTLY_TOKENS),
-                                      label_for_charts="street address partly similar"))
     if "region" in have:
         levels.append(cll.ExactMatchLevel("region"))
     return cl.CustomComparison(

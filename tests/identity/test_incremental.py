@@ -152,13 +152,15 @@ def test_below_the_quality_bar_degrades_or_fails(wh, weeks):
         resolve_identities(wh, WEEK1, model=out.model, min_estimated_recall=0.99999, below_bar="fail")
 
 
-def test_stage_chains_weeks_on_the_base_runs_model(warehouse_url, weeks):
+def test_stage_chains_weeks_on_the_base_runs_model(warehouse_url, weeks, tmp_path, monkeypatch):
     from include.runtime import tracking
     from include.runtime.run import RunInfo
     from include.runtime.settings import PipelineSettings
     from include.runtime.warehouse import Warehouse
     from include.stages.identity import resolve_identity
 
+    # An MLflow store of its own: the models logged here must not be found by other tests' runs of these dates.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     week1, week2, truth, *_ = weeks
     with Warehouse(warehouse_url) as wh:
         _stage(wh, week1, WEEK1, truth)
