@@ -583,12 +583,16 @@ def _db_api(threads: int, memory_limit: str | None):
 
 
 def _register_input(db_api, frame: pd.DataFrame, name: str = "identity_records"):
-    """Register ``frame`` with its :data:`DERIVED_COLUMNS` as table ``name``; return Splink's handle of it."""
+    """Register ``frame`` with its :data:`DERIVED_COLUMNS` as view ``name``; return Splink's handle of it.
+
+    A view over the pandas frame, as Splink registers one: a table copy counted against
+    DuckDB's memory limit and made prediction spill at 1.4M records (predict 47 CPU-s
+    against 27). Splink materialises the view once per step (with term frequencies).
+    """
     con = db_api.duckdb_con
     con.register(f"{name}_frame", frame)
     derived = "".join(f", {sql} AS {col}" for col, sql in DERIVED_COLUMNS.items()) if "address" in frame else ""
-    con.execute(f"CREATE TABLE {name} AS SELECT *{derived} FROM {name}_frame").fetchall()
-    con.unregister(f"{name}_frame")
+    con.execute(f"CREATE VIEW {name} AS SELECT *{derived} FROM {name}_frame").fetchall()
     return db_api.register(name, dataset_display_name=name)
 
 
