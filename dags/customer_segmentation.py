@@ -29,10 +29,17 @@ and what do we spend serving the unprofitable ones?**
 CLV rows), so other DAGs can be scheduled on them.
 
 **Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
-names, email, phone, address, date of birth and device id. The last accepted
-model is reused unless `identity_retrain` is ticked; `identity_method=exact`
-runs the email/phone baseline. Keys stay stable across runs (merges keep the
-oldest key, the smaller part of a split gets a new one).
+names, email, phone, address, date of birth, device id and any `id_*` identifier.
+A weekly run links only new and changed records against the previous run's
+clusters (`identity_relink`), with that run's model, until the columns change,
+the model is older than `identity_model_max_age_days` or `identity_retrain` is
+ticked (then everyone is re-linked). Every run estimates its own precision and
+recall without truth (`identity_runs.estimated_*`); below
+`identity_min_estimated_precision` / `identity_min_estimated_recall` it is
+degraded or fails (`identity_below_bar`). `identity_method=exact` runs the
+email/phone baseline. Keys stay stable across runs (merges keep the oldest key,
+the smaller part of a split gets a new one); merges and splits go to
+`identity_changes`.
 
 **Hysteresis**: a customer's published segment moves only after `hysteresis_runs`
 consecutive runs in the new segment; `customer_segments` keeps both the raw and

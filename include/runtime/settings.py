@@ -200,11 +200,30 @@ SETTINGS: tuple[Setting, ...] = (
        enum=["GB", "IE", "US", "CA", "DE", "AT", "CH", "FR", "BE", "NL", "ES", "IT", "AU", "NZ"]),
     _s("identity_retrain", False, "boolean", "Retrain the identity model",
        "Train a new Splink model instead of reusing the last accepted one.", "Identity"),
-    _s("identity_u_max_pairs", 2e7, "number", "Pairs sampled for u",
-       "Record pairs sampled to estimate Splink's u probabilities.", "Identity", minimum=1e4),
+    _s("identity_u_max_pairs", 1e7, "number", "Pairs sampled for u",
+       "Record pairs sampled to estimate Splink's u probabilities (1e7: the graded address levels are rare "
+       "among random pairs, so every sampled pair is compared; 2e7 cost 6 CPU-s more for no better F1).",
+       "Identity", minimum=1e4),
     _s("identity_min_f1", 0.95, "number", "Least F1 to accept a model",
        "Where ground truth exists, a newly trained model is accepted (reused later) only at this pairwise F1.",
        "Identity", minimum=0, maximum=1),
+    _s("identity_relink", "incremental", "string", "Identity re-link",
+       "incremental: link only new and changed records against the previous run's clusters (when it used the "
+       "same model and columns; otherwise a full re-link runs by itself); full: re-link every record.",
+       "Identity", enum=["incremental", "full"]),
+    _s("identity_model_max_age_days", 91, "integer", "Identity model age limit (days)",
+       "Retrain the Splink model (and re-link everyone) when the model was trained this many days before the "
+       "as-of date; 0 = keep the model until the columns change or identity_retrain is ticked.", "Identity",
+       minimum=0),
+    _s("identity_min_estimated_precision", 0.98, "number", "Least estimated identity precision",
+       "Bar for the truth-free estimate of the share of links that are true (mean match probability of the "
+       "links); below it the run is degraded or fails (identity_below_bar).", "Identity", minimum=0, maximum=1),
+    _s("identity_min_estimated_recall", 0.9, "number", "Least estimated identity recall",
+       "Bar for the truth-free estimate of the share of expected matches the links hold; below it the run is "
+       "degraded or fails (identity_below_bar).", "Identity", minimum=0, maximum=1),
+    _s("identity_below_bar", "degrade", "string", "Identity below the quality bar",
+       "degrade: write the run and mark it degraded (a WARNING, identity_runs.degraded, the report's banner); "
+       "fail: fail the task and write nothing.", "Identity", enum=["degrade", "fail"]),
     # -- Segmentation -------------------------------------------------------
     _s("k_min", 3, "integer", "Smallest k tried", "Smallest number of segments the k selection tries.",
        "Segmentation", minimum=2, maximum=20),

@@ -48,9 +48,12 @@ CREATE TABLE IF NOT EXISTS extract_log (
     rows_flagged BIGINT
 );
 
+-- identity_map.record_hash: fingerprint of the record's normalised linkage values; an incremental
+-- identity run links only records whose fingerprint changed (include/identity/incremental.py).
 CREATE TABLE IF NOT EXISTS identity_map (
     as_of_date DATE, source_system VARCHAR, source_id VARCHAR,
-    customer_key VARCHAR, cluster_confidence DOUBLE, match_method VARCHAR, key_since DATE
+    customer_key VARCHAR, cluster_confidence DOUBLE, match_method VARCHAR, key_since DATE,
+    record_hash VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS customers (
@@ -223,10 +226,27 @@ CREATE TABLE IF NOT EXISTS load_manifest (
 );
 
 -- One row per identity run: how records were linked, and whether the run was
--- degraded (Splink untrainable, exact rule used) and why. Read by the report.
+-- degraded (Splink untrainable and several source systems, or the truth-free
+-- quality estimate below the bar) and why. Read by the report. mode: full |
+-- incremental (Splink) or the method without a model; base_as_of_date: the run an
+-- incremental run built on; estimated_*: the truth-free estimate
+-- (include/identity/quality.py) over estimated_scope.
 CREATE TABLE IF NOT EXISTS identity_runs (
     as_of_date DATE, method VARCHAR, degraded BOOLEAN, reason VARCHAR, records BIGINT,
-    customers BIGINT, linkage_columns VARCHAR, model_trained BOOLEAN
+    customers BIGINT, linkage_columns VARCHAR, model_trained BOOLEAN,
+    mode VARCHAR, mode_reason VARCHAR, base_as_of_date DATE, records_relinked BIGINT,
+    model_id VARCHAR, model_trained_for DATE,
+    estimated_precision DOUBLE, estimated_recall DOUBLE, estimated_f1 DOUBLE, estimated_scope VARCHAR,
+    estimated_links_near_threshold_share DOUBLE, contradictory_id_cluster_share DOUBLE,
+    equal_id_pairs_apart_share DOUBLE, largest_cluster BIGINT, quality_below_bar VARCHAR
+);
+
+-- Customers merged or split by an identity run, against the run it built on
+-- (include/identity/incremental.py: identity_changes). change: 'merge' (customer_key
+-- disappeared, its records now under survivor_key) | 'split' (records left
+-- customer_key for survivor_key). Read by the CRM stage to mirror merges.
+CREATE TABLE IF NOT EXISTS identity_changes (
+    as_of_date DATE, change VARCHAR, customer_key VARCHAR, survivor_key VARCHAR, records BIGINT
 );
 
 -- Legacy labels beside the behavioural segments (issue #19, item 5).
