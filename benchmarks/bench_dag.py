@@ -8,7 +8,8 @@ reused by later calls), copies it into a fresh data folder, then runs
 ``customer_segmentation`` for the as-of date ``--as-of`` and for the week after:
 
 - ``--mode scheduler``: ``scripts/ui.sh start api-server scheduler dag-processor``
-  (LocalExecutor, ``--parallelism`` task processes), runs triggered through the REST API;
+  (LocalExecutor, ``--parallelism`` task processes, metadata in the data folder's PostgreSQL),
+  runs triggered through the REST API;
 - ``--mode dags-test``: ``airflow dags test`` (what ``scripts/demo.sh`` does).
 
 The second week reuses the models (the identity model always unless retrained;
@@ -135,29 +136,33 @@ def raw_warehouse(data_dir: Path, persons: int, seed: int) -> Path:
     return path
 
 
-def run_rows(airflow_db: Path, run_id: str) -> tuple[dict, list[dict]]:
-    """The DAG run and its task instances, read from the metadata database."""
-    con = sqlite3.connect(f"file:{airflow_db}?mode=ro", uri=True, timeout=60)
+def run_rows(metadata_url: str, run_id: str) -> tuple[dict, list[dict]]:
+    """The DAG run and its task instances, read from the metadata database (PostgreSQL or SQLite)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(metadata_url, poolclass=sa.pool.NullPool)
     try:
-        con.row_factory = sqlite3.Row
-        run = dict(con.execute("SELECT run_id, state, start_date, end_date FROM dag_run WHERE dag_id = ? AND run_id = ?",
-                               (DAG_ID, run_id)).fetchone())
-        tis = [dict(r) for r in con.execute(
-            "SELECT id, task_id, state, try_number, start_date, end_date FROM task_instance "
-            "WHERE dag_id = ? AND run_id = ? ORDER BY start_date", (DAG_ID, run_id))]
+        with engine.connect() as con:
+            run = dict(con.execute(sa.text("SELECT run_id, state, start_date, end_date FROM dag_run "
+                                           "WHERE dag_id = :d AND run_id = :r"), {"d": DAG_ID, "r": run_id})
+                       .mappings().one())
+            tis = [dict(r) for r in con.execute(sa.text(
+                "SELECT id, task_id, state, try_number, start_date, end_date FROM task_instance "
+                "WHERE dag_id = :d AND run_id = :r ORDER BY start_date"), {"d": DAG_ID, "r": run_id}).mappings()]
     finally:
-        con.close()
+        engine.dispose()
     return run, tis
 
 
-def _epoch(value: str | None) -> float | None:
+def _epoch(value: str | dt.datetime | None) -> float | None:
     if not value:
         return None
-    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).timestamp()
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def report(label: str, airflow_db: Path, run_id: str, sampler: MemorySampler, mode: str) -> dict:
-    run, tis = run_rows(airflow_db, run_id)
+def report(label: str, metadata_url: str, run_id: str, sampler: MemorySampler, mode: str) -> dict:
+    run, tis = run_rows(metadata_url, run_id)
     run_start = _epoch(run["start_date"])
     rows = []
     for ti in tis:
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir.mkdir(exist_ok=True)  # a stack stopping late can leave files behind rmtree
     (run_dir / "warehouse.duckdb.wal").unlink(missing_ok=True)
     shutil.copy(raw, run_dir / "warehouse.duckdb")
-    airflow_db = run_dir / "airflow" / "airflow.db"
+    airflow_db = run_dir / "airflow" / "airflow.db"  # dags-test mode's metadata (SQLite)
     weeks = [("week 1", {**args.conf, "as_of_date": args.as_of.isoformat()}),
              ("week 2 (model reuse)", {**args.conf, "as_of_date": (args.as_of + dt.timedelta(days=7)).isoformat(),
                                        "clv_use_champion": True})][:args.weeks]
@@ -231,10 +236,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"stack up in {time.perf_counter() - started:.0f} s", flush=True)
             stack.wait_for_dag(DAG_ID)
             stack.unpause(DAG_ID)
+            metadata_url = stack.metadata_url()  # the stack's PostgreSQL
             for label, conf in weeks:
                 run_id = stack.trigger(DAG_ID, conf)
                 stack.wait_for_run(DAG_ID, run_id, timeout=6 * 3600)
-                results.append(report(label, airflow_db, run_id, sampler, args.mode))
+                results.append(report(label, metadata_url, run_id, sampler, args.mode))
         finally:
             sampler.stop()
             stack.stop()
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             run_id = con.execute("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1",
                                  (DAG_ID,)).fetchone()[0]
             con.close()
-            results.append(report(label, airflow_db, run_id, sampler, args.mode))
+            results.append(report(label, f"sqlite:///{airflow_db}", run_id, sampler, args.mode))
     total = time.perf_counter() - started
     print(f"\n{args.mode}, {args.persons:,} persons: both weeks {sum(r['wall_s'] or 0 for r in results):.0f} s "
           f"of run wall time; {total:.0f} s including start-up")

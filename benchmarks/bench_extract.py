@@ -83,7 +83,7 @@ def explain(wh: Warehouse, raw_table: str, as_of: dt.date) -> None:
     present = validate.check_contract(wh)
     spec = next(s for s in validate.TABLE_SPECS if s.raw == raw_table)
     sql = validate.build_validation_sql(spec, present[raw_table])
-    params = validate.run_boundaries(as_of)
+    params = validate.validation_params(as_of)
     query = sql["create"].split(" AS\n", 1)[1]
     with wh.engine.connect() as conn:
         raw = conn.connection.driver_connection

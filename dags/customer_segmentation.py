@@ -6,11 +6,12 @@ and what do we spend serving the unprofitable ones?**
 
 | task | writes (rows keyed by `as_of_date`) |
 |---|---|
+| `apply_erasures` | erases the persons of `erase_source_ids` (every warehouse row; `erasure_log`, `erasure_list`; their CRM records cleared by the next pushes) and keeps erased persons out of the raw tables |
 | `extract_validate` | `stg_*` staging tables, `quarantine` (bad rows + reason), `extract_log` |
 | `resolve_identity` | `identity_map` (record → stable `customer_key`), `customers` (golden records); Splink model in MLflow |
 | `build_features` | `customer_features` (RFM, engagement, support cost, traits) |
 | `segment_customers` | the fit, fit-local and immutable: `segment_assignments`, `segment_profiles`, `segment_centroids`, `segmentation_runs` (bootstrap stability) |
-| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error: P(alive), expected purchases, CLV 90/365 days) |
+| `fit_clv` | `clv_summary` (statistics in SQL), `customer_clv` (BG/NBD or MBG/NBD, chosen by holdout error among the fits with an interior maximum: P(alive), expected purchases, CLV 90/365 days), `clv_runs` (every run: model, holdout error, check, assumed margin; `unavailable` and why when no model fits: no CLV rows, the run goes on), `clv_backtest` (holdout predictions vs what customers did, by decile, normalised Gini) |
 | `backtest_claims` | `claims_backtest`, `backtest_features`: the run's own logic as of D − `clv_holdout_days` on its own data; every name's value and lifecycle word and every action tier (account team, deprioritise, exclude) against what those customers did next |
 | `label_segments` | `segment_labels` (the one owner of segment ids and names: fit segment → stable id, name, rule, standing, backtest verdict), `label_runs` (quality gate: stability and validity; claims withheld) |
 | `crosscheck_clv` | `segment_clv_check`: the labels against CLV (value order vs mean CLV, lapsed names vs P(alive)); "could not check" without CLV |
@@ -20,19 +21,27 @@ and what do we spend serving the unprofitable ones?**
 | `compare_schemes` | `customer_legacy_labels`, `legacy_crosstab`, `scheme_variance`, `legacy_label_summary`: the business's own labels (optional `raw_legacy_labels`) against the segments and the RFM map |
 | `run_experiment` | `customer_holdout` (stable holdout per customer and date; no action for it), `policy_runs` (playbook hash + actions in force), `segment_lift` (treated vs holdout per segment since the policy began, intention to treat, CUPED, 95% intervals for each segment alone and for all segments at once (Bonferroni; decides "changed"), and the minimum detectable effect) |
 | `render_report` | `<data>/reports/segment_report_<date>.html` (self-contained), also an MLflow artifact |
-| `push_<target>` | `crm_push_log`, `crm_push_state` (+ `crm_outbox`): changed labels to the targets in `crm_targets` |
+| `push_<target>` | `crm_push_log`, `crm_push_state`, `crm_push_runs` (+ `crm_outbox`): changed labels to the CRM's own records (HubSpot/Salesforce by the ids of their exports loaded as identity records; nothing created), for the targets in `crm_targets`; clears for merged-away keys (`crm_on_merge`) and erased persons |
 | `check_migration` | fails visibly when more than `alert_top_outflow` of the top segment left it (labels stay written) |
 | `close_mlflow_run` | teardown: closes the run's MLflow run, `FAILED` when any task failed, else `FINISHED` |
 
 **Assets**: `publish_segments`, `fit_clv` and `build_economics` update the assets
 `customer_segments`, `customer_clv` and `segment_economics` (event `extra`:
-`as_of_date`), so other DAGs can be scheduled on them.
+`as_of_date`; for `customer_clv` also `status`, `unavailable` when no CLV model fits and the date has no
+CLV rows), so other DAGs can be scheduled on them.
 
 **Identity**: Splink (Fellegi–Sunter) links web, app and call-centre records on
-names, email, phone, address, date of birth and device id. The last accepted
-model is reused unless `identity_retrain` is ticked; `identity_method=exact`
-runs the email/phone baseline. Keys stay stable across runs (merges keep the
-oldest key, the smaller part of a split gets a new one).
+names, email, phone, address, date of birth, device id and any `id_*` identifier.
+A weekly run links only new and changed records against the previous run's
+clusters (`identity_relink`), with that run's model, until the columns change,
+the model is older than `identity_model_max_age_days` or `identity_retrain` is
+ticked (then everyone is re-linked). Every run estimates its own precision and
+recall without truth (`identity_runs.estimated_*`); below
+`identity_min_estimated_precision` / `identity_min_estimated_recall` it is
+degraded or fails (`identity_below_bar`). `identity_method=exact` runs the
+email/phone baseline. Keys stay stable across runs (merges keep the oldest key,
+the smaller part of a split gets a new one); merges and splits go to
+`identity_changes`.
 
 **Hysteresis**: a customer's published segment moves only after `hysteresis_runs`
 consecutive runs in the new segment; `customer_segments` keeps both the raw and
@@ -89,8 +98,37 @@ OUTLETS = {
 }
 
 
+def _concurrent_tasks(task) -> int:
+    """Tasks that may run beside this one, itself included: the executor's slots, capped by the DAG.
+
+    The slots come from ``$SEGMENTATION_CONCURRENT_TASKS`` (``scripts/ui.sh`` sets it to the
+    scheduler's parallelism for its workers; unset under ``airflow dags test``, which runs
+    one task at a time). The DAG caps them: only stages that are neither upstream nor
+    downstream of this one can run beside it (``fit_clv`` beside ``segment_customers``), so a
+    stage alone in its part of the DAG gets every core.
+    """
+    import os
+
+    from include.runtime.threads import CONCURRENCY_VARIABLE
+    from include.stages import STAGES
+
+    slots = int(os.environ.get(CONCURRENCY_VARIABLE) or 1)
+    if slots <= 1:
+        return 1
+    related = task.get_flat_relative_ids(upstream=True) | task.get_flat_relative_ids(upstream=False)
+    beside = {t for t in task.dag.task_ids if t in STAGES and t != task.task_id and t not in related}
+    return min(slots, 1 + len(beside))
+
+
 def _stage(name: str):
-    """A task running the stage adapter ``include.stages.STAGES[name]`` for this DAG run's as-of date."""
+    """A task running the stage adapter ``include.stages.STAGES[name]`` for this DAG run's as-of date.
+
+    The stage runs with its thread pools bounded to its share of the cores
+    (:mod:`include.runtime.threads`) and stops within seconds on SIGTERM/SIGINT
+    (:mod:`include.runtime.stops`: its transaction rolls back, the MLflow run is closed KILLED).
+    A :class:`~include.runtime.errors.PipelineFinding` (bad data or settings, a failed gate)
+    fails the task once; any other exception is taken as transient and retried.
+    """
     from include.stages import STAGES
 
     if name not in STAGES:  # fail when the DAG file is parsed, not when the task runs
@@ -99,23 +137,37 @@ def _stage(name: str):
 
     @task(task_id=name, outlets=outlets)
     def run_stage(**context):
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTerminated
 
+        from include.runtime import threads, tracking
         from include.runtime.errors import PipelineFinding
         from include.runtime.run import RunInfo
+        from include.runtime.stops import StageTerminated, stoppable
         from include.stages import stage
         from segmentation_providers.hooks.warehouse import WarehouseHook
 
+        budget = threads.task_thread_budget(_concurrent_tasks(context["task"]))
         try:
-            run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
-            adapter = stage(name)  # imports the stage's module before MLflow is imported beside it
-            run.prefetch_mlflow_run()
-            result = adapter(run)
+            with stoppable(), threads.limited(budget):
+                run = RunInfo.from_context(context, WarehouseHook().get_sqlalchemy_url())
+                adapter = stage(name)  # imports the stage's module before MLflow is imported beside it
+                run.prefetch_mlflow_run()
+                result = adapter(run)
         except PipelineFinding as exc:
             # Bad input or settings, a failed gate, a migration alert: findings, not transient errors. Fail once.
-            raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        except StageTerminated as exc:
+            # Stopped on purpose: failed, not retried; the MLflow run must not stay RUNNING.
+            dag_run = context["dag_run"]
+            try:
+                tracking.kill_parent_run(dag_run.dag_id, dag_run.run_id, name, str(exc))
+            except Exception:  # noqa: BLE001 - the stop goes on; the teardown closes the run if it runs
+                pass
+            raise AirflowTaskTerminated(str(exc)) from exc
         for asset in outlets:
-            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat()}
+            # A stage that reports a status (fit_clv: 'unavailable' when no CLV model fits) says it to consumers.
+            status = {"status": result["status"]} if isinstance(result, dict) and "status" in result else {}
+            context["outlet_events"][asset].extra = {"as_of_date": run.as_of_date.isoformat(), **status}
         return result
 
     return run_stage()
@@ -133,6 +185,23 @@ def close_mlflow_run(**context):
     return tracking.close_parent_run(dag_run.dag_id, dag_run.run_id, failed)
 
 
+@task(task_id="apply_erasures")
+def apply_erasures(**context):
+    """Erase the persons of the ``erase_source_ids`` param, then keep every erased person out of the raw tables."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.erasure import erase_requested
+    from include.runtime.errors import PipelineFinding
+    from segmentation_providers.hooks.warehouse import WarehouseHook
+
+    ids = (context.get("params") or {}).get("erase_source_ids") or []
+    try:
+        return erase_requested(WarehouseHook().get_sqlalchemy_url(), ids,
+                               requested_by=f"DAG run {context.get('run_id')}")
+    except PipelineFinding as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
 @dag(
     dag_id="customer_segmentation",
     schedule="@weekly",
@@ -148,6 +217,7 @@ def close_mlflow_run(**context):
     params={s.name: Param(**s.param_kwargs()) for s in SETTINGS},
 )
 def customer_segmentation():
+    erasures = apply_erasures()
     extract = _stage("extract_validate")
     identity = _stage("resolve_identity")
     features = _stage("build_features")
@@ -168,13 +238,14 @@ def customer_segmentation():
         PushSegmentsOperator(
             task_id=f"push_{target}", target=target, enabled_targets="{{ params.crm_targets }}",
             dry_run="{{ params.crm_dry_run }}", batch_size=100 if target == "hubspot" else 1000,
+            on_merge="{{ params.crm_on_merge }}",
             # One push per target at a time, and a pool per target for its rate limit.
             pool=f"crm_{target}", max_active_tis_per_dag=1, retries=2, retry_delay=dt.timedelta(minutes=1),
         )
         for target in CRM_TARGETS
     ]
 
-    chain(extract, identity, features, segments, backtest)
+    chain(erasures, extract, identity, features, segments, backtest)
     features >> clv  # segmentation and CLV run side by side
     # One owner for ids and names: the labeller hears the fit, CLV (a witness) and the backtest (claims that
     # failed are withheld); the CLV cross-check records the labels against CLV before they go out.

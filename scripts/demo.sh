@@ -8,8 +8,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PHASES=""
 phase_start=$(date +%s)
 phase_done() { local now; now=$(date +%s); PHASES="$PHASES  $1: $(( now - phase_start )) s\n"; phase_start=$now; }
-bash "$ROOT/scripts/setup.sh"
+# SEGMENTATION_SKIP_SETUP=1: the environment is installed already (as for scripts/ui.sh).
+[ "${SEGMENTATION_SKIP_SETUP:-}" = 1 ] || bash "$ROOT/scripts/setup.sh"
 phase_done "setup check"
+# The demo runs `dags test` (scripts/run_dates.py): SQLite metadata, even while scripts/ui.sh runs a stack.
+export SEGMENTATION_METADATA_DB=sqlite
 source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 CUSTOMERS="${DEMO_CUSTOMERS:-5000}"
@@ -37,7 +40,7 @@ echo "== 2/3 demo data: $CUSTOMERS persons into a fresh warehouse"
 rm -f "$SEGMENTATION_DATA_DIR/warehouse.duckdb" "$SEGMENTATION_DATA_DIR/warehouse.duckdb.wal"
 # The playbook takes effect after the first run (as-of 2026-10-24): the generator plants its effects on the
 # treated from the day after, so the lift table has a truth to recover (--policy-date; see README, Holdouts).
-python -m include.demo.generate --customers "$CUSTOMERS" --seed 7 --policy-date "${DEMO_POLICY_DATE:-2026-10-25}"
+quiet_duckdb_exit python -m include.demo.generate --customers "$CUSTOMERS" --seed 7 --policy-date "${DEMO_POLICY_DATE:-2026-10-25}"
 phase_done "generate"
 
 if [ -n "$MIGRATE_PID" ]; then
@@ -72,9 +75,9 @@ sleep 0.2  # let tee flush the last progress line
 PHASES="$PHASES$(sed 's/^ */  run /' "$SEGMENTATION_DATA_DIR/logs/dag-runs.progress")\n"
 phase_done "runs, in all"
 
-python -m include.report.summary
+quiet_duckdb_exit python -m include.report.summary
 echo
-python scripts/webhook_receiver.py --report "$DELIVERIES"
+quiet_duckdb_exit python scripts/webhook_receiver.py --report "$DELIVERIES"
 kill $HOOK_PID 2>/dev/null || true
 phase_done "summary"
 echo

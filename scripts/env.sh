@@ -11,9 +11,28 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS:-True}"
-# SQLite waits up to 60 s for another component's write (Python's default is 5 s,
-# which `airflow backfill create` overran beside a busy scheduler: "database is locked").
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db?timeout=60}"
+# The metadata database. The stack (scripts/ui.sh: scheduler, api-server, dag-processor) runs on the data
+# folder's own PostgreSQL (scripts/metadata_db.py; Airflow documents SQLite as development-only, and beside a
+# busy scheduler SQLite answered "database is locked"). `airflow dags test`, scripts/run_dates.py and the demo
+# use SQLite. SEGMENTATION_METADATA_DB: postgres | sqlite | auto (default: PostgreSQL while the data folder's
+# server runs, so CLI calls such as `airflow backfill create` reach the running stack). An explicit
+# AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (a production Postgres) wins over all of them.
+if [ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]; then
+  case "${SEGMENTATION_METADATA_DB:-auto}" in
+    postgres) use_postgres=1 ;;
+    sqlite) use_postgres=0 ;;
+    *) use_postgres=0
+       if python3 "$ROOT/scripts/metadata_db.py" status > /dev/null 2>&1; then use_postgres=1; fi ;;
+  esac
+  if [ "$use_postgres" = 1 ]; then
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$(python3 "$ROOT/scripts/metadata_db.py" url)"
+  else
+    # SQLite waits up to 60 s for another writer (Python's default is 5 s).
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db?timeout=60"
+  fi
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+  unset use_postgres
+fi
 # Every server of the local stack listens on loopback only; the ports are configurable
 # so that two stacks can run side by side (e.g. AIRFLOW_PORT=8081 AIRFLOW_LOG_PORT=8795 MLFLOW_PORT=5001).
 export AIRFLOW_PORT="${AIRFLOW_PORT:-8080}"
@@ -42,3 +61,15 @@ export PYTHONPATH="$ROOT:$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-$SEGMENTATION_DATA_DIR/.pycache}"
 export PATH="$ROOT/.venv/bin:$PATH"
+
+# DuckDB 2.0's Python binding (nanobind) lists its own module objects (the _duckdb types, functions and
+# type constants) as "leaked" when the interpreter exits after duckdb_engine, a DuckDB-to-pandas result and
+# MLflow's SQL store were all loaded: at exit none of the project's DuckDB connections or relations is open
+# (checked with gc at atexit), so the cause is in DuckDB's module teardown, not in our objects. Not an
+# error: the scripts drop exactly those lines from standard error (`quiet_duckdb_exit python ...`).
+DUCKDB_EXIT_NOISE='^(nanobind: |  ?- leaked |  ?- \.\.\. skipped|See https://nanobind)'
+quiet_duckdb_exit() {
+  local status=0
+  "$@" 2> >(grep --line-buffered -v -E "$DUCKDB_EXIT_NOISE" >&2) || status=$?
+  return "$status"
+}

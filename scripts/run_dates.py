@@ -7,6 +7,12 @@ every task in this process, one at a time, recorded in the metadata database),
 but the DAG is parsed, and Airflow, pandas, MLflow, PyMC and scikit-learn are
 imported, once instead of once per date: that start-up was 10-20 s of each
 ``airflow dags test`` of the demo. Stops at the first failed run (exit status 1).
+
+Tasks run one at a time, so each may use every core: the thread pools are sized once, before
+NumPy and scikit-learn load (:func:`include.runtime.threads.apply_to_process`). SIGTERM or
+SIGINT stops the running stage within seconds (its transaction rolls back, the run's MLflow run
+is closed KILLED: :mod:`include.runtime.stops`), the run fails and no later date starts
+(exit status 128 + the signal's number).
 Progress lines (date, state, seconds) go to file descriptor 3 when it is open,
 else to standard error, so the caller can send Airflow's task logs elsewhere.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -36,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     conf = json.loads(args.conf)
     progress = _progress_stream()
 
+    from include.runtime import stops, threads
+
+    threads.apply_to_process(concurrent_tasks=1)
+
     from airflow.sdk import timezone
     from airflow.utils.cli import get_bagged_dag
     from airflow.utils.providers_configuration_loader import providers_configuration_loaded
@@ -48,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             run = dag.test(logical_date=timezone.parse(day), run_conf=conf)
             state = str(getattr(run, "state", "unknown"))
             print(f"   {args.dag_id} {day}: {state} in {time.perf_counter() - started:.0f} s", file=progress)
+            if stops.stop_requested():
+                print(f"   stopped by {signal.Signals(stops.stop_requested()).name}", file=progress)
+                return 128 + stops.stop_requested()
             if state != "success":
                 return 1
         return 0

@@ -2,8 +2,13 @@
 
 The stack is started by the same script operators use (``bash scripts/ui.sh start``), so a
 test of it also tests the script's settings: loopback servers, configurable ports, the
-SQLite busy timeout, the LocalExecutor. The environment is rebuilt from scratch, without
-the ``AIRFLOW_*``/``MLFLOW_*`` variables ``tests/conftest.py`` sets for in-process tests.
+metadata in the data folder's own PostgreSQL (``scripts/metadata_db.py``), the LocalExecutor.
+The environment is rebuilt from scratch, without the ``AIRFLOW_*``/``MLFLOW_*`` variables
+``tests/conftest.py`` sets for in-process tests.
+
+Every wait is on a state with a generous deadline, never a fixed read: on a machine at
+load 15 the api-server took over 30 s to answer a GET, so :meth:`AirflowStack.api` tries
+again (timeouts, refused connections, 5xx) until :data:`API_DEADLINE` has passed.
 
 No stack outlives the process that started it. ``ui.sh`` starts every component with
 ``setsid`` (its own session), so neither Ctrl-C at the terminal nor a CI timeout's SIGTERM
@@ -64,6 +69,9 @@ STACK_MARKER = "SEGMENTATION_TEST_STACK"
 STOP_GRACE_SECONDS = 5.0
 #: Signals on which the starting process stops its stacks before its previous handler runs.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds one REST call may keep trying (each try waits up to :data:`API_TRY_TIMEOUT` s for an answer).
+API_DEADLINE = 600.0
+API_TRY_TIMEOUT = 60.0
 
 
 def free_port() -> int:
@@ -147,6 +155,7 @@ def stop_live_stacks() -> None:
         # A fork of the starting process inherits the hooks and the registry, not the stacks.
         if stack._owner_pid == os.getpid():
             kill_stack_processes(stack.id, stack.run_dir)
+            stack._drop_metadata_db()
             stack._release_watchdog()
 
 
@@ -260,7 +269,7 @@ class AirflowStack:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 300) -> None:
+    def start(self, timeout: float = 900) -> None:
         """Start the components and wait for the api-server's health endpoint (``ui.sh`` waits).
 
         The stop hooks and the watchdog are in place before the first component starts.
@@ -283,7 +292,14 @@ class AirflowStack:
         carries the stack's marker outside them.
         """
         subprocess.run(["bash", str(self.script), "stop"], env=self.env, capture_output=True, timeout=120)
+        self._drop_metadata_db()
         self._release_watchdog()
+
+    def _drop_metadata_db(self) -> None:
+        """Delete the stack's PostgreSQL files (as root they live in ``/tmp``, outside the data folder)."""
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "metadata_db.py"), "drop"], env=self.env,
+                           capture_output=True, timeout=120)
 
     def _guard(self) -> None:
         """Register the stack for the signal and exit hooks and start its watchdog."""
@@ -339,26 +355,58 @@ class AirflowStack:
         return addresses
 
     # -- CLI and REST ------------------------------------------------------------------------------
-    def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        """Run ``airflow <args>`` with the stack's environment (``scripts/env.sh``)."""
+    def airflow(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run ``airflow <args>`` with the stack's environment (``scripts/env.sh``: the stack's metadata database)."""
         script = 'source "$0" && exec airflow "$@"'
         return subprocess.run(["bash", "-c", script, str(ROOT / "scripts" / "env.sh"), *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
+    def metadata_url(self) -> str:
+        """The SQLAlchemy URL of the stack's metadata database, as ``scripts/env.sh`` gives it to the components."""
+        script = 'source "$0" > /dev/null && printf %s "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"'
+        out = subprocess.run(["bash", "-c", script, str(ROOT / "scripts" / "env.sh")],
+                             env={**self.env, "SEGMENTATION_METADATA_DB": "postgres"},
+                             capture_output=True, text=True, timeout=120, check=True)
+        return out.stdout
+
+    def _request(self, method: str, url: str, deadline: float, **kwargs: Any) -> requests.Response:
+        """One HTTP call, tried again on a timeout, a refused connection or a 5xx until ``deadline`` (monotonic)."""
+        while True:
+            try:
+                response = requests.request(method, url, timeout=API_TRY_TIMEOUT, **kwargs)
+                if response.status_code < 500:
+                    return response
+                problem = f"{response.status_code} {response.text[:500]}"
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                problem = repr(exc)
+            if time.monotonic() > deadline:
+                raise StackError(f"{method} {url}: no answer within the deadline; last: {problem}\n{self.logs_tail()}")
+            time.sleep(2)
+
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call the REST API (``/api/v2/...``) with a JWT; return the decoded JSON body."""
+        """Call the REST API (``/api/v2/...``) with a JWT; return the decoded JSON body.
+
+        A slow or busy api-server is waited for (up to :data:`API_DEADLINE` s); an answer
+        with a 4xx status is an error at once. Only idempotent calls are tried again: a POST
+        that timed out might have been carried out, so it is not sent twice.
+        """
+        deadline = time.monotonic() + API_DEADLINE
         if self._token is None:
             # With simple_auth_manager_all_admins a token needs no credentials.
-            response = requests.get(f"{self.base_url}/auth/token", timeout=30)
+            response = self._request("GET", f"{self.base_url}/auth/token", deadline)
             response.raise_for_status()
             self._token = response.json()["access_token"]
-        response = requests.request(method, f"{self.base_url}/api/v2/{path.lstrip('/')}", timeout=30,
-                                    headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+        url = f"{self.base_url}/api/v2/{path.lstrip('/')}"
+        headers = {"Authorization": f"Bearer {self._token}"}
+        if method.upper() == "POST":
+            response = requests.request(method, url, timeout=API_DEADLINE, headers=headers, **kwargs)
+        else:
+            response = self._request(method, url, deadline, headers=headers, **kwargs)
         if not response.ok:
             raise StackError(f"{method} {path}: {response.status_code} {response.text[:2000]}")
         return response.json() if response.content else None
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict:
+    def wait_for_dag(self, dag_id: str, timeout: float = 600) -> dict:
         """Wait until the dag-processor has parsed ``dag_id``; fail on an import error."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

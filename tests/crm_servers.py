@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 import time
 import uuid
@@ -105,76 +106,232 @@ def _json(status: int, obj) -> tuple[int, dict, bytes]:
     return status, {"Content-Type": "application/json"}, json.dumps(obj).encode()
 
 
-#: Contact properties the test portal defines (HubSpot answers 400 PROPERTY_DOESNT_EXIST to any other).
+#: Contact properties the test portal defines for the labels (HubSpot answers 400 PROPERTY_DOESNT_EXIST to any
+#: other property a request writes).
 HUBSPOT_PROPERTIES = frozenset({"segment_id", "segment_name", "clv_tier", "priority", "segment_action", "holdout"})
+#: Properties of the test portal whose values are unique (``hasUniqueValue``): what ``idProperty`` may name.
+HUBSPOT_UNIQUE_PROPERTIES = frozenset({"hs_object_id", "email", "customer_key", "email_sha256"})
 #: Custom fields of the test org's Contact (Bulk API rejects a CSV header naming any other).
-SALESFORCE_FIELDS = frozenset({"Customer_Key__c", "Segment_Id__c", "Segment_Name__c", "CLV_Tier__c",
-                               "Segment_Priority__c", "Segment_Action__c", "Segment_Holdout__c"})
+SALESFORCE_FIELDS = frozenset({"Segment_Id__c", "Segment_Name__c", "CLV_Tier__c", "Segment_Priority__c",
+                               "Segment_Action__c", "Segment_Holdout__c"})
+#: External id fields of the test org's Contact (what ``externalIdFieldName`` may name).
+SALESFORCE_EXTERNAL_IDS = frozenset({"Customer_Key__c", "Shop_Customer_Id__c"})
 
 
 class HubSpotServer(_Server):
-    """``POST /crm/v3/objects/{type}/batch/upsert``: <= 100 inputs, unique ``idProperty``, 207 on partial failure,
-    only the portal's properties (:data:`HUBSPOT_PROPERTIES`)."""
+    """HubSpot CRM v3 objects API for contacts, as documented:
 
-    def __init__(self, id_property: str = "customer_key", reject: set[str] | None = None,
-                 properties: frozenset[str] = HUBSPOT_PROPERTIES) -> None:
+    - ``POST /crm/v3/objects/contacts/batch/update``: updates existing records by
+      id (``hs_object_id``) or by a unique property named in ``idProperty``;
+      an unknown id is a per-input error (category ``OBJECT_NOT_FOUND``,
+      ``context.ids``), answered 207 Multi-Status beside the updated records;
+      nothing is ever created. An empty string clears a property.
+    - ``POST /crm/v3/objects/contacts/batch/upsert``: "create or update records
+      identified by a unique property value": an unknown value creates a
+      contact (``new: true`` in its result).
+    - Both: at most 100 inputs (400 above), ``idProperty`` must name a unique
+      property (400 "non-unique property"), duplicate ids in one request are
+      rejected (400), and only the portal's properties may be written (400
+      ``PROPERTY_DOESNT_EXIST``).
+
+    ``contacts`` holds the portal's records (id -> properties, the business's
+    own fields included); ``created`` lists the ids of contacts created through
+    the API and ``updates`` counts the inputs applied per contact.
+    """
+
+    def __init__(self, contacts: dict[str, dict] | None = None, reject: set[str] | None = None,
+                 properties: frozenset[str] = HUBSPOT_PROPERTIES,
+                 unique_properties: frozenset[str] = HUBSPOT_UNIQUE_PROPERTIES) -> None:
         super().__init__()
-        self.id_property = id_property
         self.properties = properties
+        self.unique_properties = unique_properties
         self.reject = set(reject or ())
-        self.contacts: dict[str, dict] = {}
+        self.contacts: dict[str, dict] = {str(k): dict(v) for k, v in (contacts or {}).items()}
+        self.created: list[str] = []
+        self.updates: Counter = Counter()
         self.inputs_received: Counter = Counter()
+        self.writes: list[tuple[str, dict]] = []  # (contact id, properties written), in order
+        self._next_id = 900_000_000
+
+    def labelled(self) -> dict[str, dict]:
+        """Contact id -> the label properties it holds now (non-empty ones only)."""
+        out = {}
+        for cid, props in self.contacts.items():
+            labels = {k: v for k, v in props.items() if k in self.properties and v not in (None, "")}
+            if labels:
+                out[cid] = labels
+        return out
+
+    def _find(self, id_property: str, value: str) -> str | None:
+        if id_property == "hs_object_id":
+            return value if value in self.contacts else None
+        for cid, props in self.contacts.items():
+            if props.get(id_property) == value:
+                return cid
+        return None
+
+    def _apply(self, cid: str, properties: dict) -> None:
+        for k, v in properties.items():
+            self.contacts[cid][k] = v  # "" clears the property
+        self.updates[cid] += 1
+        self.writes.append((cid, dict(properties)))
 
     def handle(self, method, path, headers, body):
         if not self.authorised(headers):
             return _json(401, {"status": "error", "category": "INVALID_AUTHENTICATION"})
         if method == "GET" and path.startswith("/crm/v3/objects/contacts"):
             return _json(200, {"results": []})
-        if method != "POST" or path != "/crm/v3/objects/contacts/batch/upsert":
+        routes = {"/crm/v3/objects/contacts/batch/update": "update", "/crm/v3/objects/contacts/batch/upsert": "upsert"}
+        if method != "POST" or path not in routes:
             return _json(404, {"status": "error", "message": f"no route {method} {path}"})
+        action = routes[path]
         inputs = json.loads(body)["inputs"]
         if len(inputs) > 100:
             return _json(400, {"status": "error", "category": "VALIDATION_ERROR",
                                "message": "Batch size exceeds the limit of 100"})
-        results, errors = [], []
+        ids = [str(item.get("id", "")) for item in inputs]
+        if len(set(ids)) != len(ids) or not all(ids):
+            return _json(400, {"status": "error", "category": "VALIDATION_ERROR",
+                               "message": "Duplicate or empty IDs found in batch input"})
         for item in inputs:
-            if item.get("idProperty") != self.id_property or not item.get("id"):
-                return _json(400, {"status": "error", "category": "VALIDATION_ERROR", "message": "bad idProperty"})
+            id_property = item.get("idProperty") or "hs_object_id"
+            if action == "upsert" and not item.get("idProperty"):
+                return _json(400, {"status": "error", "category": "VALIDATION_ERROR",
+                                   "message": "idProperty is required for upsert"})
+            if id_property not in self.unique_properties:
+                return _json(400, {"status": "error", "category": "VALIDATION_ERROR",
+                                   "message": f"Unable to perform update/upsert by non-unique {id_property} property"})
             unknown = sorted(set(item.get("properties", {})) - self.properties)
             if unknown:
                 return _json(400, {"status": "error", "category": "VALIDATION_ERROR",
                                    "message": f"Property values were not valid: PROPERTY_DOESNT_EXIST {unknown}"})
-            self.inputs_received[item["id"]] += 1
-            if item["id"] in self.reject:
+        results, errors, missing = [], [], []
+        for item in inputs:
+            key = str(item["id"])
+            self.inputs_received[key] += 1
+            trace = item.get("objectWriteTraceId")
+            if key in self.reject:
                 errors.append({"status": "error", "category": "VALIDATION_ERROR",
                                "message": "Property values were not valid",
-                               "context": {"objectWriteTraceId": [item["objectWriteTraceId"]]}})
+                               "context": {"objectWriteTraceId": [trace]}})
                 continue
-            self.contacts[item["id"]] = item["properties"]
-            results.append({"id": str(abs(hash(item["id"])) % 10**9), "properties": item["properties"]})
+            id_property = item.get("idProperty") or "hs_object_id"
+            cid = self._find(id_property, key)
+            new = False
+            if cid is None:
+                if action == "update":
+                    missing.append(key)
+                    continue
+                self._next_id += 1
+                cid, new = str(self._next_id), True
+                self.contacts[cid] = {id_property: key}
+                self.created.append(cid)
+            self._apply(cid, item.get("properties", {}))
+            result = {"id": cid, "properties": dict(self.contacts[cid]), "objectWriteTraceId": trace}
+            if action == "upsert":
+                result["new"] = new
+            results.append(result)
+        if missing:
+            errors.append({"status": "error", "category": "OBJECT_NOT_FOUND",
+                           "message": "Could not get some CONTACT objects, they may be deleted or not exist. "
+                                      "Check that ids are valid.", "context": {"ids": missing}})
         if errors:
             return _json(207, {"status": "COMPLETE", "results": results, "errors": errors,
                                "numErrors": len(errors)})
         return _json(200, {"status": "COMPLETE", "results": results})
 
     def max_requests_in_window(self, window_s: float = 10.0) -> int:
-        times = [t for m, p, t in self.requests if p.endswith("batch/upsert")]
+        times = [t for m, p, t in self.requests if "/batch/" in p]
         return max((sum(1 for u in times if t <= u < t + window_s) for t in times), default=0)
 
 
+_SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
+
+
 class SalesforceServer(_Server):
-    """Bulk API 2.0 ingest: create job, PUT CSV while Open, PATCH UploadComplete, poll, results."""
+    """Bulk API 2.0 ingest for Contact, as documented:
+
+    create job (``insert``/``update``/``upsert``/``delete``; ``upsert`` needs an
+    ``externalIdFieldName`` that is an external id field), PUT the CSV while
+    ``Open`` (only the object's fields; ``update`` needs an ``Id`` column,
+    ``upsert`` the external id column), PATCH ``UploadComplete``, poll, results.
+    Per row: ``update`` rejects a blank (``MISSING_ARGUMENT``), malformed
+    (``MALFORMED_ID``) or unknown Id (``INVALID_CROSS_REFERENCE_KEY``) and
+    never creates; ``upsert`` creates when no record holds the external id,
+    which fails without the required ``LastName`` (``REQUIRED_FIELD_MISSING``).
+    An empty value is ignored by an update; ``#N/A`` sets the field to null.
+
+    ``records`` holds the org's Contacts (Id -> fields); ``created`` lists the
+    Ids of records created through the API.
+    """
 
     version = "v62.0"
 
-    def __init__(self, external_id: str = "Customer_Key__c", reject: set[str] | None = None,
-                 fields: frozenset[str] = SALESFORCE_FIELDS) -> None:
+    def __init__(self, records: dict[str, dict] | None = None, reject: set[str] | None = None,
+                 fields: frozenset[str] = SALESFORCE_FIELDS,
+                 external_ids: frozenset[str] = SALESFORCE_EXTERNAL_IDS) -> None:
         super().__init__()
-        self.external_id = external_id
         self.fields = fields
+        self.external_ids = external_ids
         self.reject = set(reject or ())
         self.jobs: dict[str, dict] = {}
-        self.records: dict[str, dict] = {}
+        self.records: dict[str, dict] = {k: dict(v) for k, v in (records or {}).items()}
+        self.created: list[str] = []
+        self.updates: Counter = Counter()
+        self._next = 0
+
+    def labelled(self) -> dict[str, dict]:
+        """Id -> the label fields it holds now (non-null ones only)."""
+        out = {}
+        for rid, row in self.records.items():
+            labels = {k: v for k, v in row.items() if k in self.fields and v not in (None, "")}
+            if labels:
+                out[rid] = labels
+        return out
+
+    def _write(self, rid: str, row: dict, skip: set[str]) -> None:
+        for k, v in row.items():
+            if k in skip or v == "":
+                continue  # an empty value is ignored by an update
+            self.records[rid][k] = None if v == "#N/A" else v
+        self.updates[rid] += 1
+
+    def _process(self, job: dict) -> None:
+        for row in job["rows"]:
+            if job["operation"] == "update":
+                rid = row.get("Id", "")
+                error = ("MISSING_ARGUMENT:Id not specified in an update call" if not rid else
+                         "MALFORMED_ID:Contact ID: id value of incorrect type" if not _SALESFORCE_ID.match(rid) else
+                         "INVALID_CROSS_REFERENCE_KEY:invalid cross reference id" if rid not in self.records else
+                         "FIELD_CUSTOM_VALIDATION_EXCEPTION" if rid in self.reject else None)
+                if error:
+                    job["failed"].append({"sf__Id": "", "sf__Error": error, **row})
+                    continue
+                self._write(rid, row, {"Id"})
+                job["done"].append({"sf__Id": rid, "sf__Created": "false", **row})
+            elif job["operation"] == "upsert":
+                field = job["externalIdFieldName"]
+                value = row.get(field, "")
+                rid = next((r for r, rec in self.records.items() if rec.get(field) == value), None)
+                if value in self.reject:
+                    job["failed"].append({"sf__Id": "", "sf__Error": "FIELD_CUSTOM_VALIDATION_EXCEPTION", **row})
+                    continue
+                if rid is None:
+                    if not row.get("LastName") or row["LastName"] == "#N/A":
+                        job["failed"].append({"sf__Id": "", "sf__Error": "REQUIRED_FIELD_MISSING:Required fields "
+                                              "are missing: [LastName]", **row})
+                        continue
+                    self._next += 1
+                    rid = f"003TEST{self._next:011d}"
+                    self.records[rid] = {field: value}
+                    self.created.append(rid)
+                    self._write(rid, row, set())
+                    job["done"].append({"sf__Id": rid, "sf__Created": "true", **row})
+                    continue
+                self._write(rid, row, {field})
+                job["done"].append({"sf__Id": rid, "sf__Created": "false", **row})
+            else:
+                job["failed"].append({"sf__Id": "", "sf__Error": "not supported by this fake", **row})
 
     def handle(self, method, path, headers, body):
         if not self.authorised(headers):
@@ -187,13 +344,18 @@ class SalesforceServer(_Server):
             return _json(200, {"records": []})
         if method == "POST" and rest == [""]:
             spec = json.loads(body)
-            if spec.get("operation") != "upsert" or spec.get("externalIdFieldName") != self.external_id \
-                    or spec.get("contentType") != "CSV":
+            operation = spec.get("operation")
+            if operation not in ("insert", "update", "upsert", "delete") or spec.get("contentType") != "CSV":
                 return _json(400, [{"errorCode": "INVALIDJOB", "message": "bad job spec"}])
+            if operation == "upsert" and spec.get("externalIdFieldName") not in self.external_ids:
+                return _json(400, [{"errorCode": "INVALIDJOB",
+                                    "message": "externalIdFieldName must name an external id field for upsert"}])
             job_id = "750" + uuid.uuid4().hex[:15]
-            self.jobs[job_id] = {"id": job_id, "state": "Open", "object": spec["object"], "rows": [], "failed": [],
-                                 "polls": 0}
-            return _json(200, self.jobs[job_id])
+            self.jobs[job_id] = {"id": job_id, "state": "Open", "object": spec["object"], "operation": operation,
+                                 "externalIdFieldName": spec.get("externalIdFieldName"), "rows": [], "failed": [],
+                                 "done": [], "polls": 0}
+            return _json(200, {k: v for k, v in self.jobs[job_id].items() if k in ("id", "state", "object",
+                                                                                    "operation")})
         job = self.jobs.get(rest[0])
         if job is None:
             return _json(404, [{"errorCode": "NOT_FOUND"}])
@@ -201,31 +363,34 @@ class SalesforceServer(_Server):
             if job["state"] != "Open" or headers.get("Content-Type") != "text/csv":
                 return _json(400, [{"errorCode": "INVALIDJOBSTATE"}])
             reader = csv.DictReader(io.StringIO(body.decode()))
-            unknown = sorted(set(reader.fieldnames or ()) - self.fields - {self.external_id})
+            columns = set(reader.fieldnames or ())
+            unknown = sorted(columns - self.fields - self.external_ids - {"Id", "LastName"})
             if unknown:
                 return _json(400, [{"errorCode": "INVALIDBATCH", "message": f"Field name not found : {unknown}"}])
+            needed = "Id" if job["operation"] in ("update", "delete") else job["externalIdFieldName"]
+            if needed and needed not in columns:
+                return _json(400, [{"errorCode": "INVALIDBATCH", "message": f"column {needed} is required"}])
             job["rows"].extend(reader)
             return 201, {}, b""
         if method == "PATCH" and len(rest) == 1:
             if json.loads(body).get("state") != "UploadComplete" or job["state"] != "Open":
                 return _json(400, [{"errorCode": "INVALIDJOBSTATE"}])
             job["state"] = "UploadComplete"
-            return _json(200, job)
+            return _json(200, {k: v for k, v in job.items() if k in ("id", "state", "object")})
         if method == "GET" and len(rest) == 1:
             job["polls"] += 1
             if job["state"] == "UploadComplete" and job["polls"] >= 2:  # processing takes a poll
-                for row in job["rows"]:
-                    key = row[self.external_id]
-                    if key in self.reject:
-                        job["failed"].append({"sf__Id": "", "sf__Error": "FIELD_CUSTOM_VALIDATION_EXCEPTION", **row})
-                    else:
-                        self.records[key] = row
+                self._process(job)
                 job["state"] = "JobComplete"
             return _json(200, {k: v for k, v in job.items() if k in ("id", "state", "object")})
         if method == "GET" and rest[1] in ("failedResults", "unprocessedrecords", "successfulResults"):
-            rows = job["failed"] if rest[1] == "failedResults" else []
+            if job["state"] != "JobComplete":
+                return _json(400, [{"errorCode": "INVALIDJOBSTATE"}])
+            rows = {"failedResults": job["failed"], "successfulResults": job["done"]}.get(rest[1], [])
+            lead = {"failedResults": ["sf__Id", "sf__Error"], "successfulResults": ["sf__Id", "sf__Created"]}.get(
+                rest[1], [])
             buf = io.StringIO()
-            fields = ["sf__Id", "sf__Error", *(job["rows"][0].keys() if job["rows"] else [self.external_id])]
+            fields = [*lead, *(job["rows"][0].keys() if job["rows"] else ["Id"])]
             writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             for row in rows:
@@ -376,3 +541,21 @@ class ReceiverProcess:
         with sqlite3.connect(self.state) as conn:
             rows = conn.execute("SELECT customer_key, label_date, fields FROM customers").fetchall()
         return {k: (d, json.loads(f)) for k, d, f in rows}
+
+
+def write_identity_map(url: str, date, rows) -> None:
+    """``identity_map`` rows of ``date`` by hand: ``(source_system, source_id, customer_key)`` each.
+
+    What ``resolve_identity`` leaves for a push to match CRM records with (a CRM
+    export loaded as identity records of its own source system).
+    """
+    import pandas as pd
+
+    from include.runtime.warehouse import Warehouse
+
+    frame = pd.DataFrame(list(rows), columns=["source_system", "source_id", "customer_key"])
+    frame.insert(0, "as_of_date", date)
+    frame["cluster_confidence"], frame["match_method"] = 1.0, "test"
+    with Warehouse(url) as wh:
+        wh.ensure_schema()
+        wh.replace_partition("identity_map", frame, {"as_of_date": date})

@@ -25,6 +25,9 @@ import pytest
 
 from tests.airflow_stack import ROOT, kill_stack_processes, stack_processes
 
+#: Seconds a child pytest run may take to start its worker and stack (a loaded machine is slow to import).
+STARTUP_DEADLINE = 600
+
 #: A stand-in for ``scripts/ui.sh``: per component a detached session of a shell and two sleeps.
 FAKE_UI_SCRIPT = """\
 set -euo pipefail
@@ -145,7 +148,7 @@ def test_signalled_owner_leaves_no_stack_process(tmp_path, fake_ui_script, signu
         assert len({p.pid for p in stack_processes(stack_id)} & set(pids)) == 3
         assert {os.getsid(pid) for pid in pids} != {os.getsid(owner.pid)}
         owner.send_signal(signum)
-        out, err = owner.communicate(timeout=30)
+        out, err = owner.communicate(timeout=120)
     finally:
         owner.kill()
     assert owner.returncode == exit_code, err
@@ -169,15 +172,17 @@ def test_sigterm_to_pytest_with_an_xdist_worker_leaves_no_stack_process(tmp_path
                             "--rootdir", str(tmp_path), str(test_file)],
                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
+        # Starting pytest, an xdist worker and the stack took over 60 s at load 15: wait on the report, generously.
+        deadline = time.monotonic() + STARTUP_DEADLINE
         while not report.exists() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert report.exists(), run.communicate(timeout=30)[0] if run.poll() is not None else "no stack in 60 s"
+        assert report.exists(), (run.communicate(timeout=60)[0] if run.poll() is not None
+                                 else f"no stack in {STARTUP_DEADLINE} s")
         stack_id, run_dir, *pids = report.read_text().split()
         pids = [int(p) for p in pids]
         assert len(pids) == 7  # the worker and the stack's six
         run.send_signal(signal.SIGTERM)
-        run.communicate(timeout=30)
+        run.communicate(timeout=120)
     finally:
         run.kill()
     _assert_stack_gone(stack_id, Path(run_dir), pids, within=15)

@@ -34,8 +34,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special
 
+from include.clv.errors import BoundaryFitError, ClvFitError
+
 #: Log-parameter bounds: a parameter beyond exp(+-30) means the likelihood has no interior maximum.
 _LOG_BOUND = 30.0
+#: The boundary probe: each parameter moved this factor towards 0 and towards infinity, the others kept.
+BOUNDARY_PROBE_FACTOR = 1000.0
+#: Half the 95% chi-square(1) quantile: a log-likelihood within this of the maximum is inside the 95%
+#: likelihood-ratio interval, so the data cannot tell the probed value from the estimate.
+LIKELIHOOD_INTERVAL = 1.92
 
 
 @dataclass(frozen=True)
@@ -132,15 +139,31 @@ def maximise(loglik: Callable[..., tuple[np.ndarray, np.ndarray]], names: tuple[
     scales the objective by the total weight (the mean log-likelihood), so the
     tolerances do not depend on the number of customers.
 
+    A maximum is accepted only if it is interior. L-BFGS-B stops on a flat
+    likelihood as readily as on a peak: on one year of a shop where nobody who
+    bought twice has stopped yet, BG/NBD's likelihood keeps rising as the
+    dropout parameter ``a`` goes to 0, and the optimiser stops at ``a`` = 1e-5
+    with a small gradient (measured on ``tests/clv/simulate.py``'s
+    ``wholesale_invoice_shop``; P(alive) is then 1 for every customer). So
+    each parameter is probed :data:`BOUNDARY_PROBE_FACTOR` times smaller and
+    larger, the others kept: a probe whose log-likelihood is within
+    :data:`LIKELIHOOD_INTERVAL` of the maximum lies inside the 95%
+    likelihood-ratio interval of that parameter (the profile likelihood is at
+    least as high as the probe's), so the interval reaches three orders of
+    magnitude beyond the estimate towards 0 or infinity: the data cannot
+    place the parameter, and the fit is at a boundary.
+
     Raises
     ------
-    RuntimeError
-        When the optimiser stops without converging, or a parameter runs to
-        the bounds (no interior maximum) or below 1e-6.
+    BoundaryFitError
+        When a parameter runs to the bounds (exp(+-30)) or below 1e-6, or a
+        boundary probe finds the likelihood as high (no interior maximum).
+    ClvFitError
+        When the optimiser stops without converging.
     """
     total = float(weights.sum())
 
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def mean_loglik(theta: np.ndarray) -> tuple[float, np.ndarray]:
         params = np.exp(theta)
         ll, grad = loglik(params, *data)
         value = -float(weights @ ll) / total
@@ -149,15 +172,36 @@ def maximise(loglik: Callable[..., tuple[np.ndarray, np.ndarray]], names: tuple[
             return np.inf, np.zeros_like(theta)
         return value, gradient
 
-    result = optimize.minimize(objective, np.zeros(len(names)), jac=True, method="L-BFGS-B",
+    result = optimize.minimize(mean_loglik, np.zeros(len(names)), jac=True, method="L-BFGS-B",
                                bounds=[(-_LOG_BOUND, _LOG_BOUND)] * len(names),
                                options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-9})
     params = {k: float(v) for k, v in zip(names, np.exp(result.x), strict=True)}
-    at_bound = np.abs(result.x) > _LOG_BOUND - 1
+    shown = {k: float(f"{v:.4g}") for k, v in params.items()}
+    if not np.isfinite(result.fun):
+        raise ClvFitError(f"{label} did not converge ({result.message}): no finite likelihood, parameters {shown}",
+                          f"{label} did not converge")
+    at_bound = [n for n, x in zip(names, result.x, strict=True) if abs(x) > _LOG_BOUND - 1]
     # A parameter that vanishes (below 1e-6) means the data carry no heterogeneity for it (identical customers).
-    degenerate = min(params.values()) <= 1e-6
-    if (not result.success and np.abs(result.jac).max() > 1e-5) or at_bound.any() or degenerate \
-            or not np.isfinite(result.fun):
-        raise RuntimeError(f"{label} did not converge ({result.message}): parameters {params}")
-    return FitResult(params=params, log_likelihood=-result.fun * total, iterations=int(result.nit),
+    vanished = [n for n, v in params.items() if v <= 1e-6]
+    if at_bound or vanished:
+        which = ", ".join(f"{n} -> {'0' if params[n] < 1 else 'infinity'}" for n in at_bound or vanished)
+        raise BoundaryFitError(f"{label} has no interior maximum ({which}): parameters {shown}",
+                               f"{label} has no interior maximum ({which})")
+    if not result.success and np.abs(result.jac).max() > 1e-5:
+        raise ClvFitError(f"{label} did not converge ({result.message}): parameters {shown}",
+                          f"{label} did not converge")
+    best = -result.fun * total
+    step = np.log(BOUNDARY_PROBE_FACTOR)
+    for i, name in enumerate(names):
+        for direction, towards in ((-1.0, "0"), (1.0, "infinity")):
+            probe = result.x.copy()
+            probe[i] += direction * step
+            value, _ = mean_loglik(probe)
+            if np.isfinite(value) and -value * total >= best - LIKELIHOOD_INTERVAL:
+                raise BoundaryFitError(
+                    f"{label} has no interior maximum ({name} -> {towards}): the likelihood with {name} "
+                    f"{BOUNDARY_PROBE_FACTOR:,.0f} times {'smaller' if direction < 0 else 'larger'} is within "
+                    f"{LIKELIHOOD_INTERVAL} of the maximum ({-value * total - best:+.3f}); parameters {shown}",
+                    f"{label} has no interior maximum ({name} -> {towards})")
+    return FitResult(params=params, log_likelihood=best, iterations=int(result.nit),
                      evaluations=int(result.nfev))

@@ -28,16 +28,15 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from include.clv.errors import ClvFitError, ClvInputError
 from include.clv.likelihood import bgnbd_loglik, compress, gamma_gamma_loglik, maximise
+from include.runtime.errors import QualityGateError
+from include.runtime.settings import BY_NAME, DEFAULT_GROSS_MARGIN, assumed
 
 log = logging.getLogger(__name__)
 
 #: Days in a month for the CLV sum, as lifetimes counts them.
 DAYS_PER_MONTH = 30.0
-
-
-class ClvInputError(ValueError):
-    """Summary data that a CLV model cannot take."""
 
 
 def _check_columns(data: pd.DataFrame, required: list[str], where: str) -> None:
@@ -110,8 +109,9 @@ class BetaGeoNBD:
         ------
         ClvInputError
             When the summary cannot be fitted (columns, values, too few repeat buyers).
-        RuntimeError
-            When the likelihood has no interior maximum (see :func:`include.clv.likelihood.maximise`).
+        ClvFitError
+            When the likelihood has no interior maximum (``BoundaryFitError``) or the
+            optimiser does not converge (see :func:`include.clv.likelihood.maximise`).
         """
         data, weights = compress(cls.model_input(summary, "BG/NBD summary"))
         return cls(**maximise(bgnbd_loglik, ("r", "alpha", "a", "b"), data, weights, cls.LABEL).params)
@@ -176,7 +176,8 @@ class GammaGammaSpend:
         data = [usable["frequency"].to_numpy(dtype=float), usable["monetary_value"].to_numpy(dtype=float)]
         params = maximise(gamma_gamma_loglik, ("p", "q", "v"), data, np.ones(len(usable)), "Gamma-Gamma").params
         if params["q"] <= 1:
-            raise RuntimeError(f"Gamma-Gamma q={params['q']:.3f} <= 1: mean spend undefined; model rejected")
+            raise ClvFitError(f"Gamma-Gamma q={params['q']:.3f} <= 1 on clv_summary.monetary_value: mean spend "
+                              "undefined; model rejected", "Gamma-Gamma q <= 1 (the mean spend is undefined)")
         return cls(**params), counts
 
     def params(self) -> dict[str, float]:
@@ -289,19 +290,52 @@ def calibration_plot(table: pd.DataFrame, path: str, model_label: str = "BG/NBD"
     fig.savefig(path, dpi=110)
 
 
+def _default(name: str):
+    """The declared default of run setting ``name`` (``include/runtime/settings.py``: each default once)."""
+    return BY_NAME[name].default
+
+
 @dataclass
 class ClvSettings:
-    """CLV stage settings (DAG params ``clv_*``)."""
+    """CLV stage settings (DAG params ``clv_*``, ``gross_margin``, ``annual_discount_rate``, ``seed``).
 
-    unit_days: int = 7
-    holdout_days: int = 90
-    gross_margin: float = 0.35
-    annual_discount_rate: float = 0.10
+    Defaults are the run settings' declared defaults. ``gross_margin_assumed``:
+    the margin is the default, not the business's figure (stated wherever a CLV
+    figure is shown); when not given, whether ``gross_margin`` is the default.
+    """
+
+    unit_days: int = _default("clv_unit_days")
+    holdout_days: int = _default("clv_holdout_days")
+    gross_margin: float = DEFAULT_GROSS_MARGIN
+    annual_discount_rate: float = _default("annual_discount_rate")
     independence_warn: float = 0.3
+    max_holdout_error_pct: float = _default("clv_max_holdout_error_pct")
+    min_gini: float = _default("clv_min_gini")
+    fit_sample_size: int = _default("clv_fit_sample_size")
+    seed: int = _default("seed")
+    gross_margin_assumed: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.gross_margin_assumed is None:  # not said: assumed exactly when it is the default
+            self.gross_margin_assumed = self.gross_margin == DEFAULT_GROSS_MARGIN
+
+    @classmethod
+    def from_run_settings(cls, settings) -> ClvSettings:
+        """The CLV settings of a run (:class:`include.runtime.settings.PipelineSettings`)."""
+        return cls(unit_days=settings.clv_unit_days, holdout_days=settings.clv_holdout_days,
+                   gross_margin=settings.gross_margin, annual_discount_rate=settings.annual_discount_rate,
+                   max_holdout_error_pct=settings.clv_max_holdout_error_pct, min_gini=settings.clv_min_gini,
+                   fit_sample_size=settings.clv_fit_sample_size, seed=settings.seed,
+                   gross_margin_assumed=assumed(settings, "gross_margin"))
 
     @property
     def monthly_discount(self) -> float:
         return (1 + self.annual_discount_rate) ** (1 / 12) - 1
+
+    @property
+    def holdout_units(self) -> float:
+        """The holdout in the summaries' time unit."""
+        return self.holdout_days / self.unit_days
 
 
 def build_clv_summary(wh, as_of_date, settings: ClvSettings) -> None:
@@ -354,7 +388,7 @@ def score_customers(bg: PurchaseModel, gg: GammaGammaSpend, summary: pd.DataFram
     })
     numeric = out.drop(columns="customer_key")
     if numeric.isna().any().any() or (numeric < 0).any().any():
-        raise RuntimeError("CLV scoring produced NaN or negative values; refusing to write them")
+        raise QualityGateError("CLV scoring produced NaN or negative values; refusing to write them")
     out["clv_model"] = bg.LABEL
     return out
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from include.clv.errors import NoChampionError
 from include.clv.mbgnbd import ModifiedBetaGeoNBD
 from include.clv.models import BetaGeoNBD, GammaGammaSpend, PurchaseModel
 
@@ -150,8 +151,9 @@ def champion_versions(as_of_date: dt.date) -> tuple[dt.date, dict[str, str]]:
 
     Raises
     ------
-    LookupError
-        No accepted fit on or before ``as_of_date`` (fits registered before versions were
+    NoChampionError
+        A ``LookupError`` and a ``PipelineFinding``: no accepted fit on or before
+        ``as_of_date`` (fits registered before versions were
         tagged with their as-of date do not count).
     """
     from include.runtime import tracking
@@ -161,14 +163,14 @@ def champion_versions(as_of_date: dt.date) -> tuple[dt.date, dict[str, str]]:
                   for v in _champion_versions(client, PURCHASE_MODEL_NAME) if AS_OF_TAG in v.tags]
     candidates = [c for c in candidates if c[0] <= as_of_date]
     if not candidates:
-        raise LookupError(
+        raise NoChampionError(
             f"no champion CLV model fitted on an as-of date on or before {as_of_date} in the MLflow registry "
             f"(model {PURCHASE_MODEL_NAME!r}, version tags {CHAMPION_TAG}='true' and {AS_OF_TAG}): run that date, "
             f"or an earlier one, with clv_use_champion=false to fit and register one")
     fit_date, _, purchases_version = max(candidates, key=lambda c: c[:2])
     spend_versions = _champion_versions(client, GAMMA_GAMMA_MODEL_NAME, f" AND run_id = '{purchases_version.run_id}'")
     if not spend_versions:
-        raise LookupError(f"champion {PURCHASE_MODEL_NAME} version {purchases_version.version} (as of {fit_date}) "
+        raise NoChampionError(f"champion {PURCHASE_MODEL_NAME} version {purchases_version.version} (as of {fit_date}) "
                           f"has no {GAMMA_GAMMA_MODEL_NAME} champion from the same fit (run "
                           f"{purchases_version.run_id})")
     spend_version = max(int(v.version) for v in spend_versions)

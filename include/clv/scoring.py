@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from include.clv.errors import ClvInputError
 from include.clv.models import ClvSettings, GammaGammaSpend, PurchaseModel, _check_columns, score_customers
 from include.runtime.warehouse import Warehouse
 from include.segmentation.scoring import DEFAULT_CHUNK_ROWS, read_in_chunks
@@ -35,7 +36,7 @@ def score_chunk(bg: PurchaseModel, gg: GammaGammaSpend, summary: pd.DataFrame, s
     _check_columns(summary, list(SUMMARY_COLUMNS), source)
     late = summary["recency"] > summary["t"] + 1e-9
     if late.any():
-        raise ValueError(f"{source}: recency greater than t in {int(late.sum())} row(s), "
+        raise ClvInputError(f"{source}: recency greater than t in {int(late.sum())} row(s), "
                          f"e.g. customer_key={summary.loc[late, 'customer_key'].iloc[0]!r}")
     return score_customers(bg, gg, summary, settings)
 

@@ -19,15 +19,16 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class MalformedSignature(ValueError):
-    """A signature header that is not ``t=<digits>,v1=<64 lowercase hex>`` (a receiver answers 400)."""
+    """A signature header that is not ``t=<ASCII digits>,v1=<64 lowercase hex>`` (a receiver answers 400)."""
 
 
-_SIGNATURE = re.compile(r"t=(\d{1,12}),v1=([0-9a-f]{64})")
+# [0-9], not \d: on a str, \d matches every Unicode decimal digit (Arabic-Indic, fullwidth...), which int() reads.
+_SIGNATURE = re.compile(r"t=([0-9]{1,12}),v1=([0-9a-f]{64})")
 
 
 def _mac(secret: str, timestamp: int, idempotency_key: str, body: bytes) -> str:
-    if not secret:
-        raise ValueError("webhook signing secret is empty: refusing to sign or verify with it")
+    if not secret or not secret.strip():
+        raise ValueError("webhook signing secret is empty or blank: refusing to sign or verify with it")
     message = f"{timestamp}.{idempotency_key}.".encode() + body
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
@@ -44,8 +45,8 @@ def parse_signature(header: str | None) -> tuple[int, str]:
     Raises
     ------
     MalformedSignature
-        When the header is missing or not exactly ``t=<digits>,v1=<64 hex>``
-        (non-ASCII, extra parts, upper-case hex included).
+        When the header is missing or not exactly ``t=<ASCII digits>,v1=<64 hex>``
+        (non-ASCII digits or letters, extra parts, upper-case hex included).
     """
     match = _SIGNATURE.fullmatch(header or "")
     if match is None:
@@ -59,7 +60,7 @@ def verify_signature(secret: str, body: bytes, header: str | None, idempotency_k
 
     Returns ``False`` for a wrong MAC (other secret, body or key) or a
     timestamp more than ``tolerance_s`` away; raises :class:`MalformedSignature`
-    for a header of the wrong shape and ``ValueError`` for an empty secret.
+    for a header of the wrong shape and ``ValueError`` for an empty or blank secret.
     """
     t, received = parse_signature(header)
     expected = _mac(secret, t, idempotency_key, body)

@@ -4,7 +4,10 @@ All money is over the 365 days up to the as-of date (the RFM monetary window);
 definitions are in ``sql/economics.sql``:
 
 - revenue: paid minus returned; discount spend: markdowns given on those orders;
-- gross margin: revenue x ``gross_margin``;
+- gross margin: revenue x ``gross_margin``; left at its default the rate is
+  an assumption, and ``segment_economics.gross_margin_assumed`` says so (the
+  report and the summary state it beside every margin and profit figure:
+  "assumed 35% gross margin: set gross_margin");
 - cost-to-serve: support contacts x cost per contact by channel (the feature
   stage's ``cost_to_serve``) + a yearly servicing cost per customer + a
   servicing cost per order (both configurable, 0 by default). With no support
@@ -40,6 +43,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from include.features.build import feature_params
+from include.runtime.errors import NoRowsError
+from include.runtime.settings import DEFAULT_GROSS_MARGIN
 from include.runtime.warehouse import Warehouse, load_sql
 
 log = logging.getLogger(__name__)
@@ -50,14 +55,24 @@ PRIORITY_ORDER = ("critical", "high", "medium", "low")
 
 @dataclass(frozen=True)
 class EconomicsSettings:
-    """Money settings of the economics stage."""
+    """Money settings of the economics stage.
 
-    gross_margin: float = 0.35
+    ``gross_margin_assumed``: the margin is the settings' default, not the
+    business's own figure (stored with the rows, stated wherever it is used);
+    when not given, whether ``gross_margin`` is the default.
+    """
+
+    gross_margin: float = DEFAULT_GROSS_MARGIN
+    gross_margin_assumed: bool | None = None
     servicing_cost_per_customer: float = 0.0
     servicing_cost_per_order: float = 0.0
     retention_window_days: int = 90
     currency_code: str = "GBP"
     currency_symbol: str = "£"
+
+    def __post_init__(self) -> None:
+        if self.gross_margin_assumed is None:  # not said: assumed exactly when it is the default
+            object.__setattr__(self, "gross_margin_assumed", self.gross_margin == DEFAULT_GROSS_MARGIN)
 
 
 def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSettings,
@@ -71,13 +86,14 @@ def build_segment_economics(wh: Warehouse, as_of_date: dt.date, settings: Econom
             return build_segment_economics(wh, as_of_date, settings, c)
     if not _read(conn, "SELECT COUNT(*) AS n FROM customer_segments WHERE as_of_date = :d",
                  {"d": as_of_date})["n"].iloc[0]:
-        raise ValueError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
+        raise NoRowsError(f"customer_segments has no published labels for as_of_date={as_of_date}; "
                          "run publish_segments first")
     if settings.retention_window_days < 1:
         raise ValueError(f"retention_window_days must be at least 1, got {settings.retention_window_days}")
     params = feature_params(as_of_date)
     window = dt.timedelta(days=settings.retention_window_days)
-    params.update(margin=settings.gross_margin, per_customer=settings.servicing_cost_per_customer,
+    params.update(margin=settings.gross_margin, margin_assumed=settings.gross_margin_assumed,
+                  per_customer=settings.servicing_cost_per_customer,
                   per_order=settings.servicing_cost_per_order, window_start_ts=params["cutoff_ts"] - window,
                   previous_window_start_ts=params["cutoff_ts"] - 2 * window,
                   currency_code=settings.currency_code, currency_symbol=settings.currency_symbol)
@@ -388,6 +404,16 @@ def withheld_action_claims(wh: Warehouse, as_of_date: dt.date) -> dict[str, str]
     return {c: why for c, why in json.loads(rows["claims_withheld"].iloc[0]).items() if c in ACTION_CLAIMS}
 
 
+def clv_unavailable_reason(wh: Warehouse, as_of_date: dt.date) -> str | None:
+    """Why the date has no CLV (``clv_runs.status = 'unavailable'``), else ``None`` (CLV ran, or no record of it)."""
+    if not wh.has_table("clv_runs"):
+        return None
+    row = wh.query_df("SELECT status, reason FROM clv_runs WHERE as_of_date = :d", {"d": as_of_date})
+    if len(row) and row["status"].iloc[0] == "unavailable":
+        return str(row["reason"].iloc[0] or "no reason recorded")
+    return None
+
+
 def _concentration_and_priority(wh: Warehouse, conn: sa.Connection, as_of_date: dt.date, seg: pd.DataFrame,
                                 book: dict[str, Any]) -> tuple[bool, float | None, pd.DataFrame]:
     """Write ``profit_concentration`` and ``customer_priority`` of one date inside ``conn``'s transaction."""
@@ -460,7 +486,17 @@ def build_economics(wh: Warehouse, as_of_date: dt.date, settings: EconomicsSetti
         "alive_share": float((seg["alive_share"] * seg["customers"]).sum() / seg["customers"].sum())
         if seg["alive_share"].notna().all() else None,
         "critical_customers": int((priority["priority"] == "critical").sum()),
+        "gross_margin_rate": settings.gross_margin,
+        "gross_margin_assumed": settings.gross_margin_assumed,
     }
+    clv_unavailable = clv_unavailable_reason(wh, as_of_date)
+    figures["clv_available"] = clv_unavailable is None
+    if clv_unavailable is not None:
+        log.warning("economics %s: CLV not available: %s. Alive share, mean and total CLV are unknown (NULL) "
+                    "in segment_economics", as_of_date, clv_unavailable)
+    if settings.gross_margin_assumed:
+        log.warning("economics %s: assumed %s gross margin (the default; set gross_margin): every margin and "
+                    "profit figure rests on it", as_of_date, f"{settings.gross_margin:.0%}")
     if cost_known:
         log.info("economics %s: profit %.0f; %.1f%% of customers produce 100%% of it; top segment %s has "
                  "%.1f%% of customers and %.1f%% of profit; %d loss-making segments cost %.0f to serve",

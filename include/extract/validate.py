@@ -1,8 +1,10 @@
 """Extract and validate raw CDP tables into as-of-date staging tables.
 
 The input contract (README, "Input contract") is declared here as
-:data:`TABLE_SPECS`. For each raw table the stage generates one SQL script
-(warehouse-side, DuckDB and Snowflake alike) that
+:data:`TABLE_SPECS`. For each raw table the stage renders one SQL script,
+``include/sql/validate.sql`` (a Jinja template; the parsing expressions are
+macros in ``include/sql/validate_parse.sql``), that runs warehouse-side on
+DuckDB and Snowflake alike and
 
 1. types every column (raw CDP exports are often text): dates and times in
    ISO 8601 with a UTC offset converted to UTC, YYYYMMDD or the configured
@@ -26,9 +28,9 @@ Every in-scope row lands in exactly one of staging or quarantine and every
 nulled value has a ``field_issues`` row, so nothing is silently dropped; rows
 after the as-of date are counted in ``extract_log``.
 
-Size: it generates the whole contract's validation SQL (dates in every accepted layout,
-numbers, keys, references) for DuckDB and Snowflake alike; the layouts and the rules share
-the same expression builders.
+Here: the contract, which columns each table has and how the warehouse types them
+(:func:`validation_context`, what the template is rendered with), the order of the
+statements inside one transaction, and the counts.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import jinja2
+import pandas as pd
 import sqlalchemy as sa
 
 from include.runtime.errors import BadDataError, WarehouseError
-from include.runtime.warehouse import Warehouse
+from include.runtime.settings import BY_NAME, SettingsError
+from include.runtime.warehouse import Warehouse, load_sql, parse_named_sql
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,10 @@ class TableSpec:
     event_column: str
     required: bool = False
     references_identity: bool = True
+    #: The event may not precede its customer record's ``created_at`` (by more than the grace days).
+    checks_creation: bool = False
+    #: Money columns whose staged values are flagged when far above the shop's typical value.
+    flag_outliers: tuple[str, ...] = ()
 
     @property
     def required_columns(self) -> list[str]:
@@ -107,6 +116,8 @@ TABLE_SPECS: tuple[TableSpec, ...] = (
         key=("order_id",),
         event_column="order_ts",
         required=True,
+        checks_creation=True,
+        flag_outliers=("amount",),
     ),
     TableSpec(
         raw="raw_support_contacts",
@@ -155,7 +166,52 @@ TABLE_SPECS: tuple[TableSpec, ...] = (
         key=("source_system", "source_id", "scheme", "valid_from"),
         event_column="valid_from",
     ),
+    # Returns and cancellations as their own rows (a cancellation invoice, a refund): the
+    # returned amount (positive) and, where the export has it, the order returned. Extract
+    # matches each to the customer's orders (include/sql/validate_money.sql) and adds it to
+    # their returned_amount; what cannot be matched is reported, never subtracted.
+    TableSpec(
+        raw="raw_returns",
+        staged="stg_returns",
+        columns=(Column("return_id", required=True),)
+        + _ID_COLUMNS
+        + (Column("return_ts", TS, required=True), Column("amount", NUM, required=True, nonnegative=True),
+           Column("order_id")),
+        key=("return_id",),
+        event_column="return_ts",
+        checks_creation=True,
+        flag_outliers=("amount",),
+    ),
 )
+SPECS_BY_RAW: dict[str, TableSpec] = {spec.raw: spec for spec in TABLE_SPECS}
+#: Why a raw table's rows are most likely quarantined, by (table or '*', reason): the
+#: quarantine-share error names the cause and the fix beside the counts.
+LIKELY_CAUSES: dict[tuple[str, str], str] = {
+    ("raw_orders", "duplicate_key"): "duplicate order keys: are these invoice lines? set group_lines_by in the "
+                                     "mapping (one order per key, amount = sum of quantity x price)",
+    ("raw_identity_records", "duplicate_key"): "duplicate (source_system, source_id): one row per order or line? "
+                                               "derive the customer table from the orders (derive = \"orders\")",
+    ("*", "duplicate_key"): "duplicate keys: one row per event expected; is a key column missing from the mapping?",
+    ("raw_orders", "unknown_customer_id"): "orders name customers without an identity record: are ids written "
+                                           "differently in the two files (17850.0 vs 17850: strip_suffix)? no "
+                                           "customer table: derive it from the orders",
+    ("*", "unknown_customer_id"): "rows name customers without a staged identity record (ids written differently, "
+                                  "or their record was quarantined)",
+    ("*", "missing_required_value"): "required values are empty: rows without a customer (guests) are left out "
+                                     "by the mapping's guest rule, or a column is mapped to the wrong source column",
+    ("*", "unparsable_date"): "dates in an unread layout: set date_format in the mapping, or the date_order setting",
+    ("*", "non_numeric_value"): "numbers that do not parse: a decimal comma (decimal = \",\"), currency signs, or "
+                                "NaN/inf",
+    ("raw_orders", "negative_value"): "negative amounts: cancellations or returns? map them to raw_returns "
+                                      "(group_lines_by with returns splits them off)",
+    ("*", "negative_value"): "negative values where only positive ones make sense",
+    ("*", "value_above_bound"): "values above max_amount: a unit (cents), an overflow or a placeholder such as 1e308",
+    ("*", "date_before_business_start"): "dates before business_start_date: placeholders such as 0001-01-01 or "
+                                         "1900-01-01, or a wrong date_format",
+    ("*", "before_customer_created"): "events dated before their customer's created_at: if created_at is an import "
+                                      "date, set created_at_grace_days empty (no check)",
+    ("*", "future_date"): "events dated after they were loaded (loaded_at): a time zone or date_format mistake",
+}
 
 
 #: Accepted values of the ``date_order`` setting: which day/month order a
@@ -165,112 +221,6 @@ DATE_ORDERS = ("ISO", "DMY", "MDY")
 #: Prefix of the extra identifier columns of ``raw_identity_records``.
 EXTRA_ID_PREFIX = "id_"
 _EXTRA_ID_NAME = re.compile(r"^id_[a-z0-9_]+$")
-
-
-def _text(col: str, dialect: str, data_type: str | None = None) -> str:
-    """Trimmed text of ``col``, NULL when blank."""
-    value = col if data_type in ("varchar", "text") else f"CAST({col} AS VARCHAR)"
-    if dialect == "duckdb":
-        # DuckDB's TRIM strips Unicode space separators, so it decodes every
-        # value (a third of the stage's CPU at 480,000 customers); a value of
-        # ASCII characters (bytes = characters) that neither starts nor ends
-        # with a space has nothing to strip and skips it.
-        return (f"CASE WHEN {value} NOT LIKE ' %' AND {value} NOT LIKE '% ' AND STRLEN({value}) = LENGTH({value}) "
-                f"THEN NULLIF({value}, '') ELSE NULLIF(TRIM({value}), '') END")
-    return f"NULLIF(TRIM({value}), '')"
-
-
-def _try_timestamp(expr: str, dialect: str) -> str:
-    # The date guard makes the cast NULL-safe on fakesnow too, whose TRY_CAST to
-    # TIMESTAMP raises on unparsable text; DuckDB's TRY_CAST does not need it
-    # (a second cast per value, 36M values at 480,000 customers).
-    if dialect == "duckdb":
-        return f"TRY_CAST({expr} AS TIMESTAMP)"
-    return f"CASE WHEN TRY_CAST(SUBSTR({expr}, 1, 10) AS DATE) IS NOT NULL THEN TRY_CAST({expr} AS TIMESTAMP) END"
-
-
-def _add_minutes(ts: str, minutes: str, dialect: str) -> str:
-    # The one dialect difference of the parser: neither engine has the other's
-    # form (DuckDB has no DATEADD; Snowflake cannot multiply an interval).
-    if dialect == "snowflake":
-        return f"DATEADD(minute, {minutes}, {ts})"
-    return f"({ts} + ({minutes}) * INTERVAL '1 minute')"
-
-
-def _time_layers(name: str, date_order: str) -> list[str]:
-    """Per-layer SQL expressions that turn ``{name}__raw`` text into an ISO string.
-
-    Returns the expressions of four successive SELECT layers (each may refer
-    to the previous layer's columns): separator, zone split, date part, ISO.
-    String functions only (``SUBSTR``, ``SPLIT_PART``, ``LPAD``...), so the
-    same text runs on DuckDB and Snowflake and never depends on a session's
-    date-format or time-zone setting.
-    """
-    raw, s, loc, d = f"{name}__raw", f"{name}__s", f"{name}__loc", f"{name}__d"
-    fast = f"{name}__fast"
-    # Fast path: plain 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM:SS' or with a fraction of
-    # six digits (no room for an offset) skips the string surgery below, which
-    # then runs on NULLs; most warehouse exports look like this.
-    # (LIKE patterns: cheaper than SUBSTR, which counts characters, on both engines.)
-    plain = (
-        f"({raw} LIKE '____-__-__ ________' OR {raw} LIKE '____-__-__' "
-        f"OR {raw} LIKE '____-__-__ ________.______')"
-    )
-    sep = (
-        f"CASE WHEN {plain} THEN {raw} END AS {fast}, "
-        f"CASE WHEN {plain} THEN NULL WHEN SUBSTR({raw}, 11, 1) = 'T' "
-        f"THEN SUBSTR({raw}, 1, 10) || ' ' || SUBSTR({raw}, 12) ELSE {raw} END AS {s}"
-    )
-    # A trailing UTC offset: 'Z', '+hh:mm' or '+hhmm' after a time of day.
-    zone_len = (
-        f"CASE WHEN LENGTH({s}) > 10 AND SUBSTR({s}, LENGTH({s}), 1) = 'Z' THEN 1 "
-        f"WHEN LENGTH({s}) > 16 AND SUBSTR({s}, LENGTH({s}) - 5, 1) IN ('+', '-') "
-        f"AND SUBSTR({s}, LENGTH({s}) - 2, 1) = ':' THEN 6 "
-        f"WHEN LENGTH({s}) > 15 AND SUBSTR({s}, LENGTH({s}) - 4, 1) IN ('+', '-') "
-        f"AND SUBSTR({s}, LENGTH({s}) - 7, 1) = ':' THEN 5 ELSE 0 END"
-    )
-    zone = [
-        f"{s}", fast,
-        f"CASE {zone_len} WHEN 1 THEN '+00:00' "
-        f"WHEN 6 THEN SUBSTR({s}, LENGTH({s}) - 5) "
-        f"WHEN 5 THEN SUBSTR({s}, LENGTH({s}) - 4, 3) || ':' || SUBSTR({s}, LENGTH({s}) - 1) END AS {name}__zone",
-        f"TRIM(SUBSTR({s}, 1, LENGTH({s}) - {zone_len})) AS {loc}",
-    ]
-    date_part = [f"{loc}", fast, f"{name}__zone", f"SPLIT_PART({loc}, ' ', 1) AS {d}",
-                 f"REPLACE(REPLACE(SPLIT_PART({loc}, ' ', 1), '.', '/'), '-', '/') AS {name}__dn"]
-    dn = f"{name}__dn"
-    rest = f"SUBSTR({loc}, LENGTH({d}) + 1)"
-    branches = [
-        # ISO and year-first forms: YYYY-MM-DD, YYYY/MM/DD, YYYY.MM.DD (+ time).
-        f"WHEN SUBSTR({loc}, 5, 1) IN ('-', '/', '.') AND SUBSTR({loc}, 8, 1) = SUBSTR({loc}, 5, 1) "
-        f"THEN SUBSTR({loc}, 1, 4) || '-' || SUBSTR({loc}, 6, 2) || '-' || SUBSTR({loc}, 9)",
-        # YYYYMMDD (+ time).
-        f"WHEN LENGTH({d}) = 8 AND TRY_CAST({d} AS BIGINT) IS NOT NULL "
-        f"THEN SUBSTR({d}, 1, 4) || '-' || SUBSTR({d}, 5, 2) || '-' || SUBSTR({d}, 7, 2) || {rest}",
-    ]
-    if date_order in ("DMY", "MDY"):
-        first, second = f"SPLIT_PART({dn}, '/', 1)", f"SPLIT_PART({dn}, '/', 2)"
-        day, month = (first, second) if date_order == "DMY" else (second, first)
-        branches.append(
-            f"WHEN LENGTH(SPLIT_PART({dn}, '/', 3)) = 4 AND SPLIT_PART({dn}, '/', 4) = '' "
-            f"AND LENGTH({first}) IN (1, 2) AND LENGTH({second}) IN (1, 2) "
-            f"THEN SPLIT_PART({dn}, '/', 3) || '-' || LPAD({month}, 2, '0') || '-' || LPAD({day}, 2, '0') || {rest}"
-        )
-    iso = [f"COALESCE({fast}, CASE {' '.join(branches)} END) AS {name}__iso", f"{name}__zone"]
-    return [sep, ", ".join(zone), ", ".join(date_part), ", ".join(iso)]
-
-
-def _timestamp_utc(name: str, dialect: str) -> tuple[str, str]:
-    """The final two layers of a timestamp: local time + offset, then UTC."""
-    zone = f"{name}__zone"
-    hours, minutes = f"TRY_CAST(SUBSTR({zone}, 2, 2) AS INT)", f"TRY_CAST(SUBSTR({zone}, 5, 2) AS INT)"
-    offset = (
-        f"CASE WHEN {zone} IS NULL THEN 0 WHEN {hours} <= 14 AND {minutes} < 60 "
-        f"THEN (CASE WHEN SUBSTR({zone}, 1, 1) = '-' THEN -1 ELSE 1 END) * ({hours} * 60 + {minutes}) END"
-    )
-    local = f"{_try_timestamp(f'{name}__iso', dialect)} AS {name}__local, {offset} AS {name}__offset"
-    utc = f"{_add_minutes(f'{name}__local', f'-{name}__offset', dialect)}"
-    return local, utc
 
 
 #: Warehouse column types (lower case, without precision) that already hold a
@@ -317,9 +267,12 @@ def extra_identifier_columns(present: set[str]) -> list[str]:
 
 def build_validation_sql(
     spec: TableSpec, present: set[str], *, dialect: str = "duckdb", date_order: str = "ISO",
-    types: Mapping[str, str] | None = None,
+    types: Mapping[str, str] | None = None, check_creation: bool = True,
 ) -> dict[str, str]:
     """Return the SQL statements that validate ``spec.raw`` into staging and quarantine.
+
+    The statements are ``include/sql/validate.sql`` (a Jinja template, with the parsing
+    expressions in ``include/sql/validate_parse.sql``) rendered for this table.
 
     Parameters
     ----------
@@ -342,279 +295,63 @@ def build_validation_sql(
         it is (a native DOUBLE is still checked to be finite) and cast to
         text only for keys and quarantine details. Omitted: every column is
         read as text.
+    check_creation
+        Whether events of a table with ``checks_creation`` are checked
+        against their customer record's ``created_at``.
 
-    Bind parameters: ``:as_of_date`` (DATE) and ``:cutoff_ts`` (exclusive
-    upper bound, the start of the next day). Statements whose key is absent
-    from the result have nothing to do for this table.
+    Bind parameters: :func:`validation_params` (``:as_of_date``, ``:cutoff_ts``
+    the exclusive upper bound, and the plausibility bounds). Statements whose
+    key is absent from the result have nothing to do for this table.
     """
+    context = validation_context(spec, present, dialect=dialect, date_order=date_order, types=types,
+                                 check_creation=check_creation)
+    return render_named_sql("validate.sql", context)
+
+
+def validation_context(
+    spec: TableSpec, present: set[str], *, dialect: str = "duckdb", date_order: str = "ISO",
+    types: Mapping[str, str] | None = None, check_creation: bool = True,
+) -> dict[str, object]:
+    """What ``validate.sql`` is rendered with for one raw table (see its header)."""
     if date_order not in DATE_ORDERS:
-        raise ValueError(f"date_order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
-    has_loaded_at = "loaded_at" in present
-    extra_ids = extra_identifier_columns(present) if spec.raw == "raw_identity_records" else []
+        raise SettingsError(f"date_order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
     types = {name.lower(): _base_type(kind) for name, kind in (types or {}).items()}
+    has_loaded_at = "loaded_at" in present
     # Natively typed columns skip the text layers (at 480,000 customers the demo's
     # email activity alone is 9.8M typed dates and counts).
-    native = {c.name for c in spec.columns if c.name in present and c.kind != TEXT
-              and types.get(c.name) in _NATIVE_TYPES[c.kind]}
-    if has_loaded_at and types.get("loaded_at") in _NATIVE_TYPES[TS]:
-        native.add("loaded_at")
-    parsed = [c for c in spec.columns if c.name in present and c.kind in (TS, DATE) and c.name not in native]
-    parsed_names = [c.name for c in parsed] + (["loaded_at"] if has_loaded_at and "loaded_at" not in native else [])
+    columns = [
+        {"name": c.name, "kind": c.kind, "sql_type": _SQL_TYPE[c.kind], "required": c.required,
+         "nonnegative": c.nonnegative, "present": c.name in present,
+         "native": c.name in present and c.kind != TEXT and types.get(c.name) in _NATIVE_TYPES[c.kind],
+         "float_native": types.get(c.name) in _FLOAT_TYPES, "data_type": types.get(c.name)}
+        for c in spec.columns
+    ]
+    loaded_at_native = has_loaded_at and types.get("loaded_at") in _NATIVE_TYPES[TS]
+    parsed = [c["name"] for c in columns if c["present"] and c["kind"] in (TS, DATE) and not c["native"]]
+    if has_loaded_at and not loaded_at_native:
+        parsed.append("loaded_at")
+    extra_ids = extra_identifier_columns(present) if spec.raw == "raw_identity_records" else []
+    return {
+        "dialect": dialect, "date_order": date_order, "raw": spec.raw, "staged": spec.staged,
+        "key": list(spec.key), "event_column": spec.event_column,
+        "references_identity": spec.references_identity, "columns": columns,
+        "raw_columns": sorted(present), "has_loaded_at": has_loaded_at,
+        "loaded_at_native": loaded_at_native, "loaded_at_type": types.get("loaded_at"),
+        "parsed": parsed, "extra_ids": extra_ids, "extra_id_types": {n: types.get(n) for n in extra_ids},
+        "identifiers_table": spec.raw == "raw_identity_records",
+        "checks_creation": spec.checks_creation and check_creation,
+    }
 
-    text_kind = {c.name for c in spec.columns if c.kind == TEXT}
 
-    def as_text(name: str, prefix: str = "t.") -> str:
-        """The raw value of ``name`` as text (a native value is cast only where text is shown).
-
-        A text column's value is its raw text: the check table keeps it once.
-        """
-        if name in text_kind:
-            return f"{prefix}{name}"
-        return f"CAST({prefix}{name}__raw AS VARCHAR)" if name in native else f"{prefix}{name}__raw"
-
-    # Layer 0: trimmed text of every column; later layers add parsed values.
-    texts, carry = [], []
-    for col in spec.columns:
-        if col.name in native:
-            texts.append(f"{col.name} AS {col.name}__raw")
-        elif col.name in present:
-            texts.append(f"{_text(col.name, dialect, types.get(col.name))} AS {col.name}__raw")
-        else:
-            texts.append(f"CAST(NULL AS VARCHAR) AS {col.name}__raw")
-        carry.append(f"{col.name}__raw")
-    if has_loaded_at:
-        texts.append("loaded_at AS loaded_at__raw" if "loaded_at" in native
-                     else f"{_text('loaded_at', dialect, types.get('loaded_at'))} AS loaded_at__raw")
-        carry.append("loaded_at__raw")
-    for name in extra_ids:
-        texts.append(f"{_text(name, dialect, types.get(name))} AS {name}")
-        carry.append(name)
-    layers = [", ".join(texts)]
-    for step in range(4):
-        exprs = list(carry)
-        for name in parsed_names:
-            exprs.append(_time_layers(name, date_order)[step])
-        layers.append(", ".join(exprs))
-    utc = {}
-    last = list(carry)
-    for name in parsed_names:
-        local, utc[name] = _timestamp_utc(name, dialect)
-        last.append(local)
-    layers.append(", ".join(last))
-
-    typed = [f"{c}" for c in carry]
-    for col in spec.columns:
-        name = col.name
-        if name not in present:
-            typed.append(f"CAST(NULL AS {_SQL_TYPE[col.kind]}) AS {name}")
-        elif name in native and col.kind == NUM and types[name] in _FLOAT_TYPES:
-            typed.append(f"CASE WHEN {name}__raw - {name}__raw = 0 THEN CAST({name}__raw AS DOUBLE) END AS {name}")
-        elif name in native:
-            typed.append(f"CAST({name}__raw AS {_SQL_TYPE[col.kind]}) AS {name}")
-        elif col.kind == TEXT:
-            typed.append(f"{name}__raw AS {name}")
-        elif col.kind == TS:
-            typed.append(f"{utc[name]} AS {name}")
-        elif col.kind == DATE:
-            # A calendar date stays the date as written, whatever its offset.
-            typed.append(f"CAST({name}__local AS DATE) AS {name}")
-        else:
-            # NaN, inf and overflowing text (1e309) cast to a DOUBLE on both
-            # engines; x - x = 0 holds for finite values only.
-            typed.append(
-                f"CASE WHEN TRY_CAST({name}__raw AS DOUBLE) - TRY_CAST({name}__raw AS DOUBLE) = 0 "
-                f"THEN TRY_CAST({name}__raw AS DOUBLE) END AS {name}"
-            )
-    if "loaded_at" in native:
-        typed.append("CAST(loaded_at__raw AS TIMESTAMP) AS _loaded_at")
-    elif has_loaded_at:
-        typed.append(f"{utc['loaded_at']} AS _loaded_at")
-    else:
-        typed.append("CAST(NULL AS TIMESTAMP) AS _loaded_at")
-
-    reasons, details = [], []
-
-    def add(condition: str, reason: str, column: str, detail_condition: str | None = None) -> None:
-        reasons.append(f"WHEN {condition} THEN '{reason}'")
-        details.append(f"WHEN {detail_condition or condition} THEN '{column}=' || COALESCE({as_text(column)}, 'NULL')")
-
-    def failure(col: Column) -> str:
-        return f"t.{col.name}__raw IS NOT NULL AND t.{col.name} IS NULL"
-
-    required = [c for c in spec.columns if c.required and c.name in present]
-    for col in required:
-        add(f"t.{col.name}__raw IS NULL", "missing_required_value", col.name)
-    for col in required:
-        if col.kind in (TS, DATE):
-            add(failure(col), "unparsable_date", col.name)
-    for col in required:
-        if col.kind == NUM:
-            add(failure(col), "non_numeric_value", col.name)
-    for col in required:
-        if col.nonnegative:
-            add(f"t.{col.name} < 0", "negative_value", col.name)
-    if has_loaded_at:
-        add(f"t._loaded_at IS NOT NULL AND t.{spec.event_column} > t._loaded_at",
-            "future_date", spec.event_column)
-    if spec.references_identity:
-        add("ids.source_id IS NULL", "unknown_customer_id", "source_id", "t._reason = 'unknown_customer_id'")
-
-    # An invalid optional value is nulled and recorded in field_issues; only
-    # required columns quarantine the row (and, through unknown_customer_id,
-    # everything else of that customer).
-    issues = {}
-    for col in spec.columns:
-        if col.required or col.name not in present or col.kind == TEXT:
-            continue
-        whens = [f"WHEN {failure(col)} THEN '{'non_numeric_value' if col.kind == NUM else 'unparsable_date'}'"]
-        if col.nonnegative:
-            whens.append(f"WHEN t.{col.name} < 0 THEN 'negative_value'")
-        issues[col.name] = f"CASE {' '.join(whens)} END"
-
-    # Rows loaded after the as-of date (or, without loaded_at, whose event is
-    # after it) belong to later runs. A future-dated row that was already
-    # loaded is in scope and gets quarantined as future_date.
-    event = f"t.{spec.event_column}"
-    scope = f"({event} IS NULL OR {event} < :cutoff_ts)"
-    if has_loaded_at:
-        scope = f"(CASE WHEN t._loaded_at IS NOT NULL THEN t._loaded_at < :cutoff_ts ELSE {scope} END)"
-    # DuckDB groups by a 64-bit hash of the key instead of the key's strings
-    # (6.2M order ids at 480,000 customers): a hash shared by different keys
-    # only flags a few extra rows, which the exact ranking below keeps.
-    if dialect == "duckdb":
-        dup_group = f"HASH({', '.join(spec.key)}) AS _dup_key"
-        dup_on = f"d._dup_key = HASH({', '.join(f't.{k}' for k in spec.key)})"
-    else:
-        dup_group = f"{', '.join(spec.key)}, COUNT(*) AS _dup_key"
-        dup_on = " AND ".join(f"d.{k} = t.{k}" for k in spec.key)
-    join = ""
-    if spec.references_identity:
-        join = (
-            "LEFT JOIN (SELECT DISTINCT source_system, source_id FROM stg_identity_records "
-            "WHERE as_of_date = :as_of_date) ids "
-            "ON ids.source_system = t.source_system AND ids.source_id = t.source_id"
-        )
-    # The source key is built only for the rows that need it (quarantine, field
-    # issues), not for every row of the table.
-    key_expr = " || '|' || ".join(f"COALESCE({as_text(k, '')}, 'NULL')" for k in spec.key)
-    key_partition = ", ".join(f"t.{k}" for k in spec.key)
-    order_cols = ", ".join(as_text(c.name) for c in spec.columns)
-    data_cols = [c.name for c in spec.columns]
-    chk = f"_chk_{spec.raw}"
-    raw_cols = ", ".join(sorted(present))
-
-    layer_sql = [f"l0 AS (SELECT {layers[0]} FROM (SELECT {raw_cols} FROM {spec.raw}) r)"]
-    for i, exprs in enumerate(layers[1:], start=1):
-        layer_sql.append(f"l{i} AS (SELECT {exprs} FROM l{i - 1})")
-    layer_sql.append(f"typed AS (SELECT {', '.join(typed)} FROM l{len(layers) - 1})")
-    kept = []
-    for col in spec.columns:
-        if col.name in issues:
-            kept.append(f"CASE WHEN t.{col.name}__issue IS NULL THEN t.{col.name} END AS {col.name}")
-            kept.append(f"t.{col.name}__issue")
-        else:
-            kept.append(f"t.{col.name}")
-        if col.kind != TEXT:
-            kept.append(f"t.{col.name}__raw")
-    # The detail repeats the first failing rule's test for the few failing rows
-    # only, instead of every rule for every row.
-    detail = f"CASE WHEN t._reason IS NOT NULL THEN CASE {' '.join(details)} END END AS _detail"
-    kept += [f"t.{name}" for name in extra_ids] + ["t._loaded_at", "t._reason", detail]
-    issue_cols = "".join(f",\n        {expr} AS {name}__issue" for name, expr in issues.items())
-
-    create = f"""
-CREATE TEMPORARY TABLE {chk} AS
-WITH {(','+chr(10)).join(layer_sql)},
-reasoned AS (
-    SELECT t.*,
-        CASE {" ".join(reasons)} ELSE NULL END AS _reason{issue_cols}
-    FROM typed t
-    {join}
-    WHERE {scope}
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FunctionLoader(load_sql), undefined=jinja2.StrictUndefined, autoescape=False,
+    keep_trailing_newline=True,
 )
-SELECT {", ".join(kept)},
-    CASE WHEN d._dup_key IS NOT NULL AND t._reason IS NULL THEN 1 ELSE 0 END AS _dup
-FROM reasoned t
-LEFT JOIN (
-    SELECT {dup_group} FROM reasoned WHERE _reason IS NULL
-    GROUP BY {", ".join(str(i + 1) for i in range(len(spec.key) if dialect != "duckdb" else 1))}
-    HAVING COUNT(*) > 1
-) d ON {dup_on}"""
-    # Duplicate keys are rare: a hash aggregate flags them above, and only the
-    # flagged rows are ranked (the first copy by loaded_at, then raw values,
-    # is kept), instead of sorting every row by key in a window.
-    chk_cols = [c.split(" AS ")[-1].removeprefix("t.") for c in kept] + ["_dup"]
-    ranked = f"_dup_{spec.raw}"
-    dedupe = {
-        "dup_drop": f"DROP TABLE IF EXISTS {ranked}",
-        "dup_rank": (
-            f"CREATE TEMPORARY TABLE {ranked} AS SELECT {', '.join(chk_cols)}, ROW_NUMBER() OVER ("
-            f"PARTITION BY {key_partition} ORDER BY t._loaded_at, {order_cols}) AS _dup_rank "
-            f"FROM {chk} t WHERE t._dup = 1"
-        ),
-        "dup_delete": f"DELETE FROM {chk} WHERE _dup = 1",
-        "dup_insert": (
-            f"INSERT INTO {chk} ({', '.join(chk_cols)}) SELECT "
-            + ", ".join(
-                "CASE WHEN _dup_rank > 1 THEN 'duplicate_key' ELSE _reason END" if c == "_reason"
-                else f"CASE WHEN _dup_rank > 1 THEN 'key=' || {key_expr} ELSE _detail END" if c == "_detail"
-                else c
-                for c in chk_cols
-            )
-            + f" FROM {ranked}"
-        ),
-    }
-    insert_staged = (
-        f"INSERT INTO {spec.staged} (as_of_date, {', '.join(data_cols)}) "
-        f"SELECT CAST(:as_of_date AS DATE), {', '.join(data_cols)} FROM {chk} WHERE _reason IS NULL"
-    )
-    insert_quarantine = (
-        "INSERT INTO quarantine (as_of_date, source_table, source_key, reason, detail) "
-        f"SELECT CAST(:as_of_date AS DATE), '{spec.raw}', {key_expr}, _reason, _detail "
-        f"FROM {chk} WHERE _reason IS NOT NULL"
-    )
-    counts = (
-        f"SELECT COUNT(*) AS in_scope, "
-        f"SUM(CASE WHEN _reason IS NULL THEN 1 ELSE 0 END) AS staged, "
-        f"(SELECT COUNT(*) FROM {spec.raw}) AS raw_total FROM {chk}"
-    )
-    sql = {
-        "create": create,
-        **dedupe,
-        "delete_staged": f"DELETE FROM {spec.staged} WHERE as_of_date = :as_of_date",
-        "insert_staged": insert_staged,
-        "delete_quarantine": (
-            f"DELETE FROM quarantine WHERE as_of_date = :as_of_date AND source_table = '{spec.raw}'"
-        ),
-        "insert_quarantine": insert_quarantine,
-        "delete_field_issues": (
-            f"DELETE FROM field_issues WHERE as_of_date = :as_of_date AND source_table = '{spec.raw}'"
-        ),
-        "counts": counts,
-        "drop": f"DROP TABLE IF EXISTS {chk}",
-    }
-    if issues:
-        sql["insert_field_issues"] = (
-            "INSERT INTO field_issues (as_of_date, source_table, source_key, column_name, reason, detail) "
-            + " UNION ALL ".join(
-                f"SELECT CAST(:as_of_date AS DATE), '{spec.raw}', {key_expr}, '{name}', {name}__issue, "
-                f"'{name}=' || {as_text(name, '')} FROM {chk} WHERE _reason IS NULL AND {name}__issue IS NOT NULL"
-                for name in issues
-            )
-        )
-    if spec.raw == "raw_identity_records":
-        sql["delete_identifiers"] = "DELETE FROM stg_identity_identifiers WHERE as_of_date = :as_of_date"
-        if extra_ids:
-            sql["insert_identifiers"] = (
-                "INSERT INTO stg_identity_identifiers (as_of_date, source_system, source_id, id_type, id_value) "
-                + " UNION ALL ".join(
-                    f"SELECT CAST(:as_of_date AS DATE), source_system, source_id, "
-                    f"'{name[len(EXTRA_ID_PREFIX):]}', {name} FROM {chk} "
-                    f"WHERE _reason IS NULL AND {name} IS NOT NULL"
-                    for name in extra_ids
-                )
-            )
-    return sql
+
+
+def render_named_sql(template: str, context: Mapping[str, object]) -> dict[str, str]:
+    """The ``-- name:`` statements of the Jinja template ``include/sql/<template>`` rendered with ``context``."""
+    return parse_named_sql(_TEMPLATES.get_template(template).render(**context), f"include/sql/{template}")
 
 
 #: Statements that replace this date's rows, in order (absent keys are skipped).
@@ -633,6 +370,8 @@ class TableReport:
     rows_after_as_of: int
     present: bool = True
     fields_nulled: int = 0
+    rows_flagged: int = 0
+    rows_total: int = 0
 
     @property
     def bad_share(self) -> float:
@@ -643,6 +382,50 @@ def run_boundaries(as_of_date: dt.date) -> dict[str, object]:
     """Bind parameters shared by every as-of query: the date and its exclusive cutoff."""
     cutoff = dt.datetime.combine(as_of_date + dt.timedelta(days=1), dt.time())
     return {"as_of_date": as_of_date, "cutoff_ts": cutoff}
+
+
+@dataclass(frozen=True)
+class PlausibilityRules:
+    """Bounds of plausible values (issue #31): the settings of the same names, defaults declared there.
+
+    Attributes
+    ----------
+    business_start
+        Events and records dated before it are quarantined (``date_before_business_start``).
+    max_amount
+        Amounts, costs and counts above it are quarantined (``value_above_bound``; an
+        optional column is nulled and recorded in ``field_issues``).
+    created_at_grace_days
+        Orders and returns dated more than this many days before their customer
+        record's ``created_at`` are quarantined (``before_customer_created``); ``None``:
+        no check.
+    outlier_log_mads
+        Staged order and return amounts whose logarithm lies more than this many robust
+        standard deviations (1.4826 x MAD) above the median are flagged in ``extract_flags``
+        (kept: a statistical rule flags, it never drops).
+    """
+
+    business_start: dt.date = dt.date.fromisoformat(BY_NAME["business_start_date"].default)
+    max_amount: float = BY_NAME["max_amount"].default
+    created_at_grace_days: int | None = BY_NAME["created_at_grace_days"].default
+    outlier_log_mads: float = BY_NAME["outlier_log_mads"].default
+
+    @classmethod
+    def from_settings(cls, settings: object) -> PlausibilityRules:
+        """The rules of a run's :class:`~include.runtime.settings.PipelineSettings`."""
+        return cls(business_start=dt.date.fromisoformat(str(settings.business_start_date)),
+                   max_amount=float(settings.max_amount), created_at_grace_days=settings.created_at_grace_days,
+                   outlier_log_mads=float(settings.outlier_log_mads))
+
+
+def validation_params(as_of_date: dt.date, rules: PlausibilityRules | None = None) -> dict[str, object]:
+    """Bind parameters of the validation statements: :func:`run_boundaries` plus the plausibility bounds."""
+    rules = rules or PlausibilityRules()
+    return {**run_boundaries(as_of_date),
+            "business_start_ts": dt.datetime.combine(rules.business_start, dt.time()),
+            "max_amount": float(rules.max_amount),
+            "created_grace_minutes": int(rules.created_at_grace_days or 0) * 24 * 60,
+            "outlier_log_mads": float(rules.outlier_log_mads)}
 
 
 def check_contract(wh: Warehouse, types: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, set[str]]:
@@ -685,31 +468,54 @@ def check_contract(wh: Warehouse, types: Mapping[str, Mapping[str, str]] | None 
     return present
 
 
+class QuarantineShareError(BadDataError):
+    """A raw table's quarantined share is above ``max_bad_share``; the message names the likely cause."""
+
+
+class EmptyInputError(BadDataError):
+    """A required raw table has no row to stage for the date."""
+
+
 def extract_and_validate(
     wh: Warehouse, as_of_date: dt.date, *, max_bad_share: float = 0.05, retention_runs: int = 4,
-    date_order: str = "ISO",
+    date_order: str = "ISO", rules: PlausibilityRules | None = None,
 ) -> list[TableReport]:
     """Validate every raw table for ``as_of_date`` into staging and quarantine.
 
-    Returns one report per contract table. Raises :class:`BadDataError`
-    (after writing everything, so the quarantine can be inspected) when a
-    table's quarantined share exceeds ``max_bad_share``. Invalid optional
-    values are nulled and listed in ``field_issues``; they never count as
-    bad rows. ``date_order`` is passed to :func:`build_validation_sql`.
+    Returns one report per contract table. Invalid optional values are nulled
+    and listed in ``field_issues``; they never count as bad rows. After every
+    table is staged, the money rules of ``include/sql/validate_money.sql`` run
+    (returns matched to orders, returned amounts capped, far-out amounts
+    flagged in ``extract_flags``). ``date_order`` is passed to
+    :func:`build_validation_sql`; ``rules`` are the plausibility bounds
+    (default: the settings' defaults).
+
+    Raises
+    ------
+    QuarantineShareError
+        A table's quarantined share exceeds ``max_bad_share`` (raised after
+        writing everything, so the quarantine can be inspected); the message
+        gives the reasons and their likely cause.
+    EmptyInputError
+        A required table has no row in scope, or none left after quarantine.
     """
+    rules = rules or PlausibilityRules()
     wh.ensure_schema()
     types = raw_column_types(wh)
     present = check_contract(wh, types)
-    params = run_boundaries(as_of_date)
+    params = validation_params(as_of_date, rules)
+    check_creation = rules.created_at_grace_days is not None
     reports: list[TableReport] = []
     # One transaction for every table of the date (staging, quarantine, field issues, the log, the pruning):
     # a reader sees the old date or the new one, never one table re-extracted and the next not.
     # On Snowflake a DDL statement commits the open transaction, so the work tables are created (empty)
     # before the first write, filled with INSERT (DML) inside the transaction, and dropped after the last.
     work = {spec.raw: _WorkTables(build_validation_sql(spec, present[spec.raw], dialect=wh.dialect,
-                                                       date_order=date_order, types=types.get(spec.raw)),
+                                                       date_order=date_order, types=types.get(spec.raw),
+                                                       check_creation=check_creation),
                                   dialect=wh.dialect)
             for spec in TABLE_SPECS if spec.raw in present}
+    money = money_sql(dialect=wh.dialect, has_returns="raw_returns" in present)
     with wh.transaction() as tx, tx.begin() as conn:
         for w in work.values():
             w.create_empty(conn, params)
@@ -735,8 +541,16 @@ def extract_and_validate(
             in_scope, staged, raw_total = int(in_scope or 0), int(staged or 0), int(raw_total or 0)
             reports.append(
                 TableReport(spec.raw, in_scope, staged, in_scope - staged, raw_total - in_scope,
-                            fields_nulled=int(nulled or 0))
+                            fields_nulled=int(nulled or 0), rows_total=raw_total)
             )
+        conn.execute(sa.text("DELETE FROM extract_flags WHERE as_of_date = :as_of_date"), params)
+        for statement in money.values():
+            conn.execute(sa.text(statement), params)
+        flagged = dict(conn.execute(sa.text(
+            "SELECT source_table, COUNT(DISTINCT source_key) FROM extract_flags WHERE as_of_date = :as_of_date "
+            "GROUP BY source_table"), params).all())
+        for r in reports:
+            r.rows_flagged = int(flagged.get(r.table, 0))
         _write_extract_log(tx, as_of_date, reports)
         _prune_staging(tx, as_of_date, retention_runs)
         for w in work.values():  # the last statements (on Snowflake the first DROP commits the writes)
@@ -744,25 +558,57 @@ def extract_and_validate(
     for r in reports:
         log.info(
             "%s: %d in scope, %d staged, %d quarantined (%.2f%%), %d after the as-of date, "
-            "%d optional values nulled (field_issues)",
+            "%d optional values nulled (field_issues), %d flagged (extract_flags)",
             r.table, r.rows_in_scope, r.rows_staged, r.rows_quarantined, 100 * r.bad_share,
-            r.rows_after_as_of, r.fields_nulled,
+            r.rows_after_as_of, r.fields_nulled, r.rows_flagged,
         )
     too_bad = [r for r in reports if r.bad_share > max_bad_share]
     if too_bad:
         reasons = wh.query_df(
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :as_of_date "
-            "GROUP BY source_table, reason ORDER BY n DESC",
+            "GROUP BY source_table, reason ORDER BY n DESC, source_table, reason",
             params,
         )
-        raise BadDataError(
-            "quarantined share above max_bad_share="
-            f"{max_bad_share:.2%}: "
-            + "; ".join(f"{r.table} {r.bad_share:.2%}" for r in too_bad)
-            + ". Reasons: "
-            + ", ".join(f"{t}.{reason}={n}" for t, reason, n in reasons.itertuples(index=False))
-        )
+        raise QuarantineShareError(quarantine_share_message(too_bad, reasons, max_bad_share))
+    empty = [r for r in reports if SPECS_BY_RAW[r.table].required and r.rows_staged == 0]
+    if empty:
+        raise EmptyInputError("; ".join(_empty_message(r, as_of_date) for r in empty))
     return reports
+
+
+def quarantine_share_message(too_bad: list[TableReport], reasons: pd.DataFrame, max_bad_share: float) -> str:
+    """The quarantine-share error: shares, reasons with counts, and each table's likely cause."""
+    parts = []
+    for r in too_bad:
+        mine = reasons[reasons["source_table"] == r.table]
+        counts = ", ".join(f"{reason}={n:,}" for reason, n in zip(mine["reason"], mine["n"], strict=True))
+        cause = ""
+        if len(mine):
+            top = mine.iloc[0]["reason"]
+            hint = LIKELY_CAUSES.get((r.table, top)) or LIKELY_CAUSES.get(("*", top))
+            if hint:
+                cause = f"; likely cause ({top}): {hint}"
+        parts.append(f"{r.table} {r.bad_share:.2%} of {r.rows_in_scope:,} rows ({counts}){cause}")
+    return (f"quarantined share above max_bad_share={max_bad_share:.2%}: " + "; ".join(parts)
+            + ". The quarantine table holds every row with its reason and value.")
+
+
+def _empty_message(r: TableReport, as_of_date: dt.date) -> str:
+    if r.rows_total == 0:
+        return f"required table {r.table} is empty: nothing to segment (did the load write it?)"
+    if r.rows_in_scope == 0:
+        return (f"required table {r.table} has no row on or before the as-of date {as_of_date} "
+                f"({r.rows_after_as_of:,} rows are later): is the as-of date before the data begins?")
+    return f"required table {r.table}: all {r.rows_in_scope:,} rows in scope were quarantined"
+
+
+def money_sql(*, dialect: str, has_returns: bool) -> dict[str, str]:
+    """The statements of ``include/sql/validate_money.sql``, in order, for this warehouse."""
+    outliers = [{"raw": spec.raw, "staged": spec.staged, "key": spec.key[0], "column": column}
+                for spec in TABLE_SPECS for column in spec.flag_outliers
+                if spec.raw != "raw_returns" or has_returns]
+    return render_named_sql("validate_money.sql", {"dialect": dialect, "has_returns": has_returns,
+                                                   "outliers": outliers})
 
 
 _CTAS = re.compile(r"\s*CREATE TEMPORARY TABLE (\w+) AS\s+(.*)$", re.S)
@@ -823,8 +669,6 @@ class _WorkTables:
 
 
 def _write_extract_log(wh: Warehouse, as_of_date: dt.date, reports: list[TableReport]) -> None:
-    import pandas as pd
-
     frame = pd.DataFrame(
         [
             {
@@ -835,6 +679,7 @@ def _write_extract_log(wh: Warehouse, as_of_date: dt.date, reports: list[TableRe
                 "rows_quarantined": r.rows_quarantined,
                 "rows_after_as_of": r.rows_after_as_of,
                 "fields_nulled": r.fields_nulled,
+                "rows_flagged": r.rows_flagged,
             }
             for r in reports
         ]

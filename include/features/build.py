@@ -47,7 +47,7 @@ import logging
 import pandas as pd
 
 from include.extract.validate import run_boundaries
-from include.runtime.errors import BadDataError
+from include.runtime.errors import NoRowsError
 from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def build_customer_features(
     metrics = {f"features_{k}": float(v or 0) for k, v in stats.items()}
     log.info("features: %d customers as of %s", int(metrics["features_customers"]), as_of_date)
     if metrics["features_customers"] == 0:
-        raise BadDataError(f"customer_features is empty for as_of_date={as_of_date}: no valid orders on or before it")
+        raise NoRowsError(f"customer_features is empty for as_of_date={as_of_date}: no valid orders on or before it")
     return metrics
 
 

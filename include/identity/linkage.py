@@ -27,12 +27,16 @@ The model is trained without labels:
    cannot estimate the comparisons on its own blocking columns). A session
    whose block holds no pairs is skipped and the next candidate tried.
 
-Comparisons and why they look the way they do (measured on generated data):
+Comparisons and why they look the way they do (measured on generated data;
+"person files" are :mod:`include.demo.person_files`, FEBRL-shaped registers):
 
 - names: Jaro–Winkler levels with term-frequency adjustment (common names
   weigh less), plus a level for first and last name entered the wrong way
-  round when both are present (without it, person-only recall was 0.94);
-- ``id_*``: exact, or one edit apart (a mistyped national id or card number);
+  round when both are present, by Jaro–Winkler so a swapped name with a typo
+  still counts (without the level, person-only recall was 0.94);
+- ``id_*``: exact, one character different, two characters swapped (a
+  mistyped national id or card number; 9 of the 35 pairs a public benchmark
+  missed differed by two swapped digits, two edits for Levenshtein);
 - email, phone and device id: exact match only; a similarity level
   on email re-counts the name evidence for namesakes (``john.smith@`` vs
   ``john.smith2@``) and cut clustered F1 to about 0.91 at 1.4M records; phone
@@ -42,24 +46,35 @@ Comparisons and why they look the way they do (measured on generated data):
   repeated number against them (contact-only F1 0.88 with it, 0.94 without);
 - address: one comparison of postcode *and* street address, because household
   members share both and treating them as independent evidence over-merged
-  (precision 0.56 with two separate exact comparisons); an equal street
-  address with a missing or mistyped postcode is a level of its own, and the
-  region (when present) is the last level before "all other": a person who
-  moved usually stays in the region (see :func:`_place_comparison`);
+  (precision 0.56 with two separate exact comparisons); graded: equal, similar
+  (same house numbers, and Jaro–Winkler or shared words: typos, abbreviations,
+  a missing unit, another word order) with and without an equal postcode, the
+  postcode alone (term-frequency adjusted), and the region (when present) last:
+  a person who moved usually stays in the region (see :func:`_place_comparison`);
 - date of birth: exact, one edit apart, day and month swapped, two characters
   swapped (a transposition, tested as two differing positions holding the same
   characters; "any two edits" also joined unrelated dates of one month, and
   Damerau–Levenshtein is 9x slower in DuckDB).
 
+Prediction blocking: the fixed rules of :data:`PREDICTION_RULE_CANDIDATES`
+plus each of :data:`OPTIONAL_PREDICTION_RULES` the data keeps within
+:data:`OPTIONAL_RULE_PAIRS_PER_RECORD` pairs per record (counted from value
+frequencies before training): on person files the fixed rules reached 96% of
+the true pairs, with the broader ones 99.5%; on the demo's 1.4M rich records
+none of the broad ones is affordable and none is used. The rules chosen are
+saved in the model, so a reused model blocks as it did when trained.
+
 EM sessions sample at most :data:`EM_MAX_PAIRS` blocked pairs, so the broad
 last-resort rules used for sparse column sets stay affordable.
 
-Running on Spark when the data outgrows one machine: the settings are
-dialect-free (``block_on`` and the comparison library render to each SQL
-dialect), so the same :func:`build_settings` and a saved model JSON work with
-``splink.SparkAPI(spark_session=spark)`` in place of ``DuckDBAPI``; register
-the Spark DataFrame with ``db_api.register(sdf, dataset_display_name=...)``
-and call :func:`train_model` / :func:`predict_clusters` unchanged.
+Running on Spark when the data outgrows one machine: blocking rules and the
+library levels render to each SQL dialect, but the custom levels and the
+derived address columns (:data:`DERIVED_COLUMNS`) are DuckDB SQL
+(``hamming``, ``jaro_winkler_similarity``, ``contains``, ``string_split``,
+``list_sort``, ``regexp_extract_all``); on ``splink.SparkAPI`` they need
+Spark's equivalents (``levenshtein``/a UDF, Splink's registered
+``jaro_winkler`` UDF, ``instr``, ``split``, ``array_sort``,
+``regexp_extract_all``) before the same :func:`build_settings` and model JSON run there.
 
 Size: the column-driven Splink design (which comparisons, blocking rules, deterministic
 rules and EM sessions each column set gets) must stay in one place to stay consistent.
@@ -109,6 +124,18 @@ PREDICTION_RULE_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("postcode", "dob"), ("postcode", "address"), ("dob", "first_name[:2]"),
     ("dob", "first_name~last_name"), ("dob", "last_name~first_name"),
 )
+#: Broader prediction rules, each used only when the data keeps it affordable: at most
+#: :data:`OPTIONAL_RULE_PAIRS_PER_RECORD` pairs per record (counted before training, from the
+#: value frequencies). On person-only records the fixed rules above reached 96% of the true
+#: pairs (a person who moved and left the date of birth out shares no postcode, address or
+#: date); these bring it to 99.5%. On the demo's 1.4M rich records (80 first names, 100 last
+#: names, 15 streets) each would produce 10^8 pairs and is left out.
+OPTIONAL_PREDICTION_RULES: tuple[tuple[str, ...], ...] = (
+    ("first_name~last_name", "last_name~first_name"), ("last_name", "region"), ("last_name[:3]", "first_name[:3]"), ("address",), ("last_name", "first_name[:1]"),
+    ("first_name", "last_name[:1]"), ("dob",), ("postcode",),
+)
+#: Largest pair count per record an optional prediction rule may add.
+OPTIONAL_RULE_PAIRS_PER_RECORD = 10.0
 #: EM training blocking rules, in order of preference (see the module docstring).
 EM_SESSION_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("email",), ("phone",), ("{id}",), ("postcode", "dob"), ("first_name", "last_name", "dob"),
@@ -178,10 +205,7 @@ def _block_on(rule: tuple[str, ...]):
     from splink import block_on
     from splink.blocking_rule_library import CustomRule
 
-    parts = []
-    for part in rule:
-        m = re.fullmatch(r"(\w+)\[:(\d+)\]", part)
-        parts.append(f"substr({m.group(1)}, 1, {m.group(2)})" if m else part)
+    parts = _rule_sql_parts(rule)
     if not any("~" in part for part in rule):
         return block_on(*parts)
     # Across two columns: block_on compares a column with itself, so spell the equi-join out.
@@ -202,10 +226,8 @@ def comparison_specs(columns: tuple[str, ...]) -> list[ComparisonSpec]:
     have = set(columns)
     specs = [ComparisonSpec(c, (c,)) for c in ("first_name", "last_name", "email", "phone") if c in have]
     place = tuple(c for c in ("postcode", "address", "region") if c in have)
-    if len(place) >= 2:
+    if {"postcode", "address"} & have:
         specs.append(ComparisonSpec("address" if "address" in have else "postcode", place))
-    else:
-        specs += [ComparisonSpec(c, (c,)) for c in ("postcode", "address") if c in have]
     specs += [ComparisonSpec(c, (c,)) for c in ("dob", "device_id", *identifier_columns(columns)) if c in have]
     return specs
 
@@ -225,7 +247,8 @@ def _comparison(spec: ComparisonSpec, columns: tuple[str, ...]):
         other = "last_name" if name == "first_name" else "first_name"
         if other in columns:
             # First and last name entered the wrong way round: 1-2% of hand-keyed records.
-            levels.append(cll.CustomLevel(f'"{name}_l" = "{other}_r"', label_for_charts=f"{name} equals other {other}"))
+            levels.append(cll.CustomLevel(f'jaro_winkler_similarity("{name}_l", "{other}_r") >= 0.92',
+                                          label_for_charts=f"{name} similar to other {other}"))
         return cl.CustomComparison(output_column_name=name, comparison_levels=[*levels, cll.ElseLevel()],
                                    comparison_description=f"{name}: exact, Jaro-Winkler, swapped with {other}")
     if name == "phone":
@@ -235,17 +258,13 @@ def _comparison(spec: ComparisonSpec, columns: tuple[str, ...]):
         # own repeated records against them (contact-only F1 0.88 with it, 0.94 without).
         return cl.ExactMatch("phone").configure(
             term_frequency_adjustments=bool({"postcode", "address"} & set(columns)))
-    if len(spec.columns) >= 2:
+    if name in ("address", "postcode"):
         return _place_comparison(spec)
     if name == "dob":
         # ISO text: day and month swapped (a US/UK mix-up) and two digits swapped are common entry errors.
         swapped = ('substr("dob_l", 1, 4) = substr("dob_r", 1, 4) AND substr("dob_l", 6, 2) = substr("dob_r", 9, 2) '
                    'AND substr("dob_l", 9, 2) = substr("dob_r", 6, 2)')
-        # Exactly two characters differ and they are each other's: a transposition. Any two edits
-        # (the previous level) also joined unrelated dates of one month (u 0.017, Bayes factor ~1);
-        # this is 80x rarer among non-matches. Damerau-Levenshtein is 9x slower in DuckDB.
-        digits_swapped = ('length("dob_l") = length("dob_r") AND hamming("dob_l", "dob_r") = 2 AND '
-                          'list_sort(string_split("dob_l", \'\')) = list_sort(string_split("dob_r", \'\'))')
+        digits_swapped = _transposed_sql("dob")
         return cl.CustomComparison(
             output_column_name="dob",
             comparison_description="date of birth: exact, one edit, day and month swapped, two digits swapped",
@@ -257,13 +276,89 @@ def _comparison(spec: ComparisonSpec, columns: tuple[str, ...]):
             ],
         )
     if name.startswith(ID_PREFIX):
-        # Identifiers are keyed by hand too: one mistyped character should not count as a contradiction.
-        return cl.LevenshteinAtThresholds(name, 1)
+        # Identifiers are keyed by hand too: one mistyped character, or two swapped, is no
+        # contradiction. Without the transposition level, 9 of 35 pairs a public person-only
+        # benchmark missed differed only by two swapped id digits (two edits for Levenshtein).
+        return cl.CustomComparison(
+            output_column_name=name,
+            comparison_description=f"{name}: exact, one character different, two characters swapped",
+            comparison_levels=[
+                cll.NullLevel(name), cll.ExactMatchLevel(name), cll.LevenshteinLevel(name, 1),
+                cll.CustomLevel(_transposed_sql(name), label_for_charts="two characters swapped"),
+                cll.ElseLevel(),
+            ],
+        )
     return cl.ExactMatch(name)
 
 
+def _transposed_sql(column: str) -> str:
+    """SQL: exactly two characters differ and they are each other's (a transposition).
+
+    Tested as two differing positions holding the same characters: Damerau-Levenshtein
+    is 9x slower in DuckDB, and "any two edits" also joins unrelated values (another
+    day of the same month: u 0.017 for dates of birth, 80x the transpositions' rate).
+    """
+    left, right = f'"{column}_l"', f'"{column}_r"'
+    # Nested CASE: the list sort runs only for the few pairs two characters apart.
+    return (f"CASE WHEN length({left}) = length({right}) THEN (CASE WHEN hamming({left}, {right}) = 2 THEN "
+            f"list_sort(string_split({left}, '')) = list_sort(string_split({right}, '')) ELSE FALSE END) "
+            "ELSE FALSE END")
+
+
+#: Columns derived from the street address in the linkage session (see :data:`DERIVED_COLUMNS`).
+ADDRESS_WORDS, ADDRESS_NUMBERS = "address_words", "address_numbers"
+#: SQL of the columns each linkage session derives from the input (DuckDB; Spark has the same
+#: string and list functions under other names). Words: the address's distinct words, sorted, as
+#: one text. Numbers: its distinct runs of digits (house, flat, unit) sorted, padded with spaces
+#: (`` 12 4 ``; a single space when there are none), so that "one holds the other's numbers" is a
+#: substring test. Both are text: list columns carried into every pair made u estimation (2e7
+#: random pairs, every level tested on each) cost 2.3x the old model's; the word lists are split
+#: only inside the test, for the pairs whose numbers agree.
+DERIVED_COLUMNS = {
+    ADDRESS_WORDS: "array_to_string(list_sort(list_distinct(string_split(address, ' '))), ' ')",
+    ADDRESS_NUMBERS: ("CASE WHEN len(regexp_extract_all(address, '[0-9]+')) = 0 THEN ' ' ELSE ' ' || "
+                      "array_to_string(list_sort(list_distinct(regexp_extract_all(address, '[0-9]+'))), ' ') "
+                      "|| ' ' END"),
+}
+#: Jaro-Winkler similarity of two street addresses (as written) called "similar".
+ADDRESS_SIMILAR_JW = 0.92
+#: Or the share of their distinct words they have in common (Jaccard) called "similar".
+ADDRESS_SHARED_WORDS = 0.6
+
+
+def _address_similar_sql(jaro_winkler: float = ADDRESS_SIMILAR_JW) -> str:
+    """SQL: the street addresses carry the same numbers (or one carries none) and read alike.
+
+    Numbers first: two flats of one house or neighbours on one street (``12 high st`` vs
+    ``14 high st``) read alike to any string measure but are different addresses. "Read
+    alike": a Jaro-Winkler similarity of the addresses as written (typos, an abbreviated
+    street type) or enough shared words (parts missing or in another order: ``unit 4 12
+    high st`` vs ``12 high st``).
+    """
+    nl, nr = f'"{ADDRESS_NUMBERS}_l"', f'"{ADDRESS_NUMBERS}_r"'
+    wl, wr = (f"string_split(\"{ADDRESS_WORDS}_{side}\", ' ')" for side in "lr")
+    same_numbers = f"(contains({nl}, {nr}) OR contains({nr}, {nl}))"
+    shared = (f"len(list_intersect({wl}, {wr})) >= {ADDRESS_SHARED_WORDS} * "
+              f"len(list_distinct(list_concat({wl}, {wr})))")
+    # CASE, not AND: DuckDB evaluates both sides of an AND; a CASE branch only for the rows reaching it,
+    # so the word lists are split only for the pairs whose numbers agree.
+    return (f'CASE WHEN {same_numbers} THEN (jaro_winkler_similarity("address_l", "address_r") >= {jaro_winkler} '
+            f"OR {shared}) ELSE FALSE END")
+
+
 def _place_comparison(spec: ComparisonSpec):
-    """One comparison of postcode, street address and region (those of them present).
+    """One comparison of postcode, street address and region (those of them present), graded.
+
+    Levels, first match wins: postcode and street address equal; street address
+    equal; postcode equal and street address similar; street address similar;
+    postcode equal (term-frequency adjusted: a busy postcode says less); region
+    equal; anything else. "Similar" is :func:`_address_similar_sql`: addresses
+    keyed by hand differ by typos, abbreviations (``street``/``st``), a missing
+    unit or house number and word order, and an exact comparison called all of
+    those disagreement (31 of the 35 true pairs a public person-only benchmark
+    missed had unequal addresses). A level below "similar" (Jaro-Winkler 0.85)
+    added 0.0004 F1 on person files without an id and was dropped: each level
+    is tested on every random pair u estimation samples.
 
     Household members share postcode and street, so treating them as independent
     evidence over-merged (precision 0.56 with two separate exact comparisons). The
@@ -276,32 +371,86 @@ def _place_comparison(spec: ComparisonSpec):
 
     have = spec.columns
     street = [c for c in ("postcode", "address") if c in have]
+    if not street:
+        raise TrainingError("a place comparison needs a postcode or a street address")
     levels = [cll.And(*[cll.NullLevel(c) for c in street]) if len(street) == 2 else cll.NullLevel(street[0])]
+    postcode = '"postcode_l" = "postcode_r"'
     if len(street) == 2:
         levels.append(cll.And(cll.ExactMatchLevel("postcode"), cll.ExactMatchLevel("address")))
-    # A missing or mistyped postcode must not hide an equal street address (and vice versa).
-    levels += [cll.ExactMatchLevel(c) for c in street]
+    if "address" in have:
+        # A missing or mistyped postcode must not hide an equal street address.
+        levels.append(cll.ExactMatchLevel("address"))
+        similar = _address_similar_sql()
+        if "postcode" in have:
+            levels.append(cll.CustomLevel(f"CASE WHEN {postcode} THEN {similar} ELSE FALSE END",
+                                          label_for_charts="postcode equal, street address similar"))
+        levels.append(cll.CustomLevel(similar, label_for_charts="street address similar"))
+    if "postcode" in have:
+        levels.append(cll.ExactMatchLevel("postcode").configure(tf_adjustment_column="postcode"))
     if "region" in have:
         levels.append(cll.ExactMatchLevel("region"))
     return cl.CustomComparison(
         output_column_name=spec.name,
-        comparison_description=" and ".join(have).replace("address", "street address"),
+        comparison_description=" and ".join(have).replace("address", "street address") + ", graded",
         comparison_levels=[*levels, cll.ElseLevel()],
     )
 
 
-def build_settings(columns: tuple[str, ...] = BASE_COLUMNS):
+def _rule_sql_parts(rule: tuple[str, ...]) -> list[str]:
+    out = []
+    for part in rule:
+        m = re.fullmatch(r"(\w+)\[:(\d+)\]", part)
+        out.append(f"substr({m.group(1)}, 1, {m.group(2)})" if m else part)
+    return out
+
+
+def _side_counts_sql(table: str, exprs: list[str], keys: str) -> str:
+    cols = ", ".join(f"{e} AS k{i}" for i, e in enumerate(exprs))
+    not_null = " AND ".join(f"{e} IS NOT NULL" for e in exprs)
+    return f"SELECT {cols}, COUNT(*) AS n FROM {table} WHERE {not_null} GROUP BY {keys}"
+
+
+def rule_pair_counts(con, table: str, rules: list[tuple[str, ...]]) -> dict[tuple[str, ...], int]:
+    """Record pairs each equi-join blocking rule generates on ``table``, from its value frequencies (no join)."""
+    out = {}
+    for rule in rules:
+        if any("~" in part for part in rule):
+            # Across two columns (l.a = r.b): pairs of a left-side key with an equal right-side key.
+            left = _rule_sql_parts(tuple(p.split("~")[0] for p in rule))
+            right = _rule_sql_parts(tuple(p.split("~")[-1] for p in rule))
+            keys = ", ".join(f"k{i}" for i in range(len(left)))
+            a, b = (_side_counts_sql(table, exprs, keys) for exprs in (left, right))
+            sql = f"SELECT COALESCE(SUM(a.n * b.n) / 2, 0) FROM ({a}) a JOIN ({b}) b USING ({keys})"
+        else:
+            parts = _rule_sql_parts(rule)
+            not_null = " AND ".join(f"{p} IS NOT NULL" for p in parts)
+            sql = (f"SELECT COALESCE(SUM(n * (n - 1) / 2), 0) FROM (SELECT COUNT(*) AS n FROM {table} "
+                   f"WHERE {not_null} GROUP BY {', '.join(parts)})")
+        out[rule] = int(con.execute(sql).fetchall()[0][0])
+    return out
+
+
+def affordable_rules(con, table: str, columns: tuple[str, ...], records: int) -> list[tuple[str, ...]]:
+    """The :data:`OPTIONAL_PREDICTION_RULES` over ``columns`` within the pair budget on ``table``."""
+    candidates = _expand(OPTIONAL_PREDICTION_RULES, columns)
+    budget = OPTIONAL_RULE_PAIRS_PER_RECORD * max(records, 1)
+    counts = rule_pair_counts(con, table, candidates)
+    return [r for r in candidates if counts[r] <= budget]
+
+
+def build_settings(columns: tuple[str, ...] = BASE_COLUMNS, extra_rules: list[tuple[str, ...]] = ()):
     """Splink settings (comparisons and prediction blocking rules) over ``columns``, untrained.
 
     They hold no randomness. ``columns`` are the present linkage columns
     (:func:`present_columns`); rules and comparisons on absent columns are left out.
+    ``extra_rules`` are prediction rules added after the fixed ones (:func:`affordable_rules`).
     """
     from splink import SettingsCreator
 
     specs = comparison_specs(columns)
     if not specs:
         raise TrainingError("no linkage column carries data")
-    rules = _expand(PREDICTION_RULE_CANDIDATES, columns)
+    rules = _expand(PREDICTION_RULE_CANDIDATES, columns) + [r for r in extra_rules if _rule_columns(r) <= set(columns)]
     if not rules:
         raise TrainingError(f"no blocking rule can be built from the columns present ({', '.join(columns)})")
     return SettingsCreator(
@@ -424,8 +573,10 @@ def _db_api(threads: int, memory_limit: str | None):
     import duckdb
     from splink import DuckDBAPI
 
+    from include.runtime.threads import current_budget as _thread_budget
+
     con = duckdb.connect(":memory:")
-    con.execute(f"SET threads = {int(threads)}")
+    con.execute(f"SET threads = {min(int(threads), _thread_budget())}")
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     # Deterministic row order out of parallel operators (same input -> same clusters).
@@ -433,13 +584,26 @@ def _db_api(threads: int, memory_limit: str | None):
     return DuckDBAPI(con)
 
 
+def _register_input(db_api, frame: pd.DataFrame, name: str = "identity_records"):
+    """Register ``frame`` with its :data:`DERIVED_COLUMNS` as view ``name``; return Splink's handle of it.
+
+    A view over the pandas frame, as Splink registers one: a table copy counted against
+    DuckDB's memory limit and made prediction spill at 1.4M records (predict 47 CPU-s
+    against 27). Splink materialises the view once per step (with term frequencies).
+    """
+    con = db_api.duckdb_con
+    con.register(f"{name}_frame", frame)
+    derived = "".join(f", {sql} AS {col}" for col, sql in DERIVED_COLUMNS.items()) if "address" in frame else ""
+    con.execute(f"CREATE VIEW {name} AS SELECT *{derived} FROM {name}_frame").fetchall()
+    return db_api.register(name, dataset_display_name=name)
+
+
 def _linker(frame: pd.DataFrame, settings: Any, threads: int, memory_limit: str | None):
     from splink import Linker
 
     _splink_quiet()
     db_api = _db_api(threads, memory_limit)
-    sdf = db_api.register(frame, dataset_display_name="identity_records")
-    return Linker(sdf, settings)
+    return Linker(_register_input(db_api, frame), settings)
 
 
 def deterministic_rules(columns: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -526,7 +690,13 @@ def train_model(frame: pd.DataFrame, *, columns: tuple[str, ...] | None = None, 
     if not rules:
         raise TrainingError(f"{where}: no deterministic rule for λ (needs email, phone, device id, an id_* "
                             "column, or first name + last name with date of birth or postcode)")
-    linker = _linker(frame, build_settings(columns), threads, memory_limit)
+    from splink import Linker
+
+    _splink_quiet()
+    db_api = _db_api(threads, memory_limit)
+    sdf = _register_input(db_api, frame)
+    extra = affordable_rules(db_api.duckdb_con, sdf.physical_name, columns, len(frame))
+    linker = Linker(sdf, build_settings(columns, extra))
     training = linker.training
     specs = comparison_specs(columns)
     estimated: set[str] = set()
@@ -577,52 +747,6 @@ def train_model(frame: pd.DataFrame, *, columns: tuple[str, ...] | None = None, 
 
 class TrainingError(RuntimeError):
     """The records are too few or too uniform to estimate the Splink model."""
-
-
-@dataclass
-class LinkageResult:
-    """Cluster of every record and the pairwise edges it was built from."""
-
-    clusters: pd.DataFrame  # unique_id, cluster_id, cluster_confidence
-    pairs_scored: int
-
-
-def predict_clusters(frame: pd.DataFrame, model: dict[str, Any], threshold: float, *,
-                     threads: int = 2, memory_limit: str | None = "3GB") -> LinkageResult:
-    """Score blocked pairs with ``model`` and cluster at ``threshold`` match probability.
-
-    ``cluster_confidence`` of a record is the highest match probability of its
-    links inside its cluster (1.0 for a record alone in its cluster).
-    """
-    if not 0 < threshold < 1:
-        raise ValueError(f"identity match threshold must be in (0, 1), got {threshold}")
-    linker = _linker(frame, model, threads, memory_limit)
-    predictions = linker.inference.predict(threshold_match_probability=min(threshold, 0.5))
-    clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
-        predictions, threshold_match_probability=threshold)
-    pairs_table = predictions.physical_name
-    clusters_table = clustered.physical_name
-    sql = f"""
-        WITH edges AS (
-            SELECT p.unique_id_l AS uid, p.match_probability AS p FROM {pairs_table} p
-            JOIN {clusters_table} a ON a.unique_id = p.unique_id_l
-            JOIN {clusters_table} b ON b.unique_id = p.unique_id_r
-            WHERE a.cluster_id = b.cluster_id AND p.match_probability >= {float(threshold)}
-            UNION ALL
-            SELECT p.unique_id_r, p.match_probability FROM {pairs_table} p
-            JOIN {clusters_table} a ON a.unique_id = p.unique_id_l
-            JOIN {clusters_table} b ON b.unique_id = p.unique_id_r
-            WHERE a.cluster_id = b.cluster_id AND p.match_probability >= {float(threshold)}
-        )
-        SELECT c.unique_id, c.cluster_id, COALESCE(MAX(e.p), 1.0) AS cluster_confidence
-        FROM {clusters_table} c LEFT JOIN edges e ON e.uid = c.unique_id
-        GROUP BY c.unique_id, c.cluster_id
-    """
-    out = linker.misc.query_sql(sql, output_type="pandas")
-    n_pairs = int(linker.misc.query_sql(f"SELECT COUNT(*) AS n FROM {pairs_table}", output_type="pandas")["n"][0])
-    out["unique_id"] = out["unique_id"].astype(str)
-    out["cluster_id"] = out["cluster_id"].astype(str)
-    return LinkageResult(out.sort_values("unique_id").reset_index(drop=True), n_pairs)
 
 
 def untrained_levels(model: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -178,7 +178,7 @@ def normalise_date(values: pd.Series) -> pd.Series:
 def _iso_date(values: pd.Series) -> pd.Series:
     text = values.astype("string").str.strip()
     # DATE columns arrive as datetime.date objects; their str() is ISO.
-    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[s]")
     for fmt in _DATE_FORMATS:
         missing = parsed.isna()
         if not missing.any():

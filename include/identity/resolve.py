@@ -41,16 +41,27 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from include.identity import incremental
 from include.identity import linkage as splink_linkage
+from include.identity.clustering import cluster_records, guard_penalties, guarded_columns
 from include.identity.normalise import normalise_email, normalise_phone  # noqa: F401
-from include.runtime.errors import PipelineFinding
+from include.identity.quality import (
+    SCOPE_ALL,
+    SCOPE_INCREMENTAL,
+    QualityEstimate,
+    check_bar,
+    estimate_quality,
+    exact_quality,
+)
+from include.identity.scoring import LinkageSession
+from include.runtime.errors import NoRowsError, PipelineFinding
 from include.runtime.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -266,6 +277,10 @@ class IdentityError(PipelineFinding):
     """Identity resolution could not link records that share strong identifiers."""
 
 
+class IdentityQualityError(IdentityError):
+    """The run's truth-free quality estimate is below the bar and the settings say to fail."""
+
+
 @dataclass
 class IdentityRun:
     """Everything one identity run produced, for the task to log."""
@@ -277,6 +292,63 @@ class IdentityRun:
     columns: tuple[str, ...] = ()
     degraded_reason: str | None = None
     model_refused_reason: str | None = None
+    mode: str = "full"
+    mode_reason: str = ""
+    base_as_of_date: dt.date | None = None
+    quality: QualityEstimate | None = None
+    changes: pd.DataFrame | None = None
+    plan_counts: dict = field(default_factory=dict)
+    quality_below_bar: str | None = None
+
+
+@dataclass
+class Linked:
+    """Clusters of one Splink run (full or incremental) and what they were built from."""
+
+    cluster: pd.Series  # label per record (aligned with the linkage input)
+    confidence: pd.Series
+    quality: QualityEstimate
+    mode: str
+    mode_reason: str
+    records_relinked: int
+    plan_counts: dict = field(default_factory=dict)
+
+
+def link_records(linkage: pd.DataFrame, model: dict, threshold: float, *, relink: str = incremental.INCREMENTAL,
+                 base: incremental.BaseRun | None = None, threads: int = 2,
+                 memory_limit: str | None = "3GB") -> Linked:
+    """Cluster the linkage input with a trained model: incrementally on ``base`` when allowed, else in full.
+
+    See :mod:`include.identity.incremental` for when a run is incremental and
+    what it keeps; :mod:`include.identity.scoring` and
+    :mod:`include.identity.clustering` for how pairs become clusters.
+    """
+    columns = splink_linkage.model_columns(model)
+    mode, why = incremental.choose_mode(relink, base, model, columns)
+    session = LinkageSession(linkage, model, threshold, threads=threads, memory_limit=memory_limit)
+    members = linkage["unique_id"].astype("string").reset_index(drop=True)
+    guarded = linkage[guarded_columns(linkage.columns)].reset_index(drop=True)
+    plan = None
+    if mode == incremental.INCREMENTAL:
+        plan = incremental.plan_incremental(members, incremental.record_fingerprints(linkage), base)
+        scored = session.score_incremental(plan.new_ids, plan.regroup)
+        relinked = len(plan.new_ids) + len(plan.regroup)
+    else:
+        scored = session.score_all()
+        relinked = len(members)
+    clustering = cluster_records(members, scored.links, strong=guarded,
+                                 groups=None if plan is None else plan.groups,
+                                 base_confidence=None if plan is None else plan.base_confidence,
+                                 threshold=threshold, penalties=guard_penalties(model))
+    quality = estimate_quality(scored, clustering.cluster, guarded,
+                               scope=SCOPE_INCREMENTAL if plan is not None else SCOPE_ALL,
+                               links_refused=clustering.refused)
+    if scored.equal_ids_contradicted:
+        # Logged without values: only counts.
+        log.warning("identity: %d pair(s) with an equal strong id (%s) kept apart: every other comparison "
+                    "contradicts them", scored.equal_ids_contradicted, ", ".join(session.strong_ids))
+    return Linked(pd.Series(clustering.cluster.astype(str)), pd.Series(clustering.confidence), quality, mode, why,
+                  relinked, {} if plan is None else plan.counts)
 
 
 def load_identity_records(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
@@ -288,7 +360,7 @@ def load_identity_records(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
         {"as_of_date": as_of_date},
     )
     if records.empty:
-        raise ValueError(f"stg_identity_records has no rows for as_of_date={as_of_date}; run extract first")
+        raise NoRowsError(f"stg_identity_records has no rows for as_of_date={as_of_date}; run extract first")
     return records
 
 
@@ -355,9 +427,28 @@ def _check_linked(cluster: pd.Series, linkage: pd.DataFrame, method: str, column
         "to train Splink, or reuse an accepted model trained on these columns.")
 
 
+#: ``resolve_identities(base=...)`` default: find the base run in the warehouse.
+FIND_BASE = object()
+#: ``match_method`` of a single-source run whose own ids are the customers.
+SOURCE_ID_METHOD = "source_id"
+
+
+def _single_source_identity(records: pd.DataFrame, linkage: pd.DataFrame) -> bool:
+    """One source system whose records share no strong identifier: each source id is a customer.
+
+    A shop exporting its own customer table (``source_id`` = its customer id)
+    has nothing to link: Splink has no pairs to learn from, and that is not a
+    degraded run.
+    """
+    return records["source_system"].nunique() == 1 and not shared_strong_identifiers(linkage)
+
+
 def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "splink",
                        threshold: float = 0.95, model: dict | None = None, seed: int = 42,
-                       u_max_pairs: float = 5e6, phone_country: str = "GB") -> IdentityRun:
+                       u_max_pairs: float = 5e6, phone_country: str = "GB",
+                       relink: str = incremental.INCREMENTAL, base: object = FIND_BASE,
+                       model_trained_for: dt.date | None = None, min_estimated_precision: float = 0.0,
+                       min_estimated_recall: float = 0.0, below_bar: str = "degrade") -> IdentityRun:
     """Resolve the staged identity records of ``as_of_date`` into customers; replace its rows.
 
     Parameters
@@ -372,21 +463,43 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         (a new one is trained; :attr:`IdentityRun.model_refused_reason` says why).
     phone_country
         Country of phone numbers written without a calling code.
+    relink
+        ``incremental`` (link new and changed records against the base run's
+        clusters when it used the same model and columns) or ``full``; see
+        :mod:`include.identity.incremental`.
+    base
+        The run this one builds on (:class:`~include.identity.incremental.BaseRun`),
+        ``None`` for none; by default the latest earlier Splink run in the warehouse.
+        Merges and splits against it go to ``identity_changes``.
+    model_trained_for
+        The as-of date the given model was trained for (recorded in ``identity_runs``).
+    min_estimated_precision, min_estimated_recall
+        The bar for the truth-free quality estimate (:mod:`include.identity.quality`).
+    below_bar
+        ``degrade``: a run below the bar is written and marked degraded (WARNING,
+        ``identity_runs.degraded``); ``fail``: it raises :class:`IdentityQualityError`
+        and writes nothing.
 
     Raises
     ------
     IdentityError
         When the run linked no two records although some share an email,
         phone, ``id_*`` value, or full name + date of birth or postcode.
+    IdentityQualityError
+        When the estimate is below the bar and ``below_bar`` is ``fail``.
 
     Notes
     -----
     When Splink cannot be trained and no compatible model is given, the exact
     rule runs instead and the run is *degraded*: a WARNING, the metric
-    ``identity.degraded`` and a row in ``identity_runs`` say so.
+    ``identity.degraded`` and a row in ``identity_runs`` say so. Not degraded:
+    one source system whose records share no strong identifier (each source id
+    is a customer, method ``source_id``).
     """
     if method not in ("splink", "exact"):
         raise ValueError(f"identity_method must be 'splink' or 'exact', got {method!r}")
+    if below_bar not in ("degrade", "fail"):
+        raise ValueError(f"identity_below_bar must be 'degrade' or 'fail', got {below_bar!r}")
     records = load_identity_records(wh, as_of_date)
     members = (records["source_system"] + ":" + records["source_id"]).reset_index(drop=True)
     linkage = splink_linkage.linkage_input(records, load_identity_identifiers(wh, as_of_date), phone_country)
@@ -401,6 +514,8 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         "records_without_identifiers": float(no_identifier.sum()),
         "linkage_columns": float(len(columns)),
     }
+    if base is FIND_BASE:
+        base = incremental.latest_base(wh, as_of_date)
     exact_keys = strong_identifier_keys(linkage)
     baseline = exact_clusters(exact_keys)
     trained, degraded_reason, refused = False, None, None
@@ -411,29 +526,50 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
                        f"{', '.join(columns) or 'nothing'}")
             log.info("identity: not reusing the given model (%s); training a new one", refused)
             model = None
+    single_source = False
     if method == "splink" and model is None:
         try:
             model = splink_linkage.train_model(linkage, columns=columns, seed=seed, u_max_pairs=u_max_pairs)
-            trained = True
+            trained, model_trained_for = True, as_of_date
         except splink_linkage.TrainingError as exc:
-            degraded_reason = f"Splink cannot be trained: {exc}"
-            log.warning("identity DEGRADED: %s; no accepted model over these columns to reuse; "
-                        "using the exact rule on %s this run", degraded_reason, ", ".join(exact_keys.columns))
             method = "exact"
-    metrics["degraded"] = float(degraded_reason is not None)
+            single_source = _single_source_identity(records, linkage)
+            if single_source:
+                log.info("identity: one source system whose records share no strong identifier; each source "
+                         "id is a customer (Splink has nothing to learn: %s)", exc)
+            else:
+                degraded_reason = f"Splink cannot be trained: {exc}"
+                log.warning("identity DEGRADED: %s; no accepted model over these columns to reuse; "
+                            "using the exact rule on %s this run", degraded_reason, ", ".join(exact_keys.columns))
+    mode, mode_reason, plan_counts, relinked = incremental.FULL, "", {}, len(records)
     if method == "splink":
-        linked = splink_linkage.predict_clusters(linkage, model, threshold)
-        by_member = linked.clusters.set_index("unique_id")
-        cluster = members.map(by_member["cluster_id"])
-        confidence = members.map(by_member["cluster_confidence"]).astype(float)
-        metrics["pairs_scored"] = float(linked.pairs_scored)
+        linked = link_records(linkage, model, threshold, relink=relink, base=base)
+        cluster, confidence = linked.cluster, linked.confidence
+        mode, mode_reason, plan_counts, relinked = linked.mode, linked.mode_reason, linked.plan_counts, \
+            linked.records_relinked
+        quality = linked.quality
+        metrics["pairs_scored"] = float(quality.pairs_scored)
         match_method = "splink"
     else:
         cluster, confidence = baseline.astype(str), pd.Series(1.0, index=members.index)
-        match_method = exact_method_name(exact_keys)
+        match_method = SOURCE_ID_METHOD if single_source else exact_method_name(exact_keys)
+        mode_reason = "one source system: its own ids are the customers" if single_source else "exact rule"
+        quality = exact_quality(baseline.to_numpy(), linkage[splink_linkage.identifier_columns(linkage.columns)],
+                                scope="no model: " + mode_reason)
+    log.info("identity: %s link (%s); %d of %d records scored", mode, mode_reason, relinked, len(records))
     # Records with nothing to match on stay alone, whatever the method did.
     cluster = cluster.astype(str).where(~no_identifier, "solo:" + members)
     _check_linked(cluster, linkage, match_method, columns, degraded_reason)
+    below = check_bar(quality, min_estimated_precision, min_estimated_recall)
+    if below:
+        if below_bar == "fail":
+            raise IdentityQualityError(f"identity_runs {as_of_date}: {below}. Nothing was written; lower "
+                                       "identity_min_estimated_precision / identity_min_estimated_recall, set "
+                                       "identity_below_bar = degrade, or look at the identity records.")
+        degraded_reason = f"{degraded_reason}; {below}" if degraded_reason else below
+        log.warning("identity DEGRADED: %s", below)
+    metrics["degraded"] = float(degraded_reason is not None)
+    metrics.update(quality.metrics())
     keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": cluster,
                                              "first_seen": records["created_at"].to_numpy()}), as_of_date)
     identity_map = pd.DataFrame({
@@ -444,6 +580,7 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         "cluster_confidence": confidence.round(6).to_numpy(),
         "match_method": match_method,
         "key_since": keyed["key_since"].to_numpy(),
+        "record_hash": incremental.record_fingerprints(linkage).to_numpy(),
     })
     rec = records.reset_index(drop=True).copy()
     rec["email_norm"], rec["phone_norm"] = email, phone
@@ -451,6 +588,12 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
     customers = golden_records(rec, as_of_date)
     metrics["customers"] = float(len(customers))
     metrics["multi_record_customers"] = float((customers["source_records"] > 1).sum())
+    changes = pd.DataFrame(columns=incremental.CHANGE_COLUMNS)
+    if isinstance(base, incremental.BaseRun):
+        changes = incremental.identity_changes(
+            base.members, pd.DataFrame({"member": members, "customer_key": identity_map["customer_key"]}), as_of_date)
+    metrics["customer_merges"] = float((changes["change"] == "merge").sum())
+    metrics["customer_splits"] = float((changes["change"] == "split").sum())
     evaluation = None
     truth = truth_persons_of(wh, records)
     if truth is not None:
@@ -466,16 +609,48 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
             for k, v in row._asdict().items():
                 if k != "method":
                     metrics[f"eval.{row.method}.{k}"] = float(v)
+    base_date = base.as_of_date if isinstance(base, incremental.BaseRun) else None
+    run_row = {
+        "as_of_date": as_of_date, "method": match_method, "degraded": degraded_reason is not None,
+        "reason": degraded_reason or refused or "", "records": len(records), "customers": len(customers),
+        "linkage_columns": ",".join(columns), "model_trained": trained,
+        "mode": mode if method == "splink" else match_method, "mode_reason": mode_reason,
+        "base_as_of_date": base_date, "records_relinked": relinked,
+        "model_id": incremental.model_id(model) if method == "splink" else None,
+        "model_trained_for": model_trained_for if method == "splink" else None,
+        "estimated_precision": quality.estimated_precision, "estimated_recall": quality.estimated_recall,
+        "estimated_f1": quality.estimated_f1, "estimated_scope": quality.scope,
+        "estimated_links_near_threshold_share": quality.links_near_threshold_share,
+        "contradictory_id_cluster_share": quality.contradictory_id_cluster_share,
+        "equal_id_pairs_apart_share": quality.equal_id_pairs_apart_share,
+        "largest_cluster": quality.largest_cluster, "quality_below_bar": below or "",
+    }
     with wh.transaction() as tx:  # the map, the golden records and the run's row become visible together
         tx.replace_partition("identity_map", identity_map, {"as_of_date": as_of_date})
         tx.replace_partition("customers", customers, {"as_of_date": as_of_date})
-        tx.replace_partition("identity_runs", pd.DataFrame([{
-            "as_of_date": as_of_date, "method": match_method, "degraded": degraded_reason is not None,
-            "reason": degraded_reason or refused or "", "records": len(records), "customers": len(customers),
-            "linkage_columns": ",".join(columns), "model_trained": trained,
-        }]), {"as_of_date": as_of_date})
-    log.info("identity (%s): %d records -> %d customers (%d with several records, %d without identifiers); "
-             "linkage columns: %s", match_method, len(records), len(customers),
-             int(metrics["multi_record_customers"]), int(metrics["records_without_identifiers"]), ", ".join(columns))
+        tx.replace_partition("identity_runs", pd.DataFrame([run_row]), {"as_of_date": as_of_date})
+        tx.replace_partition("identity_changes", changes, {"as_of_date": as_of_date})
+    log.info("identity (%s, %s): %d records -> %d customers (%d with several records, %d without identifiers); "
+             "linkage columns: %s; %d merges, %d splits against %s", match_method, mode, len(records), len(customers),
+             int(metrics["multi_record_customers"]), int(metrics["records_without_identifiers"]), ", ".join(columns),
+             int(metrics["customer_merges"]), int(metrics["customer_splits"]), base_date or "no earlier run")
+    log.info("identity quality (no truth; %s): estimated precision %s, recall %s; %s", quality.scope,
+             _fmt(quality.estimated_precision), _fmt(quality.estimated_recall), _quality_words(quality))
     return IdentityRun(IdentityResult(identity_map, customers, metrics), model, trained, evaluation,
-                       columns, degraded_reason, refused)
+                       columns, degraded_reason, refused, mode, mode_reason, base_date, quality, changes, plan_counts,
+                       below)
+
+
+def _fmt(value: float | None) -> str:
+    return "not estimated" if value is None else f"{value:.4f}"
+
+
+def _quality_words(q: QualityEstimate) -> str:
+    parts = [f"largest cluster {q.largest_cluster} records", f"{q.singleton_share:.1%} of records alone"]
+    if q.contradictory_id_cluster_share is not None:
+        parts.append(f"{q.contradictory_id_cluster_share:.2%} of multi-record clusters hold contradictory ids")
+    if q.equal_id_pairs_apart_share is not None:
+        parts.append(f"{q.equal_id_pairs_apart_share:.2%} of equal-id pairs apart")
+    if q.links_refused:
+        parts.append(f"{q.links_refused} links refused for contradicting ids or dates of birth")
+    return "; ".join(parts)

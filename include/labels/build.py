@@ -190,16 +190,20 @@ class LabelledDate:
 
 
 def clv_witness(wh: Warehouse, as_of_date: dt.date) -> tuple[pd.DataFrame | None, str | None]:
-    """The date's CLV scores (``customer_key``, ``clv_365d``, ``p_alive``), or ``None`` and why not."""
+    """The date's CLV scores (``customer_key``, ``clv_365d``, ``p_alive``), or ``None`` and why not.
+
+    Scores whose fit failed its own holdout check (``clv_runs.status = 'fitted'``) are no witness: a CLV
+    figure that fails its check is not taken as true, so it neither withholds nor supports a claim.
+    """
     d = {"as_of_date": as_of_date}
+    run = wh.query_df(SQL["clv_run"], d) if wh.has_table("clv_runs") else pd.DataFrame()
+    status = str(run["status"].iloc[0]) if len(run) else None
+    reason = str(run["reason"].iloc[0]) if len(run) and pd.notna(run["reason"].iloc[0]) else None
+    if status == "fitted":
+        return None, f"CLV failed its holdout check: {reason or 'see clv_runs'}"
     scores = wh.query_df(SQL["clv_scores"], d) if wh.has_table("customer_clv") else pd.DataFrame()
     if len(scores):
         return scores, None
-    reason = None
-    if wh.has_table("clv_runs"):
-        runs = wh.query_df(SQL["clv_run"], d)
-        if len(runs) and pd.notna(runs["reason"].iloc[0]):
-            reason = str(runs["reason"].iloc[0])
     return None, f"CLV not available: {reason or 'no CLV scores for ' + as_of_date.isoformat()}"
 
 

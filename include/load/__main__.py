@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m include.load",
-        description="Load CSV/Parquet files or warehouse tables into the raw_* tables through a mapping file.",
+        description="Load CSV, Parquet, whitespace or fixed-width files, or warehouse queries, into the raw_* "
+                    "tables through a mapping file (examples/*/mapping.toml).",
     )
     parser.add_argument("--mapping", required=True, help="mapping TOML (see examples/shop/mapping.toml)")
     parser.add_argument("--warehouse-url", default=None,
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for result in results:
         print(f"{result.table:24s} {result.rows:>12,d} rows  <- {result.source}")
+        # Every input row accounted for: loaded + as returns + aggregated + quarantined + guests = in.
+        print(f"{'':24s} {result.summary()}")
     print(f"warehouse: {url}")
     return 0
 

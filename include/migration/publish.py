@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from include.migration.hysteresis import PublishStep, apply_hysteresis, run_dates
-from include.runtime.errors import QualityGateError, WarehouseError
+from include.runtime.errors import NoRowsError, QualityGateError
 from include.runtime.warehouse import Warehouse, named_sql
 
 SQL = named_sql("publish.sql")
@@ -62,7 +62,7 @@ def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int) -> list
 
     Raises
     ------
-    WarehouseError
+    NoRowsError
         ``as_of_date`` has not been labelled.
     QualityGateError
         When ``as_of_date``'s gate failed and no earlier labels exist to carry
@@ -70,7 +70,7 @@ def publish_from(wh: Warehouse, as_of_date: dt.date, runs_required: int) -> list
     """
     dates = run_dates(wh, "label_runs")
     if as_of_date not in dates:
-        raise WarehouseError(f"label_runs has no row for as_of_date={as_of_date}; run label_segments first")
+        raise NoRowsError(f"label_runs has no row for as_of_date={as_of_date}; run label_segments first")
     start = dates.index(as_of_date)
     previous = published_labels(wh, dates[start - 1]) if start > 0 else None
     results = []

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from include.experiment.lift import MIN_EXPECTED_NONZERO
+from include.report.render import figure, not_available, svg, table
 from include.runtime.warehouse import Warehouse, named_sql
 
 #: How each metric is shown: label, whether it is money, and the scale of a point.
@@ -37,6 +38,10 @@ def load_lift_data(wh: Warehouse, as_of_date: dt.date) -> dict[str, Any] | None:
     history = wh.query_df(sql["lift_under_policy"], keys)
     data: dict[str, Any] = {"policy": row, "history": history,
                             "latest": history[pd.to_datetime(history["as_of_date"]) == pd.Timestamp(as_of_date)]}
+    # Without cost data profit lift cannot be measured at all (not "not yet"): the chart says which.
+    if wh.has_table("segment_economics"):
+        known = wh.query_df("SELECT cost_known FROM segment_economics WHERE as_of_date = :d", {"d": as_of_date})
+        data["cost_known"] = bool(len(known)) and bool(known["cost_known"].fillna(False).all())
     before = wh.scalar(sql["last_date_of_previous_policy"],
                        {k: keys[k] for k in ("experiment_name", "policy_start", "policy_hash")})
     if before is not None:
@@ -84,8 +89,6 @@ def verdict(row: Any) -> str:
 
 
 def _lift_table(latest: pd.DataFrame, currency: str) -> str:
-    from include.report.html import _table
-
     e = html.escape
     rows = []
     if "mde" not in latest.columns:  # rows written before the MDE was stored
@@ -106,27 +109,28 @@ def _lift_table(latest: pd.DataFrame, currency: str) -> str:
                      ("<b>" if changed else "") + e(verdict(r)) + ("</b>" if changed else ""),
                      interval(low, high) if simultaneous else "—", interval(r.ci_low, r.ci_high),
                      _mde(r.metric, r.mde, currency), f"{int(r.n_treated):,} / {int(r.n_holdout):,}"])
-    return _table(["segment", "outcome", "treated", "holdout", "lift", "changed?",
+    return table(["segment", "outcome", "treated", "holdout", "lift", "changed?",
                    "95% for all segments at once (decides)", "95% for this segment alone", "MDE (80% power)",
                    "n treated / holdout"], rows, numeric_from=2)
 
 
-def _lift_chart(history: pd.DataFrame, segment_id: int, currency: str) -> str:
+def _lift_chart(history: pd.DataFrame, segment_id: int, currency: str, cost_known: bool = True) -> str:
     """Lift over time with its 95% bands: retention (points) and profit per customer, one segment.
 
     The wide pale band is the simultaneous interval (all segments at once), the
-    darker one inside it the per-segment interval.
+    darker one inside it the per-segment interval. Without cost data the profit
+    panel says profit cannot be measured (not that it is not measured yet).
     """
-    from include.report.html import _figure, _svg
-
-    fig, axes = _figure(8, 2.4)
+    fig, axes = figure(8, 2.4)
     fig.clf()
     seg = history[history["segment_id"] == segment_id]
     for i, (metric, scale, unit) in enumerate((("retention", 100, "pts"), ("profit", 1, currency))):
         ax = fig.add_subplot(1, 2, i + 1)
         part = seg[seg["metric"] == metric].sort_values("as_of_date")
         if part.empty:
-            ax.text(0.5, 0.5, "not measured yet", ha="center", va="center", transform=ax.transAxes)
+            text = ("cannot be measured:\nno cost data (support contacts\nor servicing cost)"
+                    if metric == "profit" and not cost_known else "not measured yet")
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
         else:
             x = pd.to_datetime(part["as_of_date"])
             if "simultaneous_low" in part.columns and part["simultaneous_low"].notna().any():
@@ -139,16 +143,14 @@ def _lift_chart(history: pd.DataFrame, segment_id: int, currency: str) -> str:
         ax.axhline(0, color="#888", lw=0.8)
         ax.set_title(f"{METRIC_LABELS[metric]} lift ({unit})", fontsize=9)
     fig.tight_layout()
-    return _svg(fig)
+    return svg(fig)
 
 
 def lift_sections(data: dict[str, Any] | None, currency: str = "£") -> list[tuple[str, str]]:
     """The report sections (title, HTML) for the experiment; a "not available" note when it has not run."""
-    from include.report.html import _not_available, _table
-
     e = html.escape
     if not data:
-        return [("Lift: treated vs holdout", _not_available("lift", "the experiment stage has not run for this date"))]
+        return [("Lift: treated vs holdout", not_available("lift", "the experiment stage has not run for this date"))]
     policy, latest, history = data["policy"], data["latest"], data["history"]
     window = ""
     if not latest.empty:
@@ -177,10 +179,11 @@ def lift_sections(data: dict[str, Any] | None, currency: str = "£") -> list[tup
             "because an arm has under two customers or too few customers have the outcome at all (fewer than "
             f"{MIN_EXPECTED_NONZERO} with a non-zero value expected in the holdout): too little to measure.</p>")
     if latest.empty:
-        body = head + _not_available("lift", "the policy's first run: nothing treated yet, so no comparison")
+        body = head + not_available("lift", "the policy's first run: nothing treated yet, so no comparison")
     else:
         body = head + _lift_table(latest, currency)
-        charts = "".join(f"<h3>{e(str(name))}</h3>{_lift_chart(history, int(sid), currency)}"
+        cost_known = data.get("cost_known", True)
+        charts = "".join(f"<h3>{e(str(name))}</h3>{_lift_chart(history, int(sid), currency, cost_known)}"
                          for sid, name in latest.groupby("segment_id")["segment_name"].first().items())
         body += ("<p class='note'>Run over run, under this policy (pale band: 95% for all segments at once; "
                  "dark band: 95% for this segment alone):</p>" + charts)
@@ -203,6 +206,6 @@ def lift_sections(data: dict[str, Any] | None, currency: str = "£") -> list[tup
                          f"playbook ({before}) against now. Season, customer mix and everything else that changed "
                          "between the dates move these numbers too; only the treated-vs-holdout lift above "
                          "measures what the playbook did.</p>"
-                         + _table(["segment", "profit / customer before", "after", "retention before", "after"],
-                                  rows)))
+                         + table(["segment", "profit / customer before", "after", "retention before", "after"],
+                                 rows)))
     return sections

@@ -10,6 +10,7 @@ import os
 
 import pandas as pd
 
+from include.report.render import NO_COST
 from include.runtime.paths import data_dir, default_warehouse_url, mlflow_tracking_uri
 from include.runtime.warehouse import Warehouse
 
@@ -47,6 +48,10 @@ def main() -> None:
                           {"d": latest}) if wh.has_table("segment_clv_check") else None
         clv_model = wh.query_df("SELECT clv_model, COUNT(*) AS n FROM customer_clv WHERE as_of_date = :d "
                                 "GROUP BY clv_model", {"d": latest}) if wh.has_table("customer_clv") else None
+        clv_run = wh.query_df("SELECT * FROM clv_runs WHERE as_of_date = :d", {"d": latest}) \
+            if wh.has_table("clv_runs") else None
+        support_rows = wh.scalar("SELECT COUNT(*) FROM stg_support_contacts WHERE as_of_date = :d", {"d": latest}) \
+            if wh.has_table("stg_support_contacts") else 0
         from include.economics.build import model_and_published_moves
 
         moves = model_and_published_moves(wh, latest)
@@ -64,13 +69,21 @@ def main() -> None:
         reasons = wh.query_df(
             "SELECT source_table, reason, COUNT(*) AS n FROM quarantine WHERE as_of_date = :d "
             "GROUP BY source_table, reason ORDER BY source_table, reason", {"d": latest})
-    print("\nSegments (365-day means):")
+    # Cost to serve is known where economics found cost data (or, before economics ran, support contacts exist):
+    # otherwise it is unknown, never a printed 0.
+    cost_known = (bool(econ["cost_known"].fillna(False).all()) if econ is not None and len(econ)
+                  else bool(support_rows))
+    print(f"\nModel fit of {str(latest)[:10]} (segment_profiles, 365-day means; the published labels are counted "
+          "in the economics below):")
     print(f"  {'id':>3} {'name':42s} {'customers':>9} {'share':>6} {'revenue':>9} {'orders':>6} "
           f"{'recency':>7} {'cost':>7} {'jaccard':>7}")
     for r in profiles.itertuples(index=False):
+        cost = f"{r.cost_to_serve:>7.2f}" if cost_known and pd.notna(r.cost_to_serve) else f"{'unknown':>7}"
+        jaccard = f"{r.jaccard:>7.2f}" if pd.notna(r.jaccard) else f"{'-':>7}"
         print(f"  {r.segment_id:>3} {r.segment_name:42s} {r.customers:>9,d} {r.customer_share:>6.1%} "
-              f"{r.monetary:>9,.0f} {r.frequency:>6.1f} {r.recency_days:>6.0f}d {r.cost_to_serve:>7.2f} "
-              f"{r.jaccard:>7.2f}")
+              f"{r.monetary:>9,.0f} {r.frequency:>6.1f} {r.recency_days:>6.0f}d {cost} {jaccard}")
+    if not cost_known:
+        print(f"  cost: {NO_COST}.")
     if gate is not None and len(gate):
         g = gate.iloc[0]
         status = "published" if g["published"] else f"NOT published (quality gate: {g['gate_reason']})"
@@ -82,10 +95,24 @@ def main() -> None:
     for r in rfm.itertuples(index=False):
         print(f"  {r.rfm_segment or '(not scored)':22s} {r.n:>7,d}")
     symbol, code = _currency(econ)
-    if clv is not None and len(clv):
+    run = clv_run.iloc[0] if clv_run is not None and len(clv_run) else None
+    if run is not None and run["status"] == "unavailable":
+        print(f"\nCLV not available: {run['reason']}")
+        print(f"  candidates: {run['candidates']}. Segments, economics, report and CRM pushes went ahead without "
+              "CLV; no customer has a CLV, P(alive) or churn risk this run.")
+    elif run is not None:
+        gini = "-" if pd.isna(run["normalised_gini"]) else f"{run['normalised_gini']:.2f}"
+        error = "-" if pd.isna(run["holdout_error_pct"]) else f"{run['holdout_error_pct']:+.1f}%"
+        margin = (f"assumed {100 * run['gross_margin']:.0f}% gross margin: set gross_margin"
+                  if bool(run["gross_margin_assumed"]) else f"gross margin {100 * run['gross_margin']:.0f}%")
+        print(f"\nCLV model: {run['clv_model']} + Gamma-Gamma, holdout error {error}, ranking on the holdout "
+              f"(normalised Gini) {gini}; {margin}.")
+        if not bool(run["check_passed"]):
+            print(f"  {run['reason']}: the CLV figures below are NOT presented as true.")
+    if clv is not None and len(clv) and (run is None or run["status"] != "unavailable"):
         model = ", ".join(str(m) for m in clv_model["clv_model"].dropna()) if clv_model is not None else ""
         print(f"\nCLV ({model or 'purchase model'} + Gamma-Gamma, chosen by holdout error), 365 days, {code}, "
-              "mean per customer of the model's segments:")
+              "mean per customer of the model fit's segments:")
         for r in clv.itertuples(index=False):
             flag = f"  <- {r.reason}" if r.flag else ""
             print(f"  {r.segment_id:>3} {r.segment_name:42s} {symbol}{r.mean_clv_365d:>9,.0f}  "
@@ -140,21 +167,24 @@ def _currency(econ) -> tuple[str, str]:
 
 
 def _print_economics(econ, symbol: str, code: str) -> None:
-    """The segment economics table; cost and profit only where cost data existed."""
-    from include.report.html import money, pct
+    """The segment economics table (published labels); cost and profit only where cost data existed."""
+    from include.report.render import money, pct
 
     cost_known = bool(econ["cost_known"].fillna(False).all())
-    print(f"\nSegment economics (last 12 months, {code}):")
+    assumed = "gross_margin_assumed" in econ and econ["gross_margin_assumed"].fillna(False).astype(bool).any()
+    margin = (f"; assumed {100 * econ['gross_margin_rate'].iloc[0]:.0f}% gross margin: set gross_margin"
+              if assumed else "")
+    print(f"\nSegment economics (published labels, last 12 months, {code}{margin}):")
     print(f"  {'segment':42s} {'customers':>9} {'share':>6} {'revenue':>11} {'cost to serve':>13} "
           f"{'profit':>10} {'of profit':>9} {'repeat':>7} {'alive':>6} {'same label':>10}")
     for r in econ.itertuples(index=False):
         print(f"  {r.segment_name:42s} {r.customers:>9,d} {pct(r.customer_share):>6} {money(r.revenue, symbol):>11} "
               f"{money(r.cost_to_serve, symbol) if cost_known else 'unknown':>13} "
-              f"{money(r.profit, symbol) if cost_known else 'unknown':>10} {pct(r.profit_share):>9} "
+              f"{money(r.profit, symbol) if cost_known else 'unknown':>10} "
+              f"{pct(r.profit_share) if cost_known else 'unknown':>9} "
               f"{pct(r.repeat_retention):>7} {pct(r.alive_share):>6} {pct(r.label_stability):>10}")
     if not cost_known:
-        print("  Cost to serve and profit unknown: no support contact data and no servicing cost configured "
-              "(settings servicing_cost_per_customer / servicing_cost_per_order).")
+        print(f"  Cost to serve and profit unknown: they {NO_COST}.")
     print("  repeat: of the segment's customers who ordered in the window before last (w = retention_window_days), "
           "the share who ordered again in the last w days; alive: share with CLV P(alive) >= 0.5; same label: "
           "share of last run's members published in the segment again (label stability, not customer retention).")

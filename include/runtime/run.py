@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.runtime.paths import default_warehouse_url
-from include.runtime.settings import PipelineSettings, check_params
+from include.runtime.settings import PipelineSettings, SettingsError, check_params
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,10 @@ def resolve_as_of_date(param: str | dt.date | None, data_interval_end: dt.dateti
         try:
             return dt.date.fromisoformat(str(param).strip())
         except ValueError as exc:
-            raise ValueError(f"param as_of_date={param!r} is not an ISO date (YYYY-MM-DD)") from exc
+            raise SettingsError(f"param as_of_date={param!r} is not an ISO date (YYYY-MM-DD)") from exc
     moment = data_interval_end or run_after
     if moment is None:
-        raise ValueError("cannot derive the as-of date: no as_of_date param, data interval or run_after")
+        raise SettingsError("cannot derive the as-of date: no as_of_date param, data interval or run_after")
     return moment.date() - dt.timedelta(days=1)
 
 

@@ -12,6 +12,14 @@ from it:
   trigger's conf), values outside the schema and invalid combinations with an
   error naming the setting.
 
+Every number (a ``number`` setting, or a number inside one) must be finite.
+JSON has no NaN or infinity, but Python's ``json.loads`` (the REST API, ``airflow
+dags trigger --conf``) reads ``NaN``, ``Infinity`` and ``1e309`` into floats, and
+JSON-schema bounds never reject NaN (every comparison with it is false). So
+:meth:`Setting.json_schema` adds :data:`NOT_FINITE` under ``not`` to every number
+schema: the trigger refuses such a value, naming the param, before a run exists;
+:func:`check_params` refuses it again, naming the setting, in the run's first task.
+
 ``include/`` imports no Airflow: this module only describes the settings.
 """
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +51,19 @@ DEFAULT_SUPPORT_COST_BY_CHANNEL: dict[str, float] = {
     "chat": 3.20,
     "email": 2.10,
 }
+
+#: Matches exactly the numbers that are not finite; every number schema carries it under ``not``. NaN passes
+#: every bound (a comparison with NaN is false), so it satisfies the first branch, whose bounds no finite
+#: number meets at once; the other two match only +infinity and -infinity (1e309 reads as infinity).
+NOT_FINITE: dict[str, Any] = {
+    "title": "NaN or infinity (a setting must be a finite number)",
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0},
+              {"type": "number", "exclusiveMinimum": 1.7976931348623157e308},
+              {"type": "number", "exclusiveMaximum": -1.7976931348623157e308}],
+}
+#: Gross margin on net revenue when the business gives none: an assumption, stated wherever a figure uses it
+#: ("assumed 35% gross margin: set gross_margin"); see :func:`assumed`.
+DEFAULT_GROSS_MARGIN = 0.35
 
 _PYTHON_TYPES = {"number": float, "integer": int, "boolean": bool, "string": str, "array": list, "object": dict}
 _SCHEMA_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "items", "format",
@@ -89,12 +111,35 @@ class Setting:
         unknown = set(self.schema) - set(_SCHEMA_KEYS)
         if unknown:
             raise ValueError(f"setting {self.name}: unsupported schema keywords {sorted(unknown)}")
-        return {"type": ["null", self.type] if self.nullable else self.type, **self.schema}
+        return _finite({"type": ["null", self.type] if self.nullable else self.type, **self.schema})
 
     def param_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``airflow.sdk.Param`` for this setting (default first)."""
         return {"default": self.default, "title": self.title, "description": self.help,
                 "section": self.section, **self.json_schema()}
+
+
+def _finite(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with :data:`NOT_FINITE` refused wherever it admits a number (also in items and values)."""
+    out = dict(schema)
+    types = out.get("type")
+    if "number" in ([types] if isinstance(types, str) else types or []):
+        out["not"] = NOT_FINITE
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = _finite(out[key])
+    return out
+
+
+def _non_finite(value: Any, path: str) -> list[tuple[str, float]]:
+    """``(where, number)`` of every NaN or infinity in a setting's value (nested lists and objects included)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}[{k!r}]")]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
 
 
 def _s(name, default, type, title, help, section, **schema) -> Setting:
@@ -127,6 +172,21 @@ SETTINGS: tuple[Setting, ...] = (
        "How extract reads dates with a four-digit year last: ISO = only unambiguous forms (ISO 8601 with an "
        "optional UTC offset, YYYY/MM/DD, YYYYMMDD); DMY reads 31/12/1980 and 31.12.1980; MDY reads 12/31/1980.",
        "Extract", enum=["ISO", "DMY", "MDY"]),
+    _s("business_start_date", "1970-01-01", "string", "Earliest plausible event date",
+       "Orders, returns, contacts, usage, emails, plans and customer records dated before this are quarantined "
+       "(date_before_business_start): a year-0001 date is bad data, not a customer of 2,000 years' tenure.",
+       "Extract", format="date"),
+    _s("max_amount", 1e9, "number", "Largest plausible amount or count",
+       "A raw amount, cost or count above this is quarantined (value_above_bound; an optional column is nulled "
+       "instead): 1e308 is bad data, and its sums overflow.", "Extract", exclusiveMinimum=0),
+    _s("created_at_grace_days", 1, "integer", "Days an order may precede its customer record",
+       "An order or return dated more than this many days before its customer record's created_at is "
+       "quarantined (before_customer_created); empty = no check (a created_at that is an import date).",
+       "Extract", nullable=True, minimum=0),
+    _s("outlier_log_mads", 8.0, "number", "Flag amounts this far above the shop's typical one",
+       "An order or return amount whose logarithm lies more than this many robust standard deviations "
+       "(1.4826 x MAD) above the median of the staged amounts is flagged in extract_flags and kept: a statistical "
+       "rule flags, it never drops.", "Extract", exclusiveMinimum=0),
     # -- Identity -----------------------------------------------------------
     _s("identity_method", "splink", "string", "Identity method",
        "Probabilistic linkage (Splink) or the exact email/phone baseline.", "Identity",
@@ -140,11 +200,30 @@ SETTINGS: tuple[Setting, ...] = (
        enum=["GB", "IE", "US", "CA", "DE", "AT", "CH", "FR", "BE", "NL", "ES", "IT", "AU", "NZ"]),
     _s("identity_retrain", False, "boolean", "Retrain the identity model",
        "Train a new Splink model instead of reusing the last accepted one.", "Identity"),
-    _s("identity_u_max_pairs", 2e7, "number", "Pairs sampled for u",
-       "Record pairs sampled to estimate Splink's u probabilities.", "Identity", minimum=1e4),
+    _s("identity_u_max_pairs", 1e7, "number", "Pairs sampled for u",
+       "Record pairs sampled to estimate Splink's u probabilities (1e7: the graded address levels are rare "
+       "among random pairs, so every sampled pair is compared; 2e7 cost 6 CPU-s more for no better F1).",
+       "Identity", minimum=1e4),
     _s("identity_min_f1", 0.95, "number", "Least F1 to accept a model",
        "Where ground truth exists, a newly trained model is accepted (reused later) only at this pairwise F1.",
        "Identity", minimum=0, maximum=1),
+    _s("identity_relink", "incremental", "string", "Identity re-link",
+       "incremental: link only new and changed records against the previous run's clusters (when it used the "
+       "same model and columns; otherwise a full re-link runs by itself); full: re-link every record.",
+       "Identity", enum=["incremental", "full"]),
+    _s("identity_model_max_age_days", 91, "integer", "Identity model age limit (days)",
+       "Retrain the Splink model (and re-link everyone) when the model was trained this many days before the "
+       "as-of date; 0 = keep the model until the columns change or identity_retrain is ticked.", "Identity",
+       minimum=0),
+    _s("identity_min_estimated_precision", 0.98, "number", "Least estimated identity precision",
+       "Bar for the truth-free estimate of the share of links that are true (mean match probability of the "
+       "links); below it the run is degraded or fails (identity_below_bar).", "Identity", minimum=0, maximum=1),
+    _s("identity_min_estimated_recall", 0.9, "number", "Least estimated identity recall",
+       "Bar for the truth-free estimate of the share of expected matches the links hold; below it the run is "
+       "degraded or fails (identity_below_bar).", "Identity", minimum=0, maximum=1),
+    _s("identity_below_bar", "degrade", "string", "Identity below the quality bar",
+       "degrade: write the run and mark it degraded (a WARNING, identity_runs.degraded, the report's banner); "
+       "fail: fail the task and write nothing.", "Identity", enum=["degrade", "fail"]),
     # -- Segmentation -------------------------------------------------------
     _s("k_min", 3, "integer", "Smallest k tried", "Smallest number of segments the k selection tries.",
        "Segmentation", minimum=2, maximum=20),
@@ -178,11 +257,16 @@ SETTINGS: tuple[Setting, ...] = (
        "validated and scored.", "CLV", minimum=1000),
     _s("clv_max_holdout_error_pct", 25.0, "number", "Largest holdout error for a champion (%)",
        "A refit becomes the champion only if its holdout aggregate error is within this.", "CLV", minimum=0),
+    _s("clv_min_gini", 0.2, "number", "Least CLV ranking quality (normalised Gini)",
+       "A CLV fit passes its check only if ranking customers by predicted value orders their realised holdout "
+       "revenue at least this well (normalised Gini: 1 perfect, 0 no better than chance).", "CLV",
+       minimum=0, maximum=1),
     _s("annual_discount_rate", 0.10, "number", "Annual discount rate", "Discount rate of CLV.", "CLV",
        minimum=0, maximum=1),
     # -- Economics ----------------------------------------------------------
-    _s("gross_margin", 0.35, "number", "Gross margin", "Margin on net revenue (CLV and economics).",
-       "Economics", minimum=0, maximum=1),
+    _s("gross_margin", DEFAULT_GROSS_MARGIN, "number", "Gross margin",
+       "Margin on net revenue (CLV and economics). Left at its default it is an assumption, and every figure "
+       "that uses it says so.", "Economics", minimum=0, maximum=1),
     _s("servicing_cost_per_customer", 0.0, "number", "Servicing cost per customer",
        "Yearly servicing cost per customer, added to support costs; 0 = none configured (without support "
        "data, cost-to-serve and profit are then reported as unknown, never invented).", "Economics", minimum=0),
@@ -222,6 +306,15 @@ SETTINGS: tuple[Setting, ...] = (
        "Migration", minimum=0, maximum=1),
     # -- Run ----------------------------------------------------------------
     _s("seed", 42, "integer", "Random seed", "Seed of every random choice in the run.", "Run"),
+    # -- CRM and erasure (issue #29): steer the DAG's push and erasure tasks, not a stage -----------------
+    _s("crm_on_merge", "survivor", "string", "CRM: records of a vanished customer key",
+       "What a CRM record keyed by a customer key that no longer exists (merged away, no longer published) "
+       "gets: the survivor's labels, or a clear.", "Run", enum=["survivor", "clear"], setting=False),
+    _s("erase_source_ids", [], "array", "Erase persons (source ids)",
+       "Source ids (system:id) of persons to erase before this run: every warehouse row, a clear to each CRM "
+       "record, and kept out of later loads (include/erasure). The ids stay in this run's conf in Airflow's "
+       "database: `python -m include.erasure --ids-file` leaves none.", "Run",
+       items={"type": "string", "pattern": "^[^:]+:.+$"}, setting=False),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -280,6 +373,11 @@ def check_params(params: Mapping[str, Any]) -> None:
         s = BY_NAME.get(key)
         if s is None or value is None or (key == "k" and isinstance(value, int) and value <= 0):
             continue
+        bad = _non_finite(value, key)
+        if bad:  # named plainly: the schema's own message for it is "nan should not be valid under {...}"
+            problems += [f"setting {where}={number!r} is not a finite number (NaN and infinity are refused)"
+                         for where, number in bad]
+            continue
         schema = {k: v for k, v in s.json_schema().items() if k not in ("examples", "values_display")}
         for error in Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(value):
             problems.append(f"setting {key}={value!r}: {error.message}")
@@ -300,3 +398,14 @@ PipelineSettings = dataclasses.make_dataclass(
     namespace={"from_params": classmethod(_from_params), "__module__": __name__},
 )
 PipelineSettings.__doc__ = _docstring()
+
+
+def assumed(settings: Any, name: str) -> bool:
+    """Whether the run left setting ``name`` at its declared default: a figure using it rests on an assumption.
+
+    The report, the summary and the warehouse tables (``clv_runs.gross_margin_assumed``,
+    ``segment_economics.gross_margin_assumed``) say so where the figure is shown. A
+    value set equal to the default is indistinguishable from the default and is
+    reported as assumed too.
+    """
+    return getattr(settings, name) == BY_NAME[name].default

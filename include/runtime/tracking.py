@@ -173,11 +173,31 @@ def close_parent_run(dag_id: str, run_id: str, failed_tasks: list[str]) -> str |
         log.info("no MLflow run for %s/%s to close (no task logged to it)", dag_id, run_id)
         return None
     status = "FAILED" if failed_tasks else "FINISHED"
+    if client().get_run(parent).info.status == "KILLED":
+        status = "KILLED"  # a stop signal ended a task (kill_parent_run): keep saying so
     if failed_tasks:
         client().set_tag(parent, "failed_tasks", ", ".join(failed_tasks))
     client().set_terminated(parent, status=status)
     log.info("MLflow run %s closed %s%s", parent, status, f" (failed: {', '.join(failed_tasks)})" if failed_tasks else "")
     return status
+
+
+def kill_parent_run(dag_id: str, run_id: str, task_id: str, reason: str) -> str | None:
+    """Close this DAG run's MLflow run as ``KILLED`` because a stop signal ended ``task_id``.
+
+    Called by the DAG's task wrapper as the stopped task unwinds, so the run does not stay
+    RUNNING when the process ends before the teardown runs. Returns the MLflow run id, or
+    ``None`` when no task had created the run.
+    """
+    parent = find_parent_run(dag_id, run_id)
+    if parent is None:
+        return None
+    c = client()
+    if "stopped" not in c.get_run(parent).data.tags:  # the task the signal stopped, not later ones refusing to start
+        c.set_tag(parent, "stopped", f"{task_id}: {reason}"[:5000])
+    c.set_terminated(parent, status="KILLED")
+    log.warning("MLflow run %s closed KILLED (%s stopped: %s)", parent, task_id, reason)
+    return parent
 
 
 IDENTITY_MODEL_ARTIFACT = "identity/splink_model.json"

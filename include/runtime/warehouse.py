@@ -95,14 +95,19 @@ def named_sql(name: str) -> dict[str, str]:
     The convention of aiosql/yesql: one file per statement family, each
     statement under its name, parameters documented in the file's header.
     """
+    return parse_named_sql(load_sql(name), f"include/sql/{name}")
+
+
+def parse_named_sql(text: str, origin: str = "SQL") -> dict[str, str]:
+    """The ``-- name: <statement>`` blocks of ``text`` (see :func:`named_sql`); ``origin`` names it in errors."""
     blocks: dict[str, str] = {}
     current = None
-    for line in load_sql(name).splitlines():
+    for line in text.splitlines():
         m = re.match(r"--\s*name:\s*(\w+)\s*$", line.strip())
         if m:
             current = m.group(1)
             if current in blocks:
-                raise ValueError(f"include/sql/{name}: statement {current!r} is defined twice")
+                raise ValueError(f"{origin}: statement {current!r} is defined twice")
             blocks[current] = ""
         elif current is not None and not line.strip().startswith("--"):
             blocks[current] += line + "\n"
@@ -394,13 +399,19 @@ class DuckDBWarehouse(Warehouse, backend="duckdb"):
     def _connect_waiting_for_lock(self, dialect: Any, conn_rec: Any, cargs: tuple, cparams: dict) -> Any:
         import duckdb
 
+        from include.runtime.threads import current_budget
+
+        # The task's thread budget (include/runtime/threads.py), not one DuckDB thread per core. Set after
+        # connecting, not in the connect config: DuckDB refuses a second connection to an open file whose
+        # config differs ("different configuration"), e.g. a reader opened outside the task's budget.
+        config = dict(cparams.get("config") or {})
         start = time.monotonic()
         delay = 0.05
         attempt = 0
         while True:
             attempt += 1
             try:
-                conn = dialect.connect(*cargs, **dict(cparams, config=dict(cparams.get("config", {}))))
+                conn = dialect.connect(*cargs, **dict(cparams, config=dict(config)))
             except duckdb.IOException as exc:
                 waited = time.monotonic() - start
                 if not _is_lock_conflict(exc) or waited >= self.lock_timeout:
@@ -418,6 +429,7 @@ class DuckDBWarehouse(Warehouse, backend="duckdb"):
             if attempt > 1:
                 level = logging.WARNING if waited > 10 else logging.INFO
                 log.log(level, "warehouse lock acquired after waiting %.2f s (%d attempts)", waited, attempt)
+            conn.execute(f"SET threads = {int(current_budget())}")
             return conn
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:

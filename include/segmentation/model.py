@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from include.features.build import ACTIVE_FEATURES, CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from include.runtime.errors import ModelInputError
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def add_derived_features(features: pd.DataFrame, columns: tuple[str, ...]) -> pd
         return features
     missing = [c for c in ORDER_RATE_SOURCES if c not in features.columns]
     if missing:
-        raise ValueError(f"customer_features lacks column(s) {', '.join(missing)} needed to derive {ORDER_RATE}")
+        raise ModelInputError(f"customer_features lacks column(s) {', '.join(missing)} needed to derive {ORDER_RATE}")
     out = features.copy()
     span_days = np.maximum(out["tenure_days"].to_numpy(float) - out["recency_days"].to_numpy(float), 0.0)
     out[ORDER_RATE] = out["orders_lifetime"].to_numpy(float) / (span_days / 365.25 + ORDER_RATE_PRIOR_YEARS)
@@ -218,7 +219,7 @@ def fill_undefined_rates(features: pd.DataFrame, columns: tuple[str, ...],
         missing = [UNDEFINED_RATES[c] for c in columns if c in fill and c in UNDEFINED_RATES
                    and UNDEFINED_RATES[c] not in features.columns]
         if missing:
-            raise ValueError(f"customer_features lacks column(s) {', '.join(missing)} needed to tell where "
+            raise ModelInputError(f"customer_features lacks column(s) {', '.join(missing)} needed to tell where "
                              f"{', '.join(c for c in columns if c in fill)} have no denominator")
         todo = [c for c in columns if c in fill]
     else:
@@ -290,7 +291,7 @@ def categorical_matrix(features: pd.DataFrame, columns: tuple[str, ...] = CATEGO
 
     missing = [c for c in columns if c not in features.columns]
     if missing:
-        raise ValueError(f"customer_features lacks categorical column(s): {', '.join(missing)}")
+        raise ModelInputError(f"customer_features lacks categorical column(s): {', '.join(missing)}")
     codes, _ = encode_categories(features[list(columns)].fillna("unknown").astype(str).to_numpy(dtype=object))
     return codes
 
@@ -423,7 +424,7 @@ def available_features(features: pd.DataFrame, columns: tuple[str, ...] = NUMERI
     """
     missing = [c for c in columns if c not in features.columns]
     if missing:
-        raise ValueError(f"customer_features lacks column(s): {', '.join(missing)}")
+        raise ModelInputError(f"customer_features lacks column(s): {', '.join(missing)}")
     available, unavailable = [], {}
     for col in columns:
         values = features[col].to_numpy(dtype=float)
@@ -441,7 +442,7 @@ def _columns(features: pd.DataFrame, columns: tuple[str, ...] | None) -> tuple[s
     if columns is None:
         columns = available_features(features)[0]
     if not columns:
-        raise ValueError("customer_features has no numeric feature that varies between customers")
+        raise ModelInputError("customer_features has no numeric feature that varies between customers")
     return tuple(columns)
 
 
@@ -451,7 +452,7 @@ def _columns_present(features: pd.DataFrame, numeric_columns, categorical_column
         numeric_columns = segmentation_features(features)[0]
     numeric = tuple(numeric_columns)
     if not numeric:
-        raise ValueError("segmentation needs at least one numeric feature")
+        raise ModelInputError("customer_features has no numeric feature to segment on (none varies between customers)")
     categorical = tuple(CATEGORICAL_FEATURES if categorical_columns is None else categorical_columns)
     return numeric, categorical
 
@@ -505,7 +506,7 @@ class Design:
         """Codes in the fitted levels' order; a value not seen in fitting gets a code no prototype has."""
         missing = [c for c in self.categorical_columns if c not in features.columns]
         if missing:
-            raise ValueError(f"customer_features lacks categorical column(s): {', '.join(missing)}")
+            raise ModelInputError(f"customer_features lacks categorical column(s): {', '.join(missing)}")
         codes = np.zeros((len(features), len(self.categorical_columns)), np.int64)
         for j, (col, levels) in enumerate(zip(self.categorical_columns, self.levels, strict=True)):
             values = features[col].fillna("unknown").astype(str).to_numpy()
@@ -519,15 +520,18 @@ def _logged(features: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     """The columns as floats with the skewed ones log1p-transformed; NaN and negatives named."""
     missing = [c for c in columns if c not in features.columns]
     if missing:
-        raise ValueError(f"customer_features lacks column(s): {', '.join(missing)}")
+        raise ModelInputError(f"customer_features lacks column(s): {', '.join(missing)}")
     x = features[list(columns)].to_numpy(dtype=float, copy=True)
-    if np.isnan(x).any():
-        bad = [c for c, n in zip(columns, np.isnan(x).sum(axis=0), strict=True) if n]
-        raise ValueError(f"customer_features has NaN in column(s): {', '.join(bad)}")
+    if not np.isfinite(x).all():
+        bad = [c for c, n in zip(columns, (~np.isfinite(x)).sum(axis=0), strict=True) if n]
+        raise ModelInputError(f"customer_features has NaN or infinite values in column(s): {', '.join(bad)}")
     for j, col in enumerate(columns):
         if col in SKEWED_FEATURES:
             if (x[:, j] < 0).any():
-                raise ValueError(f"customer_features.{col} has negative values; cannot log-transform")
+                raise ModelInputError(f"customer_features.{col} has negative values in {int((x[:, j] < 0).sum())} row(s)"
+                                      + ("" if "customer_key" not in features else ", e.g. customer_key="
+                                         f"{features['customer_key'].iloc[int(np.argmax(x[:, j] < 0))]!r}")
+                                      + "; cannot log-transform")
             x[:, j] = np.log1p(x[:, j])
     return x
 
@@ -575,6 +579,19 @@ def bootstrap_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     which ties rows into cliques of the neighbour graph that the data do not have.
     """
     return np.unique(rng.integers(0, n, n))
+
+
+def _distinct_profiles(x_num: np.ndarray, x_cat: np.ndarray) -> int:
+    """Distinct customers as the fit sees them: rows of the design that differ (beyond rounding).
+
+    The guard at the fit's entry: with fewer distinct rows than segments every k-means
+    and neighbour graph of the k screen is degenerate (silhouettes of +1/-1, duplicate
+    rows tied into cliques) and the screen ran for minutes before failing or worse.
+    """
+    rows = np.round(np.asarray(x_num, dtype=np.float64), 9)
+    if x_cat.shape[1]:
+        rows = np.hstack([rows, x_cat.astype(np.float64)])
+    return len(np.unique(rows, axis=0))
 
 
 def _spectral_screen(x_num: np.ndarray, labels_by_k: dict[int, np.ndarray], *, n_boot: int,
@@ -655,7 +672,7 @@ def fit_segments(
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
     n = len(features)
     if n < 3:
-        raise ValueError(f"segmentation needs at least 3 customers, got {n}")
+        raise ModelInputError(f"segmentation needs at least 3 customers, got {n}")
     x_num, x_cat, numeric, categorical = segmentation_matrices(features, numeric_columns, categorical_columns,
                                                                feature_groups)
     if algorithm == "kprototypes" and all(col.max(initial=0) == 0 for col in x_cat.T):
@@ -663,6 +680,10 @@ def fit_segments(
         algorithm = "kmeans"
     if algorithm in ("kmeans", "spectral"):
         categorical, x_cat = (), np.zeros((n, 0), np.int64)
+    profiles = _distinct_profiles(x_num, x_cat)
+    if profiles < max(2, k or k_min):
+        raise ModelInputError(f"customer_features: the {n} customers have {profiles} distinct profile(s) over "
+                              f"{', '.join((*numeric, *categorical))}: too few for {k or k_min} segments")
     design = Design.fit(features, numeric, categorical, feature_groups)
     rng = np.random.default_rng(seed)
     sample_idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
@@ -674,7 +695,7 @@ def fit_segments(
 
         sample_distance = pairwise_distances(x_num[sample_idx])
     np.fill_diagonal(sample_distance, 0.0)
-    ks = [k] if k else list(range(k_min, min(k_max, n - 1) + 1))
+    ks = [k] if k else list(range(k_min, min(k_max, n - 1, profiles) + 1))
     basis = None
     if algorithm == "spectral":
         from include.segmentation.spectral import SpectralBasis

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from include.runtime.errors import ModelInputError, WarehouseError
 from include.runtime.warehouse import Warehouse, named_sql
 from include.segmentation.model import (
     FEATURE_GROUPS,
@@ -182,7 +183,7 @@ class SegmentAssigner:
                                *(UNDEFINED_RATES[c] for c in self.undefined_fill if c in UNDEFINED_RATES))
                    if c not in derived.columns]
         if missing:
-            raise ValueError(f"{source} lacks column(s): {', '.join(missing)}")
+            raise ModelInputError(f"{source} lacks column(s): {', '.join(missing)}")
         derived, _ = fill_undefined_rates(derived, self.numeric_columns, self.undefined_fill)
         x = derived[list(self.numeric_columns)].to_numpy(dtype=float, copy=True)
         keys = features["customer_key"].to_numpy() if "customer_key" in features.columns else np.arange(len(x))
@@ -192,7 +193,7 @@ class SegmentAssigner:
             if col in self.log1p_columns and not bad.any():
                 bad, what = x[:, j] < 0, "negative (log1p needs >= 0)"
             if bad.any():
-                raise ValueError(f"{source}.{col} is {what} in {int(bad.sum())} row(s), "
+                raise ModelInputError(f"{source}.{col} is {what} in {int(bad.sum())} row(s), "
                                  f"e.g. customer_key={keys[np.argmax(bad)]!r}")
             if col in self.log1p_columns:
                 x[:, j] = np.log1p(x[:, j])
@@ -281,7 +282,7 @@ class SegmentAssigner:
 def _source_columns(wh: Warehouse, source: str) -> set[str]:
     columns = wh.table_columns(_identifier(source))
     if columns is None:
-        raise ValueError(f"table {source} does not exist")
+        raise WarehouseError(f"table {source} does not exist")
     return set(columns)
 
 
@@ -306,7 +307,7 @@ def check_source(wh: Warehouse, assigner: SegmentAssigner, as_of_date: dt.date, 
     available = _source_columns(wh, source)
     missing = [c for c in assigner.input_columns(available) if c not in available]
     if missing:
-        raise ValueError(f"{source} lacks column(s): {', '.join(missing)}")
+        raise ModelInputError(f"{source} lacks column(s): {', '.join(missing)}")
     checks = assigner._checks_sql(available)
     row = wh.query_df(SQL["input_problems"].format(checks=",\n       ".join([*checks, "COUNT(*) AS n_rows"]),
                                                    source=_identifier(source)), {"as_of_date": as_of_date}).iloc[0]
@@ -315,7 +316,7 @@ def check_source(wh: Warehouse, assigner: SegmentAssigner, as_of_date: dt.date, 
             continue
         bad = row.get(f"bad_{col.lower()}")
         if bad is not None and pd.notna(bad) and int(bad) > 0:
-            raise ValueError(f"{source}.{col} is NULL or negative in {int(bad)} row(s) for as_of_date={as_of_date}, "
+            raise ModelInputError(f"{source}.{col} is NULL or negative in {int(bad)} row(s) for as_of_date={as_of_date}, "
                              f"e.g. customer_key={row[f'example_{col.lower()}']!r}")
     return int(row["n_rows"])
 
@@ -414,7 +415,7 @@ def assign_in_chunks(wh: Warehouse, assigner: SegmentAssigner, as_of_date: dt.da
     available = _source_columns(wh, source)
     missing = [c for c in assigner.input_columns(available) if c not in available]
     if missing:
-        raise ValueError(f"{source} lacks column(s): {', '.join(missing)}")
+        raise ModelInputError(f"{source} lacks column(s): {', '.join(missing)}")
     columns = ", ".join(_identifier(c) for c in ("customer_key", *assigner.input_columns(available)))
     total = 0
     for chunk in read_in_chunks(wh, "feature_rows", columns, as_of_date, source, chunk_rows):

@@ -1,6 +1,7 @@
 -- Segment economics for one as-of date, computed in the warehouse.
 -- Binds: :as_of_date (DATE), :cutoff_ts (start of the next day, exclusive),
--- :year_start_ts (cutoff - 365 days), :margin (gross margin on net revenue),
+-- :year_start_ts (cutoff - 365 days), :margin (gross margin on net revenue), :margin_assumed (TRUE when
+-- :margin is the settings' default, an assumption the report states beside every margin figure),
 -- :per_customer (yearly servicing cost per customer), :per_order (servicing cost per order),
 -- :window_start_ts (cutoff - w days), :previous_window_start_ts (cutoff - 2w days),
 -- w = retention_window_days; :currency_code, :currency_symbol (of the amounts, stored with the rows).
@@ -67,7 +68,7 @@ INSERT INTO segment_economics (
     discount_spend, support_cost, servicing_cost, cost_to_serve, cost_known, profit, profit_per_customer,
     profit_share, revenue_share, mean_clv_365d, total_clv_365d, alive_share, retention_base,
     repeat_retention, previous_date, previous_customers, label_kept_customers, label_stability,
-    currency_code, currency_symbol
+    currency_code, currency_symbol, gross_margin_rate, gross_margin_assumed
 )
 WITH seg AS (
     SELECT segment_id, MIN(segment_name) AS segment_name, COUNT(*) AS customers,
@@ -123,7 +124,8 @@ SELECT
     (SELECT d FROM prev_date),
     p.previous_customers, p.label_kept_customers,
     CASE WHEN p.previous_customers > 0 THEN CAST(p.label_kept_customers AS DOUBLE) / p.previous_customers END,
-    CAST(:currency_code AS VARCHAR), CAST(:currency_symbol AS VARCHAR)
+    CAST(:currency_code AS VARCHAR), CAST(:currency_symbol AS VARCHAR),
+    CAST(:margin AS DOUBLE), CAST(:margin_assumed AS BOOLEAN)
 FROM seg s CROSS JOIN totals t
 LEFT JOIN prev p ON p.segment_id = s.segment_id
 LEFT JOIN retention r ON r.segment_id = s.segment_id;

@@ -92,6 +92,19 @@ SELECT as_of_date, policy_hash, holdout_share FROM policy_runs
 WHERE experiment_name = :experiment_name AND as_of_date < :as_of_date
 ORDER BY as_of_date DESC;
 
+-- name: later_published_dates
+-- Dates published after :as_of_date (publishing a date republished them): the experiment recomputes them too.
+SELECT DISTINCT as_of_date FROM customer_segments WHERE as_of_date > :as_of_date ORDER BY as_of_date;
+
+-- name: delivered_label_dates
+-- Label dates whose labels reached a CRM target: a batch with at least one customer acknowledged (the outbox
+-- acknowledges what it writes; dry runs log nothing). Rows from before label_date was logged carried the
+-- run's own labels.
+SELECT DISTINCT COALESCE(label_date, as_of_date) AS label_date FROM crm_push_log WHERE acknowledged > 0;
+
+-- name: holdout_of_date
+SELECT * FROM customer_holdout WHERE as_of_date = :as_of_date;
+
 -- name: policy_of_date
 SELECT * FROM policy_runs WHERE as_of_date = :as_of_date;
 

@@ -14,7 +14,7 @@ SELECT customer_key, fit_segment FROM segment_assignments WHERE as_of_date = :as
 SELECT customer_key, clv_365d, p_alive, clv_model FROM customer_clv WHERE as_of_date = :as_of_date;
 
 -- name: clv_run
--- Why the date has no CLV scores, where the CLV stage recorded it (clv_runs, status 'unavailable').
+-- The date's CLV run: 'unavailable' (no scores, and why) or 'fitted' (scores that failed their check: no witness).
 SELECT status, reason FROM clv_runs WHERE as_of_date = :as_of_date;
 
 -- name: backtest

@@ -43,12 +43,17 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS extract_log (
     as_of_date DATE, source_table VARCHAR, rows_in_scope BIGINT,
     rows_staged BIGINT, rows_quarantined BIGINT, rows_after_as_of BIGINT,
-    fields_nulled BIGINT
+    fields_nulled BIGINT,
+    -- Added later (issue #31): staged values flagged (kept) or adjusted, listed in extract_flags.
+    rows_flagged BIGINT
 );
 
+-- identity_map.record_hash: fingerprint of the record's normalised linkage values; an incremental
+-- identity run links only records whose fingerprint changed (include/identity/incremental.py).
 CREATE TABLE IF NOT EXISTS identity_map (
     as_of_date DATE, source_system VARCHAR, source_id VARCHAR,
-    customer_key VARCHAR, cluster_confidence DOUBLE, match_method VARCHAR, key_since DATE
+    customer_key VARCHAR, cluster_confidence DOUBLE, match_method VARCHAR, key_since DATE,
+    record_hash VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS customers (
@@ -117,7 +122,7 @@ CREATE TABLE IF NOT EXISTS support_channel_costs (
 
 CREATE TABLE IF NOT EXISTS clv_summary (
     as_of_date DATE, period VARCHAR, customer_key VARCHAR, frequency DOUBLE,
-    recency DOUBLE, t DOUBLE, monetary_value DOUBLE, holdout_purchases DOUBLE
+    recency DOUBLE, t DOUBLE, monetary_value DOUBLE, holdout_purchases DOUBLE, holdout_value DOUBLE
 );
 
 CREATE TABLE IF NOT EXISTS customer_clv (
@@ -154,7 +159,7 @@ CREATE TABLE IF NOT EXISTS segment_economics (
     mean_clv_365d DOUBLE, total_clv_365d DOUBLE, previous_date DATE,
     previous_customers BIGINT, label_kept_customers BIGINT, label_stability DOUBLE,
     cost_known BOOLEAN, alive_share DOUBLE, retention_base BIGINT, repeat_retention DOUBLE,
-    currency_code VARCHAR, currency_symbol VARCHAR
+    currency_code VARCHAR, currency_symbol VARCHAR, gross_margin_rate DOUBLE, gross_margin_assumed BOOLEAN
 );
 
 CREATE TABLE IF NOT EXISTS profit_concentration (
@@ -172,27 +177,35 @@ CREATE TABLE IF NOT EXISTS customer_priority (
 -- label date the target last acknowledged, how many deliveries it acknowledged.
 CREATE TABLE IF NOT EXISTS crm_push_state (
     target VARCHAR, customer_key VARCHAR, checksum VARCHAR, as_of_date DATE,
-    acknowledged_at TIMESTAMP, record_key VARCHAR, deliveries BIGINT, ack_id VARCHAR
+    acknowledged_at TIMESTAMP, record_key VARCHAR, deliveries BIGINT, ack_id VARCHAR,
+    -- Added for issue #29: one row per (target, matched_by, record_id), the target's own record (a HubSpot
+    -- contact id, a Salesforce Id, or the customer key), with the segment it was last sent (NULL: a clear),
+    -- erasure_id marks the record of an erased person until the target acknowledged its clear.
+    record_id VARCHAR, matched_by VARCHAR, segment_id BIGINT, segment_name VARCHAR, erasure_id VARCHAR
 );
 
 -- One row per (target, idempotency_key); as_of_date is the run's date, label_date the labels'.
 CREATE TABLE IF NOT EXISTS crm_push_log (
     target VARCHAR, run_id VARCHAR, as_of_date DATE, batch BIGINT, idempotency_key VARCHAR,
     customers BIGINT, acknowledged BIGINT, failed BIGINT, status VARCHAR, response_code BIGINT,
-    attempts BIGINT, detail VARCHAR, logged_at TIMESTAMP, label_date DATE
+    attempts BIGINT, detail VARCHAR, logged_at TIMESTAMP, label_date DATE,
+    -- Acknowledged records of the batch by kind of change (a rename is not a move), and records created.
+    new_records BIGINT, moved BIGINT, renamed BIGINT, updated BIGINT, merged BIGINT, cleared BIGINT,
+    erased BIGINT, created BIGINT
 );
 
 -- One row per (target, record_key); as_of_date is the labels' date.
 CREATE TABLE IF NOT EXISTS crm_outbox (
     target VARCHAR, as_of_date DATE, batch_key VARCHAR, customer_key VARCHAR, payload VARCHAR,
-    checksum VARCHAR, created_at TIMESTAMP, record_key VARCHAR
+    checksum VARCHAR, created_at TIMESTAMP, record_key VARCHAR, record_id VARCHAR
 );
 
 -- The changed set of the push in progress (scratch: emptied when the push commits).
 CREATE TABLE IF NOT EXISTS crm_push_pending (
     target VARCHAR, label_date DATE, customer_key VARCHAR, segment_id BIGINT, segment_name VARCHAR,
     clv_tier VARCHAR, priority VARCHAR, segment_action VARCHAR, checksum VARCHAR, deliveries_acked BIGINT,
-    record_key VARCHAR, holdout BOOLEAN
+    record_key VARCHAR, holdout BOOLEAN, record_id VARCHAR, matched_by VARCHAR, change VARCHAR,
+    erasure_id VARCHAR
 );
 
 -- Extract and loading (issue #13). field_issues: an invalid optional value
@@ -211,14 +224,35 @@ CREATE TABLE IF NOT EXISTS stg_identity_identifiers (
 
 CREATE TABLE IF NOT EXISTS load_manifest (
     table_name VARCHAR, source VARCHAR, rows_loaded BIGINT, currency VARCHAR, timezone VARCHAR,
-    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP
+    date_format VARCHAR, decimal_separator VARCHAR, mapping_file VARCHAR, loaded_at TIMESTAMP,
+    -- Added later (issue #27): where every input row went. rows_in = rows_loaded + rows_as_returns +
+    -- rows_aggregated + rows_quarantined + rows_guest + rows_erased; guest_amount is the money of the guests.
+    rows_in BIGINT, rows_aggregated BIGINT, rows_quarantined BIGINT, rows_guest BIGINT, guest_amount DOUBLE,
+    derived_from VARCHAR, rows_as_returns BIGINT, rows_erased BIGINT
 );
 
 -- One row per identity run: how records were linked, and whether the run was
--- degraded (Splink untrainable, exact rule used) and why. Read by the report.
+-- degraded (Splink untrainable and several source systems, or the truth-free
+-- quality estimate below the bar) and why. Read by the report. mode: full |
+-- incremental (Splink) or the method without a model; base_as_of_date: the run an
+-- incremental run built on; estimated_*: the truth-free estimate
+-- (include/identity/quality.py) over estimated_scope.
 CREATE TABLE IF NOT EXISTS identity_runs (
     as_of_date DATE, method VARCHAR, degraded BOOLEAN, reason VARCHAR, records BIGINT,
-    customers BIGINT, linkage_columns VARCHAR, model_trained BOOLEAN
+    customers BIGINT, linkage_columns VARCHAR, model_trained BOOLEAN,
+    mode VARCHAR, mode_reason VARCHAR, base_as_of_date DATE, records_relinked BIGINT,
+    model_id VARCHAR, model_trained_for DATE,
+    estimated_precision DOUBLE, estimated_recall DOUBLE, estimated_f1 DOUBLE, estimated_scope VARCHAR,
+    estimated_links_near_threshold_share DOUBLE, contradictory_id_cluster_share DOUBLE,
+    equal_id_pairs_apart_share DOUBLE, largest_cluster BIGINT, quality_below_bar VARCHAR
+);
+
+-- Customers merged or split by an identity run, against the run it built on
+-- (include/identity/incremental.py: identity_changes). change: 'merge' (customer_key
+-- disappeared, its records now under survivor_key) | 'split' (records left
+-- customer_key for survivor_key). Read by the CRM stage to mirror merges.
+CREATE TABLE IF NOT EXISTS identity_changes (
+    as_of_date DATE, change VARCHAR, customer_key VARCHAR, survivor_key VARCHAR, records BIGINT
 );
 
 -- Legacy labels beside the behavioural segments (issue #19, item 5).
@@ -267,7 +301,10 @@ CREATE TABLE IF NOT EXISTS customer_holdout (
 CREATE TABLE IF NOT EXISTS policy_runs (
     as_of_date DATE, experiment_name VARCHAR, policy_hash VARCHAR, playbook_path VARCHAR,
     holdout_share DOUBLE, policy_start DATE, actions VARCHAR, customers BIGINT, holdout_customers BIGINT,
-    recorded_at TIMESTAMP
+    recorded_at TIMESTAMP,
+    -- Added later: the as-of date of the (backfill) run that last rewrote this later date's experiment record
+    -- (NULL: written by its own run) and what changed.
+    rewritten_by DATE, rewrite_detail VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS segment_lift (
@@ -322,4 +359,81 @@ CREATE TABLE IF NOT EXISTS backtest_features (
     region VARCHAR, discount_depth DOUBLE, support_per_order DOUBLE, cost_per_contact DOUBLE,
     sessions_per_active_month DOUBLE, email_open_rate_active DOUBLE, email_click_per_open DOUBLE,
     purchase_days DOUBLE, repeat_buyer DOUBLE, cadence_days DOUBLE, lifecycle_state VARCHAR
+);
+
+-- Returns, flags and row accounting (issues #27, #31; include/extract, include/load).
+-- stg_returns: validated raw_returns (a cancellation or refund per row, amount > 0) and where
+-- its money went (rule in include/sql/validate_money.sql): matched to the order it names, to
+-- the customer record's earlier purchases, or unattributed (never subtracted). extract_flags:
+-- staged values kept but flagged (far above the shop's typical amount) or adjusted (a
+-- returned_amount above its order's amount), with the rule and the value. return_attribution:
+-- per date, the returned money by destination and the records left with no net spend.
+CREATE TABLE IF NOT EXISTS stg_returns (
+    as_of_date DATE, return_id VARCHAR, source_system VARCHAR, source_id VARCHAR, return_ts TIMESTAMP,
+    amount DOUBLE, order_id VARCHAR, matched_to_order DOUBLE, matched_to_prior DOUBLE, unattributed DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS extract_flags (
+    as_of_date DATE, source_table VARCHAR, source_key VARCHAR, column_name VARCHAR, rule VARCHAR, detail VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS return_attribution (
+    as_of_date DATE, returns BIGINT, returned_amount DOUBLE, matched_to_order DOUBLE, matched_to_prior DOUBLE,
+    unattributed_amount DOUBLE, returns_unattributed BIGINT, records_with_returns BIGINT,
+    records_zero_net_spend BIGINT, order_returned_amount DOUBLE
+);
+
+-- Input rows the loader set aside with a reason (an invoice line whose value is not a number,
+-- a line without an order key); replaced for a table on each load of it.
+CREATE TABLE IF NOT EXISTS load_quarantine (
+    table_name VARCHAR, source VARCHAR, source_key VARCHAR, reason VARCHAR, detail VARCHAR, loaded_at TIMESTAMP
+);
+
+-- CLV runs and their check (include/clv/fit.py; owner: fit_clv). clv_runs: one row per date, written
+-- every run. status: 'champion' (the figures come from a fit that is the champion: this run's fit passed
+-- its check, or the run scored with the registry's champion), 'fitted' (this run's fit failed its check:
+-- customer_clv is written but not presented as true), 'unavailable' (no purchase model fits: no
+-- customer_clv rows for the date; every reader says "CLV not available: <reason>"). check_passed and
+-- reason say whether and why the figures fail their check (holdout error, ranking on the holdout).
+-- fitted_as_of: the as-of date of the registry's champion the run scored with (NULL: fitted this run).
+CREATE TABLE IF NOT EXISTS clv_runs (
+    as_of_date DATE, status VARCHAR, clv_model VARCHAR, reason VARCHAR, holdout_error_pct DOUBLE,
+    gross_margin DOUBLE, gross_margin_assumed BOOLEAN, check_passed BOOLEAN, holdout_mae DOUBLE,
+    normalised_gini DOUBLE, candidates VARCHAR, customers BIGINT, fitted_as_of DATE, model_run_id VARCHAR
+);
+
+-- CLV calibration on the run's own holdout: the calibration fit's predictions for the holdout days
+-- against what the customers did in them. row_kind 'decile': customers by decile of predicted holdout
+-- revenue (1 = highest), predicted vs realised purchases and revenue; row_kind 'summary': one metric
+-- per row (normalised Gini, aggregate errors, the top decile's share) with its bar and verdict.
+CREATE TABLE IF NOT EXISTS clv_backtest (
+    as_of_date DATE, calibration_end DATE, horizon_days BIGINT, clv_model VARCHAR, row_kind VARCHAR,
+    decile BIGINT, metric VARCHAR, customers BIGINT, predicted_purchases DOUBLE, realised_purchases DOUBLE,
+    predicted_revenue DOUBLE, realised_revenue DOUBLE, value DOUBLE, bar DOUBLE, verdict VARCHAR,
+    detail VARCHAR
+);
+
+-- CRM pushes (issue #29). One row per (target, run_id, as_of_date): what the push matched and sent.
+-- customers_without_record: labelled customers with no record in that CRM (counted, never created),
+-- records_without_labels: the CRM's records whose customer is not segmented.
+CREATE TABLE IF NOT EXISTS crm_push_runs (
+    target VARCHAR, run_id VARCHAR, as_of_date DATE, label_date DATE, matched_by VARCHAR,
+    customers BIGINT, records BIGINT, customers_without_record BIGINT, records_without_labels BIGINT,
+    ambiguous_records BIGINT, newer_delivered BIGINT, changed BIGINT, new_records BIGINT, moved BIGINT,
+    renamed BIGINT, updated BIGINT, merged BIGINT, cleared BIGINT, erased BIGINT, acknowledged BIGINT,
+    failed BIGINT, not_found BIGINT, created BIGINT, logged_at TIMESTAMP
+);
+
+-- Erasure (include/erasure). erasure_log: one audit row per erasure, counts only (no erased value).
+-- erasure_list: what load and extract keep out for good, as md5('erasure|' || source_system || '|' ||
+-- source_id) of every source record of an erased person (no id in the clear).
+CREATE TABLE IF NOT EXISTS erasure_log (
+    erasure_id VARCHAR, requested_at TIMESTAMP, completed_at TIMESTAMP, requested_by VARCHAR,
+    identifiers_given BIGINT, source_records BIGINT, customer_keys BIGINT, tables_changed BIGINT,
+    rows_deleted BIGINT, rows_by_table VARCHAR, crm_records_to_clear BIGINT, crm_records_cleared BIGINT,
+    status VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS erasure_list (
+    erasure_id VARCHAR, id_hash VARCHAR
 );

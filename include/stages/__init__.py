@@ -6,6 +6,7 @@ stage name when it is parsed without importing pandas, scikit-learn or MLflow.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -30,9 +31,23 @@ STAGES: dict[str, str] = {
 
 
 def stage(name: str) -> Callable[..., dict[str, Any]]:
-    """The adapter function of the DAG task ``name`` (imported on first use)."""
+    """The adapter function of the DAG task ``name`` (imported on first use), its thread pools bounded.
+
+    The adapter runs inside :func:`include.runtime.threads.limited`: OpenMP, BLAS and DuckDB
+    get the task's thread budget (the one in force, e.g. set by the DAG's task wrapper, else
+    the cores of this process), whoever calls it: the DAG, a benchmark or a test.
+    """
     try:
         module, function = STAGES[name].split(":")
     except KeyError:
         raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}") from None
-    return getattr(importlib.import_module(module), function)
+    adapter = getattr(importlib.import_module(module), function)
+
+    @functools.wraps(adapter)
+    def bounded(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        from include.runtime.threads import limited
+
+        with limited():
+            return adapter(*args, **kwargs)
+
+    return bounded

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+from include.runtime.errors import NoRowsError
 from include.runtime.run import RunInfo
 from include.runtime.warehouse import Warehouse, named_sql
 
@@ -16,138 +17,144 @@ LABELS_SQL = named_sql("labels.sql")
 
 
 def fit_clv(run: RunInfo) -> dict[str, Any]:
-    """Fit BG/NBD and MBG/NBD, keep the one with the lower holdout error, fit Gamma-Gamma, score every customer.
+    """Fit the CLV models, or say why there is no CLV; write ``customer_clv``, ``clv_runs`` and ``clv_backtest``.
 
-    Both purchase models' calibration fits and holdout metrics are logged
-    (``clv.bgnbd.*``, ``clv.mbgnbd.*``); the chosen one's name is the tag
-    ``clv_model`` and the ``clv_model`` column of ``customer_clv``. Above
-    ``clv_fit_sample_size`` customers the models are fitted on a seeded sample
-    (:func:`include.clv.models.fit_sample`); the holdout validation, the model
-    choice and the scores cover every customer. The phases' wall and CPU
-    seconds are logged (``clv.seconds.*``) and in the task log.
+    Read the date's summaries, call :func:`include.clv.fit.fit_and_score`
+    (which model, whether its figures pass their check, or why no model fits),
+    write the three tables in one transaction, then log: candidates' holdout
+    metrics and parameters (``clv.bgnbd.*``, ``clv.mbgnbd.*``), the backtest
+    (``clv.backtest.*``, ``clv/backtest.csv``), the tags ``clv_status``,
+    ``clv_model`` and ``clv_champion``, and the registered models (champions
+    when the fit passed its check). Above ``clv_fit_sample_size`` customers the
+    models are fitted on a seeded sample (:func:`include.clv.models.fit_sample`);
+    validation, backtest and scores cover every customer. The phases' wall and
+    CPU seconds are logged (``clv.seconds.*``) and in the task log.
+
+    When no purchase model fits (no interior maximum, P(alive) = 1 for
+    everyone, no convergence) the task does not fail: ``clv_runs`` says
+    ``unavailable`` and why, ``customer_clv`` has no rows for the date, the log
+    warns and MLflow is tagged, and the rest of the run goes on without CLV.
+    Bad data still fails it (``ClvInputError``, a ``PipelineFinding``).
 
     With ``clv_use_champion`` nothing is fitted: the date is scored with the
     latest accepted fit on an as-of date on or before it
     (:func:`include.clv.registry.load_champions`; params ``clv.champion.*``),
-    and fails when there is none.
+    and fails when there is none (``NoChampionError``).
     """
-    import tempfile
-
-    from include.clv.models import (
-        ClvSettings,
-        GammaGammaSpend,
-        build_clv_summary,
-        calibration_plot,
-        fit_sample,
-        independence_check,
-        score_customers,
-        validate_holdout,
-    )
-    from include.clv.registry import load_champions, register_models
-    from include.clv.selection import SELECTION_METRIC, choose_purchase_model
+    from include.clv.fit import fit_and_score, truth_error
+    from include.clv.models import ClvSettings, build_clv_summary
     from include.runtime import tracking
 
-    s = run.settings
-    settings = ClvSettings(unit_days=s.clv_unit_days, holdout_days=s.clv_holdout_days,
-                           gross_margin=s.gross_margin, annual_discount_rate=s.annual_discount_rate)
-    holdout_units = settings.holdout_days / settings.unit_days
+    settings = ClvSettings.from_run_settings(run.settings)
     clock = _PhaseClock()
     mlflow_run = run.mlflow_run()
     clock.lap("mlflow_setup")
     d = {"as_of_date": run.as_of_date}
     with Warehouse(run.warehouse_url) as wh:
         truth = _true_future_purchases(wh, run.as_of_date)  # before the transaction: it reflects on tables
-    clock.lap("truth")
-    candidates: dict[str, dict[str, float]] = {}
-    champion_params: dict[str, str] = {}
-    # One transaction: the summaries are built once, read for the fit and written with the scores, so no
-    # reader sees a date's clv_summary without its customer_clv. The fits inside it take about a second.
+    champion, champion_params = None, {}
+    if run.settings.clv_use_champion:
+        from include.clv.registry import load_champions
+
+        champion = load_champions(run.as_of_date)
+        champion_params = {"clv.champion.as_of_date": champion.as_of_date.isoformat(),
+                           **{f"clv.champion.{name}": v for name, v in champion.versions.items()}}
+    clock.lap("read")
+    # One transaction: the summaries are built once, read for the fit and written with the scores, the run
+    # row and the backtest, so no reader sees a date's clv_summary or clv_runs without its customer_clv.
     with Warehouse(run.warehouse_url) as warehouse, warehouse.transaction() as tx:
         build_clv_summary(tx, run.as_of_date, settings)
         full = tx.query_df(SQL["summary_full"], d)
         calibration = tx.query_df(SQL["summary_calibration"], d)
         clock.lap("summary")
-        if full.empty:
-            raise ValueError(f"clv_summary is empty for as_of_date={run.as_of_date}: no valid orders on or before it")
-        if s.clv_use_champion:
-            # Score with the registered champion instead of refitting: the one fitted on this as-of date or
-            # the latest before it, so that the scores do not depend on which dates ran before.
-            champion = load_champions(run.as_of_date)
-            bg, gg = champion.purchases, champion.spend
-            if champion.unit_days != settings.unit_days:
-                raise ValueError(f"champion models use clv_unit_days={champion.unit_days}, "
-                                 f"this run {settings.unit_days}")
-            validation, table = validate_holdout(bg, calibration, holdout_units)
-            counts = {}
-            champion_params = {"clv.champion.as_of_date": champion.as_of_date.isoformat(),
-                               **{f"clv.champion.{name}": v for name, v in champion.versions.items()}}
-            log.info("CLV: scoring with the champion models fitted as of %s (%s): %s %s / %s",
-                     champion.as_of_date, champion.versions, bg.LABEL, bg.params(), gg.params())
-        else:
-            full_sample = fit_sample(full, s.clv_fit_sample_size, s.seed)
-            choice = choose_purchase_model(calibration, holdout_units,
-                                           fit_on=fit_sample(calibration, s.clv_fit_sample_size, s.seed))
-            for key, (metrics, _) in choice.validations.items():
-                candidates[key] = {**metrics, **{f"calibration_{k}": v for k, v in choice.fits[key].params().items()},
-                                   "chosen": float(key == choice.chosen)}
-            validation, table = choice.validations[choice.chosen]
-            bg = choice.model_class.fit(full_sample)
-            gg, counts = GammaGammaSpend.fit(full_sample)
-            counts["fit_customers"] = float(len(full_sample))
-            if choice.failures:
-                tracking.client().set_tag(mlflow_run, "clv_model_failures", "; ".join(
-                    f"{k}: {v}" for k, v in choice.failures.items())[:5000])
-        clock.lap("fit")
-        corr = independence_check(full, settings.independence_warn)
-        scores = score_customers(bg, gg, full, settings)
-        scores.insert(0, "as_of_date", run.as_of_date)
-        scores["model_run_id"] = mlflow_run
-        clock.lap("score")
+        outcome = fit_and_score(full, calibration, settings, champion, lap=clock.lap)
+        scores = outcome.scores.copy()
+        if outcome.available:
+            scores.insert(0, "as_of_date", run.as_of_date)
+            scores["model_run_id"] = mlflow_run
         tx.replace_partition("customer_clv", scores, d)
+        tx.replace_partition("clv_runs", outcome.run_row(run.as_of_date, mlflow_run), d)
+        tx.replace_partition("clv_backtest", outcome.backtest_rows(run.as_of_date), d)
     clock.lap("write")
-    one_time = full["frequency"].to_numpy() == 0
-    metrics = {**validation, **counts, "gg_frequency_spend_corr": corr, "clv_customers": float(len(scores)),
-               "clv_365d_total": float(scores["clv_365d"].sum()), "clv_mean_p_alive": float(scores["p_alive"].mean()),
-               "one_time_buyer_share": float(one_time.mean()),
-               "one_time_buyer_mean_p_alive": float(scores["p_alive"][one_time].mean()) if one_time.any() else 0.0}
-    for key, figures in candidates.items():
-        metrics.update({f"{key}.{k}": v for k, v in figures.items()})
-    if truth is not None:
-        joined = scores.merge(truth, on="customer_key", how="left").fillna({"true_purchases_365d": 0})
-        actual = joined["true_purchases_365d"].sum()
-        metrics["truth_365d_actual_purchases"] = float(actual)
-        metrics["truth_365d_error_pct"] = float(100 * (joined["expected_purchases_365d"].sum() - actual) / max(actual, 1))
-    tracking.log_params(mlflow_run, {**{f"clv.{bg.KEY}.{k}": round(v, 6) for k, v in bg.params().items()},
-                                     **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()},
-                                     "clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days,
-                                     "clv.selection_metric": SELECTION_METRIC,
-                                     "clv.fit_sample_size": s.clv_fit_sample_size, **champion_params})
-    # A tag, not a param: a re-run of the date may choose the other model.
-    tracking.client().set_tag(mlflow_run, "clv_model", bg.LABEL)
-    tracking.log_table(mlflow_run, table, "clv/holdout_calibration.csv")
-    if not s.clv_use_champion:
-        # A fit whose holdout error is within bounds becomes the champion.
-        accept = abs(validation["holdout_aggregate_error_pct"]) <= s.clv_max_holdout_error_pct
-        versions = register_models(mlflow_run, bg, gg, full, settings.unit_days, run.as_of_date, champion=accept)
+    _log_outcome(run, mlflow_run, outcome, settings, champion_params,
+                 truth_error(scores, truth) if truth is not None and outcome.available else {}, full)
+    clock.lap("mlflow")
+    tracking.log_metrics(mlflow_run, clock.metrics(), prefix="clv.")
+    log.info("CLV timings (wall s / CPU s): %s", clock)
+    result = {"status": outcome.status, "customers": len(outcome.scores), "clv_model": outcome.model_label}
+    if outcome.available:
+        result["holdout_aggregate_error_pct"] = round(outcome.validation["holdout_aggregate_error_pct"], 2)
+        result["check_passed"] = outcome.check_passed
+    else:
+        result["reason"] = outcome.reason
+    return result
+
+
+def _log_outcome(run: RunInfo, mlflow_run: str, outcome, settings, champion_params: dict[str, str],
+                 truth_metrics: dict[str, float], summary) -> None:
+    """MLflow and the task log for one CLV outcome (``include.clv.fit.ClvOutcome``).
+
+    ``summary``: the full-period summary (the registered models' input example).
+    """
+    import tempfile
+
+    from include.clv.models import calibration_plot
+    from include.clv.registry import register_models
+    from include.clv.selection import SELECTION_METRIC
+    from include.runtime import tracking
+
+    client = tracking.client()
+    metrics = {**outcome.metrics, **truth_metrics}
+    for key, figures in outcome.candidates.items():
+        metrics.update({f"{key}.{k}": v for k, v in figures.items() if isinstance(v, int | float)})
+        metrics[f"{key}.failed"] = float("failure" in figures)
+    metrics.update({f"backtest.{k}": v for k, v in outcome.backtest_summary.items()})
+    params = {"clv.unit_days": settings.unit_days, "clv.holdout_days": settings.holdout_days,
+              "clv.selection_metric": SELECTION_METRIC, "clv.fit_sample_size": settings.fit_sample_size,
+              "clv.gross_margin": settings.gross_margin, "clv.gross_margin_assumed": settings.gross_margin_assumed,
+              **champion_params}
+    # Tags, not params: a re-run of the date may choose another model, or fit where this one did not.
+    client.set_tag(mlflow_run, "clv_status", outcome.status)
+    if outcome.failures:
+        client.set_tag(mlflow_run, "clv_model_failures", "; ".join(
+            f"{k}: {v}" for k, v in outcome.failures.items())[:5000])
+    if not outcome.available:
+        client.set_tag(mlflow_run, "clv_unavailable", outcome.reason[:5000])
+        tracking.log_params(mlflow_run, params)
+        tracking.log_metrics(mlflow_run, metrics, prefix="clv.")
+        log.warning("CLV NOT AVAILABLE for %s: %s. No customer gets a CLV or P(alive) this run; segments, "
+                    "economics, report and pushes go on without it and say so.", run.as_of_date, outcome.reason)
+        return
+    bg, gg = outcome.purchases, outcome.spend
+    params.update({**{f"clv.{bg.KEY}.{k}": round(v, 6) for k, v in bg.params().items()},
+                   **{f"clv.gamma_gamma.{k}": round(v, 6) for k, v in gg.params().items()}})
+    tracking.log_params(mlflow_run, params)
+    metrics.update(outcome.validation)
+    tracking.log_metrics(mlflow_run, metrics, prefix="clv.")
+    client.set_tag(mlflow_run, "clv_model", bg.LABEL)
+    tracking.log_table(mlflow_run, outcome.calibration_table, "clv/holdout_calibration.csv")
+    tracking.log_table(mlflow_run, outcome.backtest_rows(run.as_of_date), "clv/backtest.csv")
+    if outcome.fitted_here:
+        versions = register_models(mlflow_run, bg, gg, summary, settings.unit_days, run.as_of_date,
+                                   champion=outcome.check_passed)
         tracking.log_params(mlflow_run, {f"clv.registered.{k}": v for k, v in versions.items()})
-        tracking.client().set_tag(mlflow_run, "clv_champion", str(accept).lower())
-        if not accept:
-            log.warning("CLV holdout error %.1f%% above %.1f%%: models registered but not made champion",
-                        validation["holdout_aggregate_error_pct"], s.clv_max_holdout_error_pct)
+        client.set_tag(mlflow_run, "clv_champion", str(outcome.check_passed).lower())
+    if not outcome.check_passed:
+        client.set_tag(mlflow_run, "clv_check_failed", outcome.reason[:5000])
+        log.warning("%s: CLV figures are written but flagged as not passing their check%s", outcome.reason,
+                    "; the fit is registered but not made champion" if outcome.fitted_here else "")
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/holdout_calibration.png"
-        calibration_plot(table, path, bg.LABEL)
-        tracking.client().log_artifact(mlflow_run, path, "clv")
-    clock.lap("mlflow")
-    tracking.log_metrics(mlflow_run, {**metrics, **clock.metrics()}, prefix="clv.")
-    log.info("CLV: %s %s, Gamma-Gamma %s; holdout aggregate error %.1f%%, MAE %.2f, corr %.2f; "
-             "one-time buyers %.0f%% of customers, mean P(alive) %.2f", bg.LABEL,
-             {k: round(v, 3) for k, v in bg.params().items()}, {k: round(v, 3) for k, v in gg.params().items()},
-             validation["holdout_aggregate_error_pct"], validation["holdout_mae"], validation["holdout_correlation"],
-             100 * metrics["one_time_buyer_share"], metrics["one_time_buyer_mean_p_alive"])
-    log.info("CLV timings (wall s / CPU s): %s", clock)
-    return {"customers": len(scores), "clv_model": bg.LABEL,
-            "holdout_aggregate_error_pct": round(validation["holdout_aggregate_error_pct"], 2)}
+        calibration_plot(outcome.calibration_table, path, bg.LABEL)
+        client.log_artifact(mlflow_run, path, "clv")
+    v, b = outcome.validation, outcome.backtest_summary
+    log.info("CLV %s: %s %s, Gamma-Gamma %s; holdout aggregate error %.1f%%, MAE %.2f, corr %.2f, normalised "
+             "Gini %.2f; one-time buyers %.0f%% of customers, mean P(alive) %.2f; candidates: %s", outcome.status,
+             bg.LABEL, {k: round(x, 3) for k, x in bg.params().items()},
+             {k: round(x, 3) for k, x in gg.params().items()}, v["holdout_aggregate_error_pct"], v["holdout_mae"],
+             v["holdout_correlation"], b.get("normalised_gini", float("nan")),
+             100 * outcome.metrics["one_time_buyer_share"], outcome.metrics["clv_mean_p_alive"],
+             outcome.candidates_text())
 
 
 class _PhaseClock:
@@ -205,7 +212,6 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
     from include.clv.models import crosscheck_segments
     from include.labels.build import clv_witness
     from include.runtime import tracking
-    from include.runtime.errors import WarehouseError
     from include.segmentation.naming import LAPSED_MAX_ALIVE_SHARE
 
     mlflow_run = run.mlflow_run()
@@ -213,7 +219,7 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
     with Warehouse(run.warehouse_url) as warehouse, warehouse.transaction() as wh:
         labels = wh.query_df(LABELS_SQL["label_claims"], d)
         if labels.empty:
-            raise WarehouseError(f"segment_labels has no rows for as_of_date={run.as_of_date}; run label_segments first")
+            raise NoRowsError(f"segment_labels has no rows for as_of_date={run.as_of_date}; run label_segments first")
         scores, note = clv_witness(wh, run.as_of_date)
         profiles = labels.rename(columns={"revenue_per_customer": "monetary"})
         if scores is None:
@@ -263,6 +269,7 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
         tracking.client().set_tag(mlflow_run, "clv_contradictions",
                                   "; ".join(f"{r.segment_name}: {r.reason}" for r in flagged.itertuples())[:5000])
     log.info("CLV cross-check: Spearman(value order, mean CLV) = %.2f; %d segment(s) flagged", spearman, len(flagged))
-    return {"checked": scores is not None, "spearman": None if scores is None else round(spearman, 3),
+    return {"checked": scores is not None, "reason": None if scores is not None else f"could not check: {note}",
+            "spearman": None if scores is None else round(spearman, 3),
             "flagged": flagged["segment_name"].tolist(),
             "unresolved": unresolved}

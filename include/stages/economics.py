@@ -7,6 +7,7 @@ from typing import Any
 
 from include.runtime.currency import run_currency
 from include.runtime.run import RunInfo
+from include.runtime.settings import assumed
 from include.runtime.warehouse import Warehouse, named_sql
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def build_economics(run: RunInfo) -> dict[str, Any]:
     with Warehouse(run.warehouse_url) as wh:
         currency_code, currency_symbol = run_currency(wh, run.settings.currency_code, run.settings.currency_symbol)
         settings = EconomicsSettings(gross_margin=run.settings.gross_margin,
+                                     gross_margin_assumed=assumed(run.settings, "gross_margin"),
                                      servicing_cost_per_customer=run.settings.servicing_cost_per_customer,
                                      servicing_cost_per_order=run.settings.servicing_cost_per_order,
                                      retention_window_days=run.settings.retention_window_days,

@@ -12,7 +12,13 @@ log = logging.getLogger(__name__)
 
 
 def run_experiment(run: RunInfo) -> dict[str, Any]:
-    """Record the run's holdout and policy, measure lift per segment, log it to MLflow."""
+    """Record the run's holdout and policy, measure lift per segment, log it to MLflow.
+
+    A backfill recomputes every later published date; the later dates whose
+    record it changed are named in a warning, in the MLflow tag
+    ``later_dates_changed`` and in the result (``render_report`` renders the
+    reports of later dates again).
+    """
     from include.experiment.build import ExperimentSettings
     from include.experiment.build import run_experiment as run_stage
     from include.runtime import tracking
@@ -24,8 +30,14 @@ def run_experiment(run: RunInfo) -> dict[str, Any]:
                                   servicing_cost_per_order=s.servicing_cost_per_order)
     with Warehouse(run.warehouse_url) as wh:
         result = run_stage(wh, run.as_of_date, settings, s.playbook_path)
-    figures, lift = result["figures"], result["lift"]
+    figures, lift, changed = result["figures"], result["lift"], result["later_dates_changed"]
     mlflow_run = run.mlflow_run()
+    if changed:
+        dates = ", ".join(d.isoformat() for d in changed)
+        log.warning("backfilling %s changed the experiment record (published labels, actions, arms, policy start "
+                    "or lift) of %d later date(s): %s; render_report renders their reports again",
+                    run.as_of_date, len(changed), dates)
+        tracking.client().set_tag(mlflow_run, "later_dates_changed", dates[:5000])
     metrics = {k: float(v) for k, v in figures.items() if isinstance(v, int | float)}
     for row in lift.itertuples():
         # Segment ids (not names: names can change) keep the metric keys stable run over run.
@@ -41,4 +53,4 @@ def run_experiment(run: RunInfo) -> dict[str, Any]:
                                      "experiment.policy_hash": figures["policy_hash"],
                                      "experiment.policy_start": figures["policy_start"]})
     tracking.log_table(mlflow_run, lift, "experiment/segment_lift.csv")
-    return figures
+    return {**figures, "later_dates_changed": {d.isoformat(): what for d, what in changed.items()}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from include.runtime.errors import NoRowsError
 from include.runtime.run import RunInfo
 from include.runtime.warehouse import Warehouse
 
@@ -33,7 +34,6 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
 
     from include.features.build import load_features
     from include.runtime import tracking
-    from include.runtime.errors import BadDataError
     from include.segmentation.history import archetype_ari, planted_archetypes
     from include.segmentation.model import (
         available_features,
@@ -51,7 +51,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     with Warehouse(run.warehouse_url) as wh:
         features = load_features(wh, run.as_of_date)
         if features.empty:
-            raise BadDataError(f"customer_features has no rows for as_of_date={run.as_of_date}")
+            raise NoRowsError(f"customer_features has no rows for as_of_date={run.as_of_date}")
         truth = planted_archetypes(wh, run.as_of_date)
     columns, unavailable = available_features(features)
     # The clustering's rates while active are derived from the same sources, so a source with no data

@@ -6,6 +6,7 @@ import pytest
 from scipy import optimize
 
 from include.clv.cdnow import cdnow_summaries
+from include.clv.errors import BoundaryFitError
 from include.clv.likelihood import bgnbd_loglik, compress, gamma_gamma_loglik, maximise, mbgnbd_loglik
 from include.clv.mbgnbd import ModifiedBetaGeoNBD
 from include.clv.models import BetaGeoNBD, ClvInputError
@@ -74,7 +75,7 @@ def test_no_interior_maximum_is_an_error():
     # Every customer repeats at the same rate and nobody drops out: the dropout parameters run to the bounds.
     n = 200
     steady = pd.DataFrame({"frequency": np.full(n, 10.0), "recency": np.full(n, 50.0), "t": np.full(n, 50.0)})
-    with pytest.raises(RuntimeError, match="did not converge"):
+    with pytest.raises(BoundaryFitError, match=r"BG/NBD has no interior maximum \(a -> 0\)"):
         BetaGeoNBD.fit(steady)
     late = steady.assign(customer_key=[f"K{i}" for i in range(n)], recency=51.0)
     with pytest.raises(ClvInputError, match=r"MBG/NBD summary: recency greater than t for 200 customer\(s\), "

@@ -104,7 +104,8 @@ def test_no_invented_costs_and_the_right_currency(shop_run, monkeypatch, capsys)
     monkeypatch.setenv("WAREHOUSE_URL", url)
     main()
     out = capsys.readouterr().out
-    assert "Segment economics (last 12 months, USD)" in out and "$" in out and "£" not in out
+    assert "Segment economics (published labels, last 12 months, USD; assumed 35% gross margin: set gross_margin)" \
+        in out and "$" in out and "£" not in out
     assert "unknown" in out and "lose money" not in out
 
 

@@ -131,7 +131,7 @@ def finished_run(segmentation_stack) -> dict:
     runs = [r for r in segmentation_stack.dag_runs(DAG_ID) if r["state"] == "success"]
     if not runs:
         run_id = segmentation_stack.trigger(DAG_ID, {**SMALL_DATA_CONF, "as_of_date": "2026-11-07"})
-        runs = [segmentation_stack.wait_for_run(DAG_ID, run_id, 900)]
+        runs = [segmentation_stack.wait_for_run(DAG_ID, run_id, 1800)]
     assert runs[-1]["state"] == "success"
     return runs[-1]
 

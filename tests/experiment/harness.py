@@ -81,8 +81,22 @@ def load(url: str, tables: dict[str, pd.DataFrame]) -> None:
         wh.replace_table("person_keys", person_keys)
 
 
-def run_week(url: str, day: dt.date, settings: ExperimentSettings, playbook_path=None) -> pd.DataFrame:
-    """Stage, resolve, publish and run the experiment stage for ``day``; return its lift rows."""
+DELIVERED = """
+INSERT INTO crm_push_log (target, run_id, as_of_date, batch, idempotency_key, customers, acknowledged, failed,
+    status, response_code, attempts, detail, logged_at, label_date)
+SELECT 'outbox', 'harness', CAST(:d AS DATE), 1, 'harness-' || :day, COUNT(*), COUNT(*), 0, 'ok', 200, 1,
+    'the DAG push after the run, as its audit row records it', CURRENT_TIMESTAMP, CAST(:d AS DATE)
+FROM customer_segments WHERE as_of_date = :d
+"""
+
+
+def run_week(url: str, day: dt.date, settings: ExperimentSettings, playbook_path=None,
+             deliver: bool = True) -> pd.DataFrame:
+    """Stage, resolve, publish and run the experiment stage for ``day``; return its lift rows.
+
+    ``deliver``: then record, as the DAG's push after the experiment does, that the date's labels reached
+    a CRM target (the policy starts on the first delivered date).
+    """
     params = {"d": day, "cutoff": dt.datetime.combine(day + dt.timedelta(days=1), dt.time())}
     with Warehouse(url) as wh:
         with wh.begin() as conn:
@@ -91,7 +105,17 @@ def run_week(url: str, day: dt.date, settings: ExperimentSettings, playbook_path
                 conn.exec_driver_sql(f"DELETE FROM {table} WHERE as_of_date = '{day.isoformat()}'")
             for sql in (STAGE_ORDERS, STAGE_SUPPORT, IDENTITY, PUBLISH, PRIORITY):
                 wh.run_script(sql, params, conn=conn)
-        return run_experiment(wh, day, settings, playbook_path)["lift"]
+        lift = run_experiment(wh, day, settings, playbook_path)["lift"]
+        if deliver:
+            record_delivery(wh, day)
+        return lift
+
+
+def record_delivery(wh: Warehouse, day: dt.date) -> None:
+    """The audit row an acknowledged push of ``day``'s labels leaves in ``crm_push_log`` (once per date)."""
+    with wh.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM crm_push_log WHERE idempotency_key = 'harness-{day.isoformat()}'")
+        wh.run_script(DELIVERED, {"d": day, "day": day.isoformat()}, conn=conn)
 
 
 PERSON_KEYS = """
@@ -240,5 +264,5 @@ def weekly_dates(first_run: dt.date, weeks: int) -> list[dt.date]:
     return [first_run + dt.timedelta(weeks=w) for w in range(weeks + 1)]
 
 
-__all__ = ["archetype_mix", "calibration", "expected_lift", "familywise_error", "generate", "load", "planted_per_customer", "recovery_table", "run_week",
-           "weekly_dates", "np"]
+__all__ = ["archetype_mix", "calibration", "expected_lift", "familywise_error", "generate", "load", "planted_per_customer", "recovery_table", "record_delivery",
+           "run_week", "weekly_dates", "np"]

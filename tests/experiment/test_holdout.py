@@ -14,7 +14,7 @@ from include.crm.contract import CURRENT_OUTBOX_SQL
 from include.experiment.build import ExperimentSettings, run_experiment
 from include.experiment.holdout import holdout_draw, holdout_flags, is_holdout
 from include.runtime.warehouse import Warehouse
-from tests.crm_servers import HubSpotServer, SalesforceServer, WebhookReceiver
+from tests.crm_servers import HubSpotServer, SalesforceServer, WebhookReceiver, write_identity_map
 from tests.published import write_published
 
 WEEKS = [dt.date(2026, 10, 3) + dt.timedelta(weeks=i) for i in range(3)]
@@ -105,15 +105,23 @@ def test_holdouts_never_receive_the_action_in_any_crm_target(tmp_path, monkeypat
         monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}", json.dumps(
             {"conn_type": "http", "host": host, "password": password, "extra": {}}))
 
+    # HubSpot and Salesforce hold their own records (one contact per customer, loaded as identity records).
+    hub_ids = {str(1001 + i): k for i, k in enumerate(keys)}
+    sf_ids = {f"003{i:012d}AAA": k for i, k in enumerate(keys)}
+    write_identity_map(url, day, [("hubspot", r, k) for r, k in hub_ids.items()]
+                       + [("salesforce", r, k) for r, k in sf_ids.items()])
     sent: dict[str, dict[str, tuple[bool, str]]] = {}
-    with HubSpotServer() as hub, SalesforceServer() as sf, WebhookReceiver() as hook:
+    with HubSpotServer(contacts={r: {} for r in hub_ids}) as hub, \
+            SalesforceServer(records={r: {"LastName": "x"} for r in sf_ids}) as sf, WebhookReceiver() as hook:
         conn("crm_hubspot", hub.url, hub.token)
         conn("crm_salesforce", sf.url, sf.token)
         conn("crm_webhook", hook.url, hook.secret)
         for target in ("outbox", "webhook", "hubspot", "salesforce"):
             assert push(target)["acknowledged"] == 300
-        sent["hubspot"] = {k: (p["holdout"] == "true", p["segment_action"]) for k, p in hub.contacts.items()}
-        sent["salesforce"] = {k: (r["Segment_Holdout__c"] == "true", r["Segment_Action__c"])
+        sent["hubspot"] = {hub_ids[k]: (p["holdout"] == "true", p["segment_action"])
+                           for k, p in hub.contacts.items()}
+        # Salesforce ignores an empty value on update: an action is cleared with #N/A (null).
+        sent["salesforce"] = {sf_ids[k]: (r["Segment_Holdout__c"] == "true", r["Segment_Action__c"] or "")
                               for k, r in sf.records.items()}
         sent["webhook"] = {r["customer_key"]: (r["holdout"], r["segment_action"])
                            for recs in hook.deliveries.values() for r in recs}

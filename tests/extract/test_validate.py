@@ -27,7 +27,10 @@ def test_planted_bad_rows_are_quarantined_with_their_reason(wh):
 
 def test_every_in_scope_row_is_staged_or_quarantined(wh):
     reports = extract_and_validate(wh, AS_OF)
+    assert {r.table for r in reports if not r.present} == {"raw_returns"}  # the demo has no returns table
     for r in reports:
+        if not r.present:
+            continue
         spec = next(s for s in TABLE_SPECS if s.raw == r.table)
         staged = wh.scalar(f"SELECT COUNT(*) FROM {spec.staged} WHERE as_of_date = :d", {"d": AS_OF})
         quarantined = wh.scalar(

@@ -83,3 +83,63 @@ def test_rules_recall_counts_fill_agreement_and_the_union_of_rules():
     both = pd.DataFrame({c: ["v"] * n for c in ("first_name", "last_name", "dob", "postcode")})
     assert identity_splink.rules_recall(both, [("first_name", "last_name", "dob"),
                                                ("first_name", "last_name", "postcode")]) == pytest.approx(1.0)
+
+
+def _address_pairs(levels, rows):
+    """First level of each (postcode_l, postcode_r, address_l, address_r) row, with the derived columns."""
+    frame = pd.DataFrame(rows, columns=["postcode_l", "postcode_r", "address_l", "address_r"])
+    frame["region_l"] = frame["region_r"] = "north"
+    con = duckdb.connect()
+    con.register("raw", frame)
+    derived = identity_splink.DERIVED_COLUMNS
+    cols = ", ".join(f"{sql.replace('address', f'address_{side}')} AS {name}_{side}"
+                     for name, sql in derived.items() for side in ("l", "r"))
+    table = con.sql(f"SELECT *, {cols} FROM raw").df()
+    return _first_level(levels, table)
+
+
+def test_addresses_are_graded_and_neighbours_are_not_similar():
+    levels = _levels("address", ("first_name", "postcode", "address", "region"))
+    got = _address_pairs(levels, [
+        ("2000", "2000", "12 oak road north park", "12 oak road north park"),
+        ("2000", "2001", "12 oak road north park", "12 oak road north park"),
+        ("2000", "2000", "12 oak road north park", "12 oak rd north park"),  # abbreviated
+        (None, "2000", "unit 4 12 oak road north park", "12 oak road north park"),  # a part missing
+        ("2000", "2000", "12 oak road north park", "14 oak road north park"),  # the neighbour
+        ("2000", "2000", "12 oak road north park", "north park oak road 12"),  # another word order
+        ("3000", "2000", "12 oak road", "99 elm street"),
+    ])
+    assert got[0].startswith("(Exact match on postcode) AND")
+    assert got[1] == "Exact match on address"
+    assert got[2] == "postcode equal, street address similar"
+    assert got[3] == "street address similar"
+    # Two house numbers on one street read alike but are two addresses.
+    assert got[4] == "Exact match on postcode"
+    assert got[5] == "postcode equal, street address similar"
+    assert got[6] == "Exact match on region"
+
+
+def test_identifiers_with_two_characters_swapped_have_their_own_level():
+    levels = _levels("id_national", ("first_name", "id_national"))
+    pairs = pd.DataFrame({"id_national_l": ["AB123456C", "AB123456C", "AB123456C", "AB123456C"],
+                          "id_national_r": ["AB123456C", "AB123465C", "AB123457C", "AB654321C"]})
+    assert _first_level(levels, pairs) == ["Exact match on id_national", "two characters swapped",
+                                           "Levenshtein distance of id_national <= 1", "All other comparisons"]
+
+
+def test_optional_rules_are_used_only_within_the_pair_budget():
+    con = duckdb.connect()
+    n = 400
+    frame = pd.DataFrame({"first_name": ["ann"] * n, "last_name": [f"l{i % 200}" for i in range(n)],
+                          "address": [f"{i} high st" for i in range(n)], "region": ["north"] * n,
+                          "postcode": [f"p{i}" for i in range(n)]})
+    con.register("t", frame)
+    counts = identity_splink.rule_pair_counts(con, "t", [("first_name",), ("last_name", "region"),
+                                                         ("first_name~last_name", "last_name~first_name")])
+    assert counts[("first_name",)] == n * (n - 1) // 2
+    assert counts[("last_name", "region")] == 200
+    assert counts[("first_name~last_name", "last_name~first_name")] == 0
+    columns = ("first_name", "last_name", "postcode", "address", "region")
+    chosen = identity_splink.affordable_rules(con, "t", columns, n)
+    # Every first name is "ann": a first-name rule would pair everyone and is left out.
+    assert ("first_name", "last_name[:1]") not in chosen and ("last_name", "region") in chosen

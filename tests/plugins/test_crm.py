@@ -96,10 +96,23 @@ def test_dry_run_reports_and_sends_nothing(url, airflow_db):
         assert wh.scalar("SELECT COUNT(*) FROM crm_outbox") == 0
 
 
+def contacts_for(url: str, keys: list[str], date: dt.date = DAY, system: str = "hubspot",
+                 ids=lambda i: str(1001 + i)) -> dict[str, str]:
+    """One CRM record per customer, loaded as identity records of ``system``; returns record id -> customer."""
+    from tests.crm_servers import write_identity_map
+
+    owners = {ids(i): k for i, k in enumerate(keys)}
+    write_identity_map(url, date, [(system, rid, key) for rid, key in owners.items()])
+    return owners
+
+
 def test_hubspot_batches_retries_and_partial_failures(url, monkeypatch, airflow_db):
     keys = publish(url, DAY)
-    rejected = {keys[5], keys[140]}
-    with HubSpotServer(reject=rejected) as hub:
+    owners = contacts_for(url, keys)
+    by_key = {k: rid for rid, k in owners.items()}
+    rejected = {by_key[keys[5]], by_key[keys[140]]}
+    portal = {rid: {"email": f"person{rid}@example.com"} for rid in owners}
+    with HubSpotServer(contacts=portal, reject=rejected) as hub:
         set_conn(monkeypatch, "crm_hubspot", hub.url, hub.token)
         hub.fail_request(2, 429, {"Retry-After": "1"})
         hub.fail_request(4, 500)
@@ -107,19 +120,21 @@ def test_hubspot_batches_retries_and_partial_failures(url, monkeypatch, airflow_
                        hook_kwargs={"backoff_s": 0.05, "max_requests_per_window": 2, "window_s": 1.0}).execute({})
         # At most 100 inputs per request (the server answers 400 above that), 2 requests per second here.
         assert out["batches"] == 3 and out["acknowledged"] == 248 and out["failed"] == 2
+        assert out["created"] == 0 and hub.created == [] and len(hub.contacts) == 250  # nothing created
         assert hub.max_requests_in_window(1.0) <= 2
-        assert set(hub.contacts) == set(keys) - rejected
-        assert set(next(iter(hub.contacts.values()))) == set(PUSH_FIELDS)
+        assert set(hub.labelled()) == set(owners) - rejected
+        first = hub.contacts[by_key[keys[0]]]
+        assert set(first) == {"email", *PUSH_FIELDS}  # the business's own fields are untouched
         log = push_log(url, "hubspot")
         assert log["attempts"].tolist() == [1, 2, 2]  # batch 2 met the 429, batch 3 the 500: both retried
         assert log["status"].tolist() == ["partial", "partial", "ok"] and log["response_code"].tolist()[0] == 207
-        # Next run: the two rejected customers are re-sent, nothing else.
+        # Next run: the two rejected contacts are re-sent, nothing else.
         hub.reject.clear()
         retry = operator("hubspot", url).execute({})
-        assert retry["changed"] == 2 and set(hub.contacts) == set(keys)
+        assert retry["changed"] == 2 and set(hub.labelled()) == set(owners)
         assert sum(hub.inputs_received.values()) == 250 + 2
     # Auth is enforced: a wrong token fails the task with the status code, and the batch is audited.
-    with HubSpotServer() as hub:
+    with HubSpotServer(contacts=portal) as hub:
         set_conn(monkeypatch, "crm_hubspot", hub.url, "wrong")
         from segmentation_providers.hooks.crm import CrmHttpError, HubSpotHook
 
@@ -134,21 +149,31 @@ def _push_fresh(url: str, target: str):
     return operator(target, url).execute({})
 
 
-def test_salesforce_bulk_upsert_job(url, monkeypatch, airflow_db):
+def sf_id(i: int) -> str:
+    """An 18-character Salesforce Contact Id."""
+    return f"003{i:012d}AAA"
+
+
+def test_salesforce_bulk_update_job_by_id(url, monkeypatch, airflow_db):
     keys = publish(url, DAY, n=30)
-    with SalesforceServer(reject={keys[3]}) as sf:
+    owners = contacts_for(url, keys, system="salesforce", ids=sf_id)
+    by_key = {k: rid for rid, k in owners.items()}
+    org = {rid: {"LastName": f"Person {rid[-6:]}"} for rid in owners}
+    with SalesforceServer(records=org, reject={by_key[keys[3]]}) as sf:
         set_conn(monkeypatch, "crm_salesforce", sf.url, sf.token, {"api_version": "v62.0"})
         from segmentation_providers.hooks.crm import SalesforceBulkHook
 
         assert SalesforceBulkHook(poll_interval_s=0.01).test_connection() == (True, "Connection successfully tested")
         out = operator("salesforce", url, hook_kwargs={"poll_interval_s": 0.01}).execute({})
-        assert out["acknowledged"] == 29 and out["failed"] == 1
-        assert set(sf.records) == set(keys) - {keys[3]}
-        row = sf.records[keys[0]]
-        assert set(row) == {"Customer_Key__c", "Segment_Id__c", "Segment_Name__c", "CLV_Tier__c",
+        assert out["acknowledged"] == 29 and out["failed"] == 1 and out["created"] == 0
+        assert sf.created == [] and len(sf.records) == 30
+        assert set(sf.labelled()) == set(owners) - {by_key[keys[3]]}
+        row = sf.records[by_key[keys[0]]]
+        assert set(row) == {"LastName", "Segment_Id__c", "Segment_Name__c", "CLV_Tier__c",
                             "Segment_Priority__c", "Segment_Action__c", "Segment_Holdout__c"}
         log = push_log(url, "salesforce")
         assert log["status"].tolist() == ["partial"] and log["failed"].tolist() == [1]
+        assert {j["operation"] for j in sf.jobs.values()} == {"update"}
 
 
 def test_webhook_signature_is_verifiable():

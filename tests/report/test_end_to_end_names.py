@@ -42,7 +42,7 @@ def _run(url: str, dag_id: str, order, settings_by_date) -> None:
 
 
 def _names_in_report(page: str) -> list[str]:
-    named = re.search(r"<h2>How segments were named</h2>(.*?)</section>", page, flags=re.S).group(1)
+    named = re.search(r"<h2>How segments were named \(model fit\)</h2>(.*?)</section>", page, flags=re.S).group(1)
     return re.findall(r"<tr><td class=\"\">(.*?)</td>", named)
 
 
@@ -131,7 +131,7 @@ def test_demo_report_has_unique_names_and_a_gate_banner(demo_with_failed_gate):
     assert not run["gate_passed"]  # the fit's stability half of the gate
     assert not label_run["gate_passed"] and not label_run["stability_passed"]
     assert label_run["gate_reason"].startswith("stability: ")
-    stability = re.search(r"<h2>Stability</h2>(.*?)</section>", page, flags=re.S).group(1)
+    stability = re.search(r"<h2>Stability \(model fit\)</h2>(.*?)</section>", page, flags=re.S).group(1)
     for r in this_week.itertuples():  # the gate's numbers, from the same rows as the table
         assert f"{r.jaccard:.2f}" in stability and r.segment_name in stability
     # The cross-check speaks of the published labels (it runs on them, before publishing).

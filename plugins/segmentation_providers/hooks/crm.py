@@ -3,14 +3,19 @@
 One hook per target, split the way Airflow's providers split them (the
 operator only holds arguments and builds the hook in ``execute``):
 
-- :class:`HubSpotHook`: CRM v3 ``batch/upsert`` by a unique id property;
-- :class:`SalesforceBulkHook`: Bulk API 2.0 ingest job, ``operation=upsert``;
+- :class:`HubSpotHook`: CRM v3 ``batch/update`` of the portal's own records by
+  ``hs_object_id`` (or a unique property); ``batch/upsert`` only in create mode;
+- :class:`SalesforceBulkHook`: Bulk API 2.0 ingest job, ``operation=update`` by
+  ``Id`` (or ``upsert`` on an external id field the business owns);
 - :class:`WebhookHook`: signed JSON batches with an idempotency key;
 - :class:`OutboxHook`: the ``crm_outbox`` warehouse table (embedded default).
 
-Every hook answers ``push(batch) -> BatchOutcome`` with the keys the target
-acknowledged and the ones it rejected (with the reason). Credentials come only
-from the Airflow connection and are never logged.
+Every hook answers ``push(batch) -> BatchOutcome`` with the record ids the
+target acknowledged and the ones it rejected (with the reason), and the
+records it created (none unless create mode is on). Which records a target
+holds is configured by :class:`include.crm.matching.Matching`, read from the
+connection's extras by :meth:`matching_config`. Credentials come only from the
+Airflow connection and are never logged.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from airflow.sdk import BaseHook
 
 from include.crm.contract import (
     IDEMPOTENCY_HEADER,
+    PUSH_FIELDS,
     SIGNATURE_HEADER,
     Batch,
     BatchOutcome,
@@ -34,6 +40,7 @@ from include.crm.contract import (
     payload,
     sign,
 )
+from include.crm.matching import CrmMatchingError
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +159,14 @@ class _HttpCrmHook(BaseHook):
                         self.max_retries, delay)
             time.sleep(delay)
 
+    #: Connection extras that configure :class:`include.crm.matching.Matching`.
+    MATCHING_EXTRAS = ("match_source_system", "match_key", "create_missing", "create_id_property")
+
+    def matching_config(self) -> dict[str, Any]:
+        """The matching settings in the connection's extras (``match_source_system``, ``match_key``, ...)."""
+        extra = self.connection.extra_dejson
+        return {k: extra[k] for k in self.MATCHING_EXTRAS if k in extra}
+
     def push(self, batch: Batch) -> BatchOutcome:
         raise NotImplementedError
 
@@ -168,13 +183,26 @@ class _HttpCrmHook(BaseHook):
 
 
 class HubSpotHook(_HttpCrmHook):
-    """HubSpot CRM v3: ``POST /crm/v3/objects/{object_type}/batch/upsert`` by a unique id property.
+    """HubSpot CRM v3: the portal's own records get the labels through ``batch/update``; nothing is created.
+
+    ``POST /crm/v3/objects/{object_type}/batch/update`` by the record id
+    (``hs_object_id``, the contact id of the export loaded as identity records),
+    or by a unique property given as ``idProperty``. HubSpot answers an
+    unknown id with a per-input ``OBJECT_NOT_FOUND`` error (207 multi-status);
+    it is reported as not found and retried next run, never created. A clear
+    sets every label property to the empty string (HubSpot clears a property
+    that way). In create mode (``create_missing``, off by default), a
+    customer without a record gets one through ``batch/upsert`` with
+    ``idProperty = create_id_property`` (a unique property holding the
+    customer key) and the label properties, nothing else.
 
     Connection: host (default ``https://api.hubapi.com``), password = private
     app token (Bearer). Extras: ``object_type`` (default ``contacts``),
-    ``id_property`` (a unique-value property, default ``customer_key``),
-    ``max_requests_per_10s`` (default 100, the Free/Starter private-app limit).
-    At most 100 inputs per request; a 207 answer lists per-input errors.
+    ``id_property`` (default ``hs_object_id``; else a unique-value property
+    holding the matched ids, e.g. ``email_sha256``), ``match_source_system``
+    (default ``hubspot``) or ``match_key``, ``create_missing``,
+    ``create_id_property``, ``max_requests_per_10s`` (default 100, the
+    Free/Starter private-app limit). At most 100 inputs per request.
     """
 
     conn_name_attr = "hubspot_conn_id"
@@ -191,24 +219,58 @@ class HubSpotHook(_HttpCrmHook):
     def base_url(self) -> str:
         return super().base_url if self.connection.host else "https://api.hubapi.com"
 
-    def push(self, batch: Batch) -> BatchOutcome:
-        extra = self.connection.extra_dejson
-        object_type, id_property = extra.get("object_type", "contacts"), extra.get("id_property", "customer_key")
-        records = payload(batch.records)
-        if len(records) > self.max_batch_size:
-            raise ValueError(f"HubSpot batch upsert takes at most {self.max_batch_size} inputs, got {len(records)}")
-        inputs = [{"id": r["customer_key"], "idProperty": id_property, "objectWriteTraceId": r["customer_key"],
-                   "properties": {k: _text(v) for k, v in r.items() if k != "customer_key"}} for r in records]
-        response, attempts = self.request("POST", f"/crm/v3/objects/{object_type}/batch/upsert",
-                                          json={"inputs": inputs}, expect=(200, 201, 207))
+    def _send(self, path: str, inputs: list[dict]) -> tuple[Any, int, dict[str, str], list[str], list[str]]:
+        """POST one batch; return the response, attempts, failed ids with reasons, not-found ids, created ids."""
+        response, attempts = self.request("POST", path, json={"inputs": inputs}, expect=(200, 201, 207))
         body = response.json()
         failed: dict[str, str] = {}
+        not_found: list[str] = []
         for error in body.get("errors", []):
-            for trace in (error.get("context") or {}).get("objectWriteTraceId", []):
-                failed[trace] = f"{error.get('category', 'ERROR')}: {error.get('message', '')}"[:300]
-        acked = [r["customer_key"] for r in records if r["customer_key"] not in failed]
-        return BatchOutcome(acked, failed, response.status_code, attempts,
-                            f"{len(failed)} inputs rejected" if failed else "")
+            context = error.get("context") or {}
+            reason = f"{error.get('category', 'ERROR')}: {error.get('message', '')}"[:300]
+            ids = list(context.get("objectWriteTraceId", [])) + list(context.get("ids", []))
+            for record_id in ids:
+                failed[str(record_id)] = reason
+                if error.get("category") == "OBJECT_NOT_FOUND":
+                    not_found.append(str(record_id))
+        created = [str(r.get("objectWriteTraceId") or r.get("id")) for r in body.get("results", []) if r.get("new")]
+        return response, attempts, failed, not_found, created
+
+    def push(self, batch: Batch) -> BatchOutcome:
+        extra = self.connection.extra_dejson
+        object_type = extra.get("object_type", "contacts")
+        id_property = extra.get("id_property", "hs_object_id")
+        create_property = extra.get("create_id_property", "customer_key")
+        records = payload(batch.records)
+        if len(records) > self.max_batch_size:
+            raise ValueError(f"HubSpot batch update takes at most {self.max_batch_size} inputs, got {len(records)}")
+        created_kind = batch.records["matched_by"].astype(str).str.startswith("created:").to_numpy()
+        updates, upserts = [], []
+        for record, is_created in zip(records, created_kind, strict=True):
+            record_id = record["record_id"]
+            item = {"id": record_id, "objectWriteTraceId": record_id,
+                    "properties": {f: _text(record[f]) for f in PUSH_FIELDS}}
+            if is_created:
+                upserts.append({**item, "idProperty": create_property})
+            else:
+                updates.append({**item, "idProperty": id_property} if id_property != "hs_object_id" else item)
+        failed: dict[str, str] = {}
+        not_found: list[str] = []
+        created: list[str] = []
+        attempts, status = 0, 200
+        for path, inputs in ((f"/crm/v3/objects/{object_type}/batch/update", updates),
+                             (f"/crm/v3/objects/{object_type}/batch/upsert", upserts)):
+            if not inputs:
+                continue
+            response, a, f, nf, c = self._send(path, inputs)
+            attempts += a
+            status = max(status, response.status_code)
+            failed.update(f)
+            not_found += nf
+            created += c
+        acked = [r["record_id"] for r in records if r["record_id"] not in failed]
+        detail = f"{len(failed)} inputs rejected" if failed else ""
+        return BatchOutcome(acked, failed, status, attempts, detail, created=created, not_found=not_found)
 
     def probe(self) -> None:
         object_type = self.connection.extra_dejson.get("object_type", "contacts")
@@ -216,16 +278,30 @@ class HubSpotHook(_HttpCrmHook):
 
 
 def _text(value: Any) -> str:
-    """A property value as text; booleans as ``true``/``false`` (HubSpot and Salesforce boolean fields)."""
+    """A property value as text; booleans as ``true``/``false``; ``None`` (a cleared field) as ``''``."""
+    if value is None:
+        return ""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class SalesforceBulkHook(_HttpCrmHook):
-    """Salesforce Bulk API 2.0 ingest: one upsert job per batch (CSV, UploadComplete, poll, results).
+    """Salesforce Bulk API 2.0 ingest: one ``update`` job per batch by ``Id`` (CSV, UploadComplete, poll, results).
+
+    The labels go to the org's own records: ``operation=update`` with the
+    record's ``Id`` (the Contact Ids of the export loaded as identity records of
+    ``match_source_system``, default ``salesforce``). Salesforce rejects an
+    unknown Id per row (``INVALID_CROSS_REFERENCE_KEY``), so nothing is created.
+    With ``external_id_field`` set, the job is an ``upsert`` on that field,
+    which must hold ids the business owns (e.g. its shop's customer numbers,
+    matched from identity records of ``match_source_system``); Salesforce would
+    create a record for an unknown value, which for a Contact fails for the
+    missing ``LastName`` (the push never sends names), and any record it does
+    create is counted and reported. Empty CSV values are ignored by an update,
+    so an empty or cleared field is sent as ``#N/A`` (null).
 
     Connection: host = instance URL, password = OAuth access token (Bearer).
-    Extras: ``object`` (default ``Contact``), ``external_id_field`` (default
-    ``Customer_Key__c``), ``api_version`` (default ``v62.0``),
+    Extras: ``object`` (default ``Contact``), ``external_id_field`` (optional),
+    ``match_source_system``, ``api_version`` (default ``v62.0``),
     ``field_map`` (our field -> Salesforce field, default ``<Field>__c``).
     """
 
@@ -233,6 +309,8 @@ class SalesforceBulkHook(_HttpCrmHook):
     default_conn_name = "crm_salesforce"
     hook_name = "Segments to Salesforce (Bulk API 2.0)"
     max_batch_size = 10_000  # Salesforce splits jobs into 10,000-record internal batches
+    #: Bulk API 2.0: an empty value is ignored by an update; this sets the field to null.
+    NULL = "#N/A"
 
     def __init__(self, conn_id: str = default_conn_name, *, poll_interval_s: float = 2.0,
                  max_polls: int = 300, **kwargs: Any) -> None:
@@ -240,28 +318,41 @@ class SalesforceBulkHook(_HttpCrmHook):
         self.poll_interval_s = poll_interval_s
         self.max_polls = max_polls
 
-    def _settings(self) -> tuple[str, str, str, dict[str, str]]:
+    def matching_config(self) -> dict[str, Any]:
+        config = super().matching_config()
+        if config.get("create_missing") not in (None, False, "false", "False"):
+            raise CrmMatchingError("Salesforce: create_missing is not supported: a Contact needs LastName, "
+                                   "which the push never sends (it sends labels only)")
+        return config
+
+    def _settings(self) -> tuple[str, str, str | None, str, dict[str, str]]:
+        """Object, key column, external id field (``None``: update by Id), API version, field map."""
         extra = self.connection.extra_dejson
-        field_map = {"customer_key": extra.get("external_id_field", "Customer_Key__c"),
-                     "segment_id": "Segment_Id__c", "segment_name": "Segment_Name__c",
+        external_id = extra.get("external_id_field") or None
+        field_map = {"segment_id": "Segment_Id__c", "segment_name": "Segment_Name__c",
                      "clv_tier": "CLV_Tier__c", "priority": "Segment_Priority__c",
                      "segment_action": "Segment_Action__c", "holdout": "Segment_Holdout__c",
                      **extra.get("field_map", {})}
-        return (extra.get("object", "Contact"), field_map["customer_key"], extra.get("api_version", "v62.0"),
+        return (extra.get("object", "Contact"), external_id or "Id", external_id, extra.get("api_version", "v62.0"),
                 field_map)
 
+    def _cell(self, value: Any) -> str:
+        text = _text(value)
+        return self.NULL if text == "" else text
+
     def push(self, batch: Batch) -> BatchOutcome:
-        obj, external_id, version, field_map = self._settings()
+        obj, key_column, external_id, version, field_map = self._settings()
         base = f"/services/data/{version}/jobs/ingest"
         records = payload(batch.records)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[field_map[k] for k in records[0]], lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=[key_column, *(field_map[f] for f in PUSH_FIELDS)],
+                                lineterminator="\n")
         writer.writeheader()
         for r in records:
-            writer.writerow({field_map[k]: _text(v) for k, v in r.items()})
-        job, attempts = self.request("POST", base, expect=(200, 201), json={
-            "object": obj, "operation": "upsert", "externalIdFieldName": external_id,
-            "contentType": "CSV", "lineEnding": "LF"})
+            writer.writerow({key_column: r["record_id"], **{field_map[f]: self._cell(r[f]) for f in PUSH_FIELDS}})
+        spec = {"object": obj, "operation": "upsert" if external_id else "update", "contentType": "CSV",
+                "lineEnding": "LF", **({"externalIdFieldName": external_id} if external_id else {})}
+        job, attempts = self.request("POST", base, expect=(200, 201), json=spec)
         job_id = job.json()["id"]
         _, a = self.request("PUT", f"{base}/{job_id}/batches", expect=(201,), data=buf.getvalue().encode(),
                             headers={"Content-Type": "text/csv"})
@@ -278,16 +369,26 @@ class SalesforceBulkHook(_HttpCrmHook):
         if state != "JobComplete":
             raise CrmHttpError(f"Salesforce job {job_id} ended {state}", 0, attempts)
         failed_csv, _ = self.request("GET", f"{base}/{job_id}/failedResults/")
-        failed = {row[external_id]: row.get("sf__Error", "")[:300]
-                  for row in csv.DictReader(io.StringIO(failed_csv.text))}
+        failed, not_found = {}, []
+        for row in csv.DictReader(io.StringIO(failed_csv.text)):
+            error = row.get("sf__Error", "")
+            failed[row[key_column]] = error[:300]
+            # Update: an unknown Id. Upsert: no record holds the value and creating one failed.
+            if error.startswith(("INVALID_CROSS_REFERENCE_KEY", "ENTITY_IS_DELETED", "REQUIRED_FIELD_MISSING")):
+                not_found.append(row[key_column])
         unprocessed, _ = self.request("GET", f"{base}/{job_id}/unprocessedrecords/")
         for row in csv.DictReader(io.StringIO(unprocessed.text)):
-            failed[row[external_id]] = "unprocessed"
-        acked = [r["customer_key"] for r in records if r["customer_key"] not in failed]
-        return BatchOutcome(acked, failed, 200, attempts, f"job {job_id}")
+            failed[row[key_column]] = "unprocessed"
+        created = []
+        if external_id:  # only an upsert can create
+            done, _ = self.request("GET", f"{base}/{job_id}/successfulResults/")
+            created = [row[key_column] for row in csv.DictReader(io.StringIO(done.text))
+                       if row.get("sf__Created", "").lower() == "true"]
+        acked = [r["record_id"] for r in records if r["record_id"] not in failed]
+        return BatchOutcome(acked, failed, 200, attempts, f"job {job_id}", created=created, not_found=not_found)
 
     def probe(self) -> None:
-        self.request("GET", f"/services/data/{self._settings()[2]}/jobs/ingest")
+        self.request("GET", f"/services/data/{self._settings()[3]}/jobs/ingest")
 
 
 class WebhookHook(_HttpCrmHook):
@@ -297,8 +398,10 @@ class WebhookHook(_HttpCrmHook):
     carries ``Idempotency-Key`` (the batch's content key: the same on a resend)
     and ``X-Segments-Signature: t=<unix>,v1=HMAC-SHA256(secret, "<t>.<key>." + body)``
     (check it with :func:`include.crm.contract.verify_signature`). The body is
-    ``{"batch_key", "label_date", "records"}``. Any 2xx acknowledges the whole
-    batch.
+    ``{"batch_key", "label_date", "records"}``: a record keyed by its customer
+    is ``{"customer_key", <fields>}``, one matched by a native id (extra
+    ``match_source_system``) is ``{"record_id", "customer_key", <fields>}``; a
+    clear has every field empty. Any 2xx acknowledges the whole batch.
     """
 
     conn_name_attr = "webhook_conn_id"
@@ -322,7 +425,7 @@ class WebhookHook(_HttpCrmHook):
                    SIGNATURE_HEADER: sign(secret, body, batch.key)}
         response, attempts = self.request("POST", self.base_url, data=body, headers=headers,
                                           expect=(200, 201, 202, 204))
-        return BatchOutcome(batch.records["customer_key"].tolist(), {}, response.status_code, attempts)
+        return BatchOutcome(batch.records["record_id"].tolist(), {}, response.status_code, attempts)
 
     def probe(self) -> None:
         self.get_conn().options(self.base_url, timeout=self.timeout_s)
@@ -354,10 +457,14 @@ class OutboxHook(BaseHook):
             self._wh = Warehouse(self.warehouse_url)
         return self._wh
 
-    def deliver(self, *, run_id: str, as_of_date: Any, label_date: Any) -> dict[str, Any]:
-        """Write the labels of ``label_date`` that differ from the outbox's state; return the counts."""
+    def deliver(self, *, run_id: str, as_of_date: Any, label_date: Any, matching: Any = None,
+                run_summary: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the labels of ``label_date`` that differ from the outbox's state; return the counts.
+
+        ``run_summary`` (the push's plan) is recorded in ``crm_push_runs`` in the same transaction.
+        """
         return deliver_to_outbox(self.get_conn(), target=self.target, run_id=run_id, as_of_date=as_of_date,
-                                 label_date=label_date)
+                                 label_date=label_date, matching=matching, run_summary=run_summary)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

@@ -16,14 +16,24 @@ TARGETS = ("outbox", "webhook", "hubspot", "salesforce")
 
 
 class PushSegmentsOperator(BaseOperator):
-    """Push the newest published labels to a CRM target; the target only ever moves forward.
+    """Push the newest published labels to a CRM's own records; the target only ever moves forward.
 
     A run for as-of date ``d`` reads the labels of the newest complete date
     ``>= d`` (``customer_segments`` + CLV tier and priority), so re-running or
-    backfilling an old date never sends older labels over newer ones. It sends
-    only customers whose delivered content differs from those labels (plus
-    anything the target rejected before), in batches, and records every batch
-    in ``crm_push_log`` and the acknowledged keys in ``crm_push_state`` (see
+    backfilling an old date never sends older labels over newer ones. Each
+    customer's labels go to every record it has in the target, found by the
+    target's native id (:class:`include.crm.matching.Matching`: HubSpot and
+    Salesforce records are the identity records of source system ``hubspot`` /
+    ``salesforce`` by default; the outbox and the webhook are keyed by customer).
+    Nothing is created: customers without a record are counted
+    (``customers_without_record``). Records whose customer disappeared (a
+    merge, an erasure) get the survivor's labels or a clear (``on_merge``).
+
+    It sends only records whose delivered content differs from those labels
+    (plus anything the target rejected before), in batches, and records every
+    batch in ``crm_push_log`` (with its records counted as new, moved, renamed,
+    updated, merged, cleared or erased), the acknowledged records in
+    ``crm_push_state`` and the push in ``crm_push_runs`` (see
     :mod:`include.crm.contract`). A re-run after a crash resumes at the first
     unacknowledged batch. The outbox takes the whole push as one set-based
     write, whatever ``batch_size`` says.
@@ -33,29 +43,37 @@ class PushSegmentsOperator(BaseOperator):
     target
         ``outbox`` (warehouse table), ``webhook``, ``hubspot`` or ``salesforce``.
     conn_id
-        Airflow connection of the target (ignored for ``outbox``).
+        Airflow connection of the target (ignored for ``outbox``). Its extras
+        may set ``match_source_system``, ``match_key``, ``create_missing`` and
+        ``create_id_property`` (see :mod:`include.crm.matching`).
     as_of_date
         ISO date of the run (templated); default: the run's as-of date. The
         labels sent are those of the newest complete date on or after it.
     batch_size
-        Customers per request, capped at the target's limit (HubSpot 100);
+        Records per request, capped at the target's limit (HubSpot 100);
         ignored by the outbox.
     dry_run
         Report what would be sent; send and record nothing.
     enabled_targets
         Targets switched on for this run (templated, e.g. from a DAG param);
         the task skips itself when ``target`` is not among them.
+    matching
+        Matching settings, over the connection's extras (the only place for
+        the outbox).
+    on_merge
+        ``survivor`` (default) or ``clear`` (templated): what a record keyed by
+        a customer key that no longer exists gets.
     hook_kwargs
         Passed to the hook (retries, backoff, rate limit).
     """
 
-    template_fields: Sequence[str] = ("as_of_date", "dry_run", "enabled_targets")
+    template_fields: Sequence[str] = ("as_of_date", "dry_run", "enabled_targets", "on_merge")
     ui_color = "#e8f1fb"
 
     def __init__(self, *, target: str, conn_id: str | None = None, as_of_date: str | None = None,
                  batch_size: int = 100, dry_run: bool | str = False, enabled_targets: Any = None,
                  warehouse_url: str | None = None, hook_kwargs: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+                 matching: dict[str, Any] | None = None, on_merge: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -67,6 +85,8 @@ class PushSegmentsOperator(BaseOperator):
         self.enabled_targets = enabled_targets
         self.warehouse_url = warehouse_url
         self.hook_kwargs = hook_kwargs or {}
+        self.matching = dict(matching or {})
+        self.on_merge = on_merge
 
     @staticmethod
     def _warehouse_url() -> str:
@@ -107,61 +127,106 @@ class PushSegmentsOperator(BaseOperator):
         return resolve_as_of_date(self.as_of_date or params.get("as_of_date"), context.get("data_interval_end"),
                                   getattr(dag_run, "run_after", None))
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
+    def _matching(self, hook: Any):
+        """The target's :class:`~include.crm.matching.Matching`: defaults, connection extras, then arguments."""
+        from include.crm.matching import Matching
 
+        config = dict(hook.matching_config()) if hook is not None and hasattr(hook, "matching_config") else {}
+        config.update(self.matching)
+        on_merge = str(self.on_merge).strip() if self.on_merge not in (None, "", "None") else None
+        if on_merge:
+            config["on_merge"] = on_merge
+        return Matching.for_target(self.target, config)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from include.runtime.errors import PipelineFinding
+
+        if not self._enabled():
+            raise AirflowSkipException(f"target {self.target} is not in crm_targets {self.enabled_targets}")
+        try:
+            return self._push(context)
+        except PipelineFinding as exc:
+            # Settings or data a retry cannot change (no CRM records matched, a bad matching setting): fail once.
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    def _push(self, context: Any) -> dict[str, Any]:
         from include.crm.contract import (
+            CHANGES,
             BatchOutcome,
+            change_counts,
             changed_since_last_ack,
             ensure_crm_tables,
             plan_batches,
             plan_push,
             record_batch,
+            record_push_run,
         )
         from include.runtime.warehouse import Warehouse
         from segmentation_providers.hooks.crm import CrmHttpError
 
-        if not self._enabled():
-            raise AirflowSkipException(f"target {self.target} is not in crm_targets {self.enabled_targets}")
         as_of = self._resolve_date(context)
         dry_run = str(self.dry_run).lower() in ("true", "1", "yes")
         warehouse_url = self.warehouse_url or self._warehouse_url()
         run_id = context.get("run_id") or "manual"
         with Warehouse(warehouse_url) as wh:
             ensure_crm_tables(wh)
-            plan = plan_push(wh, self.target, as_of)
+            hook = self.get_hook(warehouse_url, wh)
+            matching = self._matching(hook)
+            plan = plan_push(wh, self.target, as_of, matching)
             summary = {"target": self.target, "as_of_date": as_of.isoformat(),
-                       "label_date": plan.label_date.isoformat(), "customers": plan.customers,
-                       "newer_delivered": plan.newer_delivered, "dry_run": dry_run, "acknowledged": 0, "failed": 0}
+                       "label_date": plan.label_date.isoformat(), "matched_by": plan.matched_by,
+                       "customers": plan.customers, "records": plan.records,
+                       "customers_without_record": plan.customers_without_record,
+                       "records_without_labels": plan.records_without_labels,
+                       "ambiguous_records": plan.ambiguous_records, "newer_delivered": plan.newer_delivered,
+                       "dry_run": dry_run, "acknowledged": 0, "failed": 0, "not_found": 0, "created": 0}
             if plan.label_date != as_of:
                 log.info("%s: run date %s, sending the newest published labels (%s): the target never goes "
                          "back to older labels", self.target, as_of, plan.label_date)
+            log.info("%s: records matched as %s: %d customers have %d records; %d customers have no record in "
+                     "this CRM (not created); %d of its records belong to no segmented customer",
+                     self.target, matching.describe(), plan.customers, plan.records,
+                     plan.customers_without_record, plan.records_without_labels)
+            if plan.customers_without_record and not matching.customer_keyed:
+                log.warning("%s: %d of %d segmented customers have no record in this CRM: counted, not created",
+                            self.target, plan.customers_without_record, plan.customers)
+            if plan.ambiguous_records:
+                log.warning("%s: %d record ids belong to several customers; they are left out",
+                            self.target, plan.ambiguous_records)
+            if plan.other_matching_records:
+                log.warning("%s: %d records were delivered under another matching (an earlier configuration or "
+                            "version); they are neither updated nor cleared now", self.target,
+                            plan.other_matching_records)
             if plan.newer_delivered:
-                log.warning("%s: %d customers already hold labels newer than %s; they are not sent",
+                log.warning("%s: %d records already hold labels newer than %s; they are not sent",
                             self.target, plan.newer_delivered, plan.label_date)
             if self.target == "outbox" and not dry_run:
                 # Set-based: the changed set never leaves the warehouse.
-                result = self.get_hook(warehouse_url, wh).deliver(run_id=run_id, as_of_date=as_of,
-                                                                  label_date=plan.label_date)
+                result = hook.deliver(run_id=run_id, as_of_date=as_of, label_date=plan.label_date,
+                                      matching=matching, run_summary=summary)
                 summary.update(changed=result["changed"], batches=int(result["changed"] > 0),
-                               acknowledged=result["changed"], outbox_rows_written=result["written"])
-                summary["unchanged"] = plan.customers - result["changed"] - plan.newer_delivered
-                log.info("outbox: %d customers, %d differ from what the outbox holds, %d rows written",
-                         plan.customers, result["changed"], result["written"])
+                               acknowledged=result["changed"], outbox_rows_written=result["written"],
+                               **{c: result[c] for c in CHANGES})
+                self._log_changes(summary)
                 return summary
-            changed = changed_since_last_ack(wh, self.target, plan.label_date)
+            changed = changed_since_last_ack(wh, self.target, plan.label_date, matching, dry_run=dry_run)
             size = self._batch_size()
             batches = list(plan_batches(changed, size))
-            summary.update(changed=len(changed), batches=len(batches),
-                           unchanged=plan.customers - len(changed) - plan.newer_delivered)
-            log.info("%s: %d customers, %d differ from what the target acknowledged, %d batches of <= %s",
-                     self.target, plan.customers, len(changed), len(batches), size or "all")
+            counts = change_counts(changed)
+            summary.update(changed=len(changed), batches=len(batches))
+            log.info("%s: %d records differ from what the target acknowledged, %d batches of <= %s",
+                     self.target, len(changed), len(batches), size or "all")
             if dry_run:
-                counts = changed.groupby("segment_name").size().to_dict() if len(changed) else {}
-                log.info("dry run: would send %d customers to %s by segment: %s", len(changed), self.target, counts)
-                summary["would_send_by_segment"] = counts
+                by_segment = (changed.groupby("segment_name", dropna=False).size() if len(changed) else {})
+                would = {("(cleared)" if pd_isna(k) else k): int(v) for k, v in dict(by_segment).items()}
+                log.info("dry run: would send %d records to %s by segment: %s; by change: %s", len(changed),
+                         self.target, would, counts)
+                summary["would_send_by_segment"] = would
+                summary.update(counts)
                 return summary
-            hook = self.get_hook(warehouse_url, wh)
+            summary.update({c: 0 for c in CHANGES})
             for batch in batches:
                 try:
                     outcome = hook.push(batch)
@@ -171,12 +236,31 @@ class PushSegmentsOperator(BaseOperator):
                                  outcome=BatchOutcome([], {}, exc.status_code, exc.attempts, str(exc)))
                     raise
                 record_batch(wh, target=self.target, run_id=run_id, as_of_date=as_of, batch=batch, outcome=outcome)
+                acked = batch.records[batch.records["record_id"].isin(outcome.acknowledged)]
+                for change, n in change_counts(acked).items():
+                    summary[change] += n
                 summary["acknowledged"] += len(outcome.acknowledged)
                 summary["failed"] += len(outcome.failed)
-                log.info("%s batch %d/%d: %d acknowledged, %d rejected (HTTP %d, %d attempt(s))", self.target,
-                         batch.number, len(batches), len(outcome.acknowledged), len(outcome.failed),
-                         outcome.status_code, outcome.attempts)
+                summary["not_found"] += len(outcome.not_found)
+                summary["created"] += len(outcome.created)
+                log.info("%s batch %d/%d: %d acknowledged, %d rejected (%d not found), %d created "
+                         "(HTTP %d, %d attempt(s))", self.target, batch.number, len(batches),
+                         len(outcome.acknowledged), len(outcome.failed), len(outcome.not_found),
+                         len(outcome.created), outcome.status_code, outcome.attempts)
+            self._log_changes(summary)
+            record_push_run(wh, summary, run_id)
         if summary["failed"]:
-            log.warning("%s: %d customers rejected; they stay unacknowledged and are retried next run",
-                        self.target, summary["failed"])
+            log.warning("%s: %d records rejected (%d not found in the CRM); they stay unacknowledged and are "
+                        "retried next run", self.target, summary["failed"], summary["not_found"])
+        if summary["created"]:
+            log.warning("%s: %d records created (create mode)", self.target, summary["created"])
         return summary
+
+    def _log_changes(self, summary: dict[str, Any]) -> None:
+        from include.crm.contract import CHANGES
+
+        log.info("%s: sent %s", self.target, ", ".join(f"{summary.get(c, 0)} {c}" for c in CHANGES))
+
+
+def pd_isna(value: Any) -> bool:
+    return value is None or value != value  # NaN is the only value not equal to itself
