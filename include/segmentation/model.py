@@ -792,6 +792,18 @@ def bootstrap_stability(
     return jaccard.mean(axis=0), float(aris.mean())
 
 
+def stability_gate(profiles: pd.DataFrame, min_jaccard: float) -> str | None:
+    """Why the fit fails the stability half of the quality gate, or ``None`` when it passes.
+
+    ``profiles``: one row per fit segment with ``fit_segment``, ``customers`` and ``jaccard`` (its
+    bootstrap Jaccard, Hennig 2007). Each segment below ``min_jaccard`` is named with its figures.
+    """
+    failed = profiles[profiles["jaccard"] < min_jaccard]
+    return "; ".join(
+        f"fit segment {r.fit_segment} ({r.customers:,} customers) bootstrap Jaccard {r.jaccard:.2f} "
+        f"< min_jaccard {min_jaccard}" for r in failed.itertuples()) or None
+
+
 def stability(features: pd.DataFrame, result: SegmentationResult, *, n_boot: int, seed: int,
               n_init: int = 2) -> tuple[np.ndarray, float]:
     """Per-segment mean bootstrap Jaccard (model label order) and mean ARI of a fit: the quality gate's numbers.

@@ -205,14 +205,9 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
     CLV scores (``clv_runs`` status 'unavailable'), every row says it could not check, and
     labelling and publishing proceed.
     """
-    import json
-
-    import pandas as pd
-
-    from include.clv.models import crosscheck_segments
     from include.labels.build import clv_witness
+    from include.labels.crosscheck import check_labels
     from include.runtime import tracking
-    from include.segmentation.naming import LAPSED_MAX_ALIVE_SHARE
 
     mlflow_run = run.mlflow_run()
     d = {"as_of_date": run.as_of_date}
@@ -221,37 +216,13 @@ def crosscheck_clv(run: RunInfo) -> dict[str, Any]:
         if labels.empty:
             raise NoRowsError(f"segment_labels has no rows for as_of_date={run.as_of_date}; run label_segments first")
         scores, note = clv_witness(wh, run.as_of_date)
-        profiles = labels.rename(columns={"revenue_per_customer": "monetary"})
-        if scores is None:
-            check = profiles[["segment_id", "segment_name", "customers"]].copy()
-            check["value_rank"] = profiles["monetary"].rank(ascending=False, method="first").astype(int)
-            check["flag"], check["reason"] = False, f"could not check: {note}"
-            spearman = float("nan")
-        else:
-            clv = wh.query_df(LABELS_SQL["label_clv"], d)
-            check, spearman = crosscheck_segments(profiles[["segment_id", "segment_name", "customers", "monetary",
-                                                            "value_standing"]], clv)
-            check["alive_share"] = check["segment_id"].map(clv.set_index("segment_id")["alive_share"])
-            standing = {int(r.segment_id): json.loads(r.standing) for r in labels.itertuples()}
-            reasons, flags, unresolved_rows = [], [], []
-            for r in check.itertuples():
-                st = standing[int(r.segment_id)]
-                reason = [r.reason] if isinstance(r.reason, str) else []
-                if st.get("recency") == "lapsed" and pd.notna(r.alive_share) and r.alive_share > LAPSED_MAX_ALIVE_SHARE:
-                    reason.append(f"called lapsed but {r.alive_share:.0%} of members have P(alive) >= 0.5")
-                unresolved = bool(reason)
-                withdrawn = [f"'{claim}' withheld by the labeller ({why})" for claim, why in
-                             (st.get("withheld") or {}).items() if why.startswith("CLV")]
-                flags.append(unresolved or bool(withdrawn))
-                unresolved_rows.append(unresolved)
-                reasons.append("; ".join([*reason, *withdrawn]) or None)
-                if unresolved:
-                    log.error("segment %d '%s': CLV contradicts the published label: %s", r.segment_id,
-                              r.segment_name, "; ".join(reason))
-            check["flag"], check["reason"] = flags, reasons
-        unresolved = int(sum(unresolved_rows)) if scores is not None else 0
+        result = check_labels(labels, None if scores is None else wh.query_df(LABELS_SQL["label_clv"], d), note)
+        check, spearman = result.rows, result.spearman
         check.insert(0, "as_of_date", run.as_of_date)
         wh.replace_partition("segment_clv_check", check, d)
+    for text in result.unresolved:
+        log.error("CLV contradicts the published label: %s", text)
+    unresolved = len(result.unresolved)
     flagged = check[check["flag"]]
     metrics = {"clv.segments_flagged": float(len(flagged)), "clv.crosscheck_checked": float(scores is not None)}
     if scores is not None:

@@ -42,6 +42,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
         segment_profiles,
         segmentation_features,
         stability,
+        stability_gate,
         z_profiles,
     )
 
@@ -82,10 +83,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     profiles = segment_profiles(features, local, run.as_of_date)
     profiles["jaccard"] = profiles["fit_segment"].map(jaccard)
     profiles["model_run_id"] = mlflow_run
-    failed = profiles[profiles["jaccard"] < s.min_jaccard]
-    gate_reason = "; ".join(
-        f"fit segment {r.fit_segment} ({r.customers:,} customers) bootstrap Jaccard {r.jaccard:.2f} "
-        f"< min_jaccard {s.min_jaccard}" for r in failed.itertuples())
+    gate_reason = stability_gate(profiles, s.min_jaccard)
     archetype_ari = archetype_ari(features, local, truth)
     assignments = pd.DataFrame({"as_of_date": run.as_of_date, "customer_key": features["customer_key"],
                                 "fit_segment": local.astype("int64"), "model_run_id": mlflow_run})
@@ -96,7 +94,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
         "as_of_date": run.as_of_date, "model_run_id": mlflow_run, "algorithm": result.algorithm, "k": result.k,
         "silhouette": result.metrics["chosen_silhouette"], "davies_bouldin": result.metrics["chosen_davies_bouldin"],
         "customers": len(assignments), "published": False, "min_jaccard": float(profiles["jaccard"].min()),
-        "bootstrap_ari": bootstrap_ari, "gate_passed": failed.empty, "gate_reason": gate_reason or None,
+        "bootstrap_ari": bootstrap_ari, "gate_passed": gate_reason is None, "gate_reason": gate_reason,
         "archetype_ari": archetype_ari,
         "features_unavailable": json.dumps(unavailable, sort_keys=True),
     }])
@@ -108,7 +106,7 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
         wh.replace_partition("segmentation_runs", summary_row, d, conn=conn)
 
     metrics = {**result.metrics, "bootstrap_mean_ari": bootstrap_ari, "bootstrap_min_jaccard": profiles["jaccard"].min(),
-               "stability_gate_passed": float(failed.empty), "features_not_available": float(len(unavailable))}
+               "stability_gate_passed": float(gate_reason is None), "features_not_available": float(len(unavailable))}
     if archetype_ari is not None:
         metrics["archetype_ari"] = archetype_ari
     for r in profiles.itertuples():
@@ -130,5 +128,5 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
     log.info("segmentation: %s k=%d silhouette=%.3f bootstrap ARI=%.3f archetype ARI=%s", result.algorithm,
              result.k, result.metrics["chosen_silhouette"], bootstrap_ari,
              "n/a" if archetype_ari is None else f"{archetype_ari:.3f}")
-    return {"k": result.k, "customers": len(assignments), "stability_gate_passed": bool(failed.empty),
+    return {"k": result.k, "customers": len(assignments), "stability_gate_passed": gate_reason is None,
             "fit_segments": profiles[["fit_segment", "customers"]].to_dict("records")}
