@@ -92,14 +92,19 @@ CHANGE_COLUMNS = {"new": "new_records", **{c: c for c in CHANGES if c != "new"}}
 
 LABELS_SQL = """
 SELECT s.customer_key, s.segment_id, s.segment_name,
-    CASE NTILE(4) OVER (ORDER BY c.clv_365d DESC, s.customer_key)
-        WHEN 1 THEN 'A' WHEN 2 THEN 'B' WHEN 3 THEN 'C' ELSE 'D' END AS clv_tier,
+    -- Quartiles of CLV among the customers it scored; 'unknown' without a score, or where the date's CLV fit
+    -- failed its holdout check (clv_runs.status 'fitted'): a figure that failed its check is not sent as true.
+    CASE WHEN c.clv_365d IS NULL OR r.status = 'fitted' THEN 'unknown'
+        ELSE CASE NTILE(4) OVER (PARTITION BY (c.clv_365d IS NULL OR r.status = 'fitted')
+                                 ORDER BY c.clv_365d DESC, s.customer_key)
+            WHEN 1 THEN 'A' WHEN 2 THEN 'B' WHEN 3 THEN 'C' ELSE 'D' END END AS clv_tier,
     COALESCE(p.priority, 'unknown') AS priority,
     -- The playbook action goes to the treated only: a holdout customer is sent none.
     CASE WHEN h.holdout THEN '' ELSE COALESCE(p.action, '') END AS segment_action,
     COALESCE(h.holdout, FALSE) AS holdout
 FROM customer_segments s
 LEFT JOIN customer_clv c ON c.as_of_date = s.as_of_date AND c.customer_key = s.customer_key
+LEFT JOIN clv_runs r ON r.as_of_date = s.as_of_date
 LEFT JOIN customer_priority p ON p.as_of_date = s.as_of_date AND p.customer_key = s.customer_key
 LEFT JOIN customer_holdout h ON h.as_of_date = s.as_of_date AND h.customer_key = s.customer_key
 WHERE s.as_of_date = :label_date

@@ -311,6 +311,10 @@ def playbook_entry(book: dict[str, Any], standing: dict[str, Any] | None, state:
             + (f" ('{dropped}' withheld)" if dropped else "")}
 
 
+#: Risk band of a customer CLV did not score, from their own lifecycle state (``customer_features``).
+STATE_RISK_BAND = {"new": "low", "active": "low", "lapsing": "medium", "lapsed": "high"}
+
+
 def intervention_priority(customers: pd.DataFrame, book: dict[str, Any],
                           standings: dict[int, dict[str, Any]] | None = None, withheld: Any = ()) -> pd.DataFrame:
     """Priority and action of each customer from its segment's standing, its own state and churn risk.
@@ -319,7 +323,7 @@ def intervention_priority(customers: pd.DataFrame, book: dict[str, Any],
     ----------
     customers
         ``customer_key``, ``segment_id``, ``segment_name``, ``p_alive`` (NaN when the CLV stage
-        did not score the customer: treated as high risk), and the customer's own
+        did not score the customer: churn risk unknown, band from :data:`STATE_RISK_BAND`), and the customer's own
         ``lifecycle_state`` and ``repeat_buyer`` when known (absent or NULL: unknown, which no
         state condition matches).
     book
@@ -338,13 +342,18 @@ def intervention_priority(customers: pd.DataFrame, book: dict[str, Any],
     standings = standings or {}
     bands = book["risk_bands"]
     out = customers[["customer_key", "segment_id", "segment_name"]].copy()
-    out["churn_risk"] = (1.0 - customers["p_alive"].astype(float)).fillna(1.0).clip(0, 1)
-    out["risk_band"] = np.where(out["churn_risk"] >= bands["high_risk"], "high",
-                                np.where(out["churn_risk"] >= bands["medium_risk"], "medium", "low"))
     n = len(out)
     state = (customers["lifecycle_state"] if "lifecycle_state" in customers.columns
              else pd.Series([None] * n, index=customers.index))
     state = state.astype(object).where(state.notna(), None)
+    # Churn risk is 1 - P(alive) where CLV scored the customer, else unknown (NULL, never a made-up 1.0);
+    # the risk band then comes from the customer's own lifecycle state, and is high only when that is
+    # unknown too.
+    out["churn_risk"] = (1.0 - customers["p_alive"].astype(float)).clip(0, 1)
+    by_state = state.map(STATE_RISK_BAND).fillna("high").to_numpy()
+    out["risk_band"] = np.where(out["churn_risk"].isna(), by_state,
+                                np.where(out["churn_risk"] >= bands["high_risk"], "high",
+                                         np.where(out["churn_risk"] >= bands["medium_risk"], "medium", "low")))
     if "repeat_buyer" in customers.columns:
         repeat = customers["repeat_buyer"].astype(float)
         buyer = pd.Series(np.where(repeat.isna(), None, np.where(repeat > 0, "repeat", "one-time")),

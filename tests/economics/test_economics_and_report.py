@@ -215,7 +215,9 @@ def test_priority_layers_churn_risk_on_the_segment():
     assert out.loc["c", "priority"] == "low" and out.loc["c", "value_tier"] == "dormant"  # lapsed + high risk
     assert "account" not in out.loc["c", "action"].lower() and out.loc["c", "action_claim"] == "exclude"
     assert out.loc["d", "action"].startswith("Review returns")  # the behaviour, not only the recency
-    assert out.loc["e", "value_tier"] == "medium" and out.loc["e", "churn_risk"] == 1.0  # no standing: default
+    # No standing: the default rule; no P(alive) and no state: risk unknown (NULL), banded high.
+    assert out.loc["e", "value_tier"] == "medium" and pd.isna(out.loc["e", "churn_risk"])
+    assert out.loc["e", "risk_band"] == "high"
     assert pd.isna(out.loc["e", "action_claim"]) and out.loc["e", "playbook_rule"].startswith("default")
 
 
@@ -405,3 +407,14 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def test_profit_concentration_of_unknown_profit_is_unknown():
     curve, payers = profit_concentration(pd.Series([10.0, float("nan"), -2.0]))
     assert curve.empty and np.isnan(payers)
+
+
+def test_without_clv_the_risk_band_comes_from_each_customers_own_state():
+    """No P(alive) (CLV unavailable): churn risk is unknown, not 1.0, and an active customer is not high risk."""
+    book = load_playbook()
+    customers = pd.DataFrame({"customer_key": ["a", "b", "c"], "segment_id": [1, 1, 1],
+                              "segment_name": ["Top value"] * 3, "p_alive": [None, None, None],
+                              "lifecycle_state": ["active", "lapsing", "lapsed"], "repeat_buyer": [1.0, 1.0, 1.0]})
+    out = intervention_priority(customers, book, {1: TOP}).set_index("customer_key")
+    assert out["churn_risk"].isna().all()
+    assert out["risk_band"].to_dict() == {"a": "low", "b": "medium", "c": "high"}
