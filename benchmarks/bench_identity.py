@@ -1,6 +1,6 @@
 """Benchmark identity resolution: quality against a plain Splink recipe, full against incremental, at scale.
 
-    # The demo's rich records (web, app, call centre), full link, as the README's table:
+    # The demo's rich records (web, app, call centre), full link, as docs/benchmarks.md's identity figures:
     .venv/bin/python benchmarks/bench_identity.py --data rich --persons 800000
     # Person-only files in the FEBRL shape (include/demo/person_files.py), beside a plain Splink 5 recipe:
     .venv/bin/python benchmarks/bench_identity.py --data person_files --persons 5000 --recipe

@@ -39,7 +39,7 @@ echo "== 2/3 demo data: $CUSTOMERS persons into a fresh warehouse"
 # the new data (MLflow keeps its history, so runs can be compared across demos).
 rm -f "$SEGMENTATION_DATA_DIR/warehouse.duckdb" "$SEGMENTATION_DATA_DIR/warehouse.duckdb.wal"
 # The playbook takes effect after the first run (as-of 2026-10-24): the generator plants its effects on the
-# treated from the day after, so the lift table has a truth to recover (--policy-date; see README, Holdouts).
+# treated from the day after, so the lift table has a truth to recover (--policy-date; see docs/lift.md).
 quiet_duckdb_exit python -m include.demo.generate --customers "$CUSTOMERS" --seed 7 --policy-date "${DEMO_POLICY_DATE:-2026-10-25}"
 phase_done "generate"
 

@@ -1,6 +1,6 @@
 """Extract and validate raw CDP tables into as-of-date staging tables.
 
-The input contract (README, "Input contract") is declared here as
+The input contract (docs/input.md) is declared here as
 :data:`TABLE_SPECS`. For each raw table the stage renders one SQL script,
 ``include/sql/validate.sql`` (a Jinja template; the parsing expressions are
 macros in ``include/sql/validate_parse.sql``), that runs warehouse-side on

@@ -283,7 +283,7 @@ def test_fit_sample_depends_only_on_the_keys_and_the_seed(cdnow):
     assert set(fit_sample(full, 1000, seed=7)["customer_key"]) != set(sample["customer_key"])
     assert fit_sample(full, len(full), seed=42) is full
     # Fitted on 1,000 of 2,357 customers, the model predicts everyone's next year within a few percent
-    # (seeds 1-7 and 42: -0.9% to +4.8%); docs/scaling.md measures 50,000 of 480,000.
+    # (seeds 1-7 and 42: -0.9% to +4.8%); docs/benchmarks.md measures 50,000 of 480,000.
     x, tx, t = full["frequency"], full["recency"], full["t"]
     whole = BetaGeoNBD.fit(full).expected_purchases(x, tx, t, 52).sum()
     assert BetaGeoNBD.fit(sample).expected_purchases(x, tx, t, 52).sum() == pytest.approx(whole, rel=0.03)

@@ -48,7 +48,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     # read_in_chunks / DEFAULT_CHUNK_ROWS of segmentation.scoring: a generic chunked warehouse reader that
     # CLV scoring borrows from a sibling (both run side by side); it belongs in runtime.warehouse.
     "clv": {"segmentation"},
-    "labels": {"features", "segmentation"},
+    "labels": {"features", "segmentation", "clv"},
     "migration": set(),
     "economics": {"features"},
     # The backtest runs the run's own logic (features, fit, names, actions) as of an earlier date.
