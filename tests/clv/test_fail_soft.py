@@ -61,7 +61,11 @@ def test_no_purchase_model_fits_and_the_run_goes_on(shop_run):
         assert runs["gross_margin"].iloc[0] == 0.35 and bool(runs["gross_margin_assumed"].iloc[0])
         assert wh.scalar("SELECT COUNT(*) FROM customer_clv WHERE as_of_date = :d", d) == 0
         assert wh.scalar("SELECT COUNT(*) FROM clv_backtest WHERE as_of_date = :d", d) == 0
-        assert wh.scalar("SELECT COUNT(*) FROM segment_clv_check WHERE as_of_date = :d", d) == 0
+        # One row per published label, each saying it could not check and why; none flagged.
+        check = wh.query_df("SELECT * FROM segment_clv_check WHERE as_of_date = :d", d)
+        labels = wh.scalar("SELECT COUNT(DISTINCT segment_id) FROM segment_labels WHERE as_of_date = :d", d)
+        assert len(check) == labels > 0 and not check["flag"].any()
+        assert (check["reason"] == f"could not check: CLV not available: {clv['reason']}").all()
         # Segments are published, economics built, with nothing CLV-based invented.
         customers = wh.scalar("SELECT COUNT(*) FROM customer_segments WHERE as_of_date = :d", d)
         assert customers == wh.scalar("SELECT COUNT(DISTINCT customer_key) FROM identity_map WHERE as_of_date = :d", d)

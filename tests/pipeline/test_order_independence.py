@@ -236,8 +236,19 @@ def test_backfilled_early_date_without_rerunning_later_dates_gives_the_in_order_
         "match_distance_a.notna() != match_distance_c.notna() or abs(match_distance_a - match_distance_c) > 1e-9",
         engine="python")["as_of_date"].astype(str).str[:10])
     assert distance_dates <= {"2026-10-31"}
-    a = {**a, "segment_profiles": profiles_a}
-    c = {**c, "segment_profiles": profiles_c}
+    # Known, inherent to incremental linking (include/identity/incremental.py): the later dates' identity ran
+    # before 10-24 existed, so each linked with the model of its chain's first run (10-31's in C, 10-24's in
+    # A). The customer keys are the same; only the match probabilities behind cluster_confidence may differ,
+    # and only on those later dates.
+    ids_a, ids_c = a["identity_map"], c["identity_map"]
+    keys = COMPARED["identity_map"][0]
+    joined = ids_a.merge(ids_c, on=keys, suffixes=("_a", "_c"))
+    assert len(joined) == len(ids_a) == len(ids_c) and (joined["customer_key_a"] == joined["customer_key_c"]).all()
+    confidence_dates = set(joined.loc[(joined["cluster_confidence_a"] - joined["cluster_confidence_c"]).abs() > 1e-9,
+                                      "as_of_date"].astype(str).str[:10])
+    assert confidence_dates <= {"2026-10-31", "2026-11-07", "2026-11-14"}
+    a = {**a, "segment_profiles": profiles_a, "identity_map": ids_a.drop(columns="cluster_confidence")}
+    c = {**c, "segment_profiles": profiles_c, "identity_map": ids_c.drop(columns="cluster_confidence")}
     found = {table: differing_rows(a[table], c[table], keys) for table, (keys, _) in {**COMPARED, **EXPERIMENT}.items()}
     differ = {table: n for table, (n, _) in found.items()}
     assert sum(differ.values()) == 0, {table: found for table, found in found.items() if found[0]}
