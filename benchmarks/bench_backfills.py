@@ -77,10 +77,17 @@ def main(argv: list[str] | None = None) -> int:
             to_date = last_sunday - dt.timedelta(weeks=i * args.weeks)
             from_date = to_date - dt.timedelta(weeks=args.weeks - 1)
             cpu0, t0 = _stack_cpu(stack), time.monotonic()
-            out = stack.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", from_date.isoformat(),
-                                "--to-date", to_date.isoformat(), "--max-active-runs", "1",
-                                "--dag-run-conf", json.dumps(SMALL_DATA_CONF))
-            locked += (out.stdout + out.stderr).count(LOCKED)
+            # The scheduler marks the previous backfill completed a loop after its last run ended; until then
+            # Airflow refuses a new one for the Dag (AlreadyRunningBackfill), so creation waits for it.
+            created_by = time.monotonic() + 300
+            while True:
+                out = stack.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", from_date.isoformat(),
+                                    "--to-date", to_date.isoformat(), "--max-active-runs", "1",
+                                    "--dag-run-conf", json.dumps(SMALL_DATA_CONF))
+                locked += (out.stdout + out.stderr).count(LOCKED)
+                if out.returncode == 0 or "AlreadyRunningBackfill" not in out.stderr or time.monotonic() > created_by:
+                    break
+                time.sleep(5)
             if out.returncode != 0:
                 print(f"backfill {i + 1}: airflow backfill create failed ({out.returncode}):\n{out.stderr[-3000:]}")
                 return 1

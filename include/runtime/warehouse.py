@@ -251,13 +251,16 @@ class Warehouse:
 
     # -- metadata ---------------------------------------------------------
     def table_columns(self, table: str) -> list[str] | None:
-        """Lower-case column names of ``table``, or ``None`` when it does not exist."""
-        with self._connection() as conn:
-            inspector = sa.inspect(conn)
-            if not inspector.has_table(table) and not inspector.has_table(table.upper()):
-                return None
-            name = table if inspector.has_table(table) else table.upper()
-            return [c["name"].lower() for c in inspector.get_columns(name)]
+        """Lower-case column names of ``table``, or ``None`` when it does not exist.
+
+        One catalogue query: SQLAlchemy's reflection took about 150 ms a call on DuckDB (three
+        round trips), and the report alone asks 14 times.
+        """
+        frame = self.query_df(
+            "SELECT LOWER(column_name) AS column_name FROM information_schema.columns "
+            "WHERE table_schema = CURRENT_SCHEMA() AND LOWER(table_name) = :table ORDER BY ordinal_position",
+            {"table": table.lower()})
+        return list(frame["column_name"]) if len(frame) else None
 
     def has_table(self, table: str) -> bool:
         return self.table_columns(table) is not None
@@ -359,6 +362,15 @@ class Warehouse:
 
 class SqlAlchemyWarehouse(Warehouse):
     """Any other SQLAlchemy database: pandas ``read_sql``/``to_sql`` for the bulk paths."""
+
+    def table_columns(self, table: str) -> list[str] | None:
+        # Not every database has information_schema (SQLite has none): reflect instead.
+        with self._connection() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(table) and not inspector.has_table(table.upper()):
+                return None
+            name = table if inspector.has_table(table) else table.upper()
+            return [c["name"].lower() for c in inspector.get_columns(name)]
 
     def schema_columns(self) -> dict[str, set[str]]:
         # Not every database has information_schema (SQLite has none): reflect instead.
