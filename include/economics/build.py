@@ -423,6 +423,14 @@ def clv_unavailable_reason(wh: Warehouse, as_of_date: dt.date) -> str | None:
     return None
 
 
+def clv_failed_check(wh: Warehouse, as_of_date: dt.date) -> bool:
+    """Whether the date's CLV figures come from a fit that failed its holdout check (``clv_runs.status = 'fitted'``)."""
+    if not wh.has_table("clv_runs"):
+        return False
+    status = wh.query_df("SELECT status FROM clv_runs WHERE as_of_date = :d", {"d": as_of_date})
+    return bool(len(status)) and status["status"].iloc[0] == "fitted"
+
+
 def _concentration_and_priority(wh: Warehouse, conn: sa.Connection, as_of_date: dt.date, seg: pd.DataFrame,
                                 book: dict[str, Any]) -> tuple[bool, float | None, pd.DataFrame]:
     """Write ``profit_concentration`` and ``customer_priority`` of one date inside ``conn``'s transaction."""
@@ -444,6 +452,11 @@ def _concentration_and_priority(wh: Warehouse, conn: sa.Connection, as_of_date: 
     for claim, why in withheld.items():
         log.warning("economics %s: action tier '%s' %s; its customers get the next rule that matches",
                     as_of_date, claim, why)
+    if clv_failed_check(wh, as_of_date):
+        # P(alive) of a fit that failed its holdout check is not acted on as true: risk from each own state.
+        log.warning("economics %s: the CLV fit failed its holdout check: churn risk is unknown, risk bands "
+                    "come from each customer's lifecycle state", as_of_date)
+        per_customer["p_alive"] = np.nan
     priority = intervention_priority(per_customer, book, segment_standings(wh, as_of_date), withheld)
     priority.insert(0, "as_of_date", as_of_date)
     wh.replace_partition("customer_priority", priority, {"as_of_date": as_of_date}, conn=conn)

@@ -418,3 +418,20 @@ def test_without_clv_the_risk_band_comes_from_each_customers_own_state():
     out = intervention_priority(customers, book, {1: TOP}).set_index("customer_key")
     assert out["churn_risk"].isna().all()
     assert out["risk_band"].to_dict() == {"a": "low", "b": "medium", "c": "high"}
+
+
+def test_a_clv_fit_that_failed_its_check_is_recognised(tmp_path):
+    """economics acts on P(alive) only when the date's CLV fit passed its check (clv_runs.status)."""
+    import datetime as dt
+
+    from include.economics.build import clv_failed_check
+    from include.runtime.warehouse import Warehouse
+
+    day = dt.date(2026, 11, 14)
+    with Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        wh.ensure_schema()
+        assert not clv_failed_check(wh, day)  # no CLV run recorded
+        for status, failed in (("champion", False), ("fitted", True), ("unavailable", False)):
+            wh.replace_partition("clv_runs", pd.DataFrame([{"as_of_date": day, "status": status}]),
+                                 {"as_of_date": day})
+            assert clv_failed_check(wh, day) is failed, status
