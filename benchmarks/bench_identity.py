@@ -101,6 +101,11 @@ def _usage() -> dict:
     return {"cpu_s": round(r.ru_utime + r.ru_stime, 1), "peak_rss_gb": round(r.ru_maxrss / 1e6, 2)}
 
 
+def _peak_gb() -> float:
+    """The process's peak RSS so far (GB): read after each phase, it shows which phase set the peak."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+
+
 def _scores(clusters: pd.Series, truth: pd.Series) -> dict:
     from include.identity.resolve import evaluate_clusters
 
@@ -129,19 +134,24 @@ def job_project(path: Path, u_max_pairs: float, threshold: float) -> dict:
     t0 = time.perf_counter()
     c0 = time.process_time()
     timings = {}
+    peaks = {"start": _peak_gb()}
     t = time.process_time()
     linkage = identity_splink.linkage_input(records)
     columns = identity_splink.present_columns(linkage)
     timings["normalise_cpu_s"] = time.process_time() - t
+    peaks["normalise"] = _peak_gb()
     t = time.process_time()
     model = identity_splink.train_model(linkage, columns=columns, seed=42, u_max_pairs=u_max_pairs)
     timings["train_cpu_s"] = time.process_time() - t
+    peaks["train"] = _peak_gb()
     t = time.process_time()
     linked = link_records(linkage, model, threshold, relink="full")
     timings["score_cluster_cpu_s"] = time.process_time() - t
+    peaks["score_cluster"] = _peak_gb()
     t = time.process_time()
     keyed = _keys(linkage, records, linked)
     timings["keys_golden_cpu_s"] = time.process_time() - t
+    peaks["keys_golden"] = _peak_gb()
     q = linked.quality
     return {
         "records": len(records), "persons": int(truth.nunique()), "columns": list(columns),
@@ -151,6 +161,7 @@ def job_project(path: Path, u_max_pairs: float, threshold: float) -> dict:
         "links_refused": q.links_refused, "equal_ids_contradicted": q.equal_ids_contradicted,
         "stage_wall_s": round(time.perf_counter() - t0, 1), "stage_cpu_s": round(time.process_time() - c0, 1),
         **{k: round(v, 1) for k, v in timings.items()}, **_usage(),
+        "peak_rss_gb_by_phase_end": peaks,
     }
 
 

@@ -14,7 +14,11 @@ linkage columns (:func:`choose_mode`). Then:
    other (Splink 5's ``predict_between`` / ``predict_within``), and the
    unchanged records of a cluster that lost or changed a record are scored
    among themselves again (their links may have run through the record that
-   left): :func:`plan_incremental`, :meth:`include.identity.scoring.LinkageSession.score_incremental`;
+   left): :func:`plan_incremental`, :meth:`include.identity.scoring.LinkageSession.score_incremental`.
+   Only the records that share a blocking key with a new record are brought into the
+   scoring session (every pair a blocking rule can produce shares one), and the term
+   frequencies are one ``GROUP BY`` per column over the run's records, so the cost
+   follows the new records, not the base;
 4. the kept clusters and the new links are clustered together
    (:func:`include.identity.clustering.cluster_records`).
 
@@ -69,14 +73,36 @@ def model_id(model: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: Prefix of the current fingerprint format; a base whose fingerprints lack it is re-linked in full.
+FINGERPRINT_VERSION = "f2:"
+
+
 def record_fingerprints(linkage: pd.DataFrame) -> pd.Series:
-    """Hex hash of each record's normalised linkage values (every column but ``unique_id``, by name)."""
+    """Fingerprint of each record's normalised linkage values (every column but ``unique_id``, by name).
+
+    :data:`FINGERPRINT_VERSION` and the first 16 hex digits of the MD5 of the values, each
+    with its column name. Hashed in DuckDB: pandas' hash of 880k records' Arrow strings
+    and a Python format per record took 4.2 s of an incremental run.
+    """
+    import duckdb
+    import pyarrow as pa
+
     cols = sorted(c for c in linkage.columns if c != "unique_id")
-    frame = linkage[cols].astype("string").fillna("\x00")
-    hashed = pd.util.hash_pandas_object(frame, index=False, categorize=True)
-    # Hashing the column names in too: the same values under another column set are another record.
-    salt = int(hashlib.sha256(",".join(cols).encode()).hexdigest()[:15], 16)
-    return pd.Series([f"{(int(v) ^ salt):016x}" for v in hashed.to_numpy()], index=linkage.index, dtype="string")
+    if not len(linkage):
+        return pd.Series([], index=linkage.index, dtype="string")
+    table = pa.Table.from_pandas(linkage[cols].astype("string"), preserve_index=False)
+    # The column name in each part: the same values under another column set are another
+    # record; chr(0) stands for NULL (never in cleaned text), chr(31) separates the parts.
+    parts = ", ".join(f"'{c}=' || coalesce(\"{c}\", chr(0))" for c in cols)
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads = 1")  # run inside a task's thread budget; one pass is cheap
+        con.register("fingerprint_input", table)
+        hashes = con.execute(f"SELECT '{FINGERPRINT_VERSION}' || substr(md5(concat_ws(chr(31), {parts})), 1, 16) "
+                             "FROM fingerprint_input").fetchnumpy()
+    finally:
+        con.close()
+    return pd.Series(next(iter(hashes.values())), index=linkage.index, dtype="string")
 
 
 @dataclass
@@ -91,7 +117,10 @@ class BaseRun:
 
     @property
     def has_fingerprints(self) -> bool:
-        return bool(len(self.members)) and bool(self.members["record_hash"].notna().all())
+        """Every record of the base carries a fingerprint of the current format."""
+        hashes = self.members["record_hash"]
+        return bool(len(hashes)) and bool(hashes.notna().all()) and bool(
+            hashes.astype("string").str.startswith(FINGERPRINT_VERSION).all())
 
 
 def latest_base(wh: Warehouse, as_of_date: dt.date) -> BaseRun | None:
@@ -130,7 +159,7 @@ def choose_mode(relink: str, base: BaseRun | None, model: dict[str, Any], column
         return FULL, (f"the linkage columns changed since {base.as_of_date} ({','.join(base.columns)} -> "
                       f"{','.join(columns)})")
     if not base.has_fingerprints:
-        return FULL, f"the run of {base.as_of_date} recorded no record fingerprints"
+        return FULL, f"the run of {base.as_of_date} recorded no record fingerprints of the current format"
     return INCREMENTAL, f"builds on the run of {base.as_of_date}"
 
 
@@ -147,32 +176,45 @@ class IncrementalPlan:
 
 def plan_incremental(members: pd.Series, fingerprints: pd.Series, base: BaseRun) -> IncrementalPlan:
     """Split the run's records into kept clusters, records to re-group and records to link (module docstring)."""
-    members = pd.Series(members, dtype="string").reset_index(drop=True)
-    fingerprints = pd.Series(fingerprints, dtype="string").reset_index(drop=True)
-    old = base.members.drop_duplicates("member").set_index("member")
-    base_hash = pd.Series(old["record_hash"].reindex(members.to_numpy()).to_numpy(), dtype="string")
-    unchanged = (base_hash == fingerprints).fillna(False).to_numpy(dtype=bool)
-    kept_members = set(members[unchanged])
-    left = old.index[~old.index.isin(list(kept_members))]  # removed or changed since the base
-    touched = set(old.loc[left, "customer_key"])
-    base_key = pd.Series(old["customer_key"].reindex(members.to_numpy()).to_numpy(), dtype="string")
-    in_touched = base_key.isin(list(touched)).to_numpy(dtype=bool)
+    # Positions and integer codes throughout: ``isin`` on Arrow strings tests value by value
+    # in Python (30 s at 180k records).
+    member = pd.Series(members, dtype="string").to_numpy(dtype=object, na_value=None)
+    fingerprint = pd.Series(fingerprints, dtype="string").to_numpy(dtype=object, na_value=None)
+    old = base.members.drop_duplicates("member")
+    old_member = old["member"].astype("string").to_numpy(dtype=object, na_value=None)
+    old_hash = old["record_hash"].astype("string").to_numpy(dtype=object, na_value=None)
+    at = pd.Index(old_member).get_indexer(member)  # position in the base, -1 when new
+    is_new = at < 0
+    safe = np.where(is_new, 0, at)
+    unchanged = ~is_new & (old_hash[safe] == fingerprint) if len(old_member) else np.zeros(len(member), dtype=bool)
+    unchanged = unchanged.astype(bool) & pd.notna(fingerprint)
+    still = np.zeros(len(old_member), dtype=bool)
+    still[at[unchanged]] = True  # base records present and unchanged; the others left or changed
+    key_code, keys = pd.factorize(old["customer_key"].astype("string").to_numpy(dtype=object, na_value=None))
+    touched = np.zeros(len(keys), dtype=bool)
+    touched[key_code[~still]] = True
+    base_code = np.where(is_new, -1, key_code[safe] if len(old_member) else -1)
+    in_touched = (base_code >= 0) & touched[np.maximum(base_code, 0)] if len(keys) else np.zeros(len(member), bool)
     keep = unchanged & ~in_touched
     regroup_mask = unchanged & in_touched
-    conf = pd.Series(old["cluster_confidence"].reindex(members.to_numpy()).to_numpy(), dtype=float)
-    is_new = ~members.isin(list(old.index)).to_numpy(dtype=bool)
+    key_text = np.asarray(keys, dtype=object)
+    base_key = pd.Series(np.where(base_code >= 0, key_text[np.maximum(base_code, 0)] if len(keys) else None, None),
+                         dtype="string")
+    conf = old["cluster_confidence"].to_numpy(dtype=float)
+    base_conf = pd.Series(np.where(is_new, np.nan, conf[safe] if len(conf) else np.nan), dtype=float)
     counts = {
         "records_new": int(is_new.sum()),
         "records_changed": int((~unchanged & ~is_new).sum()),
-        "records_removed": int(len(old) - int((~is_new).sum())),
-        "clusters_kept": int(base_key[keep].nunique()),
-        "clusters_regrouped": len(touched),
+        "records_removed": int(len(old_member) - int((~is_new).sum())),
+        "clusters_kept": int(len(np.unique(base_code[keep]))),
+        "clusters_regrouped": int(touched.sum()),
     }
+    member = pd.Series(member, dtype="string")
     return IncrementalPlan(
-        new_ids=members[~unchanged].reset_index(drop=True),
+        new_ids=member[~unchanged].reset_index(drop=True),
         groups=base_key.where(keep),
-        base_confidence=conf.where(keep),
-        regroup=pd.DataFrame({"unique_id": members[regroup_mask].to_numpy(),
+        base_confidence=base_conf.where(keep),
+        regroup=pd.DataFrame({"unique_id": member[regroup_mask].to_numpy(),
                               "grp": base_key[regroup_mask].to_numpy()}),
         counts=counts,
     )

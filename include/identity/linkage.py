@@ -584,6 +584,15 @@ def _db_api(threads: int, memory_limit: str | None):
     return DuckDBAPI(con)
 
 
+def derived_select(columns) -> str:
+    """``, <sql> AS <column>`` of the :data:`DERIVED_COLUMNS` an input with ``columns`` gets ('' without an address).
+
+    Appended to a ``SELECT *`` over the input frame, after any filter: DuckDB computes a
+    view's derived columns for every row before a join, so a subset is selected first.
+    """
+    return "".join(f", {sql} AS {col}" for col, sql in DERIVED_COLUMNS.items()) if "address" in columns else ""
+
+
 def _register_input(db_api, frame: pd.DataFrame, name: str = "identity_records"):
     """Register ``frame`` with its :data:`DERIVED_COLUMNS` as view ``name``; return Splink's handle of it.
 
@@ -593,8 +602,7 @@ def _register_input(db_api, frame: pd.DataFrame, name: str = "identity_records")
     """
     con = db_api.duckdb_con
     con.register(f"{name}_frame", frame)
-    derived = "".join(f", {sql} AS {col}" for col, sql in DERIVED_COLUMNS.items()) if "address" in frame else ""
-    con.execute(f"CREATE VIEW {name} AS SELECT *{derived} FROM {name}_frame").fetchall()
+    con.execute(f"CREATE VIEW {name} AS SELECT *{derived_select(frame.columns)} FROM {name}_frame").fetchall()
     return db_api.register(name, dataset_display_name=name)
 
 

@@ -181,3 +181,15 @@ def test_stage_chains_weeks_on_the_base_runs_model(warehouse_url, weeks, tmp_pat
     tags = tracking.client().get_run(RunInfo("test_identity_chain", "week2", WEEK2, PipelineSettings(),
                                              warehouse_url).mlflow_run()).data.tags
     assert tags["identity_mode"].startswith("incremental")
+
+
+def test_only_symmetric_blocking_rules_are_joined_one_way():
+    from include.identity.scoring import _symmetric
+
+    # New records are joined to the base once for a rule like these ...
+    assert _symmetric('l."email" = r."email"')
+    assert _symmetric('(SUBSTRING(l."first_name", 1, 1) = SUBSTRING(r."first_name", 1, 1)) AND (l."postcode" = r."postcode")')
+    # ... and both ways for names the wrong way round, or anything not a conjunction of equalities.
+    assert not _symmetric('l."dob" = r."dob" AND l."first_name" = r."last_name"')
+    assert not _symmetric('l."a" = r."a" OR l."b" = r."b"')
+    assert not _symmetric('l."x" >= r."x"')
