@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"), help="compare two --dump folders")
     parser.add_argument("--explain", metavar="RAW_TABLE", help="EXPLAIN ANALYZE this table's validation query")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--child", choices=["extract", "features"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["extract", "features", "dump-extract", "dump-features"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.compare:
@@ -83,16 +85,15 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.features:
             with Warehouse(f"duckdb:///{scratch}") as wh:
-                dates = [d for d in wh.query_df("SELECT DISTINCT as_of_date FROM identity_map ORDER BY 1")
-                         ["as_of_date"]]
+                dates = [pd.Timestamp(d).date() for d in
+                         wh.query_df("SELECT DISTINCT as_of_date FROM identity_map ORDER BY 1")["as_of_date"]]
         else:
             dates = [args.as_of + dt.timedelta(days=7 * i) for i in range(args.weeks)]
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for date in dates:
-            cmd = [sys.executable, __file__, "--child", "features" if args.features else "extract",
-                   "--scratch", str(scratch), "--as-of", date.isoformat(), "--top", str(args.top)]
-            if args.dump:
-                cmd += ["--dump", str(args.dump)]
+            stage = "features" if args.features else "extract"
+            cmd = [sys.executable, __file__, "--child", stage, "--scratch", str(scratch), "--as-of", date.isoformat(),
+                   "--top", str(args.top)]
             wall = time.perf_counter()
             proc = subprocess.Popen(cmd)
             _, status, usage = os.wait4(proc.pid, 0)
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{date}: the child failed ({status})")
             print(f"== {date}: {wall:.1f} s wall, {usage.ru_utime + usage.ru_stime:.1f} CPU-s (process), "
                   f"peak RSS {usage.ru_maxrss / 1024 ** 2:.2f} GB; load average {os.getloadavg()[0]:.1f}\n")
+            if args.dump:  # in a process of its own, so the sorts stay out of the stage's figures
+                subprocess.run([sys.executable, __file__, "--child", f"dump-{stage}", "--scratch", str(scratch),
+                                "--as-of", date.isoformat(), "--dump", str(args.dump)], check=True)
     finally:
         scratch.unlink(missing_ok=True)
         Path(f"{scratch}.wal").unlink(missing_ok=True)
@@ -109,6 +113,12 @@ def main(argv: list[str] | None = None) -> None:
 def run_child(args: argparse.Namespace) -> None:
     """One week of one stage on the scratch file, in this process: statement timings and the dump."""
     wh = Warehouse(f"duckdb:///{args.scratch}")
+    if args.child.startswith("dump-"):
+        try:
+            dump(wh, args.as_of, EXTRACT_TABLES if args.child == "dump-extract" else FEATURE_TABLES, args.dump)
+        finally:
+            wh.close()
+        return
     timings: list[tuple[float, float, str]] = []  # (wall, CPU of all threads, statement)
 
     def before(conn, cursor, statement, parameters, context, executemany):
@@ -143,8 +153,6 @@ def run_child(args: argparse.Namespace) -> None:
         for wall_s, cpu_s, statement in sorted(timings, reverse=True)[: args.top]:
             first = re.sub(r"\s+", " ", statement.strip())[:100]
             print(f"{wall_s:8.2f} {cpu_s:8.2f}  {first}")
-        if args.dump:
-            dump(wh, args.as_of, EXTRACT_TABLES if args.child == "extract" else FEATURE_TABLES, args.dump)
     finally:
         wh.close()
 

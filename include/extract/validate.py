@@ -652,9 +652,13 @@ class _WorkTables:
         (checked, check_query), (ranked, rank_query) = self.tables
         if self.create_when_filled:
             conn.execute(sa.text(f"CREATE TEMPORARY TABLE {checked} AS SELECT * FROM ({check_query}) q"), params)
-            conn.execute(sa.text(f"CREATE TEMPORARY TABLE {ranked} AS SELECT * FROM ({rank_query}) q"))
         else:
             conn.execute(sa.text(f"INSERT INTO {checked} SELECT * FROM ({check_query}) q"), params)
+        if "dup_flag" in self.sql:
+            conn.execute(sa.text(self.sql["dup_flag"]))
+        if self.create_when_filled:
+            conn.execute(sa.text(f"CREATE TEMPORARY TABLE {ranked} AS SELECT * FROM ({rank_query}) q"))
+        else:
             conn.execute(sa.text(f"INSERT INTO {ranked} SELECT * FROM ({rank_query}) q"))
         conn.execute(sa.text(self.sql["dup_delete"]))
         conn.execute(sa.text(self.sql["dup_insert"]))
