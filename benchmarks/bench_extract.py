@@ -213,8 +213,9 @@ def explain(wh: Warehouse, raw_table: str, as_of: dt.date) -> None:
     query = sql["create"].split(" AS\n", 1)[1]
     with wh.engine.connect() as conn:
         raw = conn.connection.driver_connection
-        used = set(re.findall(r":(\w+)", query))
-        plan = raw.execute("EXPLAIN ANALYZE " + re.sub(r":(\w+)", r"$\1", query),
+        bind = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # not the ':00' of a '+00:00' literal
+        used = set(bind.findall(query))
+        plan = raw.execute("EXPLAIN ANALYZE " + bind.sub(r"$\1", query),
                            {k: v for k, v in params.items() if k in used}).fetchall()
     for row in plan:
         print(row[-1])
