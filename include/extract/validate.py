@@ -468,6 +468,14 @@ def check_contract(wh: Warehouse, types: Mapping[str, Mapping[str, str]] | None 
     return present
 
 
+#: DuckDB's buffer limit for the extract's transaction (its default is 80% of the machine's memory). A
+#: work table dropped inside a transaction keeps its memory until the commit (DuckDB must be able to
+#: roll the drop back), so the check tables of every raw table added up: 5.4 GB at 480,000 persons.
+#: Under this limit DuckDB writes them to its temporary directory (``<warehouse>.tmp``) instead:
+#: 1.8 GB peak there, for the same CPU time (bench_extract.py, 2026-12-07).
+DUCKDB_MEMORY_LIMIT = "1500MB"
+
+
 class QuarantineShareError(BadDataError):
     """A raw table's quarantined share is above ``max_bad_share``; the message names the likely cause."""
 
@@ -517,6 +525,8 @@ def extract_and_validate(
             for spec in TABLE_SPECS if spec.raw in present}
     money = money_sql(dialect=wh.dialect, has_returns="raw_returns" in present)
     with wh.transaction() as tx, tx.begin() as conn:
+        if wh.dialect == "duckdb":  # see DUCKDB_MEMORY_LIMIT
+            conn.exec_driver_sql(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
         for w in work.values():
             w.create_empty(conn, params)
         for spec in TABLE_SPECS:
@@ -555,6 +565,8 @@ def extract_and_validate(
         _prune_staging(tx, as_of_date, retention_runs)
         for w in work.values():  # the last statements (on Snowflake the first DROP commits the writes)
             w.drop(conn)
+        if wh.dialect == "duckdb":  # a connection of this process opened beside this one shares the setting
+            conn.exec_driver_sql("RESET memory_limit")
     for r in reports:
         log.info(
             "%s: %d in scope, %d staged, %d quarantined (%.2f%%), %d after the as-of date, "
@@ -652,9 +664,13 @@ class _WorkTables:
         (checked, check_query), (ranked, rank_query) = self.tables
         if self.create_when_filled:
             conn.execute(sa.text(f"CREATE TEMPORARY TABLE {checked} AS SELECT * FROM ({check_query}) q"), params)
-            conn.execute(sa.text(f"CREATE TEMPORARY TABLE {ranked} AS SELECT * FROM ({rank_query}) q"))
         else:
             conn.execute(sa.text(f"INSERT INTO {checked} SELECT * FROM ({check_query}) q"), params)
+        if "dup_flag" in self.sql:
+            conn.execute(sa.text(self.sql["dup_flag"]))
+        if self.create_when_filled:
+            conn.execute(sa.text(f"CREATE TEMPORARY TABLE {ranked} AS SELECT * FROM ({rank_query}) q"))
+        else:
             conn.execute(sa.text(f"INSERT INTO {ranked} SELECT * FROM ({rank_query}) q"))
         conn.execute(sa.text(self.sql["dup_delete"]))
         conn.execute(sa.text(self.sql["dup_insert"]))

@@ -177,21 +177,26 @@ SELECT
     t._loaded_at, t._reason,
     {#- The detail repeats the first failing rule's test for the few failing rows only. #}
     CASE WHEN t._reason IS NOT NULL THEN CASE{{ rules('detail') }} END END AS _detail,
+{%- if dialect == 'duckdb' %}
+    {#- Set by dup_flag below: a second reference to `reasoned` here would make DuckDB materialise
+        the whole CTE (every parsed column of every row) besides the check table it fills. #}
+    0 AS _dup
+FROM reasoned t;
+
+-- name: dup_flag
+{#- Duplicate keys among the clean rows. DuckDB groups by a 64-bit hash of the key instead of the
+    key's strings (6.2M order ids at 480,000 customers): a hash shared by different keys only flags
+    a few extra rows, which the exact ranking below keeps. #}
+UPDATE {{ chk }} SET _dup = 1 WHERE _reason IS NULL AND HASH({{ key | join(', ') }}) IN (
+    SELECT HASH({{ key | join(', ') }}) FROM {{ chk }} WHERE _reason IS NULL GROUP BY 1 HAVING COUNT(*) > 1);
+{%- else %}
     CASE WHEN d._dup_key IS NOT NULL AND t._reason IS NULL THEN 1 ELSE 0 END AS _dup
 FROM reasoned t
 LEFT JOIN (
-{%- if dialect == 'duckdb' %}
-    {#- DuckDB groups by a 64-bit hash of the key instead of the key's strings (6.2M order ids
-        at 480,000 customers): a hash shared by different keys only flags a few extra rows,
-        which the exact ranking below keeps. #}
-    SELECT HASH({{ key | join(', ') }}) AS _dup_key FROM reasoned WHERE _reason IS NULL
-    GROUP BY 1 HAVING COUNT(*) > 1
-) d ON d._dup_key = HASH({% for k in key %}{% if not loop.first %}, {% endif %}t.{{ k }}{% endfor %})
-{%- else %}
     SELECT {{ key | join(', ') }}, COUNT(*) AS _dup_key FROM reasoned WHERE _reason IS NULL
     GROUP BY {% for k in key %}{% if not loop.first %}, {% endif %}{{ loop.index }}{% endfor %} HAVING COUNT(*) > 1
-) d ON {% for k in key %}{% if not loop.first %} AND {% endif %}d.{{ k }} = t.{{ k }}{% endfor %}
-{%- endif %};
+) d ON {% for k in key %}{% if not loop.first %} AND {% endif %}d.{{ k }} = t.{{ k }}{% endfor %};
+{%- endif %}
 
 -- name: dup_drop
 {# Duplicate keys are rare: the aggregate above flags them, and only the flagged rows are
