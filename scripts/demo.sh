@@ -64,7 +64,8 @@ trap 'kill $HOOK_PID 2>/dev/null || true' EXIT
 export AIRFLOW_CONN_CRM_WEBHOOK="{\"conn_type\": \"http\", \"host\": \"http://127.0.0.1:$HOOK_PORT/segments\", \"password\": \"$HOOK_SECRET\"}"
 CONF='{"crm_targets": ["outbox", "webhook"]}'
 # What `airflow dags test customer_segmentation <date>` runs, for every date in one process
-# (scripts/run_dates.py): the DAG is parsed and the libraries imported once, not once per date.
+# (scripts/run_dates.py): the DAG is parsed and the libraries imported once, not once per date, and the
+# warehouse file stays open between tasks (they run one at a time).
 log="$SEGMENTATION_DATA_DIR/logs/dag-runs.log"
 echo "-- DAG.test() per date, one process (task logs: $log)"
 # Progress lines come on descriptor 3 (to the terminal and the phase list); task logs go to the file.

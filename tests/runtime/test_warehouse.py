@@ -121,6 +121,24 @@ def test_the_wait_for_a_locked_file_is_bounded(tmp_path, caplog):
         holder.wait(timeout=30)
 
 
+
+def test_held_open_keeps_one_database_for_the_process_and_lets_go_after(tmp_path):
+    import duckdb
+
+    path = tmp_path / "held_open.duckdb"
+    with Warehouse(f"duckdb:///{path}") as wh:
+        wh.run_script("CREATE TABLE t (v INTEGER)")
+        with wh.held_open():
+            with pytest.raises(duckdb.ConnectionException, match="different configuration"):
+                duckdb.connect(str(path), read_only=True)  # the file is open in this process, read-write
+            wh.replace_partition("t", pd.DataFrame({"v": [1, 2]}), {"v": 1})
+            with pytest.raises(RuntimeError), wh.transaction() as tx:  # still all or nothing
+                tx.replace_partition("t", pd.DataFrame({"v": [3]}), {"v": 3})
+                raise RuntimeError("stage failed")
+            assert wh.scalar("SELECT SUM(v) FROM t") == 3
+    with duckdb.connect(str(path), read_only=True) as con:  # closed and checkpointed: opens with any config
+        assert con.execute("SELECT SUM(v) FROM t").fetchone()[0] == 3
+
 # -- one transaction per stage -------------------------------------------------------------------------------------
 D = dt.date(2026, 1, 4)
 
