@@ -35,39 +35,6 @@ def _progress_stream():
         return sys.stderr
 
 
-def _check_each_schema_once() -> None:
-    """Check each distinct JSON schema against its metaschema once in this process, not at every validation.
-
-    Airflow's ``Param.resolve`` validates a value with ``jsonschema.validate``, which first checks the
-    schema itself against its dialect's metaschema, the costly part; ``dag.test`` resolves every param
-    of the DAG each time it serializes an operator (before and after every task), about 8,600 resolves of
-    the 54 params a date. The schemas do not change while this process runs, so a schema that passed the
-    check once is not checked again; the value is still validated every time, and a schema that fails
-    the check raises every time. Measured on the 2-core machine, 2026-12-07: serializing the DAG took
-    0.67 CPU-s, 0.25 with this; about 6 of the demo's CPU-s. This is ``jsonschema.validate`` (4.26) with
-    the check remembered; the scheduler's processes keep the library's own.
-    """
-    import json
-
-    import jsonschema
-    from jsonschema import exceptions, validators
-
-    passed: set[tuple[type, str]] = set()
-
-    def validate(instance, schema, cls=None, *args, **kwargs):
-        if cls is None:
-            cls = validators.validator_for(schema)
-        key = (cls, json.dumps(schema, sort_keys=True, default=repr))
-        if key not in passed:
-            cls.check_schema(schema)
-            passed.add(key)
-        error = exceptions.best_match(cls(schema, *args, **kwargs).iter_errors(instance))
-        if error is not None:
-            raise error
-
-    jsonschema.validate = validate
-
-
 @contextlib.contextmanager
 def _warehouse_held_open():
     """The embedded DuckDB warehouse kept open for the whole run: every task runs in this process, one at a time.
@@ -99,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     from include.runtime import stops, threads
 
     threads.apply_to_process(concurrent_tasks=1)
-    _check_each_schema_once()
 
     from airflow.sdk import timezone
     from airflow.utils.cli import get_bagged_dag
