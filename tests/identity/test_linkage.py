@@ -30,9 +30,11 @@ def test_dates_of_birth_with_two_digits_swapped_have_their_own_level():
     })
     got = _first_level(levels, pairs)
     assert got[:4] == ["Exact match on dob", "two digits swapped", "two digits swapped", "day and month swapped"]
-    # Two edits that are no transposition (another day of the month) are a disagreement.
-    assert got[4] == "All other comparisons"
+    # Two edits that are no transposition (another day of the month) are weaker evidence: the year only.
+    assert got[4] == "same year"
     assert got[5].startswith("Levenshtein")
+    other_year = pd.DataFrame({"dob_l": ["1980-03-12"], "dob_r": ["1981-04-28"]})
+    assert _first_level(levels, other_year) == ["All other comparisons"]
 
 
 def test_region_is_the_last_address_level_and_only_with_an_address():
@@ -108,15 +110,18 @@ def test_addresses_are_graded_and_neighbours_are_not_similar():
         ("2000", "2000", "12 oak road north park", "14 oak road north park"),  # the neighbour
         ("2000", "2000", "12 oak road north park", "north park oak road 12"),  # another word order
         ("3000", "2000", "12 oak road", "99 elm street"),
+        ("2000", "2000", "12 oak road north park", "7 elm street"),  # another street of the postcode
     ])
     assert got[0].startswith("(Exact match on postcode) AND")
     assert got[1] == "Exact match on address"
     assert got[2] == "postcode equal, street address similar"
     assert got[3] == "street address similar"
-    # Two house numbers on one street read alike but are two addresses.
-    assert got[4] == "Exact match on postcode"
+    # Two house numbers on one street read alike but are two addresses (or one mistyped): not "similar",
+    # a level of their own below it.
+    assert got[4] == "postcode equal, street address similar but for its numbers"
     assert got[5] == "postcode equal, street address similar"
     assert got[6] == "Exact match on region"
+    assert got[7] == "Exact match on postcode"
 
 
 def test_identifiers_with_two_characters_swapped_have_their_own_level():
