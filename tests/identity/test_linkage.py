@@ -70,6 +70,26 @@ def test_swapped_names_rules_block_a_pair_in_both_orientations():
                        ).fetchone()[0] == 0
 
 
+def test_postcode_rules_block_names_keyed_into_the_other_field():
+    columns = ("first_name", "last_name", "postcode", "dob")
+    rules = [r for r in identity_splink._expand(identity_splink.OPTIONAL_PREDICTION_RULES, columns)
+             if "postcode" in r and any("~" in p for p in r)]
+    assert len(rules) == 2
+    # Swapped, with a typo in one name (no rule on equal or swapped names reaches it); another postcode.
+    records = pd.DataFrame({"uid": [1, 2, 3], "first_name": ["ann", "leeson", "leeson"],
+                            "last_name": ["leeson", "anne", "anne"], "postcode": ["2000", "2000", "3000"]})
+    con = duckdb.connect()
+    con.register("records", records)
+
+    def hits(left: int, right: int) -> int:
+        return sum(con.execute(f"SELECT count(*) FROM records l, records r WHERE l.uid = {left} AND r.uid = {right} "
+                               f"AND {identity_splink._block_on(rule).get_blocking_rule('duckdb').blocking_rule_sql}"
+                               ).fetchone()[0] for rule in rules)
+
+    assert hits(1, 2) == 1 and hits(2, 1) == 1
+    assert hits(1, 3) == 0 and hits(3, 1) == 0
+
+
 def test_rules_recall_counts_fill_agreement_and_the_union_of_rules():
     n = 1000
     frame = pd.DataFrame({"id_national": [f"N{i}" if i % 10 < 7 else None for i in range(n)],
@@ -148,3 +168,9 @@ def test_optional_rules_are_used_only_within_the_pair_budget():
     chosen = identity_splink.affordable_rules(con, "t", columns, n)
     # Every first name is "ann": a first-name rule would pair everyone and is left out.
     assert ("first_name", "last_name[:1]") not in chosen and ("last_name", "region") in chosen
+    # Every postcode is its own: the postcode alone is affordable, and a rule adding a condition to it is redundant.
+    assert ("postcode",) in chosen and ("postcode", "last_name[:1]") not in chosen
+    # One postcode for everyone: alone it pairs everyone; with the surname's initial (26 of them) it does not.
+    con.register("t2", frame.assign(postcode="p", last_name=[f"{chr(97 + i % 26)}{i % 200}" for i in range(n)]))
+    chosen = identity_splink.affordable_rules(con, "t2", columns, n)
+    assert ("postcode",) not in chosen and ("postcode", "last_name[:1]") in chosen
