@@ -30,9 +30,11 @@ def test_dates_of_birth_with_two_digits_swapped_have_their_own_level():
     })
     got = _first_level(levels, pairs)
     assert got[:4] == ["Exact match on dob", "two digits swapped", "two digits swapped", "day and month swapped"]
-    # Two edits that are no transposition (another day of the month) are a disagreement.
-    assert got[4] == "All other comparisons"
+    # Two edits that are no transposition (another day of the month) are weaker evidence: the year only.
+    assert got[4] == "same year"
     assert got[5].startswith("Levenshtein")
+    other_year = pd.DataFrame({"dob_l": ["1980-03-12"], "dob_r": ["1981-04-28"]})
+    assert _first_level(levels, other_year) == ["All other comparisons"]
 
 
 def test_region_is_the_last_address_level_and_only_with_an_address():
@@ -66,6 +68,26 @@ def test_swapped_names_rules_block_a_pair_in_both_orientations():
     sql = identity_splink._block_on(rules[0]).get_blocking_rule("duckdb").blocking_rule_sql
     assert con.execute(f"SELECT count(*) FROM records l, records r WHERE l.uid = 1 AND r.uid = 3 AND {sql}"
                        ).fetchone()[0] == 0
+
+
+def test_postcode_rules_block_names_keyed_into_the_other_field():
+    columns = ("first_name", "last_name", "postcode", "dob")
+    rules = [r for r in identity_splink._expand(identity_splink.OPTIONAL_PREDICTION_RULES, columns)
+             if "postcode" in r and any("~" in p for p in r)]
+    assert len(rules) == 2
+    # Swapped, with a typo in one name (no rule on equal or swapped names reaches it); another postcode.
+    records = pd.DataFrame({"uid": [1, 2, 3], "first_name": ["ann", "leeson", "leeson"],
+                            "last_name": ["leeson", "anne", "anne"], "postcode": ["2000", "2000", "3000"]})
+    con = duckdb.connect()
+    con.register("records", records)
+
+    def hits(left: int, right: int) -> int:
+        return sum(con.execute(f"SELECT count(*) FROM records l, records r WHERE l.uid = {left} AND r.uid = {right} "
+                               f"AND {identity_splink._block_on(rule).get_blocking_rule('duckdb').blocking_rule_sql}"
+                               ).fetchone()[0] for rule in rules)
+
+    assert hits(1, 2) == 1 and hits(2, 1) == 1
+    assert hits(1, 3) == 0 and hits(3, 1) == 0
 
 
 def test_rules_recall_counts_fill_agreement_and_the_union_of_rules():
@@ -108,15 +130,18 @@ def test_addresses_are_graded_and_neighbours_are_not_similar():
         ("2000", "2000", "12 oak road north park", "14 oak road north park"),  # the neighbour
         ("2000", "2000", "12 oak road north park", "north park oak road 12"),  # another word order
         ("3000", "2000", "12 oak road", "99 elm street"),
+        ("2000", "2000", "12 oak road north park", "7 elm street"),  # another street of the postcode
     ])
     assert got[0].startswith("(Exact match on postcode) AND")
     assert got[1] == "Exact match on address"
     assert got[2] == "postcode equal, street address similar"
     assert got[3] == "street address similar"
-    # Two house numbers on one street read alike but are two addresses.
-    assert got[4] == "Exact match on postcode"
+    # Two house numbers on one street read alike but are two addresses (or one mistyped): not "similar",
+    # a level of their own below it.
+    assert got[4] == "postcode equal, street address similar but for its numbers"
     assert got[5] == "postcode equal, street address similar"
     assert got[6] == "Exact match on region"
+    assert got[7] == "Exact match on postcode"
 
 
 def test_identifiers_with_two_characters_swapped_have_their_own_level():
@@ -143,3 +168,9 @@ def test_optional_rules_are_used_only_within_the_pair_budget():
     chosen = identity_splink.affordable_rules(con, "t", columns, n)
     # Every first name is "ann": a first-name rule would pair everyone and is left out.
     assert ("first_name", "last_name[:1]") not in chosen and ("last_name", "region") in chosen
+    # Every postcode is its own: the postcode alone is affordable, and a rule adding a condition to it is redundant.
+    assert ("postcode",) in chosen and ("postcode", "last_name[:1]") not in chosen
+    # One postcode for everyone: alone it pairs everyone; with the surname's initial (26 of them) it does not.
+    con.register("t2", frame.assign(postcode="p", last_name=[f"{chr(97 + i % 26)}{i % 200}" for i in range(n)]))
+    chosen = identity_splink.affordable_rules(con, "t2", columns, n)
+    assert ("postcode",) not in chosen and ("postcode", "last_name[:1]") in chosen
