@@ -40,7 +40,7 @@ def _warehouse_held_open():
     """The embedded DuckDB warehouse kept open for the whole run: every task runs in this process, one at a time.
 
     Each stage opens the file per operation so that tasks in parallel processes (the scheduler's
-    workers) can take turns; here nothing runs beside them, and reopening cost ~25 CPU-s of the
+    workers) can take turns; here nothing runs beside them, and reopening cost ~16 CPU-s of the
     demo (:meth:`include.runtime.warehouse.DuckDBWarehouse.held_open`). Other warehouses: nothing held.
     """
     from include.runtime.warehouse import DuckDBWarehouse, Warehouse
