@@ -95,7 +95,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from include.identity.normalise import normalise_date, normalise_email, normalise_phone
+from include.identity.normalise import date_text_for_linkage, normalise_date, normalise_email, normalise_phone
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +550,22 @@ def pivot_identifiers(identifiers: pd.DataFrame) -> pd.DataFrame:
     return wide.astype("string")
 
 
+#: Optional column of staged identity records: the text of a date of birth extract nulled as no
+#: calendar date (kept in ``field_issues``), compared as written (:func:`linkage_input`).
+RAW_DATE_OF_BIRTH = "date_of_birth_text"
+
+
+def _linkage_dob(dates: pd.Series, raw_text: pd.Series) -> pd.Series:
+    """ISO text of each date of birth; where none parses, the year-first text it was keyed as."""
+    dob = normalise_date(dates)
+    missing = dob.isna().to_numpy()
+    if missing.any():
+        # Only the few records without a date: the text test would cost CPU on every record.
+        text = raw_text[missing].astype("string").fillna(dates[missing].astype("string"))
+        dob[missing] = date_text_for_linkage(text).to_numpy()
+    return dob
+
+
 def linkage_input(records: pd.DataFrame, identifiers: pd.DataFrame | None = None,
                   phone_country: str = "GB") -> pd.DataFrame:
     """Normalised linkage columns for staged identity records.
@@ -572,6 +588,13 @@ def linkage_input(records: pd.DataFrame, identifiers: pd.DataFrame | None = None
         and every ``id_*`` column; email and phone (E.164) go through the same
         normalisers as the exact rule, dates of birth (date, ISO or
         ``YYYYMMDD`` text) become ISO text, every empty string becomes NULL.
+        A date of birth that is no calendar date (``19450493``) is compared as
+        the text it was keyed as (:func:`~include.identity.normalise.date_text_for_linkage`,
+        from the column :data:`RAW_DATE_OF_BIRTH` when extract nulled it): a digit
+        mistyped leaves it one edit from the person's date elsewhere, while NULL
+        left the pair without its strongest evidence but the name (of 133 true pairs
+        of 5,000 generated persons left apart, 82 lacked a date on one side; 7.1%
+        of their dates were such text, FEBRL4's file B has 1.3%).
     """
     records = records.reset_index(drop=True)
 
@@ -588,7 +611,7 @@ def linkage_input(records: pd.DataFrame, identifiers: pd.DataFrame | None = None
         "postcode": _clean_text(col("postcode")).str.replace(" ", "", regex=False),
         "address": _clean_text(col("address")),
         "region": _clean_text(col("region")),
-        "dob": normalise_date(col("date_of_birth")),
+        "dob": _linkage_dob(col("date_of_birth"), col(RAW_DATE_OF_BIRTH)),
         "device_id": _clean_text(col("device_id")),
     })
     for name in identifier_columns(records.columns):

@@ -37,6 +37,22 @@ def test_dates_of_birth_with_two_digits_swapped_have_their_own_level():
     assert _first_level(levels, other_year) == ["All other comparisons"]
 
 
+def test_a_date_of_birth_extract_nulled_is_compared_as_keyed():
+    import datetime as dt
+
+    records = pd.DataFrame({
+        "source_system": ["a", "b", "b", "b"], "source_id": ["1", "1", "2", "3"],
+        "date_of_birth": [dt.date(1945, 4, 3), None, None, None],
+        identity_splink.RAW_DATE_OF_BIRTH: [None, "19450493", "03/04/1945", None],
+    })
+    dob = identity_splink.linkage_input(records)["dob"]
+    assert dob[0] == "1945-04-03" and dob[1] == "1945-04-93"
+    assert dob[2:].isna().all()  # day-first text is ambiguous; no text, no date
+    # One mistyped digit: one edit from the valid date, not the "all other" level a NULL would have missed.
+    got = _first_level(_levels("dob", ("first_name", "dob")), pd.DataFrame({"dob_l": [dob[0]], "dob_r": [dob[1]]}))
+    assert got[0].startswith("Levenshtein")
+
+
 def test_region_is_the_last_address_level_and_only_with_an_address():
     columns = ("first_name", "last_name", "postcode", "address", "region", "dob")
     labels = [label for label, _ in _levels("address", columns)]
