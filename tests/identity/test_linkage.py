@@ -129,9 +129,9 @@ def _address_pairs(levels, rows):
     frame["region_l"] = frame["region_r"] = "north"
     con = duckdb.connect()
     con.register("raw", frame)
-    derived = identity_splink.DERIVED_COLUMNS
-    cols = ", ".join(f"{sql.replace('address', f'address_{side}')} AS {name}_{side}"
-                     for name, sql in derived.items() for side in ("l", "r"))
+    derived = {**identity_splink.DERIVED_COLUMNS, **identity_splink.POSTCODE_DERIVED}
+    cols = ", ".join(f"{sql.replace('address', f'address_{side}').replace('postcode', f'postcode_{side}')} "
+                     f"AS {name}_{side}" for name, sql in derived.items() for side in ("l", "r"))
     table = con.sql(f"SELECT *, {cols} FROM raw").df()
     return _first_level(levels, table)
 
@@ -145,7 +145,7 @@ def test_addresses_are_graded_and_neighbours_are_not_similar():
         (None, "2000", "unit 4 12 oak road north park", "12 oak road north park"),  # a part missing
         ("2000", "2000", "12 oak road north park", "14 oak road north park"),  # the neighbour
         ("2000", "2000", "12 oak road north park", "north park oak road 12"),  # another word order
-        ("3000", "2000", "12 oak road", "99 elm street"),
+        ("3100", "2000", "12 oak road", "99 elm street"),  # (3000: one character off, a level of its own)
         ("2000", "2000", "12 oak road north park", "7 elm street"),  # another street of the postcode
     ])
     assert got[0].startswith("(Exact match on postcode) AND")
@@ -158,6 +158,23 @@ def test_addresses_are_graded_and_neighbours_are_not_similar():
     assert got[5] == "postcode equal, street address similar"
     assert got[6] == "Exact match on region"
     assert got[7] == "Exact match on postcode"
+
+
+def test_a_postcode_one_character_off_or_two_swapped_is_a_level_above_the_region():
+    levels = _levels("address", ("first_name", "postcode", "address", "region"))
+    got = _address_pairs(levels, [
+        ("2145", "2146", "79 oak road", "5 elm street"),  # one substituted
+        ("3175", "3715", "79 oak road", "5 elm street"),  # two swapped
+        ("SW1A1AA", "SW1A1A", "79 oak road", "5 elm street"),  # one dropped
+        ("2145", "2164", "79 oak road", "5 elm street"),  # two different: another postcode
+        ("2145", "2145", "79 oak road", "5 elm street"),
+    ])
+    typo = "postcode one character off or two swapped"
+    assert got[:3] == [typo] * 3
+    assert got[3] == "Exact match on region"
+    assert got[4] == "Exact match on postcode"
+    labels = [label for label, _ in levels]
+    assert labels.index(typo) == labels.index("Exact match on postcode") + 1
 
 
 def test_identifiers_with_two_characters_swapped_have_their_own_level():
