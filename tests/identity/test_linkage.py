@@ -53,6 +53,17 @@ def test_a_date_of_birth_extract_nulled_is_compared_as_keyed():
     assert got[0].startswith("Levenshtein")
 
 
+def test_the_one_edit_level_is_levenshtein_at_most_one():
+    left = ["AB123456C", "AB123456C", "AB123456C", "AB123456C", "AB123456C", "1980-03-12"]
+    right = ["AB123456D", "AB12345C", "AB1234567C", "AB123465D", "XB123456D", "1980-03-13"]
+    sql = identity_splink._one_edit_level("x").get_comparison_level("duckdb").sql_condition
+    con = duckdb.connect()
+    con.register("pairs", pd.DataFrame({"x_l": left, "x_r": right}))
+    got = [r[0] for r in con.execute(f"SELECT {sql} FROM pairs").fetchall()]
+    expected = [r[0] for r in con.execute("SELECT levenshtein(x_l, x_r) <= 1 FROM pairs").fetchall()]
+    assert got == expected == [True, True, True, False, False, True]
+
+
 def test_region_is_the_last_address_level_and_only_with_an_address():
     columns = ("first_name", "last_name", "postcode", "address", "region", "dob")
     labels = [label for label, _ in _levels("address", columns)]
