@@ -73,7 +73,8 @@ last-resort rules used for sparse column sets stay affordable.
 
 Running on Spark when the data outgrows one machine: blocking rules and the
 library levels render to each SQL dialect, but the custom levels and the
-derived address columns (:data:`DERIVED_COLUMNS`) are DuckDB SQL
+derived address and postcode columns (:data:`DERIVED_COLUMNS`,
+:data:`POSTCODE_DERIVED`) are DuckDB SQL
 (``hamming``, ``jaro_winkler_similarity``, ``contains``, ``string_split``,
 ``list_sort``, ``regexp_extract_all``); on ``splink.SparkAPI`` they need
 Spark's equivalents (``levenshtein``/a UDF, Splink's registered
