@@ -86,14 +86,18 @@ def febrl_files(wheel: Path, which: str) -> tuple[pd.DataFrame, str]:
 
 
 def staged(records: pd.DataFrame) -> pd.DataFrame:
-    """Records as extract stages them: ``YYYYMMDD`` text dates parsed (invalid ones NULL), timestamps typed.
+    """Records as extract stages them: ``YYYYMMDD`` text dates parsed (invalid ones NULL, their text kept
+    as ``date_of_birth_text``, as the identity stage reads it from ``field_issues``), timestamps typed.
 
     In place: callers pass a frame they just read and keep no other reference to it.
     """
     out = records
     dob = out.get("date_of_birth")
     if dob is not None and dob.dropna().astype(str).str.fullmatch(r"\d{8}").all():
-        out["date_of_birth"] = pd.to_datetime(dob, format="%Y%m%d", errors="coerce").dt.date
+        parsed = pd.to_datetime(dob, format="%Y%m%d", errors="coerce")
+        # Extract keeps a nulled value's text in field_issues; the identity stage reads it back.
+        out["date_of_birth_text"] = dob.where(parsed.isna() & dob.notna())
+        out["date_of_birth"] = parsed.dt.date
     out["created_at"] = pd.to_datetime(out["created_at"])
     return out
 

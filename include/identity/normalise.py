@@ -175,6 +175,21 @@ def normalise_date(values: pd.Series) -> pd.Series:
     return _per_distinct_value(_iso_date, values)
 
 
+_DATE_TEXT = r"^(\d{4})[-/]?(\d{2})[-/]?(\d{2})$"
+
+
+def date_text_for_linkage(values: pd.Series) -> pd.Series:
+    """``YYYY-MM-DD`` text of year-first date text whether or not it is a calendar date.
+
+    For comparing, never for storing: a date of birth keyed as ``19450493`` (a digit
+    mistyped) is no date, and extract nulls it, but it is one edit from the person's
+    ``1945-04-03`` elsewhere. Anything else (day-first or month-first text, which is
+    ambiguous, other lengths, letters) becomes NULL.
+    """
+    parts = values.astype("string").str.strip().str.extract(_DATE_TEXT)
+    return (parts[0] + "-" + parts[1] + "-" + parts[2]).astype("string")
+
+
 def _iso_date(values: pd.Series) -> pd.Series:
     text = values.astype("string").str.strip()
     # DATE columns arrive as datetime.date objects; their str() is ISO.

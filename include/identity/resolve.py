@@ -430,11 +430,21 @@ def link_records(linkage: pd.DataFrame, model: dict, threshold: float, *, relink
 
 
 def load_identity_records(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
-    """Staged identity records of ``as_of_date`` in a fixed order."""
+    """Staged identity records of ``as_of_date`` in a fixed order.
+
+    With ``date_of_birth_text``: the text of a date of birth extract nulled as no calendar
+    date, from ``field_issues`` (linkage compares it as keyed: :func:`include.identity.linkage.linkage_input`).
+    """
     records = wh.query_df(
-        "SELECT source_system, source_id, first_name, last_name, email, phone, address, postcode, "
-        "date_of_birth, device_id, region, created_at "
-        "FROM stg_identity_records WHERE as_of_date = :as_of_date ORDER BY source_system, source_id",
+        "SELECT r.source_system, r.source_id, r.first_name, r.last_name, r.email, r.phone, r.address, r.postcode, "
+        "r.date_of_birth, r.device_id, r.region, r.created_at, f.date_of_birth_text "
+        "FROM stg_identity_records r LEFT JOIN ("
+        # field_issues' detail is 'date_of_birth=<value as loaded>', its key 'system|id' (include/sql/validate.sql).
+        "  SELECT source_key, MIN(SUBSTR(detail, 15)) AS date_of_birth_text FROM field_issues "
+        "  WHERE as_of_date = :as_of_date AND source_table = 'raw_identity_records' "
+        "  AND column_name = 'date_of_birth' AND detail LIKE 'date_of_birth=%' GROUP BY source_key"
+        ") f ON f.source_key = r.source_system || '|' || r.source_id "
+        "WHERE r.as_of_date = :as_of_date ORDER BY r.source_system, r.source_id",
         {"as_of_date": as_of_date},
     )
     if records.empty:

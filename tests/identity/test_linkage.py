@@ -37,6 +37,33 @@ def test_dates_of_birth_with_two_digits_swapped_have_their_own_level():
     assert _first_level(levels, other_year) == ["All other comparisons"]
 
 
+def test_a_date_of_birth_extract_nulled_is_compared_as_keyed():
+    import datetime as dt
+
+    records = pd.DataFrame({
+        "source_system": ["a", "b", "b", "b"], "source_id": ["1", "1", "2", "3"],
+        "date_of_birth": [dt.date(1945, 4, 3), None, None, None],
+        identity_splink.RAW_DATE_OF_BIRTH: [None, "19450493", "03/04/1945", None],
+    })
+    dob = identity_splink.linkage_input(records)["dob"]
+    assert dob[0] == "1945-04-03" and dob[1] == "1945-04-93"
+    assert dob[2:].isna().all()  # day-first text is ambiguous; no text, no date
+    # One mistyped digit: one edit from the valid date, not the "all other" level a NULL would have missed.
+    got = _first_level(_levels("dob", ("first_name", "dob")), pd.DataFrame({"dob_l": [dob[0]], "dob_r": [dob[1]]}))
+    assert got[0].startswith("Levenshtein")
+
+
+def test_the_one_edit_level_is_levenshtein_at_most_one():
+    left = ["AB123456C", "AB123456C", "AB123456C", "AB123456C", "AB123456C", "1980-03-12"]
+    right = ["AB123456D", "AB12345C", "AB1234567C", "AB123465D", "XB123456D", "1980-03-13"]
+    sql = identity_splink._one_edit_level("x").get_comparison_level("duckdb").sql_condition
+    con = duckdb.connect()
+    con.register("pairs", pd.DataFrame({"x_l": left, "x_r": right}))
+    got = [r[0] for r in con.execute(f"SELECT {sql} FROM pairs").fetchall()]
+    expected = [r[0] for r in con.execute("SELECT levenshtein(x_l, x_r) <= 1 FROM pairs").fetchall()]
+    assert got == expected == [True, True, True, False, False, True]
+
+
 def test_region_is_the_last_address_level_and_only_with_an_address():
     columns = ("first_name", "last_name", "postcode", "address", "region", "dob")
     labels = [label for label, _ in _levels("address", columns)]
@@ -113,9 +140,9 @@ def _address_pairs(levels, rows):
     frame["region_l"] = frame["region_r"] = "north"
     con = duckdb.connect()
     con.register("raw", frame)
-    derived = identity_splink.DERIVED_COLUMNS
-    cols = ", ".join(f"{sql.replace('address', f'address_{side}')} AS {name}_{side}"
-                     for name, sql in derived.items() for side in ("l", "r"))
+    derived = {**identity_splink.DERIVED_COLUMNS, **identity_splink.POSTCODE_DERIVED}
+    cols = ", ".join(f"{sql.replace('address', f'address_{side}').replace('postcode', f'postcode_{side}')} "
+                     f"AS {name}_{side}" for name, sql in derived.items() for side in ("l", "r"))
     table = con.sql(f"SELECT *, {cols} FROM raw").df()
     return _first_level(levels, table)
 
@@ -129,7 +156,7 @@ def test_addresses_are_graded_and_neighbours_are_not_similar():
         (None, "2000", "unit 4 12 oak road north park", "12 oak road north park"),  # a part missing
         ("2000", "2000", "12 oak road north park", "14 oak road north park"),  # the neighbour
         ("2000", "2000", "12 oak road north park", "north park oak road 12"),  # another word order
-        ("3000", "2000", "12 oak road", "99 elm street"),
+        ("3100", "2000", "12 oak road", "99 elm street"),  # (3000: one character off, a level of its own)
         ("2000", "2000", "12 oak road north park", "7 elm street"),  # another street of the postcode
     ])
     assert got[0].startswith("(Exact match on postcode) AND")
@@ -142,6 +169,23 @@ def test_addresses_are_graded_and_neighbours_are_not_similar():
     assert got[5] == "postcode equal, street address similar"
     assert got[6] == "Exact match on region"
     assert got[7] == "Exact match on postcode"
+
+
+def test_a_postcode_one_character_off_or_two_swapped_is_a_level_above_the_region():
+    levels = _levels("address", ("first_name", "postcode", "address", "region"))
+    got = _address_pairs(levels, [
+        ("2145", "2146", "79 oak road", "5 elm street"),  # one substituted
+        ("3175", "3715", "79 oak road", "5 elm street"),  # two swapped
+        ("SW1A1AA", "SW1A1A", "79 oak road", "5 elm street"),  # one dropped
+        ("2145", "2164", "79 oak road", "5 elm street"),  # two different: another postcode
+        ("2145", "2145", "79 oak road", "5 elm street"),
+    ])
+    typo = "postcode one character off or two swapped"
+    assert got[:3] == [typo] * 3
+    assert got[3] == "Exact match on region"
+    assert got[4] == "Exact match on postcode"
+    labels = [label for label, _ in levels]
+    assert labels.index(typo) == labels.index("Exact match on postcode") + 1
 
 
 def test_identifiers_with_two_characters_swapped_have_their_own_level():

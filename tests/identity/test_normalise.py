@@ -5,7 +5,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from include.identity.normalise import normalise_date, normalise_phone
+from include.identity.normalise import date_text_for_linkage, normalise_date, normalise_phone
 
 
 @pytest.mark.parametrize(("country", "written", "e164"), [
@@ -53,6 +53,14 @@ def test_dates_of_birth_parse_from_dates_iso_and_yyyymmdd():
     assert out.isna().tolist()[5:] == [True] * 4  # ambiguous day-first, impossible month, empty
     stamps = normalise_date(pd.Series(pd.to_datetime(["1980-01-31", None])))
     assert stamps.tolist()[0] == "1980-01-31" and stamps.isna().tolist()[1]
+
+
+def test_date_text_for_linkage_keeps_year_first_text_that_is_no_date():
+    out = date_text_for_linkage(pd.Series(["19450493", " 1980-13-40 ", "1980/02/31", "31/01/1980", "1945049",
+                                           "19a50493", "", None], dtype=object))
+    assert out.tolist()[:3] == ["1945-04-93", "1980-13-40", "1980-02-31"]
+    # Day- or month-first text is ambiguous; other lengths and letters are no keyed date.
+    assert out.isna().tolist()[3:] == [True] * 5
 
 
 def test_phone_country_setting_offers_exactly_the_known_countries():
