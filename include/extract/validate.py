@@ -542,7 +542,10 @@ def extract_and_validate(
             for step in _WRITE_STEPS:
                 if step in w.sql:
                     conn.execute(sa.text(w.sql[step]), params)
-            in_scope, staged, raw_total = conn.execute(sa.text(w.sql["counts"])).one()
+            in_scope, staged, raw_total, staged_written, quarantined_written = conn.execute(
+                sa.text(w.sql["counts"]), params).one()
+            _check_written(spec, as_of_date, int(staged or 0), int(in_scope or 0) - int(staged or 0),
+                           int(staged_written or 0), int(quarantined_written or 0))
             nulled = conn.execute(
                 sa.text("SELECT COUNT(*) FROM field_issues WHERE as_of_date = :as_of_date AND source_table = :t"),
                 {**params, "t": spec.raw},
@@ -586,6 +589,30 @@ def extract_and_validate(
     if empty:
         raise EmptyInputError("; ".join(_empty_message(r, as_of_date) for r in empty))
     return reports
+
+
+class StagedCountError(WarehouseError):
+    """The date's staging or quarantine holds other than the rows the checks gave it (nothing is committed)."""
+
+
+def _check_written(spec: TableSpec, as_of_date: dt.date, staged: int, quarantined: int,
+                   staged_written: int, quarantined_written: int) -> None:
+    """Fail when the warehouse holds other than the rows the check table gave staging and quarantine.
+
+    Why: the 480k DAG's week-2 warehouse of 2026-12-07 held every ``stg_email_activity`` row of
+    2026-11-14 twice (18,776,372 rows, 9,388,186 distinct keys) while ``extract_log`` said 9,388,186
+    were staged; re-running the date wrote them once. Counting the date's rows costs a scan of the
+    date column; raising here rolls the whole date back, so a reader never sees such a copy.
+    """
+    wrong = []
+    if staged_written != staged:
+        wrong.append(f"{spec.staged} holds {staged_written:,} rows for {as_of_date}, the checks staged {staged:,}")
+    if quarantined_written != quarantined:
+        wrong.append(f"quarantine holds {quarantined_written:,} rows of {spec.raw} for {as_of_date}, "
+                     f"the checks quarantined {quarantined:,}")
+    if wrong:
+        raise StagedCountError("; ".join(wrong) + ": the warehouse wrote other than what it was given; "
+                               "nothing of this date is committed")
 
 
 def quarantine_share_message(too_bad: list[TableReport], reasons: pd.DataFrame, max_bad_share: float) -> str:

@@ -251,8 +251,13 @@ SELECT CAST(:as_of_date AS DATE), '{{ raw }}', {{ key_text() }}, '{{ c.name }}',
 {% endif %}
 
 -- name: counts
+{#- What the date's staging and quarantine hold after the writes, beside what the check table gave
+    them: validate.py fails the stage when they differ (see STAGED_COUNT_CHECK there). #}
 SELECT COUNT(*) AS in_scope, SUM(CASE WHEN _reason IS NULL THEN 1 ELSE 0 END) AS staged,
-    (SELECT COUNT(*) FROM {{ raw }}) AS raw_total FROM {{ chk }};
+    (SELECT COUNT(*) FROM {{ raw }}) AS raw_total,
+    (SELECT COUNT(*) FROM {{ staged }} WHERE as_of_date = :as_of_date) AS staged_written,
+    (SELECT COUNT(*) FROM quarantine WHERE as_of_date = :as_of_date AND source_table = '{{ raw }}') AS quarantined_written
+FROM {{ chk }};
 
 -- name: drop
 DROP TABLE IF EXISTS {{ chk }};

@@ -115,3 +115,14 @@ def test_typed_raw_columns_are_accepted(wh, demo_tables):
     reports = {r.table: r for r in extract_and_validate(wh, AS_OF)}
     assert reports["raw_orders"].rows_quarantined == 0
     assert reports["raw_orders"].rows_staged > 0
+
+
+def test_a_date_written_other_than_checked_fails_naming_the_table():
+    from include.extract.validate import SPECS_BY_RAW, StagedCountError, _check_written
+
+    spec = SPECS_BY_RAW["raw_email_activity"]
+    _check_written(spec, AS_OF, 10, 2, 10, 2)  # as the checks gave them: passes
+    with pytest.raises(StagedCountError, match=r"stg_email_activity holds 20 rows .* the checks staged 10"):
+        _check_written(spec, AS_OF, 10, 2, 20, 2)
+    with pytest.raises(StagedCountError, match=r"quarantine holds 0 rows of raw_email_activity"):
+        _check_written(spec, AS_OF, 10, 2, 10, 0)
