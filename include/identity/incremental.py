@@ -22,6 +22,16 @@ linkage columns (:func:`choose_mode`). Then:
 4. the kept clusters and the new links are clustered together
    (:func:`include.identity.clustering.cluster_records`).
 
+Every Splink run keeps its normalised linkage values per record in :data:`STATE_TABLE`
+(with a hash of the staged values they come from, :func:`source_hashes`, and the
+fingerprint). An incremental run starts from its base's state: a record whose staged
+values are unchanged takes the base's normalised values and fingerprint
+(:func:`linkage_from_state`), so only new and changed records are normalised; and a
+cluster kept whole, its records' staged values unchanged, keeps the base's customer key
+and golden record, so only the clusters that changed are keyed and rebuilt
+(:func:`include.identity.resolve.keys_and_golden_records`). A base without state (a
+run before the table existed) is linked in full once, and the reason is logged.
+
 With the same model and data this gives what a full re-link gives (tested in
 ``tests/identity/test_incremental.py``), up to two documented differences:
 
@@ -35,7 +45,7 @@ With the same model and data this gives what a full re-link gives (tested in
 A full re-link runs instead when the setting ``identity_relink`` is ``full``,
 when there is no base, when the model or the linkage columns changed (a new
 model, a retrain, a new ``id_*`` column) and when the base has no
-fingerprints (a run before this existed): :func:`choose_mode` says why.
+fingerprints or no kept state (a run before these existed): :func:`choose_mode` says why.
 
 Customer keys stay stable in both modes: a cluster's key is the hash of its
 earliest record (:func:`include.identity.resolve.assign_stable_keys`), so the

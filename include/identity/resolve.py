@@ -675,7 +675,6 @@ def resolve_records(records: pd.DataFrame, identifiers: pd.DataFrame | None, as_
         "records_normalised": float(len(records) if from_state is None else from_state.normalised),
     }
     exact_keys = strong_identifier_keys(linkage)
-    baseline = exact_clusters(exact_keys)
     lap("normalise")
     trained, degraded_reason, refused = False, None, None
     if method == "splink" and model is not None:
@@ -717,6 +716,7 @@ def resolve_records(records: pd.DataFrame, identifiers: pd.DataFrame | None, as_
         if from_state is not None and linked.kept is not None:
             kept = linked.kept.notna().to_numpy() & from_state.unchanged
     else:
+        baseline = exact_clusters(exact_keys)
         cluster, confidence = baseline.astype(str), pd.Series(1.0, index=members.index)
         match_method = SOURCE_ID_METHOD if single_source else exact_method_name(exact_keys)
         mode_reason = "one source system: its own ids are the customers" if single_source else "exact rule"
@@ -776,7 +776,7 @@ def resolve_records(records: pd.DataFrame, identifiers: pd.DataFrame | None, as_
         rows = {"exact_email_phone": evaluate_clusters(exact_clusters(pd.DataFrame({"email": email, "phone": phone})),
                                                        truth)}
         if exact_keys.shape[1] > 2:
-            rows[exact_method_name(exact_keys)] = evaluate_clusters(baseline, truth)
+            rows[exact_method_name(exact_keys)] = evaluate_clusters(exact_clusters(exact_keys), truth)
         if method == "splink":
             rows["splink"] = evaluate_clusters(pd.Series(keys), truth)
         evaluation = pd.DataFrame(rows).T.rename_axis("method").reset_index()
@@ -852,15 +852,19 @@ def keys_and_golden_records(rec: pd.DataFrame, cluster: pd.Series, as_of_date: d
     rebuilt = len(customers)
     if reused is not None and reused.any():
         old = reuse[2].customers
-        wanted = pd.unique(keys[reused])
-        at_key = pd.Index(old["customer_key"].astype("string").to_numpy(dtype=object)).get_indexer(wanted)
-        if (at_key < 0).any():
-            raise AssertionError("identity: a kept cluster's key is missing from the base's customers")
-        kept_rows = old.iloc[at_key][list(customers.columns)].assign(as_of_date=as_of_date)
+        # A base cluster is kept whole or not at all: the base's customers but those of its records
+        # not reused here (a small set: the clusters that changed or lost a record).
+        base_reused = np.zeros(len(base.members), dtype=bool)
+        base_reused[at[reused]] = True
+        gone = pd.Index(pd.unique(base.members["customer_key"].to_numpy(dtype=object)[~base_reused]))
+        keep = gone.get_indexer(old["customer_key"].to_numpy(dtype=object)) < 0
+        kept_rows = old[keep][list(customers.columns)].assign(as_of_date=as_of_date)
+        if len(kept_rows) != len(pd.unique(keys[reused])):
+            raise AssertionError("identity: the base's customers do not match its kept clusters")
+        # The rebuilt customers (by key), then the kept ones in the base's order: deterministic. Keys
+        # cannot repeat: a key is its cluster's earliest record, and the two sets share no record.
         customers = pd.concat([customers, kept_rows.astype(customers.dtypes.to_dict(), errors="ignore")],
-                              ignore_index=True).sort_values("customer_key", ignore_index=True)
-        if customers["customer_key"].duplicated().any():
-            raise AssertionError("stable keys: one customer_key was given to two clusters")
+                              ignore_index=True)
     return keys, since, customers, rebuilt
 
 
