@@ -245,7 +245,8 @@ def job_incremental(path: Path, new: int, u_max_pairs: float, threshold: float) 
     base = incremental.BaseRun(base_date, incremental.model_id(model), base_date, first.columns, pd.DataFrame({
         "member": (m["source_system"] + ":" + m["source_id"]).to_numpy(), "customer_key": m["customer_key"],
         "cluster_confidence": m["cluster_confidence"], "record_hash": m["record_hash"],
-        "key_since": pd.to_datetime(m["key_since"])}), incremental.state_frame(first.state), first.result.customers)
+        "key_since": pd.to_datetime(m["key_since"])}), incremental.state_frame(first.state), first.result.customers,
+        aligned=True)  # both in the records' order, as latest_base reads them
     del first, m, base_records
     for mode in ("full", "incremental"):
         t, w = time.process_time(), time.perf_counter()

@@ -170,12 +170,6 @@ def source_hashes(records: pd.DataFrame, identifiers: pd.DataFrame | None = None
     return _row_hashes(frame, cols, f"{SOURCE_VERSION}{phone_country}:", md5=False)
 
 
-def load_state(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame | None:
-    """:data:`STATE_TABLE` rows of ``as_of_date`` (``member`` first), or ``None`` when that date has none."""
-    state = wh.query_df(f"SELECT * FROM {STATE_TABLE} WHERE as_of_date = :d", {"d": as_of_date})
-    return None if state.empty else state_frame(state)
-
-
 def state_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """:data:`STATE_TABLE` rows as :attr:`BaseRun.state` holds them: ``member`` and the text columns."""
     member = rows["source_system"].astype(str) + ":" + rows["source_id"].astype(str)
@@ -254,8 +248,12 @@ def linkage_from_state(records: pd.DataFrame, identifiers: pd.DataFrame | None, 
         fingerprints = pd.Series(fingerprints, dtype="string")
     else:
         fingerprints = record_fingerprints(linkage)
-    base_member = pd.Index(base.members["member"].astype("string").to_numpy(dtype=object, na_value=None))
-    return FromState(linkage, fingerprints, source_hash, unchanged, base_member.get_indexer(members), len(fresh))
+    if base.aligned:
+        base_position = at_state
+    else:
+        base_member = pd.Index(base.members["member"].astype("string").to_numpy(dtype=object, na_value=None))
+        base_position = base_member.get_indexer(members)
+    return FromState(linkage, fingerprints, source_hash, unchanged, base_position, len(fresh))
 
 
 @dataclass
@@ -272,6 +270,8 @@ class BaseRun:
     state: pd.DataFrame | None = field(default=None, repr=False)
     #: The base's golden records (table ``customers``), reused for the clusters a run keeps.
     customers: pd.DataFrame | None = field(default=None, repr=False)
+    #: Row ``i`` of ``state`` is the record of row ``i`` of ``members`` (one id lookup instead of two).
+    aligned: bool = False
 
     @property
     def has_fingerprints(self) -> bool:
@@ -297,18 +297,29 @@ def latest_base(wh: Warehouse, as_of_date: dt.date) -> BaseRun | None:
         return None
     row = runs.iloc[0]
     base_date = pd.Timestamp(row["as_of_date"]).date()
+    trained = row["model_trained_for"]
+    columns = tuple(c for c in str(row["linkage_columns"] or "").split(",") if c)
+    trained_for = None if pd.isna(trained) else pd.Timestamp(trained).date()
+    if wh.has_table(STATE_TABLE):
+        # The state and the identity map in one read, row for row.
+        rows = wh.query_df(
+            f"SELECT s.*, m.customer_key AS map_customer_key, m.cluster_confidence AS map_cluster_confidence, "
+            f"m.key_since AS map_key_since FROM {STATE_TABLE} s JOIN identity_map m ON m.as_of_date = s.as_of_date "
+            "AND m.source_system = s.source_system AND m.source_id = s.source_id WHERE s.as_of_date = :d",
+            {"d": base_date})
+        if not rows.empty:
+            mapped = ["map_customer_key", "map_cluster_confidence", "map_key_since"]
+            state = state_frame(rows.drop(columns=mapped))
+            members = pd.DataFrame({"member": state["member"], "customer_key": rows["map_customer_key"],
+                                    "cluster_confidence": rows["map_cluster_confidence"],
+                                    "record_hash": state["record_hash"], "key_since": rows["map_key_since"]})
+            customers = wh.query_df("SELECT * FROM customers WHERE as_of_date = :d", {"d": base_date})
+            return BaseRun(base_date, str(row["model_id"]), trained_for, columns, members, state, customers,
+                           aligned=True)
     members = wh.query_df(
         "SELECT source_system || ':' || source_id AS member, customer_key, cluster_confidence, record_hash, "
         "key_since FROM identity_map WHERE as_of_date = :d", {"d": base_date})
-    trained = row["model_trained_for"]
-    state = customers = None
-    if wh.has_table(STATE_TABLE):
-        state = load_state(wh, base_date)
-        if state is not None:
-            customers = wh.query_df("SELECT * FROM customers WHERE as_of_date = :d", {"d": base_date})
-    return BaseRun(base_date, str(row["model_id"]),
-                   None if pd.isna(trained) else pd.Timestamp(trained).date(),
-                   tuple(c for c in str(row["linkage_columns"] or "").split(",") if c), members, state, customers)
+    return BaseRun(base_date, str(row["model_id"]), trained_for, columns, members)
 
 
 def choose_mode(relink: str, base: BaseRun | None, model: dict[str, Any], columns: tuple[str, ...]
