@@ -226,42 +226,55 @@ def job_recipe(path: Path, layout: str, with_id: bool, threshold: float) -> dict
 
 
 def job_incremental(path: Path, new: int, u_max_pairs: float, threshold: float) -> dict:
-    """Base run, then ``new`` records linked by a full re-link and incrementally (same model)."""
+    """Base run, then ``new`` records linked by a full re-link and incrementally (same model).
+
+    Each run is the stage's own work without the warehouse (:func:`include.identity.resolve.resolve_records`:
+    normalisation, linking, stable keys, golden records, the changes against the base and the rows of the
+    kept state); the incremental run starts from what the base run kept, as the stage reads it.
+    """
     from include.identity import incremental
-    from include.identity import linkage as identity_splink
-    from include.identity.resolve import link_records
+    from include.identity.resolve import resolve_records
 
     records = staged(pd.read_parquet(path)).sort_values(["created_at", "source_system", "source_id"],
                                                         ignore_index=True)
     truth = records.pop("person_id")
     base_records = records.iloc[:-new].reset_index(drop=True)
     out: dict = {"records_base": len(base_records), "records_new": new}
+    base_date = AS_OF - dt.timedelta(days=7)
     t = time.process_time()
-    base_linkage = identity_splink.linkage_input(base_records)
-    model = identity_splink.train_model(base_linkage, columns=identity_splink.present_columns(base_linkage),
-                                        seed=42, u_max_pairs=u_max_pairs)
-    base_linked = link_records(base_linkage, model, threshold, relink="full")
-    base_keys = _keys(base_linkage, base_records, base_linked)
+    first = resolve_records(base_records, None, base_date, threshold=threshold, u_max_pairs=u_max_pairs,
+                            relink="full")
     out["base_cpu_s"] = round(time.process_time() - t, 1)
-    base = incremental.BaseRun(AS_OF - dt.timedelta(days=7), incremental.model_id(model), None,
-                               identity_splink.model_columns(model), pd.DataFrame({
-                                   "member": base_linkage["unique_id"], "customer_key": base_keys["customer_key"],
-                                   "cluster_confidence": base_linked.confidence,
-                                   "record_hash": incremental.record_fingerprints(base_linkage)}))
-    del base_linkage, base_linked
+    model, m = first.model, first.result.identity_map
+    base = incremental.BaseRun(base_date, incremental.model_id(model), base_date, first.columns, pd.DataFrame({
+        "member": (m["source_system"] + ":" + m["source_id"]).to_numpy(), "customer_key": m["customer_key"],
+        "cluster_confidence": m["cluster_confidence"], "record_hash": m["record_hash"],
+        "key_since": pd.to_datetime(m["key_since"])}), incremental.state_frame(first.state), first.result.customers,
+        aligned=True)  # both in the records' order, as latest_base reads them
+    del first, m, base_records
     for mode in ("full", "incremental"):
         t, w = time.process_time(), time.perf_counter()
-        linkage = identity_splink.linkage_input(records)
-        normalise = time.process_time() - t
-        linked = link_records(linkage, model, threshold, relink=mode, base=base)
-        link = time.process_time() - t - normalise
-        keyed = _keys(linkage, records, linked)
-        out[mode] = {"mode": linked.mode, "records_scored": linked.records_relinked,
-                     "normalise_cpu_s": round(normalise, 1), "link_cpu_s": round(link, 1),
-                     "total_cpu_s": round(time.process_time() - t, 1), "wall_s": round(time.perf_counter() - w, 1),
-                     **_scores(keyed["customer_key"], truth),
-                     "estimated_precision": linked.quality.estimated_precision,
-                     "estimated_recall": linked.quality.estimated_recall, **linked.plan_counts}
+        run = resolve_records(records, None, AS_OF, threshold=threshold, model=model, relink=mode, base=base,
+                              model_trained_for=base_date)
+        cpu, wall = time.process_time() - t, time.perf_counter() - w
+        keys = run.result.identity_map["customer_key"]
+        out[mode] = {"mode": run.mode, "records_scored": run.run_row["records_relinked"],
+                     "records_normalised": int(run.result.metrics["records_normalised"]),
+                     "customers_rebuilt": int(run.result.metrics["customers_rebuilt"]),
+                     **{f"{k}_cpu_s": round(v, 1) for k, v in run.timings.items()},
+                     "total_cpu_s": round(cpu, 1), "wall_s": round(wall, 1), **_scores(keys, truth),
+                     "estimated_precision": run.quality.estimated_precision,
+                     "estimated_recall": run.quality.estimated_recall, **run.plan_counts}
+        out[f"{mode}_peak_rss_gb"] = _peak_gb()
+        if mode == "full":
+            full_map, full_customers = run.result.identity_map, run.result.customers
+        else:
+            # The same tables but for what incremental.py documents (kept links scored with older frequencies).
+            out["records_with_another_key_than_full"] = int((run.result.identity_map["customer_key"].to_numpy()
+                                                             != full_map["customer_key"].to_numpy()).sum())
+            out["customers_differing_from_full"] = int(len(
+                pd.concat([run.result.customers, full_customers]).drop_duplicates(keep=False)))
+        del run
     out["incremental_share_of_full_link_cpu"] = round(out["incremental"]["link_cpu_s"] / out["full"]["link_cpu_s"], 3)
     out["incremental_share_of_full_total_cpu"] = round(
         out["incremental"]["total_cpu_s"] / out["full"]["total_cpu_s"], 3)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -374,6 +375,9 @@ class IdentityRun:
     changes: pd.DataFrame | None = None
     plan_counts: dict = field(default_factory=dict)
     quality_below_bar: str | None = None
+    run_row: dict = field(default_factory=dict)  # the row of identity_runs
+    state: pd.DataFrame | None = None  # the rows of incremental.STATE_TABLE (Splink runs)
+    timings: dict[str, float] = field(default_factory=dict)  # CPU seconds per phase
 
 
 @dataclass
@@ -387,17 +391,20 @@ class Linked:
     mode_reason: str
     records_relinked: int
     plan_counts: dict = field(default_factory=dict)
+    kept: pd.Series | None = None  # incremental: per record, the base key of the cluster kept whole (NA elsewhere)
 
 
 def link_records(linkage: pd.DataFrame, model: dict, threshold: float, *, relink: str = incremental.INCREMENTAL,
                  base: incremental.BaseRun | None = None, threads: int = 2,
-                 memory_limit: str | None = "3GB", fingerprints: pd.Series | None = None) -> Linked:
+                 memory_limit: str | None = "3GB", fingerprints: pd.Series | None = None,
+                 base_position: np.ndarray | None = None) -> Linked:
     """Cluster the linkage input with a trained model: incrementally on ``base`` when allowed, else in full.
 
     See :mod:`include.identity.incremental` for when a run is incremental and
     what it keeps; :mod:`include.identity.scoring` and
     :mod:`include.identity.clustering` for how pairs become clusters. ``fingerprints``: the
-    records' :func:`~include.identity.incremental.record_fingerprints`, when the caller has them.
+    records' :func:`~include.identity.incremental.record_fingerprints`, when the caller has them;
+    ``base_position``: each record's row in ``base.members`` (-1 when new), when the caller has it.
     """
     columns = splink_linkage.model_columns(model)
     mode, why = incremental.choose_mode(relink, base, model, columns)
@@ -408,7 +415,7 @@ def link_records(linkage: pd.DataFrame, model: dict, threshold: float, *, relink
     if mode == incremental.INCREMENTAL:
         if fingerprints is None:
             fingerprints = incremental.record_fingerprints(linkage)
-        plan = incremental.plan_incremental(members, fingerprints, base)
+        plan = incremental.plan_incremental(members, fingerprints, base, base_position)
         scored = session.score_incremental(plan.new_ids, plan.regroup)
         relinked = len(plan.new_ids) + len(plan.regroup)
     else:
@@ -426,7 +433,7 @@ def link_records(linkage: pd.DataFrame, model: dict, threshold: float, *, relink
         log.warning("identity: %d pair(s) with an equal strong id (%s) kept apart: every other comparison "
                     "contradicts them", scored.equal_ids_contradicted, ", ".join(session.strong_ids))
     return Linked(pd.Series(clustering.cluster.astype(str)), pd.Series(clustering.confidence), quality, mode, why,
-                  relinked, {} if plan is None else plan.counts)
+                  relinked, {} if plan is None else plan.counts, None if plan is None else plan.groups)
 
 
 def load_identity_records(wh: Warehouse, as_of_date: dt.date) -> pd.DataFrame:
@@ -539,8 +546,70 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
                        min_estimated_recall: float = 0.0, below_bar: str = "degrade") -> IdentityRun:
     """Resolve the staged identity records of ``as_of_date`` into customers; replace its rows.
 
+    Reads the staged records, the base run (``base``, by default the latest earlier Splink
+    run in the warehouse, with its kept state) and the generator's truth when present, calls
+    :func:`resolve_records`, and writes ``identity_map``, ``customers``, ``identity_runs``,
+    ``identity_changes`` and :data:`~include.identity.incremental.STATE_TABLE` of the date in
+    one transaction. The parameters are :func:`resolve_records`'.
+
+    Raises
+    ------
+    IdentityError
+        When the run linked no two records although some share an email,
+        phone, ``id_*`` value, or full name + date of birth or postcode.
+    IdentityQualityError
+        When the estimate is below the bar and ``below_bar`` is ``fail`` (nothing is written).
+    """
+    if method not in ("splink", "exact"):
+        raise ValueError(f"identity_method must be 'splink' or 'exact', got {method!r}")
+    if below_bar not in ("degrade", "fail"):
+        raise ValueError(f"identity_below_bar must be 'degrade' or 'fail', got {below_bar!r}")
+    records = load_identity_records(wh, as_of_date)
+    identifiers = load_identity_identifiers(wh, as_of_date)
+    if base is FIND_BASE:
+        base = incremental.latest_base(wh, as_of_date)
+    out = resolve_records(records, identifiers, as_of_date, method=method, threshold=threshold, model=model,
+                          seed=seed, u_max_pairs=u_max_pairs, phone_country=phone_country, relink=relink,
+                          base=base, model_trained_for=model_trained_for,
+                          min_estimated_precision=min_estimated_precision,
+                          min_estimated_recall=min_estimated_recall, below_bar=below_bar,
+                          truth=truth_persons_of(wh, records))
+    write_run(wh, as_of_date, out)
+    return out
+
+
+def write_run(wh: Warehouse, as_of_date: dt.date, out: IdentityRun) -> None:
+    """Replace the date's rows of the identity stage's tables with ``out``'s, in one transaction."""
+    state = out.state if out.state is not None else pd.DataFrame(columns=["as_of_date", "source_system",
+                                                                           "source_id"])
+    if not wh.has_table(incremental.STATE_TABLE):
+        wh.ensure_schema()  # a warehouse from before the table (the DAG's extract task creates it first)
+    have = set(wh.table_columns(incremental.STATE_TABLE) or [])
+    added = [c for c in splink_linkage.identifier_columns(state.columns) if c not in have]
+    if added:
+        # One column per identifier type linked on (added before the transaction: a new empty
+        # column changes no visible row, and DDL commits on its own on Snowflake).
+        wh.run_script(";\n".join(f"ALTER TABLE {incremental.STATE_TABLE} ADD COLUMN {c} VARCHAR" for c in added))
+    with wh.transaction() as tx:  # every table of the date becomes visible together
+        tx.replace_partition("identity_map", out.result.identity_map, {"as_of_date": as_of_date})
+        tx.replace_partition("customers", out.result.customers, {"as_of_date": as_of_date})
+        tx.replace_partition("identity_runs", pd.DataFrame([out.run_row]), {"as_of_date": as_of_date})
+        tx.replace_partition("identity_changes", out.changes, {"as_of_date": as_of_date})
+        tx.replace_partition(incremental.STATE_TABLE, state, {"as_of_date": as_of_date})
+
+
+def resolve_records(records: pd.DataFrame, identifiers: pd.DataFrame | None, as_of_date: dt.date, *,
+                    method: str = "splink", threshold: float = 0.95, model: dict | None = None, seed: int = 42,
+                    u_max_pairs: float = 5e6, phone_country: str = "GB", relink: str = incremental.INCREMENTAL,
+                    base: incremental.BaseRun | None = None, model_trained_for: dt.date | None = None,
+                    min_estimated_precision: float = 0.0, min_estimated_recall: float = 0.0,
+                    below_bar: str = "degrade", truth: pd.Series | None = None) -> IdentityRun:
+    """Resolve staged identity records into customers (no warehouse: :func:`resolve_identities` reads and writes).
+
     Parameters
     ----------
+    records, identifiers
+        The staged records (:func:`load_identity_records`) and extra identifiers of the date.
     method
         ``splink`` or ``exact``.
     threshold
@@ -556,25 +625,20 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         clusters when it used the same model and columns) or ``full``; see
         :mod:`include.identity.incremental`.
     base
-        The run this one builds on (:class:`~include.identity.incremental.BaseRun`),
-        ``None`` for none; by default the latest earlier Splink run in the warehouse.
-        Merges and splits against it go to ``identity_changes``.
+        The run this one builds on (:class:`~include.identity.incremental.BaseRun`), or ``None``.
+        Merges and splits against it go to ``identity_changes``. With its kept state
+        (:data:`~include.identity.incremental.STATE_TABLE`) and an incremental run, only the records
+        whose staged values changed are normalised, and only the clusters that changed are keyed
+        and get new golden records; the others keep the base's.
     model_trained_for
         The as-of date the given model was trained for (recorded in ``identity_runs``).
     min_estimated_precision, min_estimated_recall
         The bar for the truth-free quality estimate (:mod:`include.identity.quality`).
     below_bar
-        ``degrade``: a run below the bar is written and marked degraded (WARNING,
-        ``identity_runs.degraded``); ``fail``: it raises :class:`IdentityQualityError`
-        and writes nothing.
-
-    Raises
-    ------
-    IdentityError
-        When the run linked no two records although some share an email,
-        phone, ``id_*`` value, or full name + date of birth or postcode.
-    IdentityQualityError
-        When the estimate is below the bar and ``below_bar`` is ``fail``.
+        ``degrade``: a run below the bar is marked degraded (WARNING,
+        ``identity_runs.degraded``); ``fail``: it raises :class:`IdentityQualityError`.
+    truth
+        The generator's person of each record (scoring only: it never reaches training or clustering).
 
     Notes
     -----
@@ -588,9 +652,26 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         raise ValueError(f"identity_method must be 'splink' or 'exact', got {method!r}")
     if below_bar not in ("degrade", "fail"):
         raise ValueError(f"identity_below_bar must be 'degrade' or 'fail', got {below_bar!r}")
-    records = load_identity_records(wh, as_of_date)
+    timings: dict[str, float] = {}
+    clock = time.process_time()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.process_time()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    records = records.reset_index(drop=True)
     members = (records["source_system"] + ":" + records["source_id"]).reset_index(drop=True)
-    linkage = splink_linkage.linkage_input(records, load_identity_identifiers(wh, as_of_date), phone_country)
+    from_state = None
+    if (method == "splink" and relink == incremental.INCREMENTAL and isinstance(base, incremental.BaseRun)
+            and base.state is not None):
+        # The base's normalised values for every record whose staged values are unchanged.
+        from_state = incremental.linkage_from_state(records, identifiers, phone_country, base)
+        linkage, fingerprints, source_hash = from_state.linkage, from_state.fingerprints, from_state.source_hash
+    else:
+        linkage = splink_linkage.linkage_input(records, identifiers, phone_country)
+        fingerprints = source_hash = None
     columns = splink_linkage.present_columns(linkage)
     email, phone = linkage["email"], linkage["phone"]
     identifying = [c for c in linkage.columns if c not in ("unique_id", *splink_linkage.CONTEXT_COLUMNS)]
@@ -601,11 +682,10 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         "phones_nulled_malformed": float((records["phone"].notna().to_numpy() & phone.isna().to_numpy()).sum()),
         "records_without_identifiers": float(no_identifier.sum()),
         "linkage_columns": float(len(columns)),
+        "records_normalised": float(len(records) if from_state is None else from_state.normalised),
     }
-    if base is FIND_BASE:
-        base = incremental.latest_base(wh, as_of_date)
     exact_keys = strong_identifier_keys(linkage)
-    baseline = exact_clusters(exact_keys)
+    lap("normalise")
     trained, degraded_reason, refused = False, None, None
     if method == "splink" and model is not None:
         model_cols = splink_linkage.model_columns(model)
@@ -629,23 +709,31 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
                 degraded_reason = f"Splink cannot be trained: {exc}"
                 log.warning("identity DEGRADED: %s; no accepted model over these columns to reuse; "
                             "using the exact rule on %s this run", degraded_reason, ", ".join(exact_keys.columns))
+    lap("train")
     mode, mode_reason, plan_counts, relinked = incremental.FULL, "", {}, len(records)
-    fingerprints = incremental.record_fingerprints(linkage)  # stored, and compared with the base's
+    kept = None  # per record: it sits in a cluster kept whole from the base with its staged values unchanged
+    if fingerprints is None:
+        fingerprints = incremental.record_fingerprints(linkage)  # stored, and compared with the base's
     if method == "splink":
-        linked = link_records(linkage, model, threshold, relink=relink, base=base, fingerprints=fingerprints)
+        linked = link_records(linkage, model, threshold, relink=relink, base=base, fingerprints=fingerprints,
+                              base_position=None if from_state is None else from_state.base_position)
         cluster, confidence = linked.cluster, linked.confidence
         mode, mode_reason, plan_counts, relinked = linked.mode, linked.mode_reason, linked.plan_counts, \
             linked.records_relinked
         quality = linked.quality
         metrics["pairs_scored"] = float(quality.pairs_scored)
         match_method = "splink"
+        if from_state is not None and linked.kept is not None:
+            kept = linked.kept.notna().to_numpy() & from_state.unchanged
     else:
+        baseline = exact_clusters(exact_keys)
         cluster, confidence = baseline.astype(str), pd.Series(1.0, index=members.index)
         match_method = SOURCE_ID_METHOD if single_source else exact_method_name(exact_keys)
         mode_reason = "one source system: its own ids are the customers" if single_source else "exact rule"
         quality = exact_quality(baseline.to_numpy(), linkage[splink_linkage.identifier_columns(linkage.columns)],
                                 scope="no model: " + mode_reason)
-    log.info("identity: %s link (%s); %d of %d records scored", mode, mode_reason, relinked, len(records))
+    log.info("identity: %s link (%s); %d of %d records scored, %d normalised", mode, mode_reason, relinked,
+             len(records), int(metrics["records_normalised"]))
     # Records with nothing to match on stay alone, whatever the method did.
     cluster = cluster.astype(str).where(~no_identifier, "solo:" + members)
     _check_linked(cluster, linkage, match_method, columns, degraded_reason)
@@ -659,40 +747,48 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         log.warning("identity DEGRADED: %s", below)
     metrics["degraded"] = float(degraded_reason is not None)
     metrics.update(quality.metrics())
-    keyed = assign_stable_keys(pd.DataFrame({"member": members, "cluster": cluster,
-                                             "first_seen": records["created_at"].to_numpy()}), as_of_date)
+    lap("link")
+    rec = records.copy()
+    rec["email_norm"], rec["phone_norm"] = email.to_numpy(), phone.to_numpy()
+    keys, key_since, customers, rebuilt = keys_and_golden_records(
+        rec, cluster, as_of_date, reuse=None if kept is None else (kept, from_state.base_position, base))
     identity_map = pd.DataFrame({
         "as_of_date": as_of_date,
         "source_system": records["source_system"].to_numpy(),
         "source_id": records["source_id"].to_numpy(),
-        "customer_key": keyed["customer_key"].to_numpy(),
+        "customer_key": keys,
         "cluster_confidence": confidence.round(6).to_numpy(),
         "match_method": match_method,
-        "key_since": keyed["key_since"].to_numpy(),
+        "key_since": key_since,
         "record_hash": fingerprints.to_numpy(),
     })
-    rec = records.reset_index(drop=True).copy()
-    rec["email_norm"], rec["phone_norm"] = email, phone
-    rec["customer_key"] = identity_map["customer_key"]
-    customers = golden_records(rec, as_of_date)
     metrics["customers"] = float(len(customers))
     metrics["multi_record_customers"] = float((customers["source_records"] > 1).sum())
+    metrics["customers_rebuilt"] = float(rebuilt)
     changes = pd.DataFrame(columns=incremental.CHANGE_COLUMNS)
     if isinstance(base, incremental.BaseRun):
+        moved = np.ones(len(records), dtype=bool) if kept is None else ~kept  # kept records keep their keys
         changes = incremental.identity_changes(
-            base.members, pd.DataFrame({"member": members, "customer_key": identity_map["customer_key"]}), as_of_date)
+            base.members, pd.DataFrame({"member": members[moved].to_numpy(), "customer_key": keys[moved]}),
+            as_of_date, keys_after=keys)
     metrics["customer_merges"] = float((changes["change"] == "merge").sum())
     metrics["customer_splits"] = float((changes["change"] == "split").sum())
+    state = None
+    if method == "splink":
+        if source_hash is None:
+            source_hash = incremental.source_hashes(records, identifiers, phone_country)
+        state = incremental.state_rows(records, linkage, source_hash, fingerprints, as_of_date)
+    lap("keys_golden")
     evaluation = None
-    truth = truth_persons_of(wh, records)
     if truth is not None:
         # Scoring only: the truth never reaches training or clustering.
+        truth = pd.Series(truth).reset_index(drop=True)
         rows = {"exact_email_phone": evaluate_clusters(exact_clusters(pd.DataFrame({"email": email, "phone": phone})),
                                                        truth)}
         if exact_keys.shape[1] > 2:
-            rows[exact_method_name(exact_keys)] = evaluate_clusters(baseline, truth)
+            rows[exact_method_name(exact_keys)] = evaluate_clusters(exact_clusters(exact_keys), truth)
         if method == "splink":
-            rows["splink"] = evaluate_clusters(pd.Series(keyed["customer_key"].to_numpy()), truth)
+            rows["splink"] = evaluate_clusters(pd.Series(keys), truth)
         evaluation = pd.DataFrame(rows).T.rename_axis("method").reset_index()
         for row in evaluation.itertuples(index=False):
             for k, v in row._asdict().items():
@@ -714,20 +810,72 @@ def resolve_identities(wh: Warehouse, as_of_date: dt.date, *, method: str = "spl
         "equal_id_pairs_apart_share": quality.equal_id_pairs_apart_share,
         "largest_cluster": quality.largest_cluster, "quality_below_bar": below or "",
     }
-    with wh.transaction() as tx:  # the map, the golden records and the run's row become visible together
-        tx.replace_partition("identity_map", identity_map, {"as_of_date": as_of_date})
-        tx.replace_partition("customers", customers, {"as_of_date": as_of_date})
-        tx.replace_partition("identity_runs", pd.DataFrame([run_row]), {"as_of_date": as_of_date})
-        tx.replace_partition("identity_changes", changes, {"as_of_date": as_of_date})
-    log.info("identity (%s, %s): %d records -> %d customers (%d with several records, %d without identifiers); "
-             "linkage columns: %s; %d merges, %d splits against %s", match_method, mode, len(records), len(customers),
-             int(metrics["multi_record_customers"]), int(metrics["records_without_identifiers"]), ", ".join(columns),
-             int(metrics["customer_merges"]), int(metrics["customer_splits"]), base_date or "no earlier run")
+    log.info("identity (%s, %s): %d records -> %d customers (%d with several records, %d without identifiers, "
+             "%d rebuilt); linkage columns: %s; %d merges, %d splits against %s", match_method, mode, len(records),
+             len(customers), int(metrics["multi_record_customers"]), int(metrics["records_without_identifiers"]),
+             int(metrics["customers_rebuilt"]), ", ".join(columns), int(metrics["customer_merges"]),
+             int(metrics["customer_splits"]), base_date or "no earlier run")
     log.info("identity quality (no truth; %s): estimated precision %s, recall %s; %s", quality.scope,
              _fmt(quality.estimated_precision), _fmt(quality.estimated_recall), _quality_words(quality))
+    log.info("identity CPU seconds: %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return IdentityRun(IdentityResult(identity_map, customers, metrics), model, trained, evaluation,
                        columns, degraded_reason, refused, mode, mode_reason, base_date, quality, changes, plan_counts,
-                       below)
+                       below, run_row, state, timings)
+
+
+def keys_and_golden_records(rec: pd.DataFrame, cluster: pd.Series, as_of_date: dt.date, *,
+                            reuse: tuple[np.ndarray, np.ndarray, incremental.BaseRun] | None = None
+                            ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, int]:
+    """Customer key and ``key_since`` of every record, the golden records (table ``customers``), and how many were built.
+
+    ``rec``: the staged records with ``email_norm`` and ``phone_norm``; ``cluster``: their
+    cluster labels. ``reuse``: per record, whether it sits in a cluster the run kept whole
+    from the base with its staged values unchanged, its row in ``base.members``, and the
+    base. A cluster of such records only is the base's cluster with the same members and
+    values, so its key (a function of its members, :func:`assign_stable_keys`) and golden
+    record are the base's: only the other clusters are keyed and rebuilt.
+    """
+    rec = rec.reset_index(drop=True)
+    cluster = pd.Series(cluster).reset_index(drop=True)
+    keys = np.empty(len(rec), dtype=object)
+    since = np.empty(len(rec), dtype=object)
+    reused = None
+    if reuse is not None and reuse[2].customers is not None and "key_since" in reuse[2].members:
+        kept, at, base = reuse
+        code, _ = pd.factorize(cluster)
+        mixed = np.zeros(int(code.max()) + 1 if len(code) else 0, dtype=bool)
+        mixed[code[~kept]] = True
+        reused = ~mixed[code]  # records of clusters made of kept records only
+        keys[reused] = base.members["customer_key"].to_numpy(dtype=object)[at[reused]]
+        # Dates as datetime.date objects (None when unknown), as assign_stable_keys gives them.
+        base_since = pd.to_datetime(base.members["key_since"]).to_numpy(dtype="datetime64[ns]")[at[reused]]
+        since[reused] = base_since.astype("datetime64[D]").astype(object)
+    rebuild = np.flatnonzero(~reused) if reused is not None else np.arange(len(rec))
+    sub = rec.iloc[rebuild].reset_index(drop=True)
+    keyed = assign_stable_keys(pd.DataFrame({"member": (sub["source_system"] + ":" + sub["source_id"]).to_numpy(),
+                                             "cluster": cluster.iloc[rebuild].to_numpy(),
+                                             "first_seen": sub["created_at"].to_numpy()}), as_of_date)
+    keys[rebuild] = keyed["customer_key"].to_numpy()
+    since[rebuild] = keyed["key_since"].to_numpy()
+    sub["customer_key"] = keys[rebuild]
+    customers = golden_records(sub, as_of_date)
+    rebuilt = len(customers)
+    if reused is not None and reused.any():
+        old = reuse[2].customers
+        # A base cluster is kept whole or not at all: the base's customers but those of its records
+        # not reused here (a small set: the clusters that changed or lost a record).
+        base_reused = np.zeros(len(base.members), dtype=bool)
+        base_reused[at[reused]] = True
+        gone = pd.Index(pd.unique(base.members["customer_key"].to_numpy(dtype=object)[~base_reused]))
+        keep = gone.get_indexer(old["customer_key"].to_numpy(dtype=object)) < 0
+        kept_rows = old[keep][list(customers.columns)].assign(as_of_date=as_of_date)
+        if len(kept_rows) != len(pd.unique(keys[reused])):
+            raise AssertionError("identity: the base's customers do not match its kept clusters")
+        # The rebuilt customers (by key), then the kept ones in the base's order: deterministic. Keys
+        # cannot repeat: a key is its cluster's earliest record, and the two sets share no record.
+        customers = pd.concat([customers, kept_rows.astype(customers.dtypes.to_dict(), errors="ignore")],
+                              ignore_index=True)
+    return keys, since, customers, rebuilt
 
 
 def _fmt(value: float | None) -> str:

@@ -56,6 +56,18 @@ CREATE TABLE IF NOT EXISTS identity_map (
     record_hash VARCHAR
 );
 
+-- identity_linkage_records: the normalised linkage values each identity run used, per record
+-- (normalised PII, owned by resolve_identity like identity_map, dated and published with it). The
+-- next run reuses the values of records whose source_hash (a hash of the staged values they come
+-- from) is unchanged instead of normalising, fingerprinting and keying every record again
+-- (include/identity/incremental.py). Erasure deletes a person's rows by source_system/source_id.
+-- An id_<type> column is added per identifier type a run links on.
+CREATE TABLE IF NOT EXISTS identity_linkage_records (
+    as_of_date DATE, source_system VARCHAR, source_id VARCHAR, source_hash VARCHAR, record_hash VARCHAR,
+    first_name VARCHAR, last_name VARCHAR, email VARCHAR, phone VARCHAR, postcode VARCHAR,
+    address VARCHAR, region VARCHAR, dob VARCHAR, device_id VARCHAR
+);
+
 CREATE TABLE IF NOT EXISTS customers (
     as_of_date DATE, customer_key VARCHAR, source_records BIGINT,
     source_systems VARCHAR, email VARCHAR, phone VARCHAR, postcode VARCHAR,

@@ -72,6 +72,22 @@ def test_incremental_week_equals_a_full_relink_with_the_same_model(wh, weeks):
     a, b = _partition(inc), _partition(full).reindex(_partition(inc).index)
     # Same clusters and, keys being a function of the clusters, the same keys.
     assert (a == b).all(), f"{int((a != b).sum())} records differ"
+    # Only the new and re-keyed records were normalised; the rest came from week 1's kept state.
+    assert inc.result.metrics["records_normalised"] == n_retyped + inc.plan_counts["records_new"]
+    assert full.result.metrics["records_normalised"] == len(week2)
+    # Golden records, keys since and fingerprints as the full re-link gives them, though the
+    # incremental run rebuilt only the customers whose clusters changed.
+    assert inc.result.metrics["customers_rebuilt"] < 0.5 * len(inc.result.customers)
+    pd.testing.assert_frame_equal(inc.result.customers.sort_values("customer_key", ignore_index=True),
+                                  full.result.customers)
+    cols = ["source_system", "source_id", "customer_key", "key_since", "record_hash"]
+    pd.testing.assert_frame_equal(inc.result.identity_map[cols], full.result.identity_map[cols])
+    # The kept state of week 2 holds what a full pass normalises, whichever way it was built.
+    state = wh.query_df(f"SELECT * FROM {incremental.STATE_TABLE} WHERE as_of_date = :d ORDER BY source_system, "
+                        "source_id", {"d": WEEK2})
+    assert len(state) == len(week2)
+    pd.testing.assert_frame_equal(state.drop(columns=["as_of_date"]).astype("string"),
+                                  full.state.drop(columns=["as_of_date"]).astype("string"), check_dtype=False)
     ev_inc = inc.evaluation.set_index("method").loc["splink"]
     ev_full = full.evaluation.set_index("method").loc["splink"]
     assert ev_inc["pairwise_f1"] == pytest.approx(ev_full["pairwise_f1"], abs=1e-12)
@@ -83,6 +99,32 @@ def test_incremental_week_equals_a_full_relink_with_the_same_model(wh, weeks):
     changes = inc.changes
     explained = set(changes["customer_key"])
     assert {keys1[m] for m in moved} <= explained
+
+
+def test_a_base_without_kept_state_is_linked_in_full_once(wh, weeks, caplog):
+    week1, week2, truth, *_ = weeks
+    _stage(wh, week1, WEEK1, truth)
+    first = resolve_identities(wh, WEEK1)
+    # A warehouse from before the state table: week 1's run kept no normalised records.
+    wh.run_script(f"DELETE FROM {incremental.STATE_TABLE}")
+    _stage(wh, week2, WEEK2, truth)
+    with caplog.at_level("INFO", logger="include.identity.resolve"):
+        second = resolve_identities(wh, WEEK2, model=first.model, model_trained_for=WEEK1)
+    assert second.mode == "full" and incremental.STATE_TABLE in second.mode_reason
+    assert any(incremental.STATE_TABLE in r.getMessage() and "full link" in r.getMessage() for r in caplog.records)
+    assert second.result.metrics["records_normalised"] == len(week2)
+    # The full pass kept its state: the next week starts from it and normalises nothing unchanged.
+    week3 = WEEK2 + dt.timedelta(days=7)
+    _stage(wh, week2, week3, truth)
+    third = resolve_identities(wh, week3, model=first.model, model_trained_for=WEEK1)
+    assert third.mode == "incremental" and third.result.metrics["records_normalised"] == 0
+    assert third.result.metrics["customers_rebuilt"] == 0
+    # Every golden record is week 2's, read back from the warehouse (text as object there).
+    by_key = {"by": "customer_key", "ignore_index": True}
+    pd.testing.assert_frame_equal(third.result.customers.drop(columns=["as_of_date"]).sort_values(**by_key),
+                                  second.result.customers.drop(columns=["as_of_date"]).sort_values(**by_key),
+                                  check_dtype=False)
+    assert (third.result.identity_map["customer_key"] == second.result.identity_map["customer_key"]).all()
 
 
 def test_changes_name_the_oldest_key_as_survivor_of_a_merge():

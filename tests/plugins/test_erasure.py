@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from include.crm.contract import PUSH_FIELDS
 from include.erasure import ErasureRequestError, erase, id_hash, remove_erased_rows
@@ -110,6 +111,13 @@ def test_erasure_sql_runs_in_both_dialects_and_the_dag_task_applies_the_list(kin
                                                        "customer_key": ["CA", "CA", "CB"]}), conn)
             wh.insert_df("customers", pd.DataFrame({"as_of_date": d, "customer_key": ["CA", "CB"],
                                                     "email": ["a@example.com", "b@example.com"]}), conn)
+            # The identity stage's kept normalised values (normalised PII), with an identifier column
+            # added the way the stage adds one.
+            conn.execute(sa.text("ALTER TABLE identity_linkage_records ADD COLUMN id_national VARCHAR"))
+            wh.insert_df("identity_linkage_records", pd.DataFrame({
+                "as_of_date": d, "source_system": ["web", "hubspot", "web"], "source_id": ["W1", "101", "W2"],
+                "source_hash": "s", "record_hash": "f", "email": ["a@example.com", None, "b@example.com"],
+                "last_name": ["ann", "ann", "bo"], "id_national": ["AB123", None, "CD456"]}), conn)
             wh.insert_df("quarantine", pd.DataFrame({"as_of_date": d, "source_table": "raw_identity_records",
                                                      "source_key": ["web|W1", "web|W2"], "reason": "x",
                                                      "detail": "y"}), conn)
@@ -121,8 +129,10 @@ def test_erasure_sql_runs_in_both_dialects_and_the_dag_task_applies_the_list(kin
                             "email": ["a@example.com", "b@example.com"]})
         wh.replace_table("raw_identity_records", raw)
         result = erase(wh, ["hubspot:101"], requested_by="t")
-        assert result.rows_by_table == {"crm_push_state": 1, "customers": 1, "identity_map": 2, "quarantine": 1,
-                                        "raw_identity_records": 1}
+        assert result.rows_by_table == {"crm_push_state": 1, "customers": 1, "identity_map": 2,
+                                        "identity_linkage_records": 2, "quarantine": 1, "raw_identity_records": 1}
+        left = wh.query_df("SELECT * FROM identity_linkage_records").astype(str).to_csv()
+        assert "W2" in left and not re.search(r"W1|\b101\b|a@example|AB123|\bann\b", left)
         assert result.crm_records_to_clear == 1
         state = wh.query_df("SELECT record_id, customer_key, erasure_id FROM crm_push_state ORDER BY record_id")
         assert state["record_id"].tolist() == ["101", "102"] and state["customer_key"].isna().tolist() == [True, False]
