@@ -139,8 +139,9 @@ STATE_TABLE = "identity_linkage_records"
 #: Prefix of :func:`source_hashes`; bump it when normalisation changes, and every record is normalised again.
 SOURCE_VERSION = "s1:"
 #: The staged columns a record's linkage values, stable key and golden record are computed from.
+#: ``date_of_birth_text`` is the text of a date of birth extract nulled (linkage compares it as keyed).
 SOURCE_COLUMNS = ("first_name", "last_name", "email", "phone", "address", "postcode", "date_of_birth",
-                  "device_id", "region", "created_at")
+                  "date_of_birth_text", "device_id", "region", "created_at")
 
 
 def source_hashes(records: pd.DataFrame, identifiers: pd.DataFrame | None = None,
