@@ -248,11 +248,21 @@ def customer_segmentation():
     chain(erasures, extract, identity, features, segments, backtest)
     features >> clv  # segmentation and CLV run side by side
     # One owner for ids and names: the labeller hears the fit, CLV (a witness) and the backtest (claims that
-    # failed are withheld); the CLV cross-check records the labels against CLV before they go out.
+    # failed are withheld).
     [segments, clv, backtest] >> labels
-    # The holdout is recorded before the report and before any push: holdouts never get the action.
-    chain(labels, crosscheck, published, migration, economics, [experiment, comparison], report)
-    report >> [check, *pushes]
+    # After the labels, each task waits only for the tables it reads, so the second core takes the branches
+    # (each stage writes only its own tables, and every table it reads is complete before it starts):
+    # - the CLV cross-check reads the labels and CLV; it records them before they go out (report, pushes);
+    # - migration reads the published labels (and check_migration migration's transitions);
+    # - economics reads the published labels; the scheme comparison reads economics' per-customer profit,
+    #   the experiment its priorities and actions.
+    labels >> [crosscheck, published]
+    published >> migration >> check
+    published >> economics >> [experiment, comparison]
+    # The report shows every table of the date. The holdout is recorded before the report and before any
+    # push: holdouts never get the action; the pushes go out after the report.
+    [crosscheck, migration, experiment, comparison] >> report
+    report >> pushes
     [check, *pushes] >> close_mlflow_run()
 
 

@@ -87,7 +87,9 @@ def variance_explained(values: pd.Series | np.ndarray, groups: pd.Series | np.nd
         variance at all (every value equal) or no residual degrees of freedom (N ≤ k).
     """
     x = np.asarray(values, dtype=float)
-    g = np.asarray(groups, dtype=object)
+    g = np.asarray(groups)
+    if g.dtype.kind not in "iu":  # integer codes factorize as they are; anything else as Python objects
+        g = g.astype(object)
     if x.shape != g.shape:
         raise ValueError(f"values and groups differ in length ({len(x)} vs {len(g)})")
     if pd.isna(g).any():
@@ -192,8 +194,12 @@ def compare_schemes(customers: pd.DataFrame, legacy: pd.DataFrame) -> Comparison
     ]
     skipped: dict[str, str] = {}
     cross, summary = [], []
-    for scheme, rows in (legacy.groupby("scheme", sort=True) if len(legacy) else []):
-        rows = rows[rows["customer_key"].isin(customers["customer_key"])]
+    # Only published customers count (keys unique, checked above): a hash lookup on the key index, since
+    # Series.isin with a string dtype builds a Python object per value (16 CPU-s for 480k customers, two schemes).
+    by_scheme = sorted(legacy.groupby("scheme").indices.items()) if len(legacy) else []
+    published = pd.Index(customers["customer_key"]).get_indexer(legacy["customer_key"]) >= 0 if by_scheme else None
+    for scheme, positions in by_scheme:
+        rows = legacy.iloc[positions[published[positions]]]
         labels = rows.set_index("customer_key")["label"]
         if labels.nunique() > MAX_LABELS_PER_SCHEME:
             skipped[scheme] = (f"{labels.nunique():,} distinct labels (more than {MAX_LABELS_PER_SCHEME}): "
@@ -208,12 +214,14 @@ def compare_schemes(customers: pd.DataFrame, legacy: pd.DataFrame) -> Comparison
                         "customers_total": len(customers), "coverage": len(labels) / len(customers),
                         "conflicts": int(rows["conflict"].astype(bool).sum()) if "conflict" in rows else 0})
 
+    # Each scheme's groups as integer codes in label order, once (the same groups, so the same figures).
+    coded = [(scheme, kind, pd.factorize(groups, sort=True)[0]) for scheme, kind, groups in schemes]
     variance = []
     for measure in measures:
         amount = customers[measure].astype(float)
         for basis, values in (("amount", amount), ("rank", amount.rank(method="average"))):
-            for scheme, kind, groups in schemes:
-                v = variance_explained(values, groups.to_numpy())
+            for scheme, kind, codes in coded:
+                v = variance_explained(values, codes)
                 variance.append({"scheme": scheme, "scheme_kind": kind, "measure": measure, "basis": basis,
                                  "groups": v.groups, "customers": v.customers, "ss_between": v.ss_between,
                                  "ss_total": v.ss_total, "eta_squared": v.eta_squared,

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from include.experiment.holdout import holdout_draw
+from include.experiment.holdout import holdout_draws
 from include.experiment.lift import LIFT_COLUMNS, segment_lift
 from include.features.build import feature_params
 from include.runtime.errors import NoRowsError
@@ -103,7 +103,7 @@ def assign_holdout(published: pd.DataFrame, experiment_name: str, share: float) 
     if not 0.0 <= share < 1.0:  # NaN too
         raise SettingsError(f"setting holdout_share must be in [0, 1), got {share}")
     out = published[["customer_key", "segment_id", "segment_name", "action"]].copy()
-    out["holdout_draw"] = [holdout_draw(experiment_name, str(k)) for k in out["customer_key"]]
+    out["holdout_draw"] = holdout_draws(experiment_name, out["customer_key"].astype(str).tolist())
     out["holdout"] = out["holdout_draw"] < share
     out["action"] = out["action"].where(~out["holdout"], None)
     return out

@@ -89,7 +89,10 @@ import logging
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+# scipy.special, not scipy.stats: the quantiles are the functions scipy.stats' t.ppf and norm.ppf call
+# (the same values, NaN for df <= 0 too), and importing scipy.stats costs a task 1-5 s.
+from scipy import special
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +166,12 @@ def difference_interval(treated: np.ndarray, holdout: np.ndarray, level: float =
         var_h = ph * (1 - ph) / (nh + 2)
     if not se > 0:
         return out
-    q = float(stats.t.ppf(0.5 + level / 2, df))
+    q = float(special.stdtrit(df, 0.5 + level / 2))
     out.update(centre=float(centre), se=float(se), df=float(df))
     out["ci_low"], out["ci_high"] = centre - q * se, centre + q * se
     if binary:  # a difference of two rates lies in [-1, 1]; clipping there loses no coverage
         out["ci_low"], out["ci_high"] = float(max(out["ci_low"], -1.0)), float(min(out["ci_high"], 1.0))
-    out["mde"] = (q + float(stats.norm.ppf(POWER))) * se
+    out["mde"] = (q + float(special.ndtri(POWER))) * se
     mh = out["holdout_mean"]
     if mh != 0:
         out["relative_lift"] = out["lift"] / mh
@@ -254,7 +257,7 @@ def simultaneous_intervals(cells: pd.DataFrame, level: float = 0.95) -> pd.DataF
     q = pd.Series(np.nan, index=out.index)
     if measured.any():
         alpha = (1 - level) / m[measured].to_numpy(dtype=float)
-        q[measured] = stats.t.ppf(1 - alpha / 2, out.loc[measured, "df"].to_numpy(dtype=float))
+        q[measured] = special.stdtrit(out.loc[measured, "df"].to_numpy(dtype=float), 1 - alpha / 2)
     out["simultaneous_low"] = out["centre"] - q * out["se"]
     out["simultaneous_high"] = out["centre"] + q * out["se"]
     rate = out["metric"].isin(BINARY)  # as in difference_interval: a difference of rates lies in [-1, 1]

@@ -723,8 +723,11 @@ def write_report(wh: Warehouse, as_of_date: dt.date, folder: Path, payers_share:
     """Render the report of ``as_of_date`` into ``folder`` with money in ``currency``; return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = report_path(folder, as_of_date)
-    page = render_report(load_report_data(wh, as_of_date), payers_share=payers_share, currency=currency,
-                         currency_code=currency_code)
+    # Every read in one transaction: one snapshot of the date's tables, and one open of the warehouse file
+    # instead of one per read (about 40; 25 CPU-ms each on the 480k warehouse).
+    with wh.transaction() as tx:
+        data = load_report_data(tx, as_of_date)
+    page = render_report(data, payers_share=payers_share, currency=currency, currency_code=currency_code)
     path.write_text(page, encoding="utf-8")
     return path
 

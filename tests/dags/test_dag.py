@@ -17,12 +17,14 @@ EDGES = [
     ("extract_validate", "resolve_identity"), ("resolve_identity", "build_features"),
     ("build_features", "segment_customers"), ("build_features", "fit_clv"),
     ("segment_customers", "backtest_claims"), ("segment_customers", "label_segments"),
-    ("fit_clv", "label_segments"), ("backtest_claims", "label_segments"), ("label_segments", "crosscheck_clv"),
-    ("crosscheck_clv", "publish_segments"), ("publish_segments", "track_migration"),
-    ("track_migration", "build_economics"),
-    ("build_economics", "compare_schemes"), ("compare_schemes", "render_report"),
-    ("build_economics", "run_experiment"), ("run_experiment", "render_report"),
-    ("render_report", "check_migration"),
+    ("fit_clv", "label_segments"), ("backtest_claims", "label_segments"),
+    # after the labels, each task waits for the tables it reads only
+    ("label_segments", "crosscheck_clv"), ("label_segments", "publish_segments"),
+    ("publish_segments", "track_migration"), ("track_migration", "check_migration"),
+    ("publish_segments", "build_economics"),
+    ("build_economics", "compare_schemes"), ("build_economics", "run_experiment"),
+    # the report shows every table of the date; the holdout is recorded before it and before any push
+    *[(t, "render_report") for t in ("crosscheck_clv", "track_migration", "compare_schemes", "run_experiment")],
     *[("render_report", f"push_{t}") for t in ("outbox", "webhook", "hubspot", "salesforce")],
     # the teardown closing the MLflow run comes after every other task
     ("check_migration", "close_mlflow_run"),
