@@ -141,21 +141,25 @@ def log_table(run_id: str, frame: Any, artifact_file: str) -> None:
 SCHEMA_ROWS = 10_000
 
 
-def dataset_schema(frame: Any) -> Any:
+def dataset_schema(frame: Any) -> Any | None:
     """MLflow's schema of ``frame``: column types read from its first :data:`SCHEMA_ROWS` rows, NULLs from all.
 
-    A warehouse column holds one type, so its first rows tell it (a column NULL in all of them is
-    read whole); whether a column is required (has no NULL or NaN) is read from every row,
-    vectorised. The same schema ``mlflow.data.from_pandas`` infers, in well under a second.
+    A warehouse column holds one type, so its first rows tell it (a text column NULL in all of them
+    is read whole; a numeric column's type is its dtype's); whether a column is required (has no
+    NULL or NaN) is read from every row, vectorised. The same schema ``mlflow.data.from_pandas``
+    infers, in well under a second; ``None`` where MLflow infers none.
     """
     mlflow = _mlflow()
+    import pandas as pd
     from mlflow.types import ColSpec, Schema
 
     head = frame.head(SCHEMA_ROWS)
-    unread = [c for c in frame.columns if head[c].isna().all()]
-    inferred = mlflow.data.from_pandas(head.drop(columns=unread)).schema
-    whole = {c: mlflow.data.from_pandas(frame[[c]]).schema.inputs[0] for c in unread}
-    by_name = {**{spec.name: spec for spec in inferred.inputs}, **whole}
+    unread = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(head[c]) and head[c].isna().all()]
+    schemas = [mlflow.data.from_pandas(head.drop(columns=unread)).schema,
+               *(mlflow.data.from_pandas(frame[[c]]).schema for c in unread)]
+    if any(schema is None for schema in schemas):
+        return None
+    by_name = {spec.name: spec for schema in schemas for spec in schema.inputs}
     has_null = frame.isna().any()
     return Schema([ColSpec(by_name[c].type, c, required=not bool(has_null[c])) for c in frame.columns])
 

@@ -20,6 +20,9 @@ def frame() -> pd.DataFrame:
         "email_open_rate": [0.5] * (n - 1) + [np.nan],
         # NULL in every row read for the types: its type comes from the whole column.
         "region": [None] * 10 + ["north"] * (n - 10),
+        # No data at all (no email table): MLflow says Any, and so does the schema here.
+        "channel": [None] * n,
+        "email_click_rate": [np.nan] * n,
     })
 
 
@@ -31,7 +34,7 @@ def test_dataset_schema_is_mlflows_inference_from_few_rows(frame, monkeypatch):
     assert tracking.dataset_schema(frame).to_dict() == mlflow.data.from_pandas(frame).schema.to_dict()
     required = {c["name"]: c["required"] for c in tracking.dataset_schema(frame).to_dict()}
     assert required == {"customer_key": True, "monetary": True, "orders": True, "email_open_rate": False,
-                        "region": False}
+                        "region": False, "channel": False, "email_click_rate": False}
 
 
 def test_dataset_digest_sees_every_row(frame):
