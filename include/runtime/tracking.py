@@ -135,12 +135,57 @@ def log_table(run_id: str, frame: Any, artifact_file: str) -> None:
     client().log_text(run_id, frame.to_csv(index=False), artifact_file)
 
 
+#: Rows MLflow's schema inference reads for the column types in :func:`log_dataset`. Left to itself it
+#: reads every value of every column in Python: 16 CPU-s for the 480,000 rows of ``customer_features``
+#: (and 2.4 CPU-s more for its default digest), a quarter of the ``segment_customers`` task.
+SCHEMA_ROWS = 10_000
+
+
+def dataset_schema(frame: Any) -> Any | None:
+    """MLflow's schema of ``frame``: column types read from its first :data:`SCHEMA_ROWS` rows, NULLs from all.
+
+    A warehouse column holds one type, so its first rows tell it (a text column NULL in all of them
+    is read whole; a numeric column's type is its dtype's); whether a column is required (has no
+    NULL or NaN) is read from every row, vectorised. The same schema ``mlflow.data.from_pandas``
+    infers, in well under a second; ``None`` where MLflow infers none.
+    """
+    mlflow = _mlflow()
+    import pandas as pd
+    from mlflow.types import ColSpec, Schema
+
+    head = frame.head(SCHEMA_ROWS)
+    unread = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(head[c]) and head[c].isna().all()]
+    schemas = [mlflow.data.from_pandas(head.drop(columns=unread)).schema,
+               *(mlflow.data.from_pandas(frame[[c]]).schema for c in unread)]
+    if any(schema is None for schema in schemas):
+        return None
+    by_name = {spec.name: spec for schema in schemas for spec in schema.inputs}
+    has_null = frame.isna().any()
+    return Schema([ColSpec(by_name[c].type, c, required=not bool(has_null[c])) for c in frame.columns])
+
+
+def dataset_digest(frame: Any) -> str:
+    """A digest of every row and column name of ``frame`` (pandas' vectorised row hash, MD5; 8 hex digits as MLflow's)."""
+    import hashlib
+
+    import pandas as pd
+
+    digest = hashlib.md5(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    digest.update(repr((len(frame), [str(c) for c in frame.columns])).encode())
+    return digest.hexdigest()[:8]
+
+
 def log_dataset(run_id: str, frame: Any, name: str, context: str, table: str, as_of_date: dt.date) -> None:
-    """Record ``frame`` (schema, row count, digest) as an input of the run."""
+    """Record ``frame`` (schema, row count, digest) as an input of the run.
+
+    The schema and the digest are computed here (:func:`dataset_schema`, :func:`dataset_digest`)
+    rather than by MLflow, which reads every value in Python.
+    """
     mlflow = _mlflow()
     from mlflow.entities import DatasetInput, InputTag
 
-    dataset = mlflow.data.from_pandas(frame, name=name)
+    dataset = mlflow.data.from_pandas(frame, name=name, digest=dataset_digest(frame))
+    dataset.schema = dataset_schema(frame)  # a cached_property: set, it is not inferred again
     tags = [InputTag("mlflow.data.context", context), InputTag("warehouse_table", table),
             InputTag("as_of_date", as_of_date.isoformat())]
     client().log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])

@@ -46,14 +46,16 @@ def segment_customers(run: RunInfo) -> dict[str, Any]:
         z_profiles,
     )
 
-    mlflow_run = run.mlflow_run()
     s = run.settings
     d = {"as_of_date": run.as_of_date}
+    # The warehouse reads first: the MLflow run (RunInfo.prefetch_mlflow_run, in the DAG's task wrapper)
+    # is found beside them; asking for it before them waited for MLflow's import and store (4-5 CPU-s).
     with Warehouse(run.warehouse_url) as wh:
         features = load_features(wh, run.as_of_date)
         if features.empty:
             raise NoRowsError(f"customer_features has no rows for as_of_date={run.as_of_date}")
         truth = planted_archetypes(wh, run.as_of_date)
+    mlflow_run = run.mlflow_run()
     columns, unavailable = available_features(features)
     # The clustering's rates while active are derived from the same sources, so a source with no data
     # leaves them out too; features_unavailable (report, MLflow) keeps naming the table's features.

@@ -319,3 +319,30 @@ def test_a_rate_without_a_denominator_takes_the_mean_of_those_who_have_it():
     assert np.allclose(prepare(batch, result.model)[0], design_matrix(features, columns)[::7])
     with pytest.raises(ValueError, match="support_per_order"):
         fill_undefined_rates(features.drop(columns="support_per_order"), ("cost_per_contact",), fill)
+
+
+def test_the_fit_matrix_is_the_design_matrix_from_one_pass():
+    from include.segmentation.model import Design
+
+    features = with_service_rates(blobs()[0], seed=2)
+    columns = ("recency_days", "tenure_days", "avg_order_value", "order_rate", "support_per_order",
+               "cost_per_contact", "email_open_rate")
+    design, matrix = Design.fit_matrix(features, columns, ())
+    assert np.array_equal(matrix, design_matrix(features, columns))  # the same numbers, not merely close
+    assert np.array_equal(matrix, design.numeric(features))
+    fitted = Design.fit(features, columns, ())
+    assert np.array_equal(fitted.weights, design.weights) and fitted.undefined_fill == design.undefined_fill
+
+
+def test_distinct_profiles_stop_counting_at_enough():
+    from include.segmentation.model import DISTINCT_PROFILES_FIRST_ROWS, _distinct_profiles
+
+    rng = np.random.default_rng(0)
+    n = 3 * DISTINCT_PROFILES_FIRST_ROWS
+    varied = rng.normal(size=(n, 3))
+    none = np.zeros((n, 0), np.int64)
+    assert _distinct_profiles(varied, none, enough=9) >= 9
+    assert _distinct_profiles(varied, none) == n
+    # Few profiles (the first rows all alike, the rest in three kinds): counted over every row.
+    few = np.vstack([np.zeros((DISTINCT_PROFILES_FIRST_ROWS + 5, 3)), np.eye(3)[rng.integers(0, 3, n)]])
+    assert _distinct_profiles(few, np.zeros((len(few), 0), np.int64), enough=9) == 4
