@@ -17,9 +17,11 @@ a reader sees. Then:
 
 Fault injection lives here, not in product code: the child wraps
 SQLAlchemy's ``Connection.execute`` and ``DuckDBWarehouse.insert_df`` to see
-which table each write goes to. Children are forked from this process (all
-imports already done), so a case costs the stage's own work, not a Python
-start-up.
+which table each write goes to. Children are spawned, not forked: a child
+forked from this process (whose thread pools and DuckDB instances ran every
+stage already) could wait forever on a lock held by a thread that no longer
+exists in it (seen 2026-12-08: ``segment_customers``' child in a futex wait at
+0 CPU). A spawned child pays a Python start-up and its imports.
 """
 
 from __future__ import annotations
@@ -196,9 +198,7 @@ def _killed_child(path: Path, name: str, before: str, tables: list[str], report:
     """Run ``name`` on ``path``; just before its first write to ``before``, record a second connection's view, die."""
     from threadpoolctl import threadpool_limits
 
-    # GNU OpenMP is not fork-safe: a forked child that enters a parallel region sized for the parent's thread
-    # team (scikit-learn's neighbour search in the spectral fit) spins forever. One thread per pool here.
-    threadpool_limits(1)
+    threadpool_limits(1)  # one thread per pool: the parent test process runs beside it
     url = f"duckdb:///{path}"
 
     def read_then_die() -> None:
@@ -221,8 +221,8 @@ def test_a_stage_killed_inside_its_writes_leaves_the_old_state_and_a_rerun_equal
     path = tmp_path / "killed.duckdb"
     shutil.copy(case["before"], path)
     report = tmp_path / "reader.json"
-    gc.collect()  # no DuckDB instance of this file may survive into the child
-    child = multiprocessing.get_context("fork").Process(
+    gc.collect()  # no DuckDB instance of this file may stay open while the child writes it
+    child = multiprocessing.get_context("spawn").Process(
         target=_killed_child, args=(path, name, case["last"], case["tables"], report))
     child.start()
     child.join(timeout=900)
